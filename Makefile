@@ -1,0 +1,127 @@
+# DVV build. `make` builds the release binaries in build/; `make SAN=1` builds the same tree with
+# ASan+UBSan in build-san/ (what the tests run); `make test` runs the whole suite (scripts/test.sh).
+# Quiet by default, V=1 prints full commands.
+
+.DELETE_ON_ERROR:
+.SUFFIXES:
+
+CC      ?= cc
+CLANG   ?= clang
+SAN     ?= 0
+V       ?= 0
+
+ifeq ($(V),1)
+Q :=
+msg = @true
+else
+Q := @
+msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
+endif
+
+ifeq ($(SAN),1)
+BUILD   ?= build-san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT     := -O1 -g
+else
+BUILD   ?= build
+SANFLAGS :=
+OPT     := -O2 -g
+endif
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wno-unused-parameter -Wformat=2
+CFLAGS  ?= $(OPT)
+CFLAGS  += -std=gnu11 $(WARN) $(SANFLAGS) -D_GNU_SOURCE -Icommon -Iuserspace -Iclient -I$(BUILD)/gen \
+           -fstack-protector-strong -D_FORTIFY_SOURCE=2 -MMD -MP
+LDFLAGS += $(SANFLAGS)
+
+RELAY_LIBS := -lssl -lcrypto -ljwt -ljansson -lhiredis -lmicrohttpd -lpthread
+AGENT_LIBS := -lssl -lcrypto -ljansson -lpthread
+TEST_LIBS  := -lcmocka $(RELAY_LIBS)
+
+COMMON_SRC := $(wildcard common/*.c)
+RELAY_SRC  := $(filter-out userspace/main.c,$(wildcard userspace/*.c))
+AGENT_SRC  := $(filter-out client/main.c,$(wildcard client/*.c))
+TOOLS_SRC  := $(wildcard tools/*.c)
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+COMMON_OBJ := $(call obj,$(COMMON_SRC))
+RELAY_OBJ  := $(call obj,$(RELAY_SRC))
+AGENT_OBJ  := $(call obj,$(AGENT_SRC))
+UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+TOOLS_BIN  := $(patsubst tools/%.c,$(BUILD)/%,$(TOOLS_SRC))
+FUZZ_BIN   := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(FUZZ_SRC))
+
+.PHONY: all relay agent tools unit fuzz test static clean setup run
+all: $(BUILD)/dvv-relay $(BUILD)/dvv $(TOOLS_BIN)
+relay: $(BUILD)/dvv-relay
+agent: $(BUILD)/dvv
+tools: $(TOOLS_BIN)
+unit: $(UNIT_BIN)
+fuzz: $(FUZZ_BIN)
+
+$(BUILD)/obj/%.o: %.c
+	$(call msg,CC,$<)
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libdvv.a: $(COMMON_OBJ)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+$(BUILD)/librelay.a: $(RELAY_OBJ)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+$(BUILD)/libagent.a: $(AGENT_OBJ)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/dvv-relay: $(call obj,userspace/main.c) $(BUILD)/librelay.a $(BUILD)/libdvv.a
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RELAY_LIBS)
+
+$(BUILD)/dvv: $(call obj,client/main.c) $(BUILD)/libagent.a $(BUILD)/libdvv.a
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(AGENT_LIBS)
+
+$(BUILD)/%: $(BUILD)/obj/tools/%.o $(BUILD)/librelay.a $(BUILD)/libdvv.a
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RELAY_LIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/librelay.a $(BUILD)/libagent.a $(BUILD)/libdvv.a
+	$(call msg,LD,$@)
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS)
+
+# The agent as users get it: one static binary (glibc + OpenSSL + jansson), stripped.
+STATIC_FLAGS := -Os -ffunction-sections -fdata-sections
+static: build/dvv-static
+build/dvv-static: client/main.c $(AGENT_SRC) $(COMMON_SRC)
+	$(call msg,STATIC,$@)
+	$(Q)mkdir -p build
+	$(Q)$(CC) -std=gnu11 $(WARN) -D_GNU_SOURCE -Icommon -Iclient $(STATIC_FLAGS) -static \
+	  -Wl,--gc-sections -s -o $@ $^ -lssl -lcrypto -ljansson -lpthread
+	@printf '  SIZE     %s %s bytes\n' "$@" "$$(stat -c %s $@)"
+
+# libFuzzer targets: each tests/fuzz/fuzz_X.c links the whole shared + relay + agent code.
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -Icommon -Iuserspace -Iclient
+build-fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(RELAY_SRC) $(AGENT_SRC)
+	$(call msg,FUZZ,$@)
+	$(Q)mkdir -p build-fuzz
+	$(Q)$(CLANG) $(FUZZ_FLAGS) -Wall -Wextra -Werror -Wno-unused-parameter -o $@ $^ $(RELAY_LIBS)
+
+setup:
+	scripts/setup.sh
+
+test:
+	scripts/test.sh
+
+run:
+	scripts/dvv-local.sh
+
+clean:
+	rm -rf build build-san build-fuzz
+
+-include $(shell find build build-san -name '*.d' 2>/dev/null)

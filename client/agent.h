@@ -1,0 +1,129 @@
+/* dvv, the agent: one TLS control channel to a relay, a pool of pre-opened plain TCP data
+ * connections that the relay assigns to players, and one local connection per player, joined
+ * to its data connection with splice(2).
+ *
+ *   main.c      options, signals, output mode, exit status
+ *   options.c   command line / environment -> struct agent_config
+ *   agent.c     the session: control channel, reconnect backoff, pool, players
+ *   report.c    what the user sees on stdout: human status or JSON lines
+ */
+#ifndef DVV_AGENT_H
+#define DVV_AGENT_H
+
+#include "loop.h"
+#include "net.h"
+#include "proto.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define AGENT_VERSION "0.1.0"
+#define AGENT_DEFAULT_RELAY "relay.eu.dvv.one:7000"
+#define AGENT_DEFAULT_LOCAL "127.0.0.1:25565"
+
+/* Reconnect backoff: capped exponential with full jitter. */
+#define AGENT_BACKOFF_BASE_MS 500u
+#define AGENT_BACKOFF_CAP_MS 30000u
+#define AGENT_BACKOFF_RESET_MS 60000u /* a session that stayed up this long resets the count */
+#define AGENT_AUTH_RETRY_MIN_MS 5000u /* --retry-auth never retries faster than this */
+
+#define AGENT_PING_DEFAULT_MS 15000u
+#define AGENT_DEAD_PINGS 3		/* silent for this many ping intervals = relay dead */
+#define AGENT_HANDSHAKE_TIMEOUT_MS 15000u /* TCP connect + TLS + HELLO/WELCOME */
+#define AGENT_DATA_CONNECT_TIMEOUT_MS 10000u
+#define AGENT_HDR_TIMEOUT_MS 10000u	/* player header started but not finished */
+#define AGENT_LOCAL_CONNECT_TIMEOUT_MS 5000u
+#define AGENT_MAX_CONNECTING 64		/* data connections in TCP connect at once */
+#define AGENT_MAX_POOL 1024		/* idle + connecting + queued tokens, whatever the relay asks */
+
+/* Process exit statuses (main returns them). */
+#define AGENT_EXIT_OK 0
+#define AGENT_EXIT_FAIL 1
+#define AGENT_EXIT_USAGE 2
+#define AGENT_EXIT_AUTH 3    /* the relay rejected the token */
+#define AGENT_EXIT_VERSION 4 /* the relay does not speak this agent's protocol */
+
+struct agent_config {
+	char relay[256];		/* host:port */
+	char local[256];		/* host:port */
+	char token[CTL_TOKEN_MAX + 1];	/* never printed or logged */
+	const char *ca_file;
+	const char *pin;
+	bool proxy_protocol;
+	bool json;
+	bool retry_auth;
+	int log_level;			/* enum log_level */
+};
+
+/* ---- options.c ---- */
+
+/* Outcome of agent_opts_parse besides 0 (run the agent). */
+#define AGENT_OPTS_HELP 1    /* --help: print agent_opts_usage to stdout, exit 0 */
+#define AGENT_OPTS_VERSION 2 /* --version */
+
+/* Fill cfg from argv and the environment (DVV_RELAY, DVV_TOKEN). Returns 0, AGENT_OPTS_HELP,
+ * AGENT_OPTS_VERSION, or -EINVAL with a one-line reason in err (a usage error). A token given
+ * with --token is wiped from argv so it does not show in ps / /proc/PID/cmdline. */
+int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err, size_t errlen);
+void agent_opts_usage(FILE *f);
+/* Read a token file: trailing whitespace stripped, must be one printable line. */
+int agent_token_read_file(const char *path, char *out, size_t cap, char *err, size_t errlen);
+
+/* ---- report.c: the user-facing event stream ---- */
+
+enum agent_event_type {
+	AGENT_EV_CONNECTING,
+	AGENT_EV_TUNNEL_UP,
+	AGENT_EV_TUNNEL_DOWN,
+	AGENT_EV_RECONNECTING,
+	AGENT_EV_PLAYER_OPEN,
+	AGENT_EV_PLAYER_CLOSE,
+	AGENT_EV_ERROR,
+};
+
+struct agent_event {
+	enum agent_event_type type;
+	const char *relay;	     /* connecting, tunnel_up */
+	const char *hostname, *tunnel, *region; /* tunnel_up */
+	const char *reason;	     /* tunnel_down; reconnecting after a failed attempt */
+	const char *code, *message;  /* error */
+	const char *player;	     /* player_open / player_close */
+	uint64_t in_ms;		     /* reconnecting */
+	unsigned attempt;	     /* reconnecting */
+	unsigned active;	     /* players now connected */
+	uint64_t joins;		     /* players since start */
+	uint64_t bytes_in, bytes_out; /* player_close: player -> server, server -> player */
+	uint64_t duration_ms;	     /* player_close */
+};
+
+void agent_report_init(bool json, const char *local);
+void agent_report(const struct agent_event *ev);
+void agent_report_finish(void); /* end the in-place status line before exiting */
+
+/* ---- agent.c ---- */
+
+/* Full-jitter backoff: a uniform pick in [0, min(cap, base * 2^attempt)] from rnd. */
+uint32_t agent_backoff_ms(unsigned attempt, uint32_t base, uint32_t cap, uint64_t rnd);
+
+/* Incremental reader of the relay's player header on a data connection. It never reads a byte
+ * past the header: what follows belongs to the player and goes to the server by splice. */
+struct agent_hdr_reader {
+	uint8_t buf[DATA_HDR_FIXED + DATA_HDR_BODY_MAX];
+	size_t have;
+	size_t need; /* DATA_HDR_FIXED until the fixed part is parsed, then fixed + body */
+};
+void agent_hdr_reset(struct agent_hdr_reader *r);
+/* Read from a non-blocking fd. Returns 1 with *out filled when the header is complete, 0 when
+ * more bytes are needed (EAGAIN), -ECONNRESET on EOF, -EPROTO on a bad header, or -errno. */
+int agent_hdr_read(struct agent_hdr_reader *r, int fd, struct data_hdr *out);
+
+struct agent;
+int agent_new(const struct agent_config *cfg, struct agent **out, char *err, size_t errlen);
+/* Run until stop_fd (a signalfd, or -1) becomes readable (returns AGENT_EXIT_OK) or the relay
+ * refuses us for good (AGENT_EXIT_AUTH, AGENT_EXIT_VERSION). */
+int agent_run(struct agent *a, int stop_fd);
+void agent_free(struct agent *a);
+
+#endif

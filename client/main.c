@@ -1,0 +1,75 @@
+/* dvv: the agent users run next to their Minecraft server. main() only parses options, sets up
+ * signals and the output mode, and maps the outcome to an exit status; the session lives in
+ * agent.c. */
+#include "agent.h"
+#include "log.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+/* Each player costs 2 sockets + 4 pipe ends: take whatever the hard limit allows. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static struct agent_config cfg; /* static: it holds a 4 KB token buffer */
+	struct agent *a = NULL;
+	char err[512] = "";
+	int sigfd = -1, code = AGENT_EXIT_FAIL;
+
+	log_init("dvv", LOG_INFO);
+	int rc = agent_opts_parse(argc, argv, &cfg, err, sizeof(err));
+	if (rc == AGENT_OPTS_HELP) {
+		agent_opts_usage(stdout);
+		return AGENT_EXIT_OK;
+	}
+	if (rc == AGENT_OPTS_VERSION) {
+		printf("dvv %s (control protocol %d)\n", AGENT_VERSION, CTL_VERSION);
+		return AGENT_EXIT_OK;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "dvv: %s\nTry 'dvv --help'.\n", err);
+		return AGENT_EXIT_USAGE;
+	}
+	log_set_level((enum log_level)cfg.log_level);
+
+	signal(SIGPIPE, SIG_IGN);
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0 ||
+	    (sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
+		pr_err("signals: %s", strerror(errno));
+		goto out;
+	}
+	raise_nofile();
+
+	rc = agent_new(&cfg, &a, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "dvv: %s\n", err);
+		code = (rc == -EINVAL || rc == -EHOSTUNREACH) ? AGENT_EXIT_USAGE : AGENT_EXIT_FAIL;
+		goto out;
+	}
+	agent_report_init(cfg.json, cfg.local);
+	code = agent_run(a, sigfd);
+	agent_report_finish();
+out:
+	agent_free(a);
+	if (sigfd >= 0)
+		close(sigfd);
+	explicit_bzero(cfg.token, sizeof(cfg.token));
+	return code;
+}

@@ -1,0 +1,315 @@
+/* Command line and environment -> struct agent_config. No side effects besides reading the
+ * token file and wiping a --token value from argv. */
+#include "agent.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void agent_opts_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: dvv [options]\n"
+		"Share a local Minecraft server through a DVV relay: players join at the hostname\n"
+		"the relay gives this tunnel, nobody forwards a port.\n"
+		"\n"
+		"  --relay HOST:PORT   relay agent address (env DVV_RELAY, default %s)\n"
+		"  --token-file FILE   read the tunnel token from FILE (recommended)\n"
+		"  --token TOKEN       the tunnel token (env DVV_TOKEN; visible to other local users\n"
+		"                      while dvv starts: prefer --token-file or DVV_TOKEN)\n"
+		"  --local HOST:PORT   the Minecraft server to forward to (default %s)\n"
+		"  --proxy-protocol    send a PROXY protocol v2 header with the player's address to the\n"
+		"                      local server (enable it there too, e.g. proxy-protocol: true)\n"
+		"  --ca FILE           verify the relay certificate against this CA bundle\n"
+		"  --pin HEX           accept only a relay whose public key SHA-256 (SPKI) is HEX\n"
+		"                      (default: the system CA store)\n"
+		"  --retry-auth        keep retrying (slowly) when the relay rejects the token\n"
+		"  --json              one JSON event per line on stdout (for scripts and panels)\n"
+		"  --log-level LEVEL   error, warn, info (default) or debug; logs go to stderr\n"
+		"  --version           print the version and exit\n"
+		"  --help              print this help and exit\n"
+		"\n"
+		"exit status: 0 stopped by SIGINT/SIGTERM, 1 failure, 2 usage error,\n"
+		"             3 token rejected by the relay, 4 relay needs a newer dvv\n",
+		AGENT_DEFAULT_RELAY, AGENT_DEFAULT_LOCAL);
+}
+
+/* A JWT is base64url segments and dots; accept any printable ASCII without spaces. */
+static int token_check(const char *t, size_t n, char *err, size_t errlen)
+{
+	if (n == 0) {
+		snprintf(err, errlen, "the token is empty");
+		return -EINVAL;
+	}
+	if (n > CTL_TOKEN_MAX) {
+		snprintf(err, errlen, "the token is longer than %d bytes", CTL_TOKEN_MAX);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (t[i] < 0x21 || t[i] > 0x7e) {
+			snprintf(err, errlen, "the token contains a space or a non-printable byte");
+			return -EINVAL;
+		}
+	return 0;
+}
+
+int agent_token_read_file(const char *path, char *out, size_t cap, char *err, size_t errlen)
+{
+	int rc = 0;
+	char buf[CTL_TOKEN_MAX + 64];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "--token-file %s: %s", path, strerror(errno));
+		goto out;
+	}
+	struct stat st;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0044))
+		pr_warn("token file %s is readable by other users (chmod 600 it)", path);
+	size_t len = 0;
+	for (;;) {
+		ssize_t r = read(fd, buf + len, sizeof(buf) - 1 - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			rc = -errno;
+			snprintf(err, errlen, "--token-file %s: %s", path, strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+		if (len == sizeof(buf) - 1) {
+			rc = -EINVAL;
+			snprintf(err, errlen, "--token-file %s: larger than a token can be", path);
+			goto out;
+		}
+	}
+	while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' ' ||
+		       buf[len - 1] == '\t'))
+		len--;
+	size_t lead = strspn(buf, " \t\r\n");
+	if (lead > len)
+		lead = len;
+	char e2[128];
+	if ((rc = token_check(buf + lead, len - lead, e2, sizeof(e2)))) {
+		snprintf(err, errlen, "--token-file %s: %s", path, e2);
+		goto out;
+	}
+	if (len - lead >= cap) {
+		rc = -EINVAL;
+		snprintf(err, errlen, "--token-file %s: token too long", path);
+		goto out;
+	}
+	memcpy(out, buf + lead, len - lead);
+	out[len - lead] = 0;
+out:
+	explicit_bzero(buf, sizeof(buf));
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+static int addr_opt(const char *name, const char *v, char *out, size_t cap, char *err,
+		    size_t errlen)
+{
+	char host[256];
+	uint16_t port;
+	if (strlen(v) >= cap || net_split_hostport(v, host, sizeof(host), &port) || port == 0) {
+		snprintf(err, errlen, "%s '%s': want HOST:PORT or [IPv6]:PORT", name, v);
+		return -EINVAL;
+	}
+	snprintf(out, cap, "%s", v);
+	return 0;
+}
+
+enum {
+	OPT_RELAY = 256,
+	OPT_TOKEN,
+	OPT_TOKEN_FILE,
+	OPT_CA,
+	OPT_PIN,
+	OPT_LOCAL,
+	OPT_PROXY,
+	OPT_JSON,
+	OPT_LOG_LEVEL,
+	OPT_RETRY_AUTH,
+	OPT_VERSION,
+	OPT_HELP,
+};
+
+static const struct option long_opts[] = {
+	{"relay", required_argument, NULL, OPT_RELAY},
+	{"token", required_argument, NULL, OPT_TOKEN},
+	{"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+	{"ca", required_argument, NULL, OPT_CA},
+	{"pin", required_argument, NULL, OPT_PIN},
+	{"local", required_argument, NULL, OPT_LOCAL},
+	{"proxy-protocol", no_argument, NULL, OPT_PROXY},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+	{"retry-auth", no_argument, NULL, OPT_RETRY_AUTH},
+	{"version", no_argument, NULL, OPT_VERSION},
+	{"help", no_argument, NULL, OPT_HELP},
+	{NULL, 0, NULL, 0},
+};
+
+int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err, size_t errlen)
+{
+	const char *relay = NULL, *local = AGENT_DEFAULT_LOCAL, *token_file = NULL;
+	bool token_arg = false, token_long = false;
+	bool want_help = false, want_version = false;
+	int rc = 0;
+
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->log_level = LOG_INFO;
+	optind = 0; /* GNU: full re-initialisation, so tests can parse several times */
+	opterr = 0;
+	for (;;) {
+		int o = getopt_long(argc, argv, "", long_opts, NULL);
+		if (o == -1)
+			break;
+		switch (o) {
+		case OPT_RELAY:
+			relay = optarg;
+			break;
+		case OPT_TOKEN:
+			if (token_arg || token_file)
+				goto twice;
+			token_arg = true;
+			/* the value leaves argv (ps, /proc/PID/cmdline) right away */
+			if (strlen(optarg) < sizeof(cfg->token))
+				snprintf(cfg->token, sizeof(cfg->token), "%s", optarg);
+			else
+				token_long = true;
+			memset(optarg, 'x', strlen(optarg));
+			break;
+		case OPT_TOKEN_FILE:
+			if (token_arg || token_file)
+				goto twice;
+			token_file = optarg;
+			break;
+		case OPT_CA:
+			cfg->ca_file = optarg;
+			break;
+		case OPT_PIN:
+			cfg->pin = optarg;
+			break;
+		case OPT_LOCAL:
+			local = optarg;
+			break;
+		case OPT_PROXY:
+			cfg->proxy_protocol = true;
+			break;
+		case OPT_JSON:
+			cfg->json = true;
+			break;
+		case OPT_RETRY_AUTH:
+			cfg->retry_auth = true;
+			break;
+		case OPT_LOG_LEVEL:
+			cfg->log_level = log_level_parse(optarg);
+			if (cfg->log_level < 0) {
+				snprintf(err, errlen,
+					 "--log-level '%s': want error, warn, info or debug", optarg);
+				rc = -EINVAL;
+				goto out;
+			}
+			break;
+		case OPT_VERSION:
+			want_version = true;
+			break;
+		case OPT_HELP:
+			want_help = true;
+			break;
+		case ':':
+			snprintf(err, errlen, "%s needs a value", argv[optind - 1]);
+			rc = -EINVAL;
+			goto out;
+		default:
+			if (optopt >= OPT_RELAY)
+				snprintf(err, errlen, "%s needs a value", argv[optind - 1]);
+			else
+				snprintf(err, errlen, "unknown option '%s'", argv[optind - 1]);
+			rc = -EINVAL;
+			goto out;
+		}
+	}
+	if (want_help) {
+		rc = AGENT_OPTS_HELP;
+		goto out;
+	}
+	if (want_version) {
+		rc = AGENT_OPTS_VERSION;
+		goto out;
+	}
+	if (optind < argc) {
+		snprintf(err, errlen, "unexpected argument '%s' (options start with --)",
+			 argv[optind]);
+		rc = -EINVAL;
+		goto out;
+	}
+	if (!relay)
+		relay = getenv("DVV_RELAY");
+	if (!relay || !*relay)
+		relay = AGENT_DEFAULT_RELAY;
+	if ((rc = addr_opt("--relay", relay, cfg->relay, sizeof(cfg->relay), err, errlen)) ||
+	    (rc = addr_opt("--local", local, cfg->local, sizeof(cfg->local), err, errlen)))
+		goto out;
+
+	if (token_long) {
+		snprintf(err, errlen, "the token is longer than %d bytes", CTL_TOKEN_MAX);
+		rc = -EINVAL;
+		goto out;
+	}
+	if (token_file) {
+		if ((rc = agent_token_read_file(token_file, cfg->token, sizeof(cfg->token), err,
+						errlen)))
+			goto out;
+	} else if (!token_arg) {
+		const char *env = getenv("DVV_TOKEN");
+		if (!env || !*env) {
+			snprintf(err, errlen,
+				 "no token: use --token-file FILE, --token TOKEN or set DVV_TOKEN");
+			rc = -EINVAL;
+			goto out;
+		}
+		if (strlen(env) >= sizeof(cfg->token)) {
+			snprintf(err, errlen, "DVV_TOKEN is longer than %d bytes", CTL_TOKEN_MAX);
+			rc = -EINVAL;
+			goto out;
+		}
+		snprintf(cfg->token, sizeof(cfg->token), "%s", env);
+	}
+	if ((rc = token_check(cfg->token, strlen(cfg->token), err, errlen)))
+		goto out;
+
+	if (cfg->pin) {
+		size_t n = strlen(cfg->pin);
+		if (n != 64 || strspn(cfg->pin, "0123456789abcdefABCDEF") != 64) {
+			snprintf(err, errlen,
+				 "--pin wants 64 hex characters (SHA-256 of the relay's SPKI)");
+			rc = -EINVAL;
+			goto out;
+		}
+	}
+	if (cfg->ca_file && access(cfg->ca_file, R_OK) != 0) {
+		snprintf(err, errlen, "--ca %s: %s", cfg->ca_file, strerror(errno));
+		rc = -EINVAL;
+		goto out;
+	}
+	return 0;
+twice:
+	snprintf(err, errlen, "give the token once: --token or --token-file");
+	rc = -EINVAL;
+out:
+	if (rc < 0)
+		explicit_bzero(cfg->token, sizeof(cfg->token));
+	return rc;
+}

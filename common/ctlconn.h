@@ -1,0 +1,54 @@
+/* A control channel over non-blocking TLS (OpenSSL): framing, bounded buffers, and dispatch of
+ * decoded messages. Used by the relay (server side) and the agent (client side). */
+#ifndef DVV_CTLCONN_H
+#define DVV_CTLCONN_H
+
+#include "proto.h"
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CTL_OUT_MAX (64 * 1024) /* a peer that does not read its control channel is cut */
+
+struct ctl_conn;
+/* Called for each decoded frame. Return 0 to go on, non-zero to stop reading (e.g. closed). */
+typedef int (*ctl_msg_cb)(struct ctl_conn *c, const struct ctl_msg *m);
+
+struct ctl_conn {
+	SSL *ssl;
+	int fd;
+	bool handshake_done;
+	bool shut;	      /* no more sends accepted */
+	ctl_msg_cb on_msg;
+	void *data;
+	/* Buffers are allocated only while they hold bytes: an idle control channel (the common
+	 * case, tens of thousands per relay) costs no buffer memory here, and OpenSSL's own record
+	 * buffers are released too (SSL_MODE_RELEASE_BUFFERS). */
+	size_t inlen, outlen, outcap;
+	uint8_t *in;  /* partial frame carried between reads, CTL_HDR_LEN + CTL_PAYLOAD_MAX */
+	uint8_t *out; /* queued frames, up to CTL_OUT_MAX */
+	char err[192];	      /* why the connection failed, for logs; never secrets */
+};
+
+/* Takes ownership of fd's TLS session (not of fd). */
+int ctl_conn_init(struct ctl_conn *c, SSL_CTX *ctx, int fd, bool server, const char *sni);
+void ctl_conn_free(struct ctl_conn *c);
+
+/* Drive the connection after epoll reported readiness (or right after init): handshake, flush,
+ * read and dispatch. Returns the epoll events to wait for next (EPOLLIN and maybe EPOLLOUT), or a
+ * negative errno when the connection is finished (-ECONNRESET on EOF, details in c->err). */
+int ctl_conn_io(struct ctl_conn *c);
+/* Queue a message; it is written by the next ctl_conn_io (call it, or ctl_conn_flush). */
+int ctl_conn_send(struct ctl_conn *c, const struct ctl_msg *m);
+int ctl_conn_flush(struct ctl_conn *c); /* same return as ctl_conn_io but never reads */
+bool ctl_conn_wants_write(const struct ctl_conn *c);
+
+/* TLS contexts. Server: certificate chain + key. Client: verify against a CA file, a SHA-256
+ * pin of the server's public key (SPKI), or the system store when both are NULL. */
+SSL_CTX *tls_server_ctx(const char *cert, const char *key, char *err, size_t errlen);
+SSL_CTX *tls_client_ctx(const char *ca_file, const char *pin_hex, char *err, size_t errlen);
+/* SHA-256 of the certificate's SubjectPublicKeyInfo, hex (65 bytes out). */
+int tls_spki_sha256(X509 *cert, char out[65]);
+
+#endif

@@ -1,0 +1,38 @@
+/* Socket helpers shared by relay and agent: address parsing, non-blocking listen/connect. */
+#ifndef DVV_NET_H
+#define DVV_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct net_addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+};
+
+/* "1.2.3.4:5", "[::1]:5", "host:5" (host resolved with getaddrinfo: blocking, so only at
+ * start-up or in the agent's connect path, never in the relay's loop). */
+int net_parse_addr(const char *s, struct net_addr *out, bool resolve, char *err, size_t errlen);
+/* Split "host:port" / "[v6]:port" into parts. */
+int net_split_hostport(const char *s, char *host, size_t hostlen, uint16_t *port);
+void net_addr_fmt(const struct sockaddr *sa, char *out, size_t outlen); /* "1.2.3.4:5" / "[::1]:5" */
+uint16_t net_addr_port(const struct sockaddr *sa);
+
+int net_listen(const struct net_addr *a, int backlog, char *err, size_t errlen);
+int net_connect(const struct net_addr *a, int *fd_out); /* non-blocking; 0 or -EINPROGRESS ok */
+int net_set_nonblock(int fd);
+int net_so_error(int fd);
+void net_tune_stream(int fd); /* TCP_NODELAY + keepalive: game traffic is latency bound */
+
+/* Random bytes from getrandom(2); aborts only if the kernel cannot give them. */
+void rand_bytes(void *buf, size_t n);
+uint64_t rand_u64(void);
+void hex_encode(const uint8_t *in, size_t n, char *out); /* out holds 2n+1 */
+int hex_decode(const char *in, size_t inlen, uint8_t *out, size_t outcap); /* bytes or -1 */
+
+/* Keyed hash for tables indexed by attacker-chosen strings (SipHash-1-3). */
+uint64_t hash_bytes(const uint64_t key[2], const void *data, size_t len);
+
+#endif

@@ -1,0 +1,111 @@
+/* The agent <-> relay wire protocol (docs/protocol.md is the reference).
+ *
+ * Port 7000 carries two kinds of connection, told apart by their first byte:
+ *  - 0x16: a TLS control channel. Inside TLS: frames of [ver u8][type u8][len u16 BE][payload],
+ *    payload a UTF-8 JSON object of at most CTL_PAYLOAD_MAX bytes.
+ *  - 'D':  a plain data connection: "DVVA" + 32-byte attach token. It then waits, silent, for
+ *    the relay's player header "DVVP" (below), after which it carries one player's bytes.
+ */
+#ifndef DVV_PROTO_H
+#define DVV_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define CTL_VERSION 1
+#define CTL_HDR_LEN 4
+#define CTL_PAYLOAD_MAX 8192
+#define CTL_NEED_MORE 1
+#define CTL_ATTACH_MAX 32	  /* tokens in one ATTACH */
+#define CTL_TOKEN_MAX 4096	  /* JWT bytes */
+
+enum ctl_type {
+	CTL_HELLO = 1,	 /* agent -> relay: authenticate */
+	CTL_WELCOME = 2, /* relay -> agent: tunnel is up */
+	CTL_ERROR = 3,	 /* relay -> agent: refused / failed, connection closes after it */
+	CTL_ATTACH = 4,	 /* relay -> agent: open one data connection per token */
+	CTL_PING = 5,	 /* either way */
+	CTL_PONG = 6,	 /* answer to PING, echoes t */
+	CTL_MOVE = 7,	 /* relay -> agent: reconnect to addr (draining / placement) */
+	CTL_GOODBYE = 8	 /* either way: orderly close */
+};
+
+#define ATTACH_TOKEN_LEN 32 /* 8-byte id + 24-byte secret */
+#define ATTACH_ID_LEN 8
+
+struct ctl_msg {
+	uint8_t type;
+	union {
+		struct {
+			uint32_t proto;
+			char token[CTL_TOKEN_MAX + 1];
+			char agent[64];
+		} hello;
+		struct {
+			char hostname[256];
+			char tunnel[65];
+			char instance[65];
+			char region[17];
+			uint32_t ping_ms;
+		} welcome;
+		struct {
+			char code[32];
+			char message[256];
+			bool retry;
+			uint32_t retry_after_ms;
+		} error;
+		struct {
+			uint32_t n;
+			uint8_t tokens[CTL_ATTACH_MAX][ATTACH_TOKEN_LEN];
+		} attach;
+		struct {
+			uint64_t t;
+		} ping; /* also pong */
+		struct {
+			char addr[128];
+			char reason[64];
+		} move;
+		struct {
+			char reason[128];
+		} goodbye;
+	} u;
+};
+
+/* Decode one frame from buf. Returns 0 (m filled, *consumed set), CTL_NEED_MORE, or a negative
+ * errno with a message in err. Unknown frame types decode to m->type = that type with *consumed
+ * set and nothing else filled (receivers ignore them: forward compatibility). */
+int ctl_decode(const uint8_t *buf, size_t len, struct ctl_msg *m, size_t *consumed, char *err,
+	       size_t errlen);
+/* Encode m into out; returns bytes written or a negative errno (-ENOSPC, -EINVAL). */
+int ctl_encode(const struct ctl_msg *m, uint8_t *out, size_t cap);
+const char *ctl_type_name(uint8_t type);
+
+/* Data connection: attach preamble sent by the agent. */
+#define DATA_ATTACH_MAGIC "DVVA"
+#define DATA_ATTACH_LEN (4 + ATTACH_TOKEN_LEN)
+
+/* Player header sent by the relay on a data connection when a player is joined to it. */
+#define DATA_HDR_MAGIC "DVVP"
+#define DATA_HDR_FIXED 8     /* magic, version, flags, u16 body length */
+#define DATA_HDR_BODY 38     /* family, pad, sport, dport, saddr[16], daddr[16] */
+#define DATA_HDR_BODY_MAX 256
+#define DATA_HDR_LEN (DATA_HDR_FIXED + DATA_HDR_BODY)
+
+struct data_hdr {
+	struct sockaddr_storage src; /* the player as the first relay saw it */
+	struct sockaddr_storage dst; /* the relay address the player dialled */
+};
+
+size_t data_hdr_encode(const struct data_hdr *h, uint8_t out[DATA_HDR_LEN]);
+/* Parse the fixed part: returns body length to read next, or negative on bad magic/version. */
+int data_hdr_fixed(const uint8_t fixed[DATA_HDR_FIXED]);
+int data_hdr_body(const uint8_t *body, size_t len, struct data_hdr *h);
+
+/* PROXY protocol v2 (TCP over IPv4/IPv6) header for src -> dst. Mixed families are mapped to
+ * IPv6. Returns bytes written (16 + 12 or 16 + 36) or 0 if cap too small / family unknown. */
+size_t proxy_v2_build(uint8_t *out, size_t cap, const struct sockaddr *src,
+		      const struct sockaddr *dst);
+
+#endif

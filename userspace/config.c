@@ -1,0 +1,216 @@
+#include "config.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <getopt.h>
+#include <stddef.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DVV_VERSION "0.1.0"
+
+enum opt_kind { OPT_STR, OPT_INT };
+
+struct opt_def {
+	const char *name;
+	enum opt_kind kind;
+	size_t off, size;
+	int min, max;
+	const char *help;
+};
+
+#define S(field, help) {#field, OPT_STR, offsetof(struct relay_cfg, field), sizeof(((struct relay_cfg *)0)->field), 0, 0, help}
+#define I(field, lo, hi, help) {#field, OPT_INT, offsetof(struct relay_cfg, field), sizeof(int), lo, hi, help}
+
+static const struct opt_def defs[] = {
+	S(player_listen, "players connect here (Minecraft)"),
+	S(agent_listen, "agents connect here (TLS control + data connections)"),
+	S(admin_listen, "/healthz /readyz /metrics"),
+	S(public_agent_addr, "agent address advertised to agents (default: agent-listen)"),
+	S(redis, "Redis host:port"),
+	S(redis_prefix, "prefix of every Redis key"),
+	S(region, "region of this relay (eu, us, asia)"),
+	S(base_domain, "players use <name>.<region>.<base-domain>"),
+	S(instance_id, "unique id of this relay (default: hostname-pid-random)"),
+	S(tls_cert, "PEM certificate chain for the agent control channel"),
+	S(tls_key, "PEM private key for it"),
+	S(jwt_pubkey, "PEM ES256 public key that verifies agent tokens"),
+	S(jwt_issuer, "required iss claim"),
+	S(jwt_audience, "required aud claim"),
+	S(dataplane, "userspace"),
+	I(workers, 0, 256, "data-plane threads (0 = one per CPU)"),
+	I(handshake_timeout_ms, 100, 120000, "player handshake deadline"),
+	I(join_wait_ms, 100, 60000, "how long a player waits for an agent connection"),
+	I(ctl_auth_timeout_ms, 100, 120000, "agent TLS + HELLO deadline"),
+	I(pool_min, 0, 64, "idle data connections per tunnel, minimum"),
+	I(pool_max, 1, 256, "idle data connections per tunnel, maximum"),
+	I(token_ttl_ms, 1000, 600000, "attach token lifetime"),
+	I(lease_ttl_s, 3, 3600, "route lease TTL in Redis"),
+	I(heartbeat_ms, 200, 60000, "heartbeat and lease renewal period"),
+	I(name_grace_s, 10, 30 * 86400, "a tunnel keeps its name this long while offline"),
+	I(drain_timeout_s, 0, 86400, "on SIGTERM, players keep playing at most this long"),
+	I(max_handshakes, 16, 1000000, "concurrent unfinished player handshakes"),
+	I(max_tunnels, 1, 1000000, "tunnels this instance accepts"),
+};
+#define NDEFS (sizeof(defs) / sizeof(defs[0]))
+
+static void flag_name(const char *field, char *out, char sep)
+{
+	size_t i = 0;
+	for (; field[i]; i++)
+		out[i] = field[i] == '_' ? sep : field[i];
+	out[i] = 0;
+}
+
+static int set_opt(struct relay_cfg *c, const struct opt_def *d, const char *v, const char *src)
+{
+	char *dst = (char *)c + d->off;
+	if (d->kind == OPT_STR) {
+		if (strlen(v) >= d->size) {
+			fprintf(stderr, "dvv-relay: %s: value longer than %zu bytes\n", src, d->size - 1);
+			return -1;
+		}
+		memcpy(dst, v, strlen(v) + 1);
+		return 0;
+	}
+	char *end;
+	long n = strtol(v, &end, 10);
+	if (*v == 0 || *end || n < d->min || n > d->max) {
+		fprintf(stderr, "dvv-relay: %s: want an integer in %d..%d, got '%s'\n", src, d->min,
+			d->max, v);
+		return -1;
+	}
+	*(int *)(void *)dst = (int)n;
+	return 0;
+}
+
+static void usage(void)
+{
+	printf("usage: dvv-relay [options]\n\nEvery option can also be set in the environment as "
+	       "DVV_<NAME> (e.g. DVV_PLAYER_LISTEN).\n\n");
+	for (size_t i = 0; i < NDEFS; i++) {
+		char f[64];
+		flag_name(defs[i].name, f, '-');
+		printf("  --%-22s %s\n", f, defs[i].help);
+	}
+	printf("  --%-22s %s\n  --%-22s\n  --%-22s\n", "log-level", "error|warn|info|debug",
+	       "version", "help");
+}
+
+int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
+{
+	memset(c, 0, sizeof(*c));
+	strcpy(c->player_listen, "[::]:25565");
+	strcpy(c->agent_listen, "[::]:7000");
+	strcpy(c->admin_listen, "127.0.0.1:9100");
+	strcpy(c->redis, "127.0.0.1:6379");
+	strcpy(c->redis_prefix, "dvv:");
+	strcpy(c->region, "eu");
+	strcpy(c->base_domain, "dvv.one");
+	strcpy(c->jwt_issuer, "dvv");
+	strcpy(c->jwt_audience, "dvv-relay");
+	strcpy(c->dataplane, "userspace");
+	c->handshake_timeout_ms = 5000;
+	c->join_wait_ms = 5000;
+	c->ctl_auth_timeout_ms = 10000;
+	c->pool_min = 2;
+	c->pool_max = 16;
+	c->token_ttl_ms = 30000;
+	c->lease_ttl_s = 15;
+	c->heartbeat_ms = 2000;
+	c->name_grace_s = 7 * 86400;
+	c->drain_timeout_s = 30;
+	c->max_handshakes = 20000;
+	c->max_tunnels = 100000;
+	c->log_level = LOG_INFO;
+
+	/* environment first */
+	for (size_t i = 0; i < NDEFS; i++) {
+		char env[80] = "DVV_";
+		flag_name(defs[i].name, env + 4, '_');
+		for (char *p = env + 4; *p; p++)
+			*p = (char)toupper((unsigned char)*p);
+		const char *v = getenv(env);
+		if (v && set_opt(c, &defs[i], v, env))
+			return -1;
+	}
+	const char *lv = getenv("DVV_LOG_LEVEL");
+	if (lv && (c->log_level = log_level_parse(lv)) < 0) {
+		fprintf(stderr, "dvv-relay: DVV_LOG_LEVEL: unknown level '%s'\n", lv);
+		return -1;
+	}
+
+	struct option longopts[NDEFS + 4];
+	char names[NDEFS][64];
+	for (size_t i = 0; i < NDEFS; i++) {
+		flag_name(defs[i].name, names[i], '-');
+		longopts[i] = (struct option){names[i], required_argument, NULL, (int)(256 + i)};
+	}
+	longopts[NDEFS] = (struct option){"log-level", required_argument, NULL, 'l'};
+	longopts[NDEFS + 1] = (struct option){"help", no_argument, NULL, 'h'};
+	longopts[NDEFS + 2] = (struct option){"version", no_argument, NULL, 'V'};
+	longopts[NDEFS + 3] = (struct option){0};
+	int o;
+	optind = 1;
+	while ((o = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
+		if (o >= 256) {
+			char src[80];
+			snprintf(src, sizeof(src), "--%s", names[o - 256]);
+			if (set_opt(c, &defs[o - 256], optarg, src))
+				return -1;
+		} else if (o == 'l') {
+			if ((c->log_level = log_level_parse(optarg)) < 0) {
+				fprintf(stderr, "dvv-relay: --log-level: unknown level '%s'\n", optarg);
+				return -1;
+			}
+		} else if (o == 'h') {
+			usage();
+			return 1;
+		} else if (o == 'V') {
+			printf("dvv-relay %s\n", DVV_VERSION);
+			return 1;
+		} else {
+			fprintf(stderr, "Try 'dvv-relay --help'.\n");
+			return -1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "dvv-relay: unexpected argument '%s'\n", argv[optind]);
+		return -1;
+	}
+	if (!c->tls_cert[0] || !c->tls_key[0] || !c->jwt_pubkey[0]) {
+		fprintf(stderr, "dvv-relay: --tls-cert, --tls-key and --jwt-pubkey are required "
+				"(scripts/mkkeys.sh makes a development set)\n");
+		return -1;
+	}
+	if (c->pool_min > c->pool_max) {
+		fprintf(stderr, "dvv-relay: --pool-min %d > --pool-max %d\n", c->pool_min,
+			c->pool_max);
+		return -1;
+	}
+	if (!c->public_agent_addr[0])
+		strcpy(c->public_agent_addr, c->agent_listen);
+	if (!c->instance_id[0]) {
+		char host[48] = "relay";
+		gethostname(host, sizeof(host) - 1);
+		host[sizeof(host) - 1] = 0;
+		for (char *p = host; *p; p++)
+			if (!isalnum((unsigned char)*p) && *p != '-')
+				*p = '-';
+		snprintf(c->instance_id, sizeof(c->instance_id), "%s-%d", host, (int)getpid());
+	}
+	for (const char *p = c->instance_id; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.') {
+			fprintf(stderr, "dvv-relay: --instance-id may hold only [A-Za-z0-9._-]\n");
+			return -1;
+		}
+	if (strcmp(c->dataplane, "userspace")) {
+		fprintf(stderr, "dvv-relay: --dataplane %s: only 'userspace' is available in this "
+				"build\n", c->dataplane);
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,43 @@
+/* dvv-relay configuration: command-line flags, each also settable as an environment variable
+ * (DVV_ + upper-case flag name with '-' -> '_', e.g. DVV_PLAYER_LISTEN). Flags win over env. */
+#ifndef DVV_CONFIG_H
+#define DVV_CONFIG_H
+
+#include <stdbool.h>
+
+struct relay_cfg {
+	char player_listen[128];
+	char agent_listen[128];
+	char admin_listen[128];
+	char public_agent_addr[128]; /* what agents are told to dial (MOVE); default agent_listen */
+	char redis[128];
+	char redis_prefix[32];
+	char region[17];
+	char base_domain[128];
+	char instance_id[65];
+	char tls_cert[256];
+	char tls_key[256];
+	char jwt_pubkey[256];
+	char jwt_issuer[64];
+	char jwt_audience[64];
+	char dataplane[16];	   /* userspace (bpf comes with the BPF plane) */
+	int workers;		   /* data-plane threads; 0 = one per CPU */
+	int handshake_timeout_ms;  /* player must send a whole handshake within this */
+	int join_wait_ms;	   /* a player waits this long for an agent data connection */
+	int ctl_auth_timeout_ms;   /* agent must finish TLS + HELLO within this */
+	int pool_min, pool_max;	   /* idle data connections kept per tunnel */
+	int token_ttl_ms;	   /* attach tokens expire */
+	int lease_ttl_s;	   /* route lease in Redis */
+	int heartbeat_ms;	   /* instance heartbeat + lease renewal period */
+	int name_grace_s;	   /* a tunnel keeps its name this long after its agent left */
+	int drain_timeout_s;	   /* SIGTERM: players keep playing at most this long */
+	int max_handshakes;	   /* concurrent unfinished player handshakes */
+	int max_tunnels;	   /* tunnels this instance accepts */
+	int log_level;
+};
+
+/* Fills defaults, applies env then argv. Returns 0, 1 for --help/--version (printed), or -1 on
+ * a usage error (message printed to stderr). */
+int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv);
+
+#endif

@@ -1,0 +1,30 @@
+/* The data plane: once a player is joined to an agent data connection, something must move
+ * their bytes until both sides are done. Two implementations sit behind this interface:
+ * "userspace" (splice(2) on worker threads; works anywhere, the Railway plane) and "bpf"
+ * (SOCKHASH + sk_skb in-kernel splice). The control plane only ever calls these functions. */
+#ifndef DVV_DATAPLANE_H
+#define DVV_DATAPLANE_H
+
+#include <stdint.h>
+
+struct relay_cfg;
+struct dataplane;
+
+struct dataplane_ops {
+	const char *name;
+	int (*start)(struct dataplane *dp, const struct relay_cfg *cfg);
+	/* Takes ownership of both fds (closes them on failure too). player_fd may already hold
+	 * unread bytes (the peeked handshake): they are forwarded first. */
+	int (*join)(struct dataplane *dp, int player_fd, int agent_fd);
+	/* Stop: tear down every pair and release resources. */
+	void (*stop)(struct dataplane *dp);
+};
+
+struct dataplane {
+	const struct dataplane_ops *ops;
+	void *priv;
+};
+
+extern const struct dataplane_ops dp_userspace_ops;
+
+#endif

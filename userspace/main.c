@@ -1,0 +1,21 @@
+/* dvv-relay: routes Minecraft players by hostname to agent tunnels. See docs/architecture.md. */
+#include "config.h"
+#include "log.h"
+#include "relay.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int main(int argc, char **argv)
+{
+	static struct relay r;
+	int rc = relay_cfg_parse(&r.cfg, argc, argv);
+	if (rc)
+		return rc > 0 ? 0 : 2;
+	log_init("dvv-relay", (enum log_level)r.cfg.log_level);
+	rc = relay_init(&r);
+	if (rc == 0)
+		rc = relay_run(&r);
+	relay_free(&r);
+	return rc ? 1 : 0;
+}

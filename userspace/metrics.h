@@ -1,0 +1,45 @@
+/* Relay counters and gauges. Written by the event loops with relaxed atomics (no lock on any
+ * connection path), read by the admin thread that renders /metrics. */
+#ifndef DVV_METRICS_H
+#define DVV_METRICS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define METRICS(X)                                                                                     \
+	X(players_accepted_total, counter, "Player TCP connections accepted")                         \
+	X(players_joined_total, counter, "Players joined to an agent data connection")                \
+	X(players_offline_total, counter, "Players answered by the relay: no live tunnel for the name") \
+	X(players_join_timeout_total, counter, "Players that waited too long for an agent connection") \
+	X(handshakes_bad_total, counter, "Player first packets rejected as malformed")                \
+	X(handshakes_timeout_total, counter, "Players closed at the handshake deadline")              \
+	X(handshakes_shed_total, counter, "Players refused because too many handshakes were pending") \
+	X(handshakes_pending, gauge, "Player connections still sending their handshake")             \
+	X(agents_accepted_total, counter, "Agent TCP connections accepted (control and data)")        \
+	X(tunnels_registered_total, counter, "Tunnels registered (HELLO accepted)")                    \
+	X(tunnels_rejected_total, counter, "Tunnel registrations refused (auth, limits, Redis)")      \
+	X(tunnels_active, gauge, "Tunnels with a live control channel on this relay")               \
+	X(data_conns_idle, gauge, "Pre-opened agent data connections waiting for a player")          \
+	X(data_attach_bad_total, counter, "Data connections refused (bad, expired or reused token)") \
+	X(splices_active, gauge, "Player<->agent connection pairs being spliced")                    \
+	X(splice_bytes_total, counter, "Bytes moved by the data plane (both directions)")            \
+	X(splice_errors_total, counter, "Spliced pairs that ended with an error (RST, EPIPE)")        \
+	X(redis_up, gauge, "1 when the Redis connection is up")                                      \
+	X(redis_errors_total, counter, "Redis commands that failed")                                 \
+	X(draining, gauge, "1 while the relay drains before exit")
+
+struct relay_metrics {
+#define X(name, type, help) _Atomic int64_t name;
+	METRICS(X)
+#undef X
+};
+
+extern struct relay_metrics g_metrics;
+
+#define M_INC(name) atomic_fetch_add_explicit(&g_metrics.name, 1, memory_order_relaxed)
+#define M_DEC(name) atomic_fetch_sub_explicit(&g_metrics.name, 1, memory_order_relaxed)
+#define M_ADD(name, v) atomic_fetch_add_explicit(&g_metrics.name, (v), memory_order_relaxed)
+#define M_SET(name, v) atomic_store_explicit(&g_metrics.name, (v), memory_order_relaxed)
+#define M_GET(name) atomic_load_explicit(&g_metrics.name, memory_order_relaxed)
+
+#endif

@@ -1,0 +1,426 @@
+/* Player side of the relay: accept, read the Minecraft handshake with MSG_PEEK (the bytes stay
+ * in the socket and reach the server untouched), route by hostname, and either join the player
+ * to an agent data connection or answer for an offline name ourselves. */
+#include "log.h"
+#include "metrics.h"
+#include "relay.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define LEGACY_WAIT_MS 300   /* a bare 0xFE / 0xFE01 ping: wait this long for the 1.6 part */
+#define ANSWER_TIMEOUT_MS 5000
+#define LINGER_MS 2000
+
+static void player_io_cb(struct loop *l, struct loop_io *io, uint32_t events);
+static void player_timer_cb(struct loop *l, struct loop_timer *tm);
+
+struct player_ext {
+	struct player p;
+	struct mc_handshake hs; /* valid once routed */
+	bool legacy_wait;
+};
+
+static struct player_ext *ext(struct player *p) { return container_of(p, struct player_ext, p); }
+
+static void player_free(void *arg) { free(arg); }
+
+static void player_close(struct player *p)
+{
+	struct relay *r = p->r;
+	if (p->io.fd < 0)
+		return;
+	if (p->state == PS_HANDSHAKE)
+		M_DEC(handshakes_pending);
+	if (p->state == PS_WAIT_AGENT)
+		dlist_del(&p->wait_node);
+	loop_timer_cancel(&r->loop, &p->timer);
+	loop_io_del(&r->loop, &p->io);
+	close(p->io.fd);
+	p->io.fd = -1;
+	loop_defer(&r->loop, player_free, ext(p));
+}
+
+/* Send a final answer, then half-close and drain the client's input until it closes: closing
+ * with unread input would send a RST that can destroy the answer in flight. */
+static void answer_and_linger(struct player *p, const uint8_t *buf, size_t len)
+{
+	struct relay *r = p->r;
+	if (len && send(p->io.fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)len) {
+		player_close(p);
+		return;
+	}
+	shutdown(p->io.fd, SHUT_WR);
+	if (p->state == PS_HANDSHAKE)
+		M_DEC(handshakes_pending);
+	if (p->state == PS_WAIT_AGENT)
+		dlist_del(&p->wait_node);
+	p->state = PS_LINGER;
+	loop_io_set(&r->loop, &p->io, EPOLLIN | EPOLLRDHUP | EPOLLET);
+	loop_timer_arm(&r->loop, &p->timer, LINGER_MS);
+	player_io_cb(&r->loop, &p->io, EPOLLIN);
+}
+
+/* Consume the handshake bytes we only peeked, so we can speak the protocol ourselves. */
+static int consume(struct player *p, size_t n)
+{
+	uint8_t sink[MC_HANDSHAKE_MAX];
+	while (n) {
+		ssize_t got = recv(p->io.fd, sink, n > sizeof(sink) ? sizeof(sink) : n, 0);
+		if (got <= 0)
+			return -1;
+		n -= (size_t)got;
+	}
+	return 0;
+}
+
+static void status_pump(struct player *p);
+
+/* No live tunnel for this name (or it did not answer): tell the player clearly, at once. */
+static void answer_offline(struct player *p, const char *why)
+{
+	struct player_ext *x = ext(p);
+	struct mc_handshake *hs = &x->hs;
+	uint8_t out[1024];
+	char text[512];
+	M_INC(players_offline_total);
+	const char *host = hs->host_len ? hs->host : "this address";
+	if (hs->kind != MC_KIND_MODERN) {
+		size_t n;
+		snprintf(text, sizeof(text), "%s is offline (%s)", host, why);
+		/* legacy: whatever the client sent is consumed by lingering */
+		n = mc_build_legacy_kick(out, sizeof(out), hs->protocol > 0 ? hs->protocol : 127,
+					 "dvv", text);
+		answer_and_linger(p, out, n);
+		return;
+	}
+	if (consume(p, hs->frame_len)) {
+		player_close(p);
+		return;
+	}
+	if (hs->next_state == MC_NEXT_STATUS) {
+		if (p->state == PS_HANDSHAKE)
+			M_DEC(handshakes_pending);
+		if (p->state == PS_WAIT_AGENT)
+			dlist_del(&p->wait_node);
+		p->state = PS_ANSWER_STATUS;
+		p->rxlen = 0;
+		p->protocol = hs->protocol;
+		loop_io_set(&p->r->loop, &p->io, EPOLLIN | EPOLLRDHUP | EPOLLET);
+		loop_timer_arm(&p->r->loop, &p->timer, ANSWER_TIMEOUT_MS);
+		status_pump(p);
+		return;
+	}
+	snprintf(text, sizeof(text),
+		 "No server is online at %s right now (%s). If it is yours, start your server and "
+		 "the dvv agent.", host, why);
+	size_t n = mc_build_login_disconnect(out, sizeof(out), text);
+	answer_and_linger(p, out, n);
+}
+
+/* The status exchange with an offline name: answer the request (0x00) with our status and the
+ * ping (0x01) with a pong, then linger. */
+static void status_pump(struct player *p)
+{
+	struct player_ext *x = ext(p);
+	for (;;) {
+		if (p->rxlen < sizeof(p->rx)) {
+			ssize_t n = recv(p->io.fd, p->rx + p->rxlen, sizeof(p->rx) - p->rxlen, 0);
+			if (n == 0) {
+				player_close(p);
+				return;
+			}
+			if (n > 0)
+				p->rxlen += (uint16_t)n;
+			else if (errno != EAGAIN && errno != EINTR) {
+				player_close(p);
+				return;
+			}
+		}
+		int32_t id;
+		const uint8_t *pl;
+		size_t plen, used;
+		int rc = mc_parse_packet(p->rx, p->rxlen, sizeof(p->rx), &id, &pl, &plen, &used);
+		if (rc == MC_NEED_MORE) {
+			if (p->rxlen == sizeof(p->rx)) {
+				player_close(p);
+				return;
+			}
+			return; /* wait for more */
+		}
+		if (rc < 0) {
+			player_close(p);
+			return;
+		}
+		uint8_t out[1024];
+		if (id == 0x00 && plen == 0 && !p->status_sent) {
+			char motd[400];
+			snprintf(motd, sizeof(motd),
+				 "No server is online at %s\ndvv: the tunnel is offline or the name is unknown",
+				 x->hs.host_len ? x->hs.host : "this address");
+			size_t n = mc_build_status_response(out, sizeof(out), p->protocol, "dvv", motd);
+			if (!n || send(p->io.fd, out, n, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)n) {
+				player_close(p);
+				return;
+			}
+			p->status_sent = true;
+		} else if (id == 0x01 && plen == 8) {
+			size_t n = mc_build_pong(out, sizeof(out), pl);
+			memmove(p->rx, p->rx + used, p->rxlen - used);
+			p->rxlen = (uint16_t)(p->rxlen - used);
+			answer_and_linger(p, out, n);
+			return;
+		} else {
+			player_close(p);
+			return;
+		}
+		memmove(p->rx, p->rx + used, p->rxlen - used);
+		p->rxlen = (uint16_t)(p->rxlen - used);
+	}
+}
+
+/* Join the player to data connection d: tell the agent who the player is, then hand both
+ * sockets to the data plane. Returns 0, or -1 if d turned out dead (caller tries another). */
+static int do_join(struct player *p, struct dataconn *d, struct tunnel *t)
+{
+	struct relay *r = p->r;
+	struct data_hdr h;
+	uint8_t hdr[DATA_HDR_LEN];
+	memcpy(&h.src, &p->peer, sizeof(h.src));
+	memcpy(&h.dst, &p->local, sizeof(h.dst));
+	size_t n = data_hdr_encode(&h, hdr);
+	if (send(d->io.fd, hdr, n, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)n) {
+		dataconn_close(d);
+		return -1;
+	}
+	int pfd = p->io.fd, afd = d->io.fd;
+	/* detach both from the control loop without closing */
+	loop_timer_cancel(&r->loop, &d->timer);
+	loop_io_del(&r->loop, &d->io);
+	d->io.fd = -1;
+	loop_defer(&r->loop, free, d);
+	if (p->state == PS_HANDSHAKE)
+		M_DEC(handshakes_pending);
+	if (p->state == PS_WAIT_AGENT)
+		dlist_del(&p->wait_node);
+	loop_timer_cancel(&r->loop, &p->timer);
+	loop_io_del(&r->loop, &p->io);
+	p->io.fd = -1;
+	loop_defer(&r->loop, player_free, ext(p));
+	M_INC(players_joined_total);
+	tunnel_note_join(t);
+	r->dp.ops->join(&r->dp, pfd, afd);
+	return 0;
+}
+
+static void join_or_wait(struct player *p, struct tunnel *t)
+{
+	struct relay *r = p->r;
+	struct dataconn *d;
+	while ((d = tunnel_take_idle(t)))
+		if (do_join(p, d, t) == 0) {
+			tunnel_refill(t);
+			return;
+		}
+	/* no idle connection: wait (bounded) for the agent to open one */
+	M_DEC(handshakes_pending);
+	p->state = PS_WAIT_AGENT;
+	p->tunnel = t;
+	dlist_add_tail(&t->waiting, &p->wait_node);
+	loop_io_set(&r->loop, &p->io, EPOLLRDHUP | EPOLLET);
+	loop_timer_arm(&r->loop, &p->timer, (uint64_t)r->cfg.join_wait_ms);
+	tunnel_refill(t);
+}
+
+void player_join_waiting(struct tunnel *t)
+{
+	while (!dlist_empty(&t->waiting) && t->nidle > 0) {
+		struct player *p = container_of(t->waiting.next, struct player, wait_node);
+		struct dataconn *d = tunnel_take_idle(t);
+		if (do_join(p, d, t) == 0)
+			continue;
+	}
+	tunnel_refill(t);
+}
+
+void player_fail_waiting(struct tunnel *t, const char *reason)
+{
+	while (!dlist_empty(&t->waiting)) {
+		struct player *p = container_of(t->waiting.next, struct player, wait_node);
+		answer_offline(p, "its tunnel went offline");
+		if (p->io.fd >= 0 && p->state == PS_WAIT_AGENT) {
+			dlist_del(&p->wait_node); /* answer failed half-way */
+			p->state = PS_LINGER;
+		}
+	}
+	(void)reason;
+}
+
+static void route(struct player *p)
+{
+	struct player_ext *x = ext(p);
+	struct relay *r = p->r;
+	if (x->hs.kind == MC_KIND_LEGACY_PING) {
+		answer_offline(p, "this client is too old to reach a server by name");
+		return;
+	}
+	struct tunnel *t = tunnel_lookup_host(r, x->hs.host, x->hs.host_len);
+	if (t && t->state == TS_UP) {
+		join_or_wait(p, t);
+		return;
+	}
+	pr_debug("player %s: no tunnel for '%s'", "?", x->hs.host);
+	answer_offline(p, "no tunnel is connected for this name");
+}
+
+static void handshake_step(struct player *p, uint32_t events)
+{
+	struct player_ext *x = ext(p);
+	uint8_t buf[MC_HANDSHAKE_MAX];
+	ssize_t n = recv(p->io.fd, buf, sizeof(buf), MSG_PEEK);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EINTR)
+			return;
+		player_close(p);
+		return;
+	}
+	if (n == 0) { /* closed before sending anything */
+		player_close(p);
+		return;
+	}
+	char err[128];
+	int rc = mc_parse_handshake(buf, (size_t)n, &x->hs, err, sizeof(err));
+	if (rc == 0) {
+		route(p);
+		return;
+	}
+	if (rc == MC_NEED_MORE) {
+		if (mc_is_legacy_prefix(buf, (size_t)n)) {
+			memset(&x->hs, 0, sizeof(x->hs));
+			x->hs.kind = MC_KIND_LEGACY_PING;
+			x->hs.protocol = -1;
+			if (events & (EPOLLRDHUP | EPOLLHUP)) {
+				route(p);
+				return;
+			}
+			if (!x->legacy_wait) {
+				x->legacy_wait = true;
+				loop_timer_arm(&p->r->loop, &p->timer, LEGACY_WAIT_MS);
+			}
+			return;
+		}
+		if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+			M_INC(handshakes_bad_total);
+			player_close(p);
+		}
+		return;
+	}
+	M_INC(handshakes_bad_total);
+	char peer[64];
+	net_addr_fmt((struct sockaddr *)&p->peer, peer, sizeof(peer));
+	pr_rl(LOG_INFO, "player %s: bad handshake: %s", peer, err);
+	player_close(p);
+}
+
+static void player_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct player *p = container_of(io, struct player, io);
+	switch (p->state) {
+	case PS_HANDSHAKE:
+		handshake_step(p, events);
+		return;
+	case PS_WAIT_AGENT:
+		/* the player left (or broke) while waiting */
+		if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+			player_close(p);
+		return;
+	case PS_ANSWER_STATUS:
+		status_pump(p);
+		return;
+	case PS_LINGER: {
+		uint8_t sink[4096];
+		for (;;) {
+			ssize_t n = recv(io->fd, sink, sizeof(sink), 0);
+			if (n > 0)
+				continue;
+			if (n < 0 && (errno == EAGAIN || errno == EINTR))
+				return;
+			player_close(p);
+			return;
+		}
+	}
+	}
+}
+
+static void player_timer_cb(struct loop *l, struct loop_timer *tm)
+{
+	struct player *p = container_of(tm, struct player, timer);
+	struct player_ext *x = ext(p);
+	switch (p->state) {
+	case PS_HANDSHAKE:
+		if (x->legacy_wait) {
+			route(p);
+			return;
+		}
+		M_INC(handshakes_timeout_total);
+		player_close(p);
+		return;
+	case PS_WAIT_AGENT:
+		M_INC(players_join_timeout_total);
+		answer_offline(p, "the server's agent did not answer in time");
+		return;
+	case PS_ANSWER_STATUS:
+	case PS_LINGER:
+		player_close(p);
+		return;
+	}
+}
+
+void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct relay *r = l->data;
+	for (;;) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				pr_rl(LOG_ERROR, "player accept: %s (raise the fd limit)", strerror(errno));
+			else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				pr_rl(LOG_WARN, "player accept: %s", strerror(errno));
+			return;
+		}
+		M_INC(players_accepted_total);
+		if (M_GET(handshakes_pending) >= r->cfg.max_handshakes) {
+			M_INC(handshakes_shed_total);
+			close(fd);
+			continue;
+		}
+		struct player_ext *x = calloc(1, sizeof(*x));
+		if (!x) {
+			close(fd);
+			continue;
+		}
+		struct player *p = &x->p;
+		net_tune_stream(fd);
+		p->r = r;
+		p->state = PS_HANDSHAKE;
+		memcpy(&p->peer, &ss, sizeof(ss));
+		sl = sizeof(p->local);
+		getsockname(fd, (struct sockaddr *)&p->local, &sl);
+		p->io = (struct loop_io){.fd = fd, .cb = player_io_cb};
+		p->timer.cb = player_timer_cb;
+		M_INC(handshakes_pending);
+		if (loop_io_set(l, &p->io, EPOLLIN | EPOLLRDHUP | EPOLLET)) {
+			M_DEC(handshakes_pending);
+			close(fd);
+			free(x);
+			continue;
+		}
+		loop_timer_arm(l, &p->timer, (uint64_t)r->cfg.handshake_timeout_ms);
+	}
+}

@@ -1,0 +1,186 @@
+#include "relay.h"
+#include "admin.h"
+#include "log.h"
+#include "metrics.h"
+#include "rredis.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+static struct loop_io sig_io;
+static int sig_count;
+
+static void sig_cb(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct relay *r = l->data;
+	struct signalfd_siginfo si;
+	while (read(io->fd, &si, sizeof(si)) == sizeof(si)) {
+		if (++sig_count > 1 || r->cfg.drain_timeout_s == 0) {
+			pr_info("signal %u: exiting now", si.ssi_signo);
+			loop_stop(l);
+			return;
+		}
+		pr_info("signal %u: draining (up to %d s; signal again to exit now)", si.ssi_signo,
+			r->cfg.drain_timeout_s);
+		relay_begin_drain(r);
+	}
+}
+
+void relay_begin_drain(struct relay *r)
+{
+	if (r->draining)
+		return;
+	r->draining = true;
+	M_SET(draining, 1);
+	r->drain_deadline_ms = r->loop.now + (uint64_t)r->cfg.drain_timeout_s * 1000;
+	rredis_heartbeat(r); /* leave the placement set at once */
+	/* Tell every agent to go elsewhere; their players already joined keep playing. */
+	while (!dlist_empty(&r->tunnels)) {
+		struct tunnel *t = container_of(r->tunnels.next, struct tunnel, node);
+		if (t->state == TS_UP) {
+			struct ctl_msg m = {.type = CTL_GOODBYE};
+			snprintf(m.u.goodbye.reason, sizeof(m.u.goodbye.reason), "relay draining");
+			if (!ctl_conn_send(&t->ctl, &m))
+				ctl_conn_flush(&t->ctl);
+		}
+		tunnel_close(t, NULL, "relay draining");
+	}
+}
+
+static void tick_cb(struct loop *l, struct loop_timer *t)
+{
+	struct relay *r = l->data;
+	static uint64_t last_hb;
+	atomic_store(&r->loop_alive_ms, l->now);
+	relay_tick_tunnels(r);
+	if (l->now - last_hb >= (uint64_t)r->cfg.heartbeat_ms) {
+		last_hb = l->now;
+		rredis_heartbeat(r);
+	}
+	if (r->draining) {
+		int64_t left = M_GET(splices_active);
+		if (left == 0 || l->now >= r->drain_deadline_ms) {
+			pr_info("drain finished (%lld player connection(s) still open)", (long long)left);
+			loop_stop(l);
+			return;
+		}
+	}
+	uint64_t next = (uint64_t)r->cfg.heartbeat_ms < 1000 ? (uint64_t)r->cfg.heartbeat_ms : 1000;
+	loop_timer_arm(l, t, next);
+}
+
+static int listen_on(struct relay *r, const char *spec, struct net_addr *a, struct loop_io *io,
+		     loop_io_cb cb)
+{
+	char err[160];
+	if (net_parse_addr(spec, a, false, err, sizeof(err))) {
+		pr_err("%s", err);
+		return -EINVAL;
+	}
+	int fd = net_listen(a, 4096, err, sizeof(err));
+	if (fd < 0) {
+		pr_err("%s", err);
+		return fd;
+	}
+	*io = (struct loop_io){.fd = fd, .cb = cb};
+	return loop_io_set(&r->loop, io, EPOLLIN);
+}
+
+int relay_init(struct relay *r)
+{
+	char err[256];
+	int rc;
+	r->player_lfd = r->agent_lfd = -1;
+	dlist_init(&r->tunnels);
+	if ((rc = loop_init(&r->loop)))
+		return rc;
+	r->loop.data = r;
+	atomic_store(&r->loop_alive_ms, mono_ms());
+	snprintf(r->suffix, sizeof(r->suffix), ".%s.%s", r->cfg.region, r->cfg.base_domain);
+	for (char *p = r->suffix; *p; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p + 32);
+
+	r->tls = tls_server_ctx(r->cfg.tls_cert, r->cfg.tls_key, err, sizeof(err));
+	if (!r->tls) {
+		pr_err("TLS: %s", err);
+		return -EINVAL;
+	}
+	r->auth.issuer = r->cfg.jwt_issuer;
+	r->auth.audience = r->cfg.jwt_audience;
+	r->auth.leeway_s = 30;
+	if (auth_load_pubkey(&r->auth, r->cfg.jwt_pubkey, err, sizeof(err))) {
+		pr_err("JWT key: %s", err);
+		return -EINVAL;
+	}
+	if (htab_init(&r->by_host, 1024) || htab_init(&r->by_tid, 1024) ||
+	    htab_init(&r->tokens, 4096))
+		return -ENOMEM;
+
+	/* signals arrive through the loop; block them before any thread starts */
+	sigset_t ss;
+	sigemptyset(&ss);
+	sigaddset(&ss, SIGINT);
+	sigaddset(&ss, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &ss, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sig_io = (struct loop_io){.fd = signalfd(-1, &ss, SFD_NONBLOCK | SFD_CLOEXEC), .cb = sig_cb};
+	if (sig_io.fd < 0 || loop_io_set(&r->loop, &sig_io, EPOLLIN))
+		return -errno;
+
+	r->dp.ops = &dp_userspace_ops;
+	if ((rc = r->dp.ops->start(&r->dp, &r->cfg))) {
+		pr_err("data plane %s: %s", r->dp.ops->name, strerror(-rc));
+		return rc;
+	}
+	if ((rc = listen_on(r, r->cfg.player_listen, &r->player_addr, &r->player_lio,
+			    player_accept_cb)) ||
+	    (rc = listen_on(r, r->cfg.agent_listen, &r->agent_addr, &r->agent_lio,
+			    agent_accept_cb)))
+		return rc;
+	r->player_lfd = r->player_lio.fd;
+	r->agent_lfd = r->agent_lio.fd;
+	if ((rc = rredis_start(r)) || (rc = admin_start(r)))
+		return rc ? rc : -EINVAL;
+	r->tick.cb = tick_cb;
+	loop_timer_arm(&r->loop, &r->tick, 0);
+	pr_info("relay %s up: players on %s, agents on %s, names *%s", r->cfg.instance_id,
+		r->cfg.player_listen, r->cfg.agent_listen, r->suffix);
+	return 0;
+}
+
+int relay_run(struct relay *r) { return loop_run(&r->loop); }
+
+void relay_free(struct relay *r)
+{
+	admin_stop(r);
+	if (r->player_lfd >= 0) {
+		loop_io_del(&r->loop, &r->player_lio);
+		close(r->player_lfd);
+	}
+	if (r->agent_lfd >= 0) {
+		loop_io_del(&r->loop, &r->agent_lio);
+		close(r->agent_lfd);
+	}
+	rredis_stop(r); /* releases our leases while we still know them */
+	while (!dlist_empty(&r->tunnels))
+		tunnel_close(container_of(r->tunnels.next, struct tunnel, node), NULL, "relay exit");
+	if (r->dp.ops)
+		r->dp.ops->stop(&r->dp);
+	if (sig_io.fd >= 0)
+		close(sig_io.fd);
+	/* players still handshaking / lingering and sniffing agent connections are owned by their
+	 * timers; closing the loop's fds at exit is left to the kernel */
+	loop_free(&r->loop);
+	htab_free(&r->by_host);
+	htab_free(&r->by_tid);
+	htab_free(&r->tokens);
+	auth_cfg_free(&r->auth);
+	if (r->tls)
+		SSL_CTX_free(r->tls);
+}

@@ -1,0 +1,164 @@
+/* dvv-relay's control plane: one event loop that accepts players and agents, routes players by
+ * the hostname in their handshake, and hands joined pairs to the data plane. */
+#ifndef DVV_RELAY_H
+#define DVV_RELAY_H
+
+#include "auth.h"
+#include "config.h"
+#include "ctlconn.h"
+#include "dataplane.h"
+#include "htab.h"
+#include "loop.h"
+#include "mc.h"
+#include "net.h"
+#include "proto.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct rredis;
+struct admin;
+struct tunnel;
+
+/* A list head used for intrusive doubly linked lists. */
+struct dlist {
+	struct dlist *prev, *next;
+};
+
+static inline void dlist_init(struct dlist *h) { h->prev = h->next = h; }
+static inline bool dlist_empty(const struct dlist *h) { return h->next == h; }
+static inline void dlist_add_tail(struct dlist *h, struct dlist *n)
+{
+	n->prev = h->prev;
+	n->next = h;
+	h->prev->next = n;
+	h->prev = n;
+}
+static inline void dlist_del(struct dlist *n)
+{
+	if (!n->next)
+		return;
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	n->prev = n->next = NULL;
+}
+
+/* A player connection the control plane still owns (handshake, waiting, or being answered). */
+enum player_state {
+	PS_HANDSHAKE,	 /* peeking for a complete handshake */
+	PS_WAIT_AGENT,	 /* routed; waiting for an agent data connection */
+	PS_ANSWER_STATUS, /* no tunnel: we answer the status exchange ourselves */
+	PS_LINGER	 /* final answer sent, draining input until the client closes */
+};
+
+struct player {
+	struct loop_io io;
+	struct loop_timer timer;
+	struct relay *r;
+	enum player_state state;
+	struct dlist wait_node;	    /* in tunnel->waiting while PS_WAIT_AGENT */
+	struct tunnel *tunnel;
+	struct sockaddr_storage peer, local;
+	int32_t protocol;
+	uint16_t rxlen;		    /* PS_ANSWER_STATUS: bytes buffered in rx */
+	uint8_t rx[32];		    /* status request / ping packets are tiny */
+	bool status_sent;
+};
+
+/* An agent data connection, from accept until it is joined to a player. */
+enum data_state { DS_SNIFF, DS_ATTACH, DS_IDLE };
+struct dataconn {
+	struct loop_io io;
+	struct loop_timer timer;
+	struct relay *r;
+	enum data_state state;
+	struct tunnel *tunnel;	    /* DS_IDLE */
+	struct dlist node;	    /* in tunnel->idle */
+	uint8_t pre[DATA_ATTACH_LEN];
+	uint8_t prelen;
+};
+
+struct attach_token {
+	struct hnode hn;	    /* keyed by the 8-byte id */
+	struct dlist node;	    /* in tunnel->tokens */
+	struct tunnel *tunnel;
+	uint64_t expires_ms;
+	uint8_t tok[ATTACH_TOKEN_LEN];
+};
+
+enum tunnel_state {
+	TS_AUTH,	/* TLS handshake / waiting for HELLO */
+	TS_REGISTERING, /* HELLO accepted; Redis registration in flight */
+	TS_UP,		/* routable */
+	TS_CLOSED	/* being torn down (memory freed when no Redis reply is pending) */
+};
+
+struct tunnel {
+	struct loop_io io;
+	struct loop_timer timer;    /* auth deadline, then keepalive */
+	struct relay *r;
+	enum tunnel_state state;
+	int refs;		    /* 1 for the connection + 1 per Redis call in flight */
+	struct ctl_conn ctl;
+	struct auth_claims claims;
+	struct hnode host_hn;	    /* r->by_host, while TS_UP */
+	struct hnode tid_hn;	    /* r->by_tid, from TS_REGISTERING */
+	struct dlist node;	    /* r->tunnels */
+	char hostname[256];
+	char peer[64];
+	uint64_t epoch;		    /* fencing epoch of our route lease */
+	struct dlist idle;	    /* struct dataconn, DS_IDLE */
+	struct dlist waiting;	    /* struct player, PS_WAIT_AGENT */
+	struct dlist tokens;	    /* struct attach_token issued, not yet used */
+	int nidle, ntokens;
+	uint64_t last_rx_ms, last_ping_ms;
+	uint32_t joins_window;	    /* joins in the current 10 s window: sizes the pool */
+	uint64_t window_start_ms;
+	uint64_t players_total;
+};
+
+struct relay {
+	struct relay_cfg cfg;
+	struct loop loop;
+	int player_lfd, agent_lfd;
+	struct loop_io player_lio, agent_lio;
+	SSL_CTX *tls;
+	struct auth_cfg auth;
+	struct htab by_host, by_tid, tokens;
+	struct dlist tunnels;
+	struct dataplane dp;
+	struct rredis *redis;
+	struct admin *admin;
+	struct loop_timer tick;
+	char suffix[160];	    /* ".eu.dvv.one": names end with it */
+	struct net_addr player_addr, agent_addr;
+	bool draining;
+	uint64_t drain_deadline_ms;
+	int ntunnels;
+	_Atomic uint64_t loop_alive_ms; /* for /healthz, read by the admin thread */
+};
+
+int relay_init(struct relay *r);
+int relay_run(struct relay *r);
+void relay_free(struct relay *r);
+void relay_begin_drain(struct relay *r);
+
+/* player.c */
+void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events);
+void player_join_waiting(struct tunnel *t);
+void player_fail_waiting(struct tunnel *t, const char *reason);
+
+/* tunnel.c */
+void agent_accept_cb(struct loop *l, struct loop_io *io, uint32_t events);
+struct tunnel *tunnel_lookup_host(struct relay *r, const char *host, size_t len);
+/* Hand an idle data connection of t to the caller (removed from the pool), or NULL. */
+struct dataconn *tunnel_take_idle(struct tunnel *t);
+/* Ask the agent for more data connections if the pool is below its target. */
+void tunnel_refill(struct tunnel *t);
+void tunnel_note_join(struct tunnel *t);
+void tunnel_close(struct tunnel *t, const char *code, const char *why);
+void tunnel_put(struct tunnel *t);
+void dataconn_close(struct dataconn *d);
+void relay_tick_tunnels(struct relay *r);
+
+#endif

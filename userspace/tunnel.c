@@ -1,0 +1,570 @@
+/* Agent side of the relay: the agent port (TLS control channels and plain data connections),
+ * tunnel sessions, attach tokens and the pool of idle data connections. */
+#include "log.h"
+#include "metrics.h"
+#include "relay.h"
+#include "rredis.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define PING_INTERVAL_MS 15000
+#define POOL_WINDOW_MS 10000
+
+static void tunnel_io_cb(struct loop *l, struct loop_io *io, uint32_t events);
+static void tunnel_timer_cb(struct loop *l, struct loop_timer *tm);
+static void data_io_cb(struct loop *l, struct loop_io *io, uint32_t events);
+static void data_timer_cb(struct loop *l, struct loop_timer *tm);
+
+/* ---- lookups ---- */
+
+static bool host_eq(const struct hnode *n, const void *key, size_t len)
+{
+	const struct tunnel *t = container_of(n, struct tunnel, host_hn);
+	return strlen(t->hostname) == len && !memcmp(t->hostname, key, len);
+}
+
+static bool tid_eq(const struct hnode *n, const void *key, size_t len)
+{
+	const struct tunnel *t = container_of(n, struct tunnel, tid_hn);
+	return strlen(t->claims.tid) == len && !memcmp(t->claims.tid, key, len);
+}
+
+static bool token_eq(const struct hnode *n, const void *key, size_t len)
+{
+	const struct attach_token *a = container_of(n, struct attach_token, hn);
+	return !memcmp(a->tok, key, ATTACH_ID_LEN);
+}
+
+struct tunnel *tunnel_lookup_host(struct relay *r, const char *host, size_t len)
+{
+	struct hnode *n = htab_find(&r->by_host, htab_hash(&r->by_host, host, len), host, len,
+				    host_eq);
+	return n ? container_of(n, struct tunnel, host_hn) : NULL;
+}
+
+static struct tunnel *lookup_tid(struct relay *r, const char *tid)
+{
+	size_t len = strlen(tid);
+	struct hnode *n = htab_find(&r->by_tid, htab_hash(&r->by_tid, tid, len), tid, len, tid_eq);
+	return n ? container_of(n, struct tunnel, tid_hn) : NULL;
+}
+
+/* ---- data connections ---- */
+
+static void dataconn_free(void *arg) { free(arg); }
+
+void dataconn_close(struct dataconn *d)
+{
+	if (d->io.fd < 0)
+		return;
+	if (d->state == DS_IDLE && d->tunnel) {
+		dlist_del(&d->node);
+		d->tunnel->nidle--;
+		M_DEC(data_conns_idle);
+	}
+	loop_timer_cancel(&d->r->loop, &d->timer);
+	loop_io_del(&d->r->loop, &d->io);
+	close(d->io.fd);
+	d->io.fd = -1;
+	loop_defer(&d->r->loop, dataconn_free, d);
+}
+
+struct dataconn *tunnel_take_idle(struct tunnel *t)
+{
+	if (dlist_empty(&t->idle))
+		return NULL;
+	struct dataconn *d = container_of(t->idle.next, struct dataconn, node);
+	dlist_del(&d->node);
+	t->nidle--;
+	M_DEC(data_conns_idle);
+	d->tunnel = NULL;
+	return d;
+}
+
+static void token_drop(struct relay *r, struct attach_token *a)
+{
+	htab_del(&r->tokens, &a->hn);
+	dlist_del(&a->node);
+	a->tunnel->ntokens--;
+	OPENSSL_cleanse(a->tok, sizeof(a->tok));
+	free(a);
+}
+
+/* A data connection presented a complete preamble: check the token (single use, expiring,
+ * secret part compared in constant time) and put the connection in its tunnel's pool. */
+static void data_attach(struct dataconn *d)
+{
+	struct relay *r = d->r;
+	if (memcmp(d->pre, DATA_ATTACH_MAGIC, 4)) {
+		M_INC(data_attach_bad_total);
+		dataconn_close(d);
+		return;
+	}
+	const uint8_t *tok = d->pre + 4;
+	struct hnode *n = htab_find(&r->tokens, htab_hash(&r->tokens, tok, ATTACH_ID_LEN), tok,
+				    ATTACH_ID_LEN, token_eq);
+	struct attach_token *a = n ? container_of(n, struct attach_token, hn) : NULL;
+	if (!a || CRYPTO_memcmp(a->tok + ATTACH_ID_LEN, tok + ATTACH_ID_LEN,
+				ATTACH_TOKEN_LEN - ATTACH_ID_LEN) ||
+	    a->expires_ms < r->loop.now || a->tunnel->state != TS_UP) {
+		M_INC(data_attach_bad_total);
+		pr_rl(LOG_INFO, "data connection refused: unknown, used or expired attach token");
+		dataconn_close(d);
+		return;
+	}
+	struct tunnel *t = a->tunnel;
+	token_drop(r, a);
+	loop_timer_cancel(&r->loop, &d->timer);
+	d->state = DS_IDLE;
+	d->tunnel = t;
+	dlist_add_tail(&t->idle, &d->node);
+	t->nidle++;
+	M_INC(data_conns_idle);
+	/* an idle connection must stay silent: any byte, FIN or error retires it */
+	loop_io_set(&r->loop, &d->io, EPOLLIN | EPOLLRDHUP | EPOLLET);
+	if (!dlist_empty(&t->waiting))
+		player_join_waiting(t);
+}
+
+static void tunnel_from_sniff(struct dataconn *d);
+
+static void data_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct dataconn *d = container_of(io, struct dataconn, io);
+	if (d->state == DS_IDLE) {
+		struct tunnel *t = d->tunnel;
+		dataconn_close(d);
+		tunnel_refill(t);
+		return;
+	}
+	if (d->state == DS_SNIFF) {
+		uint8_t b;
+		ssize_t n = recv(io->fd, &b, 1, MSG_PEEK);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n <= 0) {
+			dataconn_close(d);
+			return;
+		}
+		if (b == 0x16) { /* TLS ClientHello: a control channel */
+			tunnel_from_sniff(d);
+			return;
+		}
+		if (b != DATA_ATTACH_MAGIC[0]) {
+			M_INC(data_attach_bad_total);
+			dataconn_close(d);
+			return;
+		}
+		d->state = DS_ATTACH;
+	}
+	/* DS_ATTACH: read exactly the preamble, nothing more */
+	for (;;) {
+		ssize_t n = recv(io->fd, d->pre + d->prelen, DATA_ATTACH_LEN - d->prelen, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n <= 0) {
+			dataconn_close(d);
+			return;
+		}
+		d->prelen += (uint8_t)n;
+		if (d->prelen == DATA_ATTACH_LEN) {
+			data_attach(d);
+			return;
+		}
+	}
+}
+
+static void data_timer_cb(struct loop *l, struct loop_timer *tm)
+{
+	struct dataconn *d = container_of(tm, struct dataconn, timer);
+	pr_rl(LOG_INFO, "agent port: connection closed, nothing useful within %d ms",
+	      d->r->cfg.ctl_auth_timeout_ms);
+	dataconn_close(d);
+}
+
+void agent_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct relay *r = l->data;
+	for (;;) {
+		int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				pr_rl(LOG_WARN, "agent accept: %s", strerror(errno));
+			return;
+		}
+		M_INC(agents_accepted_total);
+		struct dataconn *d = calloc(1, sizeof(*d));
+		if (!d) {
+			close(fd);
+			continue;
+		}
+		net_tune_stream(fd);
+		d->r = r;
+		d->state = DS_SNIFF;
+		d->io = (struct loop_io){.fd = fd, .cb = data_io_cb};
+		d->timer.cb = data_timer_cb;
+		if (loop_io_set(l, &d->io, EPOLLIN | EPOLLRDHUP | EPOLLET)) {
+			close(fd);
+			free(d);
+			continue;
+		}
+		loop_timer_arm(l, &d->timer, (uint64_t)r->cfg.ctl_auth_timeout_ms);
+	}
+}
+
+/* ---- tunnels ---- */
+
+static void tunnel_free(void *arg)
+{
+	struct tunnel *t = arg;
+	ctl_conn_free(&t->ctl);
+	OPENSSL_cleanse(&t->claims, sizeof(t->claims));
+	free(t);
+}
+
+void tunnel_put(struct tunnel *t)
+{
+	if (--t->refs == 0)
+		loop_defer(&t->r->loop, tunnel_free, t);
+}
+
+static void send_msg(struct tunnel *t, const struct ctl_msg *m)
+{
+	if (t->state == TS_CLOSED)
+		return;
+	int rc = ctl_conn_send(&t->ctl, m);
+	if (rc) {
+		pr_rl(LOG_WARN, "tunnel %s: %s", t->hostname[0] ? t->hostname : t->peer,
+		      t->ctl.err[0] ? t->ctl.err : strerror(-rc));
+		return;
+	}
+	rc = ctl_conn_flush(&t->ctl);
+	if (rc > 0)
+		loop_io_set(&t->r->loop, &t->io, (uint32_t)rc);
+}
+
+static void send_error(struct tunnel *t, const char *code, const char *msg, bool retry,
+		       uint32_t retry_ms)
+{
+	struct ctl_msg m = {.type = CTL_ERROR};
+	snprintf(m.u.error.code, sizeof(m.u.error.code), "%s", code);
+	snprintf(m.u.error.message, sizeof(m.u.error.message), "%s", msg);
+	m.u.error.retry = retry;
+	m.u.error.retry_after_ms = retry_ms;
+	send_msg(t, &m);
+}
+
+void tunnel_close(struct tunnel *t, const char *code, const char *why)
+{
+	struct relay *r = t->r;
+	if (t->state == TS_CLOSED)
+		return;
+	if (code)
+		send_error(t, code, why, false, 0);
+	if (t->state == TS_UP) {
+		pr_info("tunnel down: %s (%s)", t->hostname, why);
+		htab_del(&r->by_host, &t->host_hn);
+		M_DEC(tunnels_active);
+		rredis_release_tunnel(r, t->hostname, t->epoch);
+	} else {
+		pr_rl(LOG_INFO, "agent %s: %s", t->peer, why);
+	}
+	if (t->claims.tid[0] && lookup_tid(r, t->claims.tid) == t)
+		htab_del(&r->by_tid, &t->tid_hn);
+	t->state = TS_CLOSED;
+	while (!dlist_empty(&t->idle))
+		dataconn_close(container_of(t->idle.next, struct dataconn, node));
+	while (!dlist_empty(&t->tokens))
+		token_drop(r, container_of(t->tokens.next, struct attach_token, node));
+	player_fail_waiting(t, "The server's tunnel went offline. Try again in a moment.");
+	loop_timer_cancel(&r->loop, &t->timer);
+	loop_io_del(&r->loop, &t->io);
+	close(t->io.fd);
+	t->io.fd = -1;
+	dlist_del(&t->node);
+	r->ntunnels--;
+	tunnel_put(t);
+}
+
+void tunnel_note_join(struct tunnel *t)
+{
+	uint64_t now = t->r->loop.now;
+	if (now - t->window_start_ms > POOL_WINDOW_MS) {
+		t->window_start_ms = now;
+		t->joins_window = 0;
+	}
+	t->joins_window++;
+	t->players_total++;
+}
+
+/* Pool target: the minimum plus half the joins of the last window, capped. A server that sees
+ * a burst of joins gets a deeper pool so the next players do not wait a round trip. */
+static int pool_target(const struct tunnel *t)
+{
+	const struct relay_cfg *c = &t->r->cfg;
+	int want = c->pool_min + (int)(t->joins_window / 2);
+	return want > c->pool_max ? c->pool_max : want;
+}
+
+void tunnel_refill(struct tunnel *t)
+{
+	struct relay *r = t->r;
+	if (t->state != TS_UP)
+		return;
+	int nwait = 0;
+	for (struct dlist *n = t->waiting.next; n != &t->waiting; n = n->next)
+		nwait++;
+	int need = pool_target(t) - (t->nidle + t->ntokens);
+	if (nwait - t->ntokens > need)
+		need = nwait - t->ntokens;
+	if (need <= 0)
+		return;
+	if (need > CTL_ATTACH_MAX)
+		need = CTL_ATTACH_MAX;
+	struct ctl_msg m = {.type = CTL_ATTACH};
+	for (int i = 0; i < need; i++) {
+		struct attach_token *a = calloc(1, sizeof(*a));
+		if (!a)
+			break;
+		rand_bytes(a->tok, sizeof(a->tok));
+		a->tunnel = t;
+		a->expires_ms = r->loop.now + (uint64_t)r->cfg.token_ttl_ms;
+		htab_add(&r->tokens, &a->hn, htab_hash(&r->tokens, a->tok, ATTACH_ID_LEN));
+		dlist_add_tail(&t->tokens, &a->node);
+		t->ntokens++;
+		memcpy(m.u.attach.tokens[m.u.attach.n++], a->tok, ATTACH_TOKEN_LEN);
+	}
+	if (m.u.attach.n)
+		send_msg(t, &m);
+	OPENSSL_cleanse(&m, sizeof(m));
+}
+
+void tunnel_registered(struct tunnel *t, const char *hostname, uint64_t epoch, const char *code,
+		       const char *msg)
+{
+	struct relay *r = t->r;
+	if (t->state != TS_REGISTERING) {
+		if (!code && hostname)
+			rredis_release_tunnel(r, hostname, epoch); /* agent left meanwhile */
+		return;
+	}
+	if (code) {
+		bool retry = strcmp(code, "name_taken") != 0;
+		M_INC(tunnels_rejected_total);
+		send_error(t, code, msg, retry, retry ? 1000 + (uint32_t)(rand_u64() % 2000) : 0);
+		tunnel_close(t, NULL, msg);
+		return;
+	}
+	size_t len = strlen(hostname);
+	struct tunnel *other = tunnel_lookup_host(r, hostname, len);
+	if (other)
+		tunnel_close(other, NULL, "name taken over by a newer session");
+	snprintf(t->hostname, sizeof(t->hostname), "%s", hostname);
+	t->epoch = epoch;
+	t->state = TS_UP;
+	htab_add(&r->by_host, &t->host_hn, htab_hash(&r->by_host, hostname, len));
+	M_INC(tunnels_registered_total);
+	M_INC(tunnels_active);
+	pr_info("tunnel up: %s (tunnel %s, user %s, plan %s, agent %s, epoch %llu)", hostname,
+		t->claims.tid, t->claims.sub, t->claims.plan, t->peer, (unsigned long long)epoch);
+	struct ctl_msg m = {.type = CTL_WELCOME};
+	snprintf(m.u.welcome.hostname, sizeof(m.u.welcome.hostname), "%s", hostname);
+	snprintf(m.u.welcome.tunnel, sizeof(m.u.welcome.tunnel), "%s", t->claims.tid);
+	snprintf(m.u.welcome.instance, sizeof(m.u.welcome.instance), "%s", r->cfg.instance_id);
+	snprintf(m.u.welcome.region, sizeof(m.u.welcome.region), "%s", r->cfg.region);
+	m.u.welcome.ping_ms = PING_INTERVAL_MS;
+	send_msg(t, &m);
+	t->last_rx_ms = r->loop.now;
+	loop_timer_arm(&r->loop, &t->timer, PING_INTERVAL_MS);
+	tunnel_refill(t);
+}
+
+void tunnel_lease_lost(struct relay *r, const char *hostname, uint64_t epoch)
+{
+	struct tunnel *t = tunnel_lookup_host(r, hostname, strlen(hostname));
+	if (!t || t->epoch != epoch)
+		return;
+	pr_warn("tunnel %s: route lease now held by another relay: closing our session", hostname);
+	struct ctl_msg m = {.type = CTL_GOODBYE};
+	snprintf(m.u.goodbye.reason, sizeof(m.u.goodbye.reason), "tunnel taken over elsewhere");
+	send_msg(t, &m);
+	t->epoch = 0; /* the lease is not ours: do not release it */
+	htab_del(&r->by_host, &t->host_hn);
+	M_DEC(tunnels_active);
+	t->state = TS_REGISTERING; /* not routable any more; tunnel_close skips the release */
+	tunnel_close(t, NULL, "lease lost");
+}
+
+static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
+{
+	struct relay *r = t->r;
+	char err[160];
+	if (m->type != CTL_HELLO) {
+		tunnel_close(t, "protocol", "expected HELLO first");
+		return -1;
+	}
+	if (m->u.hello.proto != 1) {
+		char msg[96];
+		snprintf(msg, sizeof(msg), "control protocol %u not supported (this relay speaks 1)",
+			 m->u.hello.proto);
+		tunnel_close(t, "version", msg);
+		return -1;
+	}
+	int rc = auth_verify(&r->auth, m->u.hello.token, wall_s(), &t->claims, err, sizeof(err));
+	if (rc) {
+		M_INC(tunnels_rejected_total);
+		pr_rl(LOG_INFO, "agent %s: token rejected: %s", t->peer, err);
+		char msg[200];
+		snprintf(msg, sizeof(msg), "token rejected: %s", err);
+		tunnel_close(t, "auth", msg);
+		return -1;
+	}
+	if (r->draining || r->ntunnels > r->cfg.max_tunnels) {
+		M_INC(tunnels_rejected_total);
+		send_error(t, "busy", r->draining ? "relay is draining" : "relay is full", true,
+			   1000 + (uint32_t)(rand_u64() % 2000));
+		tunnel_close(t, NULL, "refused: draining or full");
+		return -1;
+	}
+	struct tunnel *old = lookup_tid(r, t->claims.tid);
+	if (old) {
+		struct ctl_msg g = {.type = CTL_GOODBYE};
+		snprintf(g.u.goodbye.reason, sizeof(g.u.goodbye.reason),
+			 "replaced by a newer session of this tunnel");
+		send_msg(old, &g);
+		tunnel_close(old, NULL, "replaced by a newer session");
+	}
+	htab_add(&r->by_tid, &t->tid_hn, htab_hash(&r->by_tid, t->claims.tid, strlen(t->claims.tid)));
+	t->state = TS_REGISTERING;
+	loop_timer_cancel(&r->loop, &t->timer);
+	rc = rredis_register_tunnel(t);
+	if (rc) {
+		M_INC(tunnels_rejected_total);
+		send_error(t, "unavailable", "tunnel registry unavailable, retry shortly", true,
+			   2000 + (uint32_t)(rand_u64() % 3000));
+		tunnel_close(t, NULL, "Redis unavailable");
+		return -1;
+	}
+	/* registration must finish in bounded time too */
+	loop_timer_arm(&r->loop, &t->timer, (uint64_t)r->cfg.ctl_auth_timeout_ms);
+	return 0;
+}
+
+static int tunnel_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
+{
+	struct tunnel *t = c->data;
+	t->last_rx_ms = t->r->loop.now;
+	switch (t->state) {
+	case TS_AUTH:
+		return handle_hello(t, m) ? 1 : 0;
+	case TS_REGISTERING:
+		return 0; /* nothing is expected until WELCOME; ignore */
+	case TS_UP:
+		if (m->type == CTL_PING) {
+			struct ctl_msg p = {.type = CTL_PONG, .u.ping.t = m->u.ping.t};
+			send_msg(t, &p);
+		} else if (m->type == CTL_GOODBYE) {
+			tunnel_close(t, NULL, "agent said goodbye");
+			return 1;
+		}
+		return 0;
+	case TS_CLOSED:
+		return 1;
+	}
+	return 0;
+}
+
+static void tunnel_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct tunnel *t = container_of(io, struct tunnel, io);
+	int rc = ctl_conn_io(&t->ctl);
+	if (t->state == TS_CLOSED)
+		return;
+	if (rc < 0) {
+		tunnel_close(t, NULL, t->ctl.err[0] ? t->ctl.err : strerror(-rc));
+		return;
+	}
+	loop_io_set(l, io, (uint32_t)rc);
+}
+
+static void tunnel_timer_cb(struct loop *l, struct loop_timer *tm)
+{
+	struct tunnel *t = container_of(tm, struct tunnel, timer);
+	if (t->state == TS_AUTH || t->state == TS_REGISTERING) {
+		tunnel_close(t, "timeout", "authentication did not complete in time");
+		return;
+	}
+	if (l->now - t->last_rx_ms > 3 * PING_INTERVAL_MS) {
+		tunnel_close(t, NULL, "agent stopped answering");
+		return;
+	}
+	struct ctl_msg p = {.type = CTL_PING, .u.ping.t = l->now};
+	send_msg(t, &p);
+	loop_timer_arm(l, tm, PING_INTERVAL_MS);
+}
+
+static void tunnel_from_sniff(struct dataconn *d)
+{
+	struct relay *r = d->r;
+	int fd = d->io.fd;
+	struct tunnel *t = calloc(1, sizeof(*t));
+	if (!t) {
+		dataconn_close(d);
+		return;
+	}
+	/* the fd moves from the sniffing dataconn to the tunnel */
+	loop_timer_cancel(&r->loop, &d->timer);
+	loop_io_del(&r->loop, &d->io);
+	d->io.fd = -1;
+	loop_defer(&r->loop, dataconn_free, d);
+
+	t->r = r;
+	t->refs = 1;
+	t->state = TS_AUTH;
+	dlist_init(&t->idle);
+	dlist_init(&t->waiting);
+	dlist_init(&t->tokens);
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+		net_addr_fmt((struct sockaddr *)&ss, t->peer, sizeof(t->peer));
+	t->io = (struct loop_io){.fd = fd, .cb = tunnel_io_cb};
+	t->timer.cb = tunnel_timer_cb;
+	if (ctl_conn_init(&t->ctl, r->tls, fd, true, NULL)) {
+		close(fd);
+		free(t);
+		return;
+	}
+	t->ctl.on_msg = tunnel_on_msg;
+	t->ctl.data = t;
+	dlist_add_tail(&r->tunnels, &t->node);
+	r->ntunnels++;
+	loop_timer_arm(&r->loop, &t->timer, (uint64_t)r->cfg.ctl_auth_timeout_ms);
+	tunnel_io_cb(&r->loop, &t->io, EPOLLIN);
+}
+
+/* Once a second: expire unused attach tokens and top pools up. */
+void relay_tick_tunnels(struct relay *r)
+{
+	for (struct dlist *n = r->tunnels.next; n != &r->tunnels; n = n->next) {
+		struct tunnel *t = container_of(n, struct tunnel, node);
+		if (t->state != TS_UP)
+			continue;
+		bool expired = false;
+		while (!dlist_empty(&t->tokens)) {
+			struct attach_token *a = container_of(t->tokens.next, struct attach_token, node);
+			if (a->expires_ms >= r->loop.now)
+				break; /* issued in order, so later ones expire later */
+			token_drop(r, a);
+			expired = true;
+		}
+		if (expired)
+			tunnel_refill(t);
+	}
+}
