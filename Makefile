@@ -3,6 +3,7 @@
 # Quiet by default, V=1 prints full commands.
 
 .DELETE_ON_ERROR:
+.SECONDARY:
 .SUFFIXES:
 
 CC      ?= cc

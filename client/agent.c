@@ -499,11 +499,12 @@ static void ctl_set_events(struct agent *a, int rc)
 {
 	if (rc == -ECONNRESET && a->ctl->handshake_done) {
 		char why[300];
+		const char *what = a->state == AG_HELLO ? "relay closed the connection before answering HELLO"
+							 : "relay closed the control channel";
 		if (!a->ctl->err[0] || strstr(a->ctl->err, "peer closed"))
-			snprintf(why, sizeof(why), "relay closed the control channel");
+			snprintf(why, sizeof(why), "%s", what);
 		else
-			snprintf(why, sizeof(why), "relay closed the control channel (%s)",
-				 a->ctl->err);
+			snprintf(why, sizeof(why), "%s (%s)", what, a->ctl->err);
 		ctl_down(a, why);
 		return;
 	}
@@ -771,9 +772,6 @@ static void ctl_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		ctl_down(a, a->down_reason[0] ? a->down_reason : "closed");
 		return;
 	}
-	if (rc == -ECONNRESET && a->state == AG_HELLO && a->ctl->handshake_done)
-		snprintf(a->ctl->err, sizeof(a->ctl->err), "relay closed the connection before "
-							   "answering HELLO");
 	ctl_set_events(a, rc);
 }
 

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what is missing, builds with ASan+UBSan, runs
+# the cmocka unit tests, every libFuzzer target for a bounded time, and the end-to-end tests
+# with real Minecraft clients and servers. Ends with "N passed, N failed".
+#
+#   scripts/test.sh                 everything
+#   scripts/test.sh unit|fuzz|e2e   one part
+#   FUZZ_SECONDS=60 scripts/test.sh fuzz
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+parts=${1:-all}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+JOBS=$(nproc 2>/dev/null || echo 2)
+passed=0
+failed=0
+failures=()
+
+ok() { passed=$((passed + $1)); }
+bad() { failed=$((failed + $1)); failures+=("$2"); }
+
+scripts/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
+
+echo "== build (ASan+UBSan)"
+if ! make -s -j"$JOBS" SAN=1 all unit >/tmp/dvv-build.log 2>&1; then
+  cat /tmp/dvv-build.log
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+if [[ $parts == all || $parts == unit ]]; then
+  echo "== unit tests (cmocka)"
+  for t in build-san/tests/test_*; do
+    [[ -x $t ]] || continue
+    out=$("$t" 2>&1)
+    rc=$?
+    echo "$out" | grep -E '^\[ +(RUN|OK|FAILED|PASSED|  ERROR) ' | grep -vE '^\[ RUN' || true
+    p=$(echo "$out" | sed -n 's/.*\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+    f=$(echo "$out" | sed -n 's/.*\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+    ok "${p:-0}"
+    if [[ -n $f && $f -gt 0 ]]; then
+      bad "$f" "$t"
+      echo "$out" | tail -30
+    elif [[ $rc -ne 0 ]]; then
+      bad 1 "$t (exit $rc)"
+      echo "$out" | tail -30
+    fi
+  done
+fi
+
+if [[ $parts == all || $parts == fuzz ]]; then
+  echo "== fuzz (${FUZZ_SECONDS}s per target)"
+  if make -s -j"$JOBS" fuzz >/tmp/dvv-fuzz-build.log 2>&1; then
+    for f in build-fuzz/fuzz_*; do
+      [[ -x $f ]] || continue
+      name=$(basename "$f")
+      corpus=tests/fuzz/corpus/$name
+      mkdir -p "/tmp/dvv-corpus-$name"
+      args=("/tmp/dvv-corpus-$name")
+      [[ -d $corpus ]] && args+=("$corpus")
+      if "$f" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
+           -artifact_prefix="/tmp/dvv-$name-" "${args[@]}" >/tmp/dvv-$name.log 2>&1; then
+        echo "[       OK ] $name ($(grep -o 'Done [0-9]* runs' /tmp/dvv-$name.log))"
+        ok 1
+      else
+        echo "[  FAILED  ] $name"
+        tail -40 "/tmp/dvv-$name.log"
+        bad 1 "$name"
+      fi
+    done
+  else
+    cat /tmp/dvv-fuzz-build.log
+    bad 1 "fuzz build"
+  fi
+fi
+
+if [[ $parts == all || $parts == e2e ]]; then
+  echo "== agent release binary (static)"
+  if make -s static >/tmp/dvv-static.log 2>&1; then
+    size=$(stat -c %s build/dvv-static)
+    if ((size < 10 * 1024 * 1024)); then
+      echo "[       OK ] static agent is $size bytes (< 10 MB)"
+      ok 1
+    else
+      echo "[  FAILED  ] static agent is $size bytes (>= 10 MB)"
+      bad 1 "agent size"
+    fi
+  else
+    cat /tmp/dvv-static.log
+    bad 1 "static agent build"
+  fi
+
+  echo "== end to end (real Minecraft client and server, real Redis)"
+  out=$(DVV_BUILD=build-san node --test --test-concurrency=1 --test-reporter=spec tests/e2e/ 2>&1)
+  rc=$?
+  echo "$out" | grep -vE '^\s*$' | tail -n 200
+  p=$(echo "$out" | sed -n 's/^ℹ pass \([0-9]*\)$/\1/p' | tail -1)
+  f=$(echo "$out" | sed -n 's/^ℹ fail \([0-9]*\)$/\1/p' | tail -1)
+  ok "${p:-0}"
+  if [[ -n $f && $f -gt 0 ]]; then
+    bad "$f" "e2e"
+  elif [[ $rc -ne 0 || -z $p ]]; then
+    bad 1 "e2e runner (exit $rc)"
+  fi
+fi
+
+echo
+((${#failures[@]})) && printf 'failed: %s\n' "${failures[@]}"
+echo "$passed passed, $failed failed"
+((failed == 0))

@@ -1,0 +1,44 @@
+/* libFuzzer target: the control-protocol decoder (frames + JSON payloads) and the data
+ * connection header parser, fed arbitrary bytes. Every successfully decoded message must
+ * re-encode and decode to the same type. */
+#include "proto.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static struct ctl_msg m, m2;
+	static uint8_t out[CTL_HDR_LEN + CTL_PAYLOAD_MAX];
+	size_t off = 0;
+	while (off < size) {
+		size_t used = 0;
+		char err[160];
+		int rc = ctl_decode(data + off, size - off, &m, &used, err, sizeof(err));
+		if (rc != 0)
+			break;
+		if (used == 0 || used > size - off)
+			abort();
+		off += used;
+		if (m.type >= CTL_HELLO && m.type <= CTL_GOODBYE) {
+			int n = ctl_encode(&m, out, sizeof(out));
+			if (n > 0) {
+				size_t u2 = 0;
+				if (ctl_decode(out, (size_t)n, &m2, &u2, err, sizeof(err)) != 0 ||
+				    m2.type != m.type || u2 != (size_t)n)
+					abort();
+			}
+		}
+	}
+	if (size >= DATA_HDR_FIXED) {
+		int body = data_hdr_fixed(data);
+		if (body >= 0) {
+			struct data_hdr h;
+			data_hdr_body(data + DATA_HDR_FIXED, size - DATA_HDR_FIXED, &h);
+		}
+	}
+	return 0;
+}
