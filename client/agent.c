@@ -85,6 +85,7 @@ struct agent {
 	uint64_t last_rx_ms, next_ping_ms, up_since_ms;
 	unsigned attempt;	    /* consecutive failed attempts, drives the backoff */
 	unsigned moves;		    /* MOVEs without a long session in between */
+	bool moved;		    /* target holds a MOVE address for the next attempt */
 	enum agent_next next;
 	uint32_t retry_after_ms;
 	char down_reason[320];
@@ -603,8 +604,11 @@ static void ctl_down(struct agent *a, const char *reason)
 		loop_stop(&a->loop);
 		return;
 	}
-	if (a->next != NEXT_NOW)
+	/* a MOVE address is for the next attempt only; after that, the configured relay (a
+	 * region name that can lead to any healthy instance) */
+	if (!a->moved)
 		snprintf(a->target, sizeof(a->target), "%s", a->cfg->relay);
+	a->moved = false;
 	schedule(a, was_up ? NULL : why);
 }
 
@@ -712,6 +716,8 @@ static int ctl_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 			return 0;
 		}
 		snprintf(a->target, sizeof(a->target), "%s", m->u.move.addr);
+		a->moved = true;
+		/* right away, unless relays keep bouncing us around */
 		a->next = ++a->moves <= 3 ? NEXT_NOW : NEXT_BACKOFF;
 		snprintf(a->down_reason, sizeof(a->down_reason), "relay moved us to %s (%s)",
 			 m->u.move.addr, m->u.move.reason[0] ? m->u.move.reason : "no reason");

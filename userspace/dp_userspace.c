@@ -65,9 +65,11 @@ static void worker_take_jobs(struct loop *l)
 	for (;;) {
 		pthread_mutex_lock(&w->lock);
 		size_t n = w->nq < 256 ? w->nq : 256;
-		memcpy(jobs, w->q, n * sizeof(*jobs));
-		memmove(w->q, w->q + n, (w->nq - n) * sizeof(*jobs));
-		w->nq -= n;
+		if (n) {
+			memcpy(jobs, w->q, n * sizeof(*jobs));
+			memmove(w->q, w->q + n, (w->nq - n) * sizeof(*jobs));
+			w->nq -= n;
+		}
 		pthread_mutex_unlock(&w->lock);
 		if (!n)
 			return;

@@ -42,7 +42,14 @@ static void player_close(struct player *p)
 	loop_io_del(&r->loop, &p->io);
 	close(p->io.fd);
 	p->io.fd = -1;
+	dlist_del(&p->all);
 	loop_defer(&r->loop, player_free, ext(p));
+}
+
+void player_close_all(struct relay *r)
+{
+	while (!dlist_empty(&r->players))
+		player_close(container_of(r->players.next, struct player, all));
 }
 
 /* Send a final answer, then half-close and drain the client's input until it closes: closing
@@ -202,6 +209,7 @@ static int do_join(struct player *p, struct dataconn *d, struct tunnel *t)
 	loop_timer_cancel(&r->loop, &d->timer);
 	loop_io_del(&r->loop, &d->io);
 	d->io.fd = -1;
+	dlist_del(&d->all);
 	loop_defer(&r->loop, free, d);
 	if (p->state == PS_HANDSHAKE)
 		M_DEC(handshakes_pending);
@@ -210,6 +218,7 @@ static int do_join(struct player *p, struct dataconn *d, struct tunnel *t)
 	loop_timer_cancel(&r->loop, &p->timer);
 	loop_io_del(&r->loop, &p->io);
 	p->io.fd = -1;
+	dlist_del(&p->all);
 	loop_defer(&r->loop, player_free, ext(p));
 	M_INC(players_joined_total);
 	tunnel_note_join(t);
@@ -422,5 +431,6 @@ void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 			continue;
 		}
 		loop_timer_arm(l, &p->timer, (uint64_t)r->cfg.handshake_timeout_ms);
+		dlist_add_tail(&r->players, &p->all);
 	}
 }

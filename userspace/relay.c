@@ -97,6 +97,8 @@ int relay_init(struct relay *r)
 	int rc;
 	r->player_lfd = r->agent_lfd = -1;
 	dlist_init(&r->tunnels);
+	dlist_init(&r->players);
+	dlist_init(&r->dataconns);
 	if ((rc = loop_init(&r->loop)))
 		return rc;
 	r->loop.data = r;
@@ -170,12 +172,12 @@ void relay_free(struct relay *r)
 	rredis_stop(r); /* releases our leases while we still know them */
 	while (!dlist_empty(&r->tunnels))
 		tunnel_close(container_of(r->tunnels.next, struct tunnel, node), NULL, "relay exit");
+	player_close_all(r);
+	dataconn_close_all(r);
 	if (r->dp.ops)
 		r->dp.ops->stop(&r->dp);
 	if (sig_io.fd >= 0)
 		close(sig_io.fd);
-	/* players still handshaking / lingering and sniffing agent connections are owned by their
-	 * timers; closing the loop's fds at exit is left to the kernel */
 	loop_free(&r->loop);
 	htab_free(&r->by_host);
 	htab_free(&r->by_tid);

@@ -57,6 +57,7 @@ struct player {
 	struct relay *r;
 	enum player_state state;
 	struct dlist wait_node;	    /* in tunnel->waiting while PS_WAIT_AGENT */
+	struct dlist all;	    /* r->players: everything the control plane owns */
 	struct tunnel *tunnel;
 	struct sockaddr_storage peer, local;
 	int32_t protocol;
@@ -74,6 +75,7 @@ struct dataconn {
 	enum data_state state;
 	struct tunnel *tunnel;	    /* DS_IDLE */
 	struct dlist node;	    /* in tunnel->idle */
+	struct dlist all;	    /* r->dataconns */
 	uint8_t pre[DATA_ATTACH_LEN];
 	uint8_t prelen;
 };
@@ -126,6 +128,8 @@ struct relay {
 	struct auth_cfg auth;
 	struct htab by_host, by_tid, tokens;
 	struct dlist tunnels;
+	struct dlist players;	    /* players not yet handed to the data plane */
+	struct dlist dataconns;	    /* agent connections not yet handed to the data plane */
 	struct dataplane dp;
 	struct rredis *redis;
 	struct admin *admin;
@@ -147,6 +151,7 @@ void relay_begin_drain(struct relay *r);
 void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events);
 void player_join_waiting(struct tunnel *t);
 void player_fail_waiting(struct tunnel *t, const char *reason);
+void player_close_all(struct relay *r);
 
 /* tunnel.c */
 void agent_accept_cb(struct loop *l, struct loop_io *io, uint32_t events);
@@ -159,6 +164,7 @@ void tunnel_note_join(struct tunnel *t);
 void tunnel_close(struct tunnel *t, const char *code, const char *why);
 void tunnel_put(struct tunnel *t);
 void dataconn_close(struct dataconn *d);
+void dataconn_close_all(struct relay *r);
 void relay_tick_tunnels(struct relay *r);
 
 #endif

@@ -197,6 +197,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 	rd->connected = false;
 	rd->ac = NULL;
 	M_SET(redis_up, 0);
+	if (rd->stopping)
+		return;
 	pr_warn("redis: connection to %s:%u lost%s%s", rd->host, rd->port, status ? ": " : "",
 		status ? ac->errstr : "");
 	schedule_reconnect(rd);

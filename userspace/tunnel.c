@@ -72,7 +72,14 @@ void dataconn_close(struct dataconn *d)
 	loop_io_del(&d->r->loop, &d->io);
 	close(d->io.fd);
 	d->io.fd = -1;
+	dlist_del(&d->all);
 	loop_defer(&d->r->loop, dataconn_free, d);
+}
+
+void dataconn_close_all(struct relay *r)
+{
+	while (!dlist_empty(&r->dataconns))
+		dataconn_close(container_of(r->dataconns.next, struct dataconn, all));
 }
 
 struct dataconn *tunnel_take_idle(struct tunnel *t)
@@ -215,6 +222,7 @@ void agent_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 			continue;
 		}
 		loop_timer_arm(l, &d->timer, (uint64_t)r->cfg.ctl_auth_timeout_ms);
+		dlist_add_tail(&r->dataconns, &d->all);
 	}
 }
 
@@ -522,6 +530,7 @@ static void tunnel_from_sniff(struct dataconn *d)
 	loop_timer_cancel(&r->loop, &d->timer);
 	loop_io_del(&r->loop, &d->io);
 	d->io.fd = -1;
+	dlist_del(&d->all);
 	loop_defer(&r->loop, dataconn_free, d);
 
 	t->r = r;

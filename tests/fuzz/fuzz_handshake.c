@@ -181,6 +181,16 @@ static void check_builders(const uint8_t *data, size_t size)
 	out = mc_build_legacy_kick(big, sizeof(big), 127, text, text);
 	CHECK(out >= 3 && big[0] == 0xFF && out == 3 + 2 * (size_t)(big[1] << 8 | big[2]));
 	CHECK((size_t)(big[1] << 8 | big[2]) <= 256);
+
+	if (size >= 8) {
+		const uint8_t *p;
+		size_t plen, used;
+		int32_t id;
+
+		CHECK(mc_build_pong(small, sizeof(small), data) == 10);
+		CHECK(mc_parse_packet(small, 10, 64, &id, &p, &plen, &used) == 0);
+		CHECK(id == 0x01 && plen == 8 && used == 10 && memcmp(p, data, 8) == 0);
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
