@@ -4,6 +4,7 @@
 
 .DELETE_ON_ERROR:
 .SECONDARY:
+.DEFAULT_GOAL := all
 .SUFFIXES:
 
 CC      ?= cc
@@ -36,7 +37,7 @@ CFLAGS  += -std=gnu11 $(WARN) $(SANFLAGS) -D_GNU_SOURCE -Icommon -Iuserspace -Ic
            -fstack-protector-strong -D_FORTIFY_SOURCE=2 -MMD -MP
 LDFLAGS += $(SANFLAGS)
 
-RELAY_LIBS := -lssl -lcrypto -ljwt -ljansson -lhiredis -lmicrohttpd -lpthread
+RELAY_LIBS := -lbpf -lelf -lz -lssl -lcrypto -ljwt -ljansson -lhiredis -lmicrohttpd -lpthread
 AGENT_LIBS := -lssl -lcrypto -ljansson -lpthread
 TEST_LIBS  := -lcmocka $(RELAY_LIBS)
 
@@ -55,6 +56,33 @@ AGENT_OBJ  := $(call obj,$(AGENT_SRC))
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TOOLS_BIN  := $(patsubst tools/%.c,$(BUILD)/%,$(TOOLS_SRC))
 FUZZ_BIN   := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(FUZZ_SRC))
+
+# BPF objects (bpf/*.bpf.c) -> bpftool skeletons in $(BUILD)/gen, included by userspace/.
+BPFTOOL   ?= $(shell command -v bpftool 2>/dev/null || echo /usr/sbin/bpftool)
+ARCH      := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
+BPF_SRC   := $(wildcard bpf/*.bpf.c)
+BPF_OBJ   := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRC))
+SKELS     := $(patsubst bpf/%.bpf.c,$(BUILD)/gen/%.skel.h,$(BPF_SRC))
+VMLINUX   := $(BUILD)/gen/vmlinux.h
+
+$(VMLINUX):
+	$(call msg,GEN,$@)
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@
+
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) $(VMLINUX)
+	$(call msg,BPF,$@)
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -I$(BUILD)/gen -Ibpf \
+	  -c $< -o $@.tmp
+	$(Q)$(BPFTOOL) gen object $@ $@.tmp && rm -f $@.tmp
+
+$(BUILD)/gen/%.skel.h: $(BUILD)/bpf/%.bpf.o
+	$(call msg,SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name $(subst .,_,$*) > $@
+
+$(RELAY_OBJ) $(call obj,userspace/main.c): | $(SKELS)
+$(patsubst tests/unit/%.c,$(BUILD)/obj/tests/unit/%.o,$(UNIT_SRC)): | $(SKELS)
 
 .PHONY: all relay agent tools unit fuzz test static clean setup run
 all: $(BUILD)/dvv-relay $(BUILD)/dvv $(TOOLS_BIN)
@@ -107,8 +135,8 @@ build/dvv-static: client/main.c $(AGENT_SRC) $(COMMON_SRC)
 	@printf '  SIZE     %s %s bytes\n' "$@" "$$(stat -c %s $@)"
 
 # libFuzzer targets: each tests/fuzz/fuzz_X.c links the whole shared + relay + agent code.
-FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -Icommon -Iuserspace -Iclient
-build-fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(RELAY_SRC) $(AGENT_SRC)
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -Icommon -Iuserspace -Iclient -I$(BUILD)/gen
+build-fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(RELAY_SRC) $(AGENT_SRC) | $(SKELS)
 	$(call msg,FUZZ,$@)
 	$(Q)mkdir -p build-fuzz
 	$(Q)$(CLANG) $(FUZZ_FLAGS) -Wall -Wextra -Werror -Wno-unused-parameter -o $@ $^ $(RELAY_LIBS)

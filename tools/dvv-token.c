@@ -153,6 +153,7 @@ static int parse_seconds(const char *opt, const char *s, long long min, long lon
 	return 0;
 }
 
+/* 0 = mint, 1 = --help was answered, -EINVAL = usage error (already reported). */
 static int parse_args(int argc, char **argv, struct token_opts *o)
 {
 	enum { O_KEY = 256, O_SUB, O_TID, O_PLAN, O_NAME, O_TTL, O_ISS, O_AUD, O_NBF, O_EXP, O_HS };
@@ -199,7 +200,7 @@ static int parse_args(int argc, char **argv, struct token_opts *o)
 				return -EINVAL;
 			o->has_exp = 1;
 			break;
-		case 'h': usage(stdout); exit(0);
+		case 'h': usage(stdout); return 1;
 		default: usage(stderr); return -EINVAL;
 		}
 	}
@@ -320,8 +321,9 @@ int main(int argc, char **argv)
 	char *token = NULL;
 	int status;
 
-	if (parse_args(argc, argv, &o) < 0)
-		return 2;
+	status = parse_args(argc, argv, &o);
+	if (status)
+		return status < 0 ? 2 : 0;
 	status = mint(&o, &token);
 	if (status)
 		return status;

@@ -34,11 +34,11 @@
 #define AUTH_ES256_SIG_LEN 64	  /* raw R||S, 32 bytes each */
 #define AUTH_ES256_SIG_B64_LEN 86 /* ceil(64 * 4 / 3), no padding */
 
-__attribute__((format(printf, 4, 5))) static int fail(char *err, size_t errlen, int code,
+__attribute__((format(printf, 4, 5))) static int auth_fail(char *err, size_t errlen, int code,
 						      const char *fmt, ...);
 
 /* Write a message into the caller's buffer (which may be NULL/0) and return `code`. */
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+static int auth_fail(char *err, size_t errlen, int code, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -191,36 +191,36 @@ int auth_set_pubkey(struct auth_cfg *cfg, const void *pem, size_t len, char *err
 	int ret;
 
 	if (!cfg || !pem || len == 0 || len > INT_MAX)
-		return fail(err, errlen, -EINVAL, "no public key given");
+		return auth_fail(err, errlen, -EINVAL, "no public key given");
 
 	in = BIO_new_mem_buf(pem, (int)len);
 	if (!in) {
-		ret = fail(err, errlen, -ENOMEM, "out of memory reading public key");
+		ret = auth_fail(err, errlen, -ENOMEM, "out of memory reading public key");
 		goto out;
 	}
 	pkey = PEM_read_bio_PUBKEY(in, NULL, NULL, NULL);
 	if (!pkey) {
-		ret = fail(err, errlen, -EINVAL, "not a PEM public key (\"BEGIN PUBLIC KEY\")");
+		ret = auth_fail(err, errlen, -EINVAL, "not a PEM public key (\"BEGIN PUBLIC KEY\")");
 		goto out;
 	}
 	if (!EVP_PKEY_is_a(pkey, "EC") ||
 	    !EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
 					    NULL) ||
 	    strcmp(group, "prime256v1") != 0) {
-		ret = fail(err, errlen, -EINVAL, "public key is not EC P-256 (ES256 needs P-256)");
+		ret = auth_fail(err, errlen, -EINVAL, "public key is not EC P-256 (ES256 needs P-256)");
 		goto out;
 	}
 	/* libjwt gets our own re-encoding: exactly the key checked above, nothing else that
 	 * might have been in the file. */
 	mem = BIO_new(BIO_s_mem());
 	if (!mem || !PEM_write_bio_PUBKEY(mem, pkey)) {
-		ret = fail(err, errlen, -ENOMEM, "out of memory encoding public key");
+		ret = auth_fail(err, errlen, -ENOMEM, "out of memory encoding public key");
 		goto out;
 	}
 	BIO_get_mem_ptr(mem, &bm);
 	copy = malloc(bm->length + 1);
 	if (!copy) {
-		ret = fail(err, errlen, -ENOMEM, "out of memory copying public key");
+		ret = auth_fail(err, errlen, -ENOMEM, "out of memory copying public key");
 		goto out;
 	}
 	memcpy(copy, bm->data, bm->length);
@@ -244,14 +244,14 @@ int auth_load_pubkey(struct auth_cfg *cfg, const char *path, char *err, size_t e
 	int fd, ret;
 
 	if (!cfg || !path)
-		return fail(err, errlen, -EINVAL, "no public key path given");
+		return auth_fail(err, errlen, -EINVAL, "no public key path given");
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		ret = -errno;
-		return fail(err, errlen, ret, "cannot open %s: %s", path, strerror(-ret));
+		return auth_fail(err, errlen, ret, "cannot open %s: %s", path, strerror(-ret));
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		ret = fail(err, errlen, -EINVAL, "%s is not a regular file", path);
+		ret = auth_fail(err, errlen, -EINVAL, "%s is not a regular file", path);
 		goto out;
 	}
 	while (len < sizeof(buf)) {
@@ -261,7 +261,7 @@ int auth_load_pubkey(struct auth_cfg *cfg, const char *path, char *err, size_t e
 			continue;
 		if (n < 0) {
 			ret = -errno;
-			fail(err, errlen, ret, "cannot read %s: %s", path, strerror(-ret));
+			auth_fail(err, errlen, ret, "cannot read %s: %s", path, strerror(-ret));
 			goto out;
 		}
 		if (n == 0)
@@ -269,7 +269,7 @@ int auth_load_pubkey(struct auth_cfg *cfg, const char *path, char *err, size_t e
 		len += (size_t)n;
 	}
 	if (len > AUTH_PUBKEY_FILE_MAX) {
-		ret = fail(err, errlen, -EFBIG, "%s is larger than %d bytes", path,
+		ret = auth_fail(err, errlen, -EFBIG, "%s is larger than %d bytes", path,
 			   AUTH_PUBKEY_FILE_MAX);
 		goto out;
 	}
@@ -319,14 +319,14 @@ static int claim_time(json_t *claims, const char *key, int required, int64_t *t,
 
 	if (!v) {
 		if (required)
-			return fail(err, errlen, -EACCES, "%s missing", key);
+			return auth_fail(err, errlen, -EACCES, "%s missing", key);
 		return 1;
 	}
 	if (!json_is_integer(v))
-		return fail(err, errlen, -EACCES, "%s is not an integer", key);
+		return auth_fail(err, errlen, -EACCES, "%s is not an integer", key);
 	x = json_integer_value(v);
 	if (x < 0 || x > AUTH_TIME_MAX)
-		return fail(err, errlen, -EACCES, "%s out of range", key);
+		return auth_fail(err, errlen, -EACCES, "%s out of range", key);
 	*t = (int64_t)x;
 	return 0;
 }
@@ -340,16 +340,16 @@ static int claim_id(json_t *claims, const char *key, int required, char *dst, ch
 	int r = claim_string(claims, key, &s, &len);
 
 	if (r == 1)
-		return required ? fail(err, errlen, -EACCES, "%s missing", key) : 0;
+		return required ? auth_fail(err, errlen, -EACCES, "%s missing", key) : 0;
 	if (r < 0)
-		return fail(err, errlen, -EACCES, "%s is not a string", key);
+		return auth_fail(err, errlen, -EACCES, "%s is not a string", key);
 	if (len == 0)
-		return fail(err, errlen, -EACCES, "%s is empty", key);
+		return auth_fail(err, errlen, -EACCES, "%s is empty", key);
 	if (len > AUTH_ID_MAX)
-		return fail(err, errlen, -EACCES, "%s is longer than %d characters", key,
+		return auth_fail(err, errlen, -EACCES, "%s is longer than %d characters", key,
 			    AUTH_ID_MAX);
 	if (!auth_valid_id(s, len))
-		return fail(err, errlen, -EACCES, "%s has characters outside [A-Za-z0-9_-]", key);
+		return auth_fail(err, errlen, -EACCES, "%s has characters outside [A-Za-z0-9_-]", key);
 	memcpy(dst, s, len);
 	dst[len] = '\0';
 	return 0;
@@ -362,19 +362,18 @@ static int check_audience(json_t *claims, const char *audience, char *err, size_
 	size_t i;
 
 	if (!aud)
-		return fail(err, errlen, -EACCES, "aud missing");
+		return auth_fail(err, errlen, -EACCES, "aud missing");
 	if (json_is_string(aud))
-		return json_str_equals(aud, audience) ? 0 : fail(err, errlen, -EACCES, "aud mismatch");
+		return json_str_equals(aud, audience) ? 0 : auth_fail(err, errlen, -EACCES, "aud mismatch");
 	if (!json_is_array(aud))
-		return fail(err, errlen, -EACCES, "aud is not a string or an array of strings");
-	json_array_foreach(aud, i, v)
-	{
+		return auth_fail(err, errlen, -EACCES, "aud is not a string or an array of strings");
+	json_array_foreach(aud, i, v) {
 		if (!json_is_string(v))
-			return fail(err, errlen, -EACCES,
+			return auth_fail(err, errlen, -EACCES,
 				    "aud is not a string or an array of strings");
 		found |= json_str_equals(v, audience);
 	}
-	return found ? 0 : fail(err, errlen, -EACCES, "aud mismatch");
+	return found ? 0 : auth_fail(err, errlen, -EACCES, "aud mismatch");
 }
 
 static int check_header(json_t *hdr, char *err, size_t errlen)
@@ -383,19 +382,19 @@ static int check_header(json_t *hdr, char *err, size_t errlen)
 	char shown[16];
 
 	if (!alg)
-		return fail(err, errlen, -EACCES, "header has no alg, expected ES256");
+		return auth_fail(err, errlen, -EACCES, "header has no alg, expected ES256");
 	if (!json_is_string(alg))
-		return fail(err, errlen, -EACCES, "alg is not a string, expected ES256");
+		return auth_fail(err, errlen, -EACCES, "alg is not a string, expected ES256");
 	/* Exact: libjwt compares with strcasecmp and would take "es256" too. */
 	if (!json_str_equals(alg, "ES256"))
-		return fail(err, errlen, -EACCES, "alg %s not allowed, expected ES256",
+		return auth_fail(err, errlen, -EACCES, "alg %s not allowed, expected ES256",
 			    printable(json_string_value(alg), json_string_length(alg), shown,
 				      sizeof(shown)));
 	if (typ && !json_str_equals(typ, "JWT"))
-		return fail(err, errlen, -EACCES, "typ not allowed, expected JWT or none");
+		return auth_fail(err, errlen, -EACCES, "typ not allowed, expected JWT or none");
 	/* RFC 7515 4.1.11: extensions marked critical must be understood; we understand none. */
 	if (json_object_get(hdr, "crit"))
-		return fail(err, errlen, -EACCES, "crit header not supported");
+		return auth_fail(err, errlen, -EACCES, "crit header not supported");
 	return 0;
 }
 
@@ -408,9 +407,9 @@ static int check_claims(const struct auth_cfg *cfg, json_t *claims, int64_t now,
 	int r;
 
 	if (!json_object_get(claims, "iss"))
-		return fail(err, errlen, -EACCES, "iss missing");
+		return auth_fail(err, errlen, -EACCES, "iss missing");
 	if (!json_str_equals(json_object_get(claims, "iss"), cfg->issuer))
-		return fail(err, errlen, -EACCES, "iss mismatch");
+		return auth_fail(err, errlen, -EACCES, "iss mismatch");
 	r = check_audience(claims, cfg->audience, err, errlen);
 	if (r < 0)
 		return r;
@@ -420,19 +419,19 @@ static int check_claims(const struct auth_cfg *cfg, json_t *claims, int64_t now,
 	if (r < 0)
 		return r;
 	if (out->exp <= now - leeway)
-		return fail(err, errlen, -EACCES, "token expired %lld s ago",
+		return auth_fail(err, errlen, -EACCES, "token expired %lld s ago",
 			    (long long)(now - out->exp));
 	r = claim_time(claims, "nbf", 0, &out->nbf, err, errlen);
 	if (r < 0)
 		return r;
 	if (r == 0 && out->nbf > now + leeway)
-		return fail(err, errlen, -EACCES, "token not valid for another %lld s",
+		return auth_fail(err, errlen, -EACCES, "token not valid for another %lld s",
 			    (long long)(out->nbf - now));
 	r = claim_time(claims, "iat", 0, &out->iat, err, errlen);
 	if (r < 0)
 		return r;
 	if (r == 0 && out->iat > now + leeway)
-		return fail(err, errlen, -EACCES, "token issued %lld s in the future",
+		return auth_fail(err, errlen, -EACCES, "token issued %lld s in the future",
 			    (long long)(out->iat - now));
 
 	r = claim_id(claims, "sub", 1, out->sub, err, errlen);
@@ -447,12 +446,12 @@ static int check_claims(const struct auth_cfg *cfg, json_t *claims, int64_t now,
 
 	r = claim_string(claims, "plan", &s, &len);
 	if (r < 0 || (r == 0 && !(len == 4 && (!memcmp(s, "free", 4) || !memcmp(s, "paid", 4)))))
-		return fail(err, errlen, -EACCES, "plan must be \"free\" or \"paid\"");
+		return auth_fail(err, errlen, -EACCES, "plan must be \"free\" or \"paid\"");
 	memcpy(out->plan, r == 0 ? s : "free", 5);
 
 	r = claim_string(claims, "name", &s, &len);
 	if (r < 0 || (r == 0 && !auth_valid_label(s, len)))
-		return fail(err, errlen, -EACCES,
+		return auth_fail(err, errlen, -EACCES,
 			    "name must be a DNS label: %d-%d of [a-z0-9-], no '-' at either end",
 			    AUTH_LABEL_MIN, AUTH_LABEL_MAX);
 	if (r == 0) {
@@ -480,23 +479,23 @@ int auth_verify(const struct auth_cfg *cfg, const char *token, int64_t now, stru
 		err[0] = '\0';
 
 	if (!cfg || !cfg->pubkey || cfg->pubkey_len == 0 || cfg->pubkey_len > INT_MAX)
-		return fail(err, errlen, -EINVAL, "no public key configured");
+		return auth_fail(err, errlen, -EINVAL, "no public key configured");
 	if (!cfg->issuer || !cfg->issuer[0] || !cfg->audience || !cfg->audience[0])
-		return fail(err, errlen, -EINVAL, "issuer and audience must be configured");
+		return auth_fail(err, errlen, -EINVAL, "issuer and audience must be configured");
 	if (cfg->leeway_s < 0 || cfg->leeway_s > AUTH_LEEWAY_MAX)
-		return fail(err, errlen, -EINVAL, "leeway %d s out of range 0..%d", cfg->leeway_s,
+		return auth_fail(err, errlen, -EINVAL, "leeway %d s out of range 0..%d", cfg->leeway_s,
 			    AUTH_LEEWAY_MAX);
 	if (now < 0 || now > AUTH_TIME_MAX)
-		return fail(err, errlen, -EINVAL, "current time %lld out of range", (long long)now);
+		return auth_fail(err, errlen, -EINVAL, "current time %lld out of range", (long long)now);
 	if (!token)
-		return fail(err, errlen, -EINVAL, "no token given");
+		return auth_fail(err, errlen, -EINVAL, "no token given");
 
 	/* 1. shape, before anything parses it */
 	len = strnlen(token, AUTH_TOKEN_MAX + 1);
 	if (len == 0)
-		return fail(err, errlen, -EACCES, "empty token");
+		return auth_fail(err, errlen, -EACCES, "empty token");
 	if (len > AUTH_TOKEN_MAX)
-		return fail(err, errlen, -EACCES, "token longer than %d bytes", AUTH_TOKEN_MAX);
+		return auth_fail(err, errlen, -EACCES, "token longer than %d bytes", AUTH_TOKEN_MAX);
 	for (i = 0; i < len; i++) {
 		if (token[i] == '.') {
 			if (++dots == 1)
@@ -504,20 +503,20 @@ int auth_verify(const struct auth_cfg *cfg, const char *token, int64_t now, stru
 			else if (dots == 2)
 				dot2 = token + i;
 		} else if (b64url_value((unsigned char)token[i]) < 0) {
-			return fail(err, errlen, -EACCES,
+			return auth_fail(err, errlen, -EACCES,
 				    "token has a character outside base64url at byte %zu", i);
 		}
 	}
 	if (dots != 2)
-		return fail(err, errlen, -EACCES, "token has %d parts, expected 3 (header.payload.signature)",
+		return auth_fail(err, errlen, -EACCES, "token has %d parts, expected 3 (header.payload.signature)",
 			    dots + 1);
 	if (dot1 == token || dot2 == dot1 + 1)
-		return fail(err, errlen, -EACCES, "token has an empty header or payload");
+		return auth_fail(err, errlen, -EACCES, "token has an empty header or payload");
 
 	/* 2. header */
 	ret = segment_object(token, (size_t)(dot1 - token), &hdr);
 	if (ret < 0) {
-		ret = fail(err, errlen, -EACCES, "header is not %s",
+		ret = auth_fail(err, errlen, -EACCES, "header is not %s",
 			   ret == -1 ? "base64url" : "a JSON object without duplicate keys");
 		goto out;
 	}
@@ -530,7 +529,7 @@ int auth_verify(const struct auth_cfg *cfg, const char *token, int64_t now, stru
 	sig_len = len - (size_t)(sig - token);
 	if (sig_len != AUTH_ES256_SIG_B64_LEN ||
 	    b64url_decode(sig, sig_len, rs, sizeof(rs)) != AUTH_ES256_SIG_LEN) {
-		ret = fail(err, errlen, -EACCES,
+		ret = auth_fail(err, errlen, -EACCES,
 			   "signature is not a canonical %d-byte ES256 signature", AUTH_ES256_SIG_LEN);
 		goto out;
 	}
@@ -538,7 +537,7 @@ int auth_verify(const struct auth_cfg *cfg, const char *token, int64_t now, stru
 	/* 4. payload */
 	ret = segment_object(dot1 + 1, (size_t)(dot2 - dot1 - 1), &claims);
 	if (ret < 0) {
-		ret = fail(err, errlen, -EACCES, "payload is not %s",
+		ret = auth_fail(err, errlen, -EACCES, "payload is not %s",
 			   ret == -1 ? "base64url" : "a JSON object without duplicate keys");
 		goto out;
 	}
@@ -546,15 +545,15 @@ int auth_verify(const struct auth_cfg *cfg, const char *token, int64_t now, stru
 	/* 5. signature */
 	ret = jwt_decode(&jwt, token, cfg->pubkey, (int)cfg->pubkey_len);
 	if (ret == ENOMEM) {
-		ret = fail(err, errlen, -ENOMEM, "out of memory verifying signature");
+		ret = auth_fail(err, errlen, -ENOMEM, "out of memory verifying signature");
 		goto out;
 	}
 	if (ret != 0 || !jwt) {
-		ret = fail(err, errlen, -EACCES, "bad signature");
+		ret = auth_fail(err, errlen, -EACCES, "bad signature");
 		goto out;
 	}
 	if (jwt_get_alg(jwt) != JWT_ALG_ES256) {
-		ret = fail(err, errlen, -EACCES, "libjwt verified with %s, expected ES256",
+		ret = auth_fail(err, errlen, -EACCES, "libjwt verified with %s, expected ES256",
 			   jwt_alg_str(jwt_get_alg(jwt)) ? jwt_alg_str(jwt_get_alg(jwt)) : "?");
 		goto out;
 	}

@@ -40,7 +40,19 @@ static const struct opt_def defs[] = {
 	S(jwt_pubkey, "PEM ES256 public key that verifies agent tokens"),
 	S(jwt_issuer, "required iss claim"),
 	S(jwt_audience, "required aud claim"),
-	S(dataplane, "userspace"),
+	S(dataplane, "bpf | userspace | auto (auto: bpf if it loads and passes a self-test)"),
+	S(bpf_pin_root, "bpffs directory for pinned maps (per instance subdirectory)"),
+	S(xdp_ifaces, "comma-separated interfaces for the XDP SYN guard (empty: off)"),
+	S(xdp_mode, "native | generic | auto"),
+	I(xdp_syn_rate, 1, 10000000, "XDP: SYNs per second per source address"),
+	I(xdp_syn_burst, 1, 10000000, "XDP: SYN burst per source address"),
+	I(xdp_port_syn_budget, 1, 100000000, "XDP: SYNs per second per protected port, all sources"),
+	S(xdp_allow, "XDP: comma-separated CIDRs never limited"),
+	S(xdp_deny, "XDP: comma-separated CIDRs always dropped"),
+	I(join_rate_v4, 1, 1000000, "player handshakes per second per IPv4 /24"),
+	I(join_rate_v6, 1, 1000000, "player handshakes per second per IPv6 /64"),
+	I(join_burst, 1, 1000000, "burst of player handshakes per prefix"),
+	I(max_pending_per_source, 1, 1000000, "unfinished handshakes per source address"),
 	I(workers, 0, 256, "data-plane threads (0 = one per CPU)"),
 	I(handshake_timeout_ms, 100, 120000, "player handshake deadline"),
 	I(join_wait_ms, 100, 60000, "how long a player waits for an agent connection"),
@@ -53,6 +65,7 @@ static const struct opt_def defs[] = {
 	I(name_grace_s, 10, 30 * 86400, "a tunnel keeps its name this long while offline"),
 	I(drain_timeout_s, 0, 86400, "on SIGTERM, players keep playing at most this long"),
 	I(max_handshakes, 16, 1000000, "concurrent unfinished player handshakes"),
+	I(max_lag_mb, 1, 65536, "MiB queued towards a slow reader before its connection is cut"),
 	I(max_tunnels, 1, 1000000, "tunnels this instance accepts"),
 };
 #define NDEFS (sizeof(defs) / sizeof(defs[0]))
@@ -112,7 +125,17 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	strcpy(c->base_domain, "dvv.one");
 	strcpy(c->jwt_issuer, "dvv");
 	strcpy(c->jwt_audience, "dvv-relay");
-	strcpy(c->dataplane, "userspace");
+	strcpy(c->dataplane, "auto");
+	strcpy(c->bpf_pin_root, "/sys/fs/bpf/dvv");
+	strcpy(c->xdp_mode, "auto");
+	c->max_lag_mb = 64;
+	c->xdp_syn_rate = 20;
+	c->xdp_syn_burst = 40;
+	c->xdp_port_syn_budget = 20000;
+	c->join_rate_v4 = 20;
+	c->join_rate_v6 = 20;
+	c->join_burst = 40;
+	c->max_pending_per_source = 32;
 	c->handshake_timeout_ms = 5000;
 	c->join_wait_ms = 5000;
 	c->ctl_auth_timeout_ms = 10000;
@@ -207,9 +230,16 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 			fprintf(stderr, "dvv-relay: --instance-id may hold only [A-Za-z0-9._-]\n");
 			return -1;
 		}
-	if (strcmp(c->dataplane, "userspace")) {
-		fprintf(stderr, "dvv-relay: --dataplane %s: only 'userspace' is available in this "
-				"build\n", c->dataplane);
+	if (strcmp(c->dataplane, "userspace") && strcmp(c->dataplane, "bpf") &&
+	    strcmp(c->dataplane, "auto")) {
+		fprintf(stderr, "dvv-relay: --dataplane %s: want bpf, userspace or auto\n",
+			c->dataplane);
+		return -1;
+	}
+	if (strcmp(c->xdp_mode, "native") && strcmp(c->xdp_mode, "generic") &&
+	    strcmp(c->xdp_mode, "auto")) {
+		fprintf(stderr, "dvv-relay: --xdp-mode %s: want native, generic or auto\n",
+			c->xdp_mode);
 		return -1;
 	}
 	return 0;

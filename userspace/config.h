@@ -20,7 +20,20 @@ struct relay_cfg {
 	char jwt_pubkey[256];
 	char jwt_issuer[64];
 	char jwt_audience[64];
-	char dataplane[16];	   /* userspace (bpf comes with the BPF plane) */
+	char dataplane[16];	   /* bpf | userspace | auto */
+	char bpf_pin_root[128];	   /* maps/links pinned under <root>/<instance-id>/ */
+	int max_lag_mb;		   /* MiB queued towards a slow reader, then the connection is cut */
+	char xdp_ifaces[128];	   /* comma-separated interfaces to attach the XDP SYN guard to */
+	char xdp_mode[16];	   /* native | generic | auto */
+	int xdp_syn_rate;	   /* SYNs per second per source address */
+	int xdp_syn_burst;	   /* bucket depth per source */
+	int xdp_port_syn_budget;   /* SYNs per second per protected port, all sources together */
+	char xdp_allow[512];	   /* comma-separated CIDRs never limited */
+	char xdp_deny[512];	   /* comma-separated CIDRs always dropped */
+	int join_rate_v4;	   /* handshakes per second per IPv4 /24 */
+	int join_rate_v6;	   /* handshakes per second per IPv6 /64 */
+	int join_burst;		   /* burst for both */
+	int max_pending_per_source; /* unfinished handshakes per source address */
 	int workers;		   /* data-plane threads; 0 = one per CPU */
 	int handshake_timeout_ms;  /* player must send a whole handshake within this */
 	int join_wait_ms;	   /* a player waits this long for an agent data connection */

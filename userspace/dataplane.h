@@ -14,8 +14,9 @@ struct dataplane_ops {
 	const char *name;
 	int (*start)(struct dataplane *dp, const struct relay_cfg *cfg);
 	/* Takes ownership of both fds (closes them on failure too). player_fd may already hold
-	 * unread bytes (the peeked handshake): they are forwarded first. */
-	int (*join)(struct dataplane *dp, int player_fd, int agent_fd);
+	 * unread bytes (the peeked handshake): they are forwarded first. tunnel_key identifies
+	 * the tunnel for per-tunnel accounting (bandwidth limits). */
+	int (*join)(struct dataplane *dp, int player_fd, int agent_fd, uint64_t tunnel_key);
 	/* Stop: tear down every pair and release resources. */
 	void (*stop)(struct dataplane *dp);
 };
@@ -26,5 +27,10 @@ struct dataplane {
 };
 
 extern const struct dataplane_ops dp_userspace_ops;
+extern const struct dataplane_ops dp_bpf_ops; /* dp_bpf.c; start() fails cleanly without BPF */
+
+/* Start the plane the configuration asks for; "auto" tries bpf (load + self-test) and falls
+ * back to userspace with a log line saying why. */
+int dataplane_select(struct dataplane *dp, const struct relay_cfg *cfg);
 
 #endif

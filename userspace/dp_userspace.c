@@ -132,7 +132,7 @@ static int us_start(struct dataplane *dp, const struct relay_cfg *cfg)
 	return 0;
 }
 
-static int us_join(struct dataplane *dp, int player_fd, int agent_fd)
+static int us_join(struct dataplane *dp, int player_fd, int agent_fd, uint64_t tunnel_key)
 {
 	struct us_plane *u = dp->priv;
 	struct us_worker *w = &u->w[atomic_fetch_add(&u->rr, 1) % (unsigned)u->nw];

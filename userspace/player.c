@@ -222,7 +222,7 @@ static int do_join(struct player *p, struct dataconn *d, struct tunnel *t)
 	loop_defer(&r->loop, player_free, ext(p));
 	M_INC(players_joined_total);
 	tunnel_note_join(t);
-	r->dp.ops->join(&r->dp, pfd, afd);
+	r->dp.ops->join(&r->dp, pfd, afd, t->key);
 	return 0;
 }
 

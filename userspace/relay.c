@@ -3,6 +3,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "rredis.h"
+#include "xdp_guard.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -135,11 +136,8 @@ int relay_init(struct relay *r)
 	if (sig_io.fd < 0 || loop_io_set(&r->loop, &sig_io, EPOLLIN))
 		return -errno;
 
-	r->dp.ops = &dp_userspace_ops;
-	if ((rc = r->dp.ops->start(&r->dp, &r->cfg))) {
-		pr_err("data plane %s: %s", r->dp.ops->name, strerror(-rc));
+	if ((rc = dataplane_select(&r->dp, &r->cfg)))
 		return rc;
-	}
 	if ((rc = listen_on(r, r->cfg.player_listen, &r->player_addr, &r->player_lio,
 			    player_accept_cb)) ||
 	    (rc = listen_on(r, r->cfg.agent_listen, &r->agent_addr, &r->agent_lio,
@@ -147,6 +145,14 @@ int relay_init(struct relay *r)
 		return rc;
 	r->player_lfd = r->player_lio.fd;
 	r->agent_lfd = r->agent_lio.fd;
+	if (r->cfg.xdp_ifaces[0]) {
+		char pin[300];
+		snprintf(pin, sizeof(pin), "%s/%s", r->cfg.bpf_pin_root, r->cfg.instance_id);
+		rc = xdp_guard_start(&r->xdp, &r->cfg, net_addr_port((struct sockaddr *)&r->player_addr.ss),
+				     net_addr_port((struct sockaddr *)&r->agent_addr.ss), pin);
+		if (rc)
+			return rc;
+	}
 	if ((rc = rredis_start(r)) || (rc = admin_start(r)))
 		return rc ? rc : -EINVAL;
 	r->tick.cb = tick_cb;
@@ -176,6 +182,8 @@ void relay_free(struct relay *r)
 	dataconn_close_all(r);
 	if (r->dp.ops)
 		r->dp.ops->stop(&r->dp);
+	if (r->xdp)
+		xdp_guard_stop(r->xdp);
 	if (sig_io.fd >= 0)
 		close(sig_io.fd);
 	loop_free(&r->loop);

@@ -108,6 +108,7 @@ struct tunnel {
 	struct dlist node;	    /* r->tunnels */
 	char hostname[256];
 	char peer[64];
+	uint64_t key;		    /* stable id of the tunnel (hash of tid) for data-plane accounting */
 	uint64_t epoch;		    /* fencing epoch of our route lease */
 	struct dlist idle;	    /* struct dataconn, DS_IDLE */
 	struct dlist waiting;	    /* struct player, PS_WAIT_AGENT */
@@ -133,6 +134,7 @@ struct relay {
 	struct dataplane dp;
 	struct rredis *redis;
 	struct admin *admin;
+	struct xdp_guard *xdp;
 	struct loop_timer tick;
 	char suffix[160];	    /* ".eu.dvv.one": names end with it */
 	struct net_addr player_addr, agent_addr;

@@ -449,6 +449,7 @@ static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 		tunnel_close(old, NULL, "replaced by a newer session");
 	}
 	htab_add(&r->by_tid, &t->tid_hn, htab_hash(&r->by_tid, t->claims.tid, strlen(t->claims.tid)));
+	t->key = t->tid_hn.hash;
 	t->state = TS_REGISTERING;
 	loop_timer_cancel(&r->loop, &t->timer);
 	rc = rredis_register_tunnel(t);

@@ -37,7 +37,9 @@ h.scenario('with --proxy-protocol the local server sees the player\'s address, n
   assert.equal(r.ok, true, `expected the join through agent -> haproxy(accept-proxy) -> server to work, got ${JSON.stringify(r)}`)
   assert.ok(r.localPort, 'expected to know the client socket\'s local port')
   const expected = `127.0.0.1:${r.localPort}`
+  const t0 = Date.now()
   const found = await waitForSource(expected)
+  process.stderr.write(`[proxy] join ${r.ms} ms; haproxy logged ${expected} after ${Date.now() - t0} ms more\n`)
   assert.ok(found,
     `expected haproxy to log the player's source ${expected} from the PROXY header; it logged sources ${JSON.stringify(haproxy.sources())}`)
   await h.stopProcess(agent.proc)

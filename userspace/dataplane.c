@@ -1,0 +1,33 @@
+#include "dataplane.h"
+#include "config.h"
+#include "log.h"
+
+#include <errno.h>
+#include <string.h>
+
+int dataplane_select(struct dataplane *dp, const struct relay_cfg *cfg)
+{
+	int rc;
+	if (!strcmp(cfg->dataplane, "bpf") || !strcmp(cfg->dataplane, "auto")) {
+		dp->ops = &dp_bpf_ops;
+		rc = dp->ops->start(dp, cfg);
+		if (rc == 0)
+			return 0;
+		if (!strcmp(cfg->dataplane, "bpf")) {
+			pr_err("data plane bpf unavailable (%s) and --dataplane bpf was asked for",
+			       strerror(-rc));
+			dp->ops = NULL;
+			return rc;
+		}
+		pr_warn("data plane bpf unavailable (%s): falling back to userspace splice(2)",
+			strerror(-rc));
+	}
+	dp->ops = &dp_userspace_ops;
+	dp->priv = NULL;
+	rc = dp->ops->start(dp, cfg);
+	if (rc) {
+		pr_err("data plane userspace: %s", strerror(-rc));
+		dp->ops = NULL;
+	}
+	return rc;
+}
