@@ -31,7 +31,7 @@
 #include "auth.h"
 
 #define KEY_FILE_MAX (64 * 1024)
-#define TEN_YEARS_S (10LL * 365 * 86400)
+#define TEN_YEARS_S  (10LL * 365 * 86400)
 
 struct token_opts {
 	const char *key_path;
@@ -43,17 +43,17 @@ struct token_opts {
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: dvv-token --key jwt.key --sub USER --tid TUNNEL [options]\n"
-		"  --plan free|paid          plan claim (omitted: the relay assumes free)\n"
-		"  --name LABEL              requested custom label (DNS label, 3-40 of [a-z0-9-])\n"
-		"  --ttl SECONDS             lifetime, default 86400\n"
-		"  --iss ISS                 issuer, default dvv\n"
-		"  --aud AUD                 audience, default dvv-relay\n"
-		"  --nbf-offset S            add nbf = now + S\n"
-		"  --exp-offset S            exp = now + S (may be negative; overrides --ttl)\n"
-		"  --alg-hs256-with-key FILE test only: sign HS256 with FILE as the secret\n"
-		"Prints the token on stdout.\n");
+	fprintf(f, "usage: dvv-token --key jwt.key --sub USER --tid TUNNEL [options]\n"
+		   "  --plan free|paid          plan claim (omitted: the relay assumes free)\n"
+		   "  --name LABEL              requested custom label (DNS label, 3-40 of "
+		   "[a-z0-9-])\n"
+		   "  --ttl SECONDS             lifetime, default 86400\n"
+		   "  --iss ISS                 issuer, default dvv\n"
+		   "  --aud AUD                 audience, default dvv-relay\n"
+		   "  --nbf-offset S            add nbf = now + S\n"
+		   "  --exp-offset S            exp = now + S (may be negative; overrides --ttl)\n"
+		   "  --alg-hs256-with-key FILE test only: sign HS256 with FILE as the secret\n"
+		   "Prints the token on stdout.\n");
 }
 
 /* Read a whole small file into a NUL-terminated buffer. 0 or -errno. */
@@ -213,11 +213,13 @@ static int parse_args(int argc, char **argv, struct token_opts *o)
 		return -EINVAL;
 	}
 	if (!o->sub || !auth_valid_id(o->sub, strlen(o->sub))) {
-		fprintf(stderr, "dvv-token: --sub is required: 1-%d of [A-Za-z0-9_-]\n", AUTH_ID_MAX);
+		fprintf(stderr, "dvv-token: --sub is required: 1-%d of [A-Za-z0-9_-]\n",
+			AUTH_ID_MAX);
 		return -EINVAL;
 	}
 	if (!o->tid || !auth_valid_id(o->tid, strlen(o->tid))) {
-		fprintf(stderr, "dvv-token: --tid is required: 1-%d of [A-Za-z0-9_-]\n", AUTH_ID_MAX);
+		fprintf(stderr, "dvv-token: --tid is required: 1-%d of [A-Za-z0-9_-]\n",
+			AUTH_ID_MAX);
 		return -EINVAL;
 	}
 	if (o->plan && strcmp(o->plan, "free") != 0 && strcmp(o->plan, "paid") != 0) {
@@ -225,8 +227,10 @@ static int parse_args(int argc, char **argv, struct token_opts *o)
 		return -EINVAL;
 	}
 	if (o->name && !auth_valid_label(o->name, strlen(o->name))) {
-		fprintf(stderr, "dvv-token: --name must be a DNS label: %d-%d of [a-z0-9-], "
-				"no '-' at either end\n", AUTH_LABEL_MIN, AUTH_LABEL_MAX);
+		fprintf(stderr,
+			"dvv-token: --name must be a DNS label: %d-%d of [a-z0-9-], "
+			"no '-' at either end\n",
+			AUTH_LABEL_MIN, AUTH_LABEL_MAX);
 		return -EINVAL;
 	}
 	if (!o->iss[0] || !o->aud[0]) {
@@ -257,8 +261,10 @@ static int mint(const struct token_opts *o, char **token)
 		goto out;
 	}
 	if (o->hs256_path)
-		fprintf(stderr, "dvv-token: TEST ONLY: signing HS256 with %s as the secret; "
-				"the relay must reject this token\n", key_path);
+		fprintf(stderr,
+			"dvv-token: TEST ONLY: signing HS256 with %s as the secret; "
+			"the relay must reject this token\n",
+			key_path);
 	else if (check_es256_key(key, key_len, key_path) < 0)
 		goto out;
 
@@ -280,8 +286,9 @@ static int mint(const struct token_opts *o, char **token)
 	ret = ret ? ret : jwt_add_grant(jwt, "tid", o->tid);
 	ret = ret ? ret : jwt_add_grant(jwt, "jti", jti);
 	ret = ret ? ret : jwt_add_grant_int(jwt, "iat", (long)now);
-	ret = ret ? ret : jwt_add_grant_int(jwt, "exp",
-					     (long)(now + (o->has_exp ? o->exp_offset : o->ttl)));
+	ret = ret ? ret
+		  : jwt_add_grant_int(jwt, "exp",
+				      (long)(now + (o->has_exp ? o->exp_offset : o->ttl)));
 	if (!ret && o->has_nbf)
 		ret = jwt_add_grant_int(jwt, "nbf", (long)(now + o->nbf_offset));
 	if (!ret && o->plan)

@@ -30,15 +30,13 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
-#define AUTH_PUBKEY_FILE_MAX (16 * 1024)
-#define AUTH_ES256_SIG_LEN 64	  /* raw R||S, 32 bytes each */
+#define AUTH_PUBKEY_FILE_MAX   (16 * 1024)
+#define AUTH_ES256_SIG_LEN     64 /* raw R||S, 32 bytes each */
 #define AUTH_ES256_SIG_B64_LEN 86 /* ceil(64 * 4 / 3), no padding */
 
-__attribute__((format(printf, 4, 5))) static int auth_fail(char *err, size_t errlen, int code,
-						      const char *fmt, ...);
-
 /* Write a message into the caller's buffer (which may be NULL/0) and return `code`. */
-static int auth_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static int auth_fail(char *err, size_t errlen, int code,
+							   const char *fmt, ...)
 {
 	va_list ap;
 
@@ -200,14 +198,16 @@ int auth_set_pubkey(struct auth_cfg *cfg, const void *pem, size_t len, char *err
 	}
 	pkey = PEM_read_bio_PUBKEY(in, NULL, NULL, NULL);
 	if (!pkey) {
-		ret = auth_fail(err, errlen, -EINVAL, "not a PEM public key (\"BEGIN PUBLIC KEY\")");
+		ret = auth_fail(err, errlen, -EINVAL,
+				"not a PEM public key (\"BEGIN PUBLIC KEY\")");
 		goto out;
 	}
 	if (!EVP_PKEY_is_a(pkey, "EC") ||
 	    !EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
 					    NULL) ||
 	    strcmp(group, "prime256v1") != 0) {
-		ret = auth_fail(err, errlen, -EINVAL, "public key is not EC P-256 (ES256 needs P-256)");
+		ret = auth_fail(err, errlen, -EINVAL,
+				"public key is not EC P-256 (ES256 needs P-256)");
 		goto out;
 	}
 	/* libjwt gets our own re-encoding: exactly the key checked above, nothing else that
@@ -270,7 +270,7 @@ int auth_load_pubkey(struct auth_cfg *cfg, const char *path, char *err, size_t e
 	}
 	if (len > AUTH_PUBKEY_FILE_MAX) {
 		ret = auth_fail(err, errlen, -EFBIG, "%s is larger than %d bytes", path,
-			   AUTH_PUBKEY_FILE_MAX);
+				AUTH_PUBKEY_FILE_MAX);
 		goto out;
 	}
 	ret = auth_set_pubkey(cfg, buf, len, err, errlen);
@@ -347,9 +347,10 @@ static int claim_id(json_t *claims, const char *key, int required, char *dst, ch
 		return auth_fail(err, errlen, -EACCES, "%s is empty", key);
 	if (len > AUTH_ID_MAX)
 		return auth_fail(err, errlen, -EACCES, "%s is longer than %d characters", key,
-			    AUTH_ID_MAX);
+				 AUTH_ID_MAX);
 	if (!auth_valid_id(s, len))
-		return auth_fail(err, errlen, -EACCES, "%s has characters outside [A-Za-z0-9_-]", key);
+		return auth_fail(err, errlen, -EACCES, "%s has characters outside [A-Za-z0-9_-]",
+				 key);
 	memcpy(dst, s, len);
 	dst[len] = '\0';
 	return 0;
@@ -364,13 +365,16 @@ static int check_audience(json_t *claims, const char *audience, char *err, size_
 	if (!aud)
 		return auth_fail(err, errlen, -EACCES, "aud missing");
 	if (json_is_string(aud))
-		return json_str_equals(aud, audience) ? 0 : auth_fail(err, errlen, -EACCES, "aud mismatch");
+		return json_str_equals(aud, audience)
+			       ? 0
+			       : auth_fail(err, errlen, -EACCES, "aud mismatch");
 	if (!json_is_array(aud))
-		return auth_fail(err, errlen, -EACCES, "aud is not a string or an array of strings");
-	json_array_foreach(aud, i, v) {
+		return auth_fail(err, errlen, -EACCES,
+				 "aud is not a string or an array of strings");
+	json_array_foreach (aud, i, v) {
 		if (!json_is_string(v))
 			return auth_fail(err, errlen, -EACCES,
-				    "aud is not a string or an array of strings");
+					 "aud is not a string or an array of strings");
 		found |= json_str_equals(v, audience);
 	}
 	return found ? 0 : auth_fail(err, errlen, -EACCES, "aud mismatch");
@@ -388,8 +392,8 @@ static int check_header(json_t *hdr, char *err, size_t errlen)
 	/* Exact: libjwt compares with strcasecmp and would take "es256" too. */
 	if (!json_str_equals(alg, "ES256"))
 		return auth_fail(err, errlen, -EACCES, "alg %s not allowed, expected ES256",
-			    printable(json_string_value(alg), json_string_length(alg), shown,
-				      sizeof(shown)));
+				 printable(json_string_value(alg), json_string_length(alg), shown,
+					   sizeof(shown)));
 	if (typ && !json_str_equals(typ, "JWT"))
 		return auth_fail(err, errlen, -EACCES, "typ not allowed, expected JWT or none");
 	/* RFC 7515 4.1.11: extensions marked critical must be understood; we understand none. */
@@ -420,19 +424,19 @@ static int check_claims(const struct auth_cfg *cfg, json_t *claims, int64_t now,
 		return r;
 	if (out->exp <= now - leeway)
 		return auth_fail(err, errlen, -EACCES, "token expired %lld s ago",
-			    (long long)(now - out->exp));
+				 (long long)(now - out->exp));
 	r = claim_time(claims, "nbf", 0, &out->nbf, err, errlen);
 	if (r < 0)
 		return r;
 	if (r == 0 && out->nbf > now + leeway)
 		return auth_fail(err, errlen, -EACCES, "token not valid for another %lld s",
-			    (long long)(out->nbf - now));
+				 (long long)(out->nbf - now));
 	r = claim_time(claims, "iat", 0, &out->iat, err, errlen);
 	if (r < 0)
 		return r;
 	if (r == 0 && out->iat > now + leeway)
 		return auth_fail(err, errlen, -EACCES, "token issued %lld s in the future",
-			    (long long)(out->iat - now));
+				 (long long)(out->iat - now));
 
 	r = claim_id(claims, "sub", 1, out->sub, err, errlen);
 	if (r < 0)
@@ -451,9 +455,10 @@ static int check_claims(const struct auth_cfg *cfg, json_t *claims, int64_t now,
 
 	r = claim_string(claims, "name", &s, &len);
 	if (r < 0 || (r == 0 && !auth_valid_label(s, len)))
-		return auth_fail(err, errlen, -EACCES,
-			    "name must be a DNS label: %d-%d of [a-z0-9-], no '-' at either end",
-			    AUTH_LABEL_MIN, AUTH_LABEL_MAX);
+		return auth_fail(
+			err, errlen, -EACCES,
+			"name must be a DNS label: %d-%d of [a-z0-9-], no '-' at either end",
+			AUTH_LABEL_MIN, AUTH_LABEL_MAX);
 	if (r == 0) {
 		memcpy(out->name, s, len);
 		out->name[len] = '\0';
@@ -483,10 +488,11 @@ int auth_verify(const struct auth_cfg *cfg, const char *token, int64_t now, stru
 	if (!cfg->issuer || !cfg->issuer[0] || !cfg->audience || !cfg->audience[0])
 		return auth_fail(err, errlen, -EINVAL, "issuer and audience must be configured");
 	if (cfg->leeway_s < 0 || cfg->leeway_s > AUTH_LEEWAY_MAX)
-		return auth_fail(err, errlen, -EINVAL, "leeway %d s out of range 0..%d", cfg->leeway_s,
-			    AUTH_LEEWAY_MAX);
+		return auth_fail(err, errlen, -EINVAL, "leeway %d s out of range 0..%d",
+				 cfg->leeway_s, AUTH_LEEWAY_MAX);
 	if (now < 0 || now > AUTH_TIME_MAX)
-		return auth_fail(err, errlen, -EINVAL, "current time %lld out of range", (long long)now);
+		return auth_fail(err, errlen, -EINVAL, "current time %lld out of range",
+				 (long long)now);
 	if (!token)
 		return auth_fail(err, errlen, -EINVAL, "no token given");
 
@@ -495,7 +501,8 @@ int auth_verify(const struct auth_cfg *cfg, const char *token, int64_t now, stru
 	if (len == 0)
 		return auth_fail(err, errlen, -EACCES, "empty token");
 	if (len > AUTH_TOKEN_MAX)
-		return auth_fail(err, errlen, -EACCES, "token longer than %d bytes", AUTH_TOKEN_MAX);
+		return auth_fail(err, errlen, -EACCES, "token longer than %d bytes",
+				 AUTH_TOKEN_MAX);
 	for (i = 0; i < len; i++) {
 		if (token[i] == '.') {
 			if (++dots == 1)
@@ -504,12 +511,13 @@ int auth_verify(const struct auth_cfg *cfg, const char *token, int64_t now, stru
 				dot2 = token + i;
 		} else if (b64url_value((unsigned char)token[i]) < 0) {
 			return auth_fail(err, errlen, -EACCES,
-				    "token has a character outside base64url at byte %zu", i);
+					 "token has a character outside base64url at byte %zu", i);
 		}
 	}
 	if (dots != 2)
-		return auth_fail(err, errlen, -EACCES, "token has %d parts, expected 3 (header.payload.signature)",
-			    dots + 1);
+		return auth_fail(err, errlen, -EACCES,
+				 "token has %d parts, expected 3 (header.payload.signature)",
+				 dots + 1);
 	if (dot1 == token || dot2 == dot1 + 1)
 		return auth_fail(err, errlen, -EACCES, "token has an empty header or payload");
 
@@ -517,7 +525,7 @@ int auth_verify(const struct auth_cfg *cfg, const char *token, int64_t now, stru
 	ret = segment_object(token, (size_t)(dot1 - token), &hdr);
 	if (ret < 0) {
 		ret = auth_fail(err, errlen, -EACCES, "header is not %s",
-			   ret == -1 ? "base64url" : "a JSON object without duplicate keys");
+				ret == -1 ? "base64url" : "a JSON object without duplicate keys");
 		goto out;
 	}
 	ret = check_header(hdr, err, errlen);
@@ -530,7 +538,8 @@ int auth_verify(const struct auth_cfg *cfg, const char *token, int64_t now, stru
 	if (sig_len != AUTH_ES256_SIG_B64_LEN ||
 	    b64url_decode(sig, sig_len, rs, sizeof(rs)) != AUTH_ES256_SIG_LEN) {
 		ret = auth_fail(err, errlen, -EACCES,
-			   "signature is not a canonical %d-byte ES256 signature", AUTH_ES256_SIG_LEN);
+				"signature is not a canonical %d-byte ES256 signature",
+				AUTH_ES256_SIG_LEN);
 		goto out;
 	}
 
@@ -538,7 +547,7 @@ int auth_verify(const struct auth_cfg *cfg, const char *token, int64_t now, stru
 	ret = segment_object(dot1 + 1, (size_t)(dot2 - dot1 - 1), &claims);
 	if (ret < 0) {
 		ret = auth_fail(err, errlen, -EACCES, "payload is not %s",
-			   ret == -1 ? "base64url" : "a JSON object without duplicate keys");
+				ret == -1 ? "base64url" : "a JSON object without duplicate keys");
 		goto out;
 	}
 
@@ -554,7 +563,8 @@ int auth_verify(const struct auth_cfg *cfg, const char *token, int64_t now, stru
 	}
 	if (jwt_get_alg(jwt) != JWT_ALG_ES256) {
 		ret = auth_fail(err, errlen, -EACCES, "libjwt verified with %s, expected ES256",
-			   jwt_alg_str(jwt_get_alg(jwt)) ? jwt_alg_str(jwt_get_alg(jwt)) : "?");
+				jwt_alg_str(jwt_get_alg(jwt)) ? jwt_alg_str(jwt_get_alg(jwt))
+							      : "?");
 		goto out;
 	}
 

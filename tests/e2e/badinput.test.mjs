@@ -198,6 +198,7 @@ h.scenario('after the flood the relay\'s memory returns near its baseline', asyn
     await h.sleep(500)
     rss = h.rssKb(relay.pid)
   }
+  process.stderr.write(`[badinput] relay RSS: baseline ${baselineRssKb} kB, after the flood ${rss} kB\n`)
   assert.ok(rss <= baselineRssKb + RSS_MARGIN_KB,
     `expected relay RSS within ${RSS_MARGIN_KB >> 10} MB of its baseline ${baselineRssKb} kB, it is ${rss} kB ` +
     `(+${((rss - baselineRssKb) / 1024).toFixed(1)} MB; open fds ${h.fdCount(relay.pid)})`)

@@ -32,7 +32,7 @@
 
 #include "auth.h"
 
-#define NOW 1800000000LL
+#define NOW    1800000000LL
 #define LEEWAY 30
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -140,8 +140,22 @@ static json_t *edited(json_t *base, const char *const *names, size_t nnames, con
 		      size_t n)
 {
 	static const char *const pool[] = {
-		"dvv", "dvv-relay", "free", "paid", "my-server", "-ab", "ab-", "u", "", "A_z-9",
-		"ES256", "JWT", "HS256", "none", "es256", "jwt",
+		"dvv",
+		"dvv-relay",
+		"free",
+		"paid",
+		"my-server",
+		"-ab",
+		"ab-",
+		"u",
+		"",
+		"A_z-9",
+		"ES256",
+		"JWT",
+		"HS256",
+		"none",
+		"es256",
+		"jwt",
 		"0123456789012345678901234567890123456789012345678901234567890123",
 		"01234567890123456789012345678901234567890123456789012345678901234",
 		"abcdefghijklmnopqrstuvwxyzabcdefghijklmn",
@@ -158,9 +172,7 @@ static json_t *edited(json_t *base, const char *const *names, size_t nnames, con
 
 		i += 2;
 		switch (kind) {
-		case 0: /* delete */
-			json_object_del(base, name);
-			continue;
+		case 0: /* delete */ json_object_del(base, name); continue;
 		case 1: /* raw bytes as a string (if valid UTF-8) */
 			len = i < n ? d[i++] % 80 : 0;
 			if (len > n - i)
@@ -181,9 +193,7 @@ static json_t *edited(json_t *base, const char *const *names, size_t nnames, con
 			i += 2;
 			v = json_integer(NOW + (int16_t)x);
 			break;
-		case 5:
-			v = json_real(i < n ? (double)NOW + d[i++] - 128 : 0.5);
-			break;
+		case 5: v = json_real(i < n ? (double)NOW + d[i++] - 128 : 0.5); break;
 		case 6:
 			v = i < n && d[i] % 3 ? (d[i] % 3 == 1 ? json_true() : json_false())
 					      : json_null();
@@ -197,9 +207,7 @@ static json_t *edited(json_t *base, const char *const *names, size_t nnames, con
 								 ? json_integer(1)
 								 : json_string(pool[d[i] % npool]));
 			break;
-		default:
-			v = json_object();
-			break;
+		default: v = json_object(); break;
 		}
 		if (v)
 			json_object_set_new(base, name, v);
@@ -271,13 +279,13 @@ static void sign_and_verify(const char *header_json, size_t hlen, const char *pa
 
 static void edit_and_verify(int header, const uint8_t *d, size_t n)
 {
-	static const char *const claim_names[] = { "iss", "aud", "sub", "tid", "exp", "nbf",
+	static const char *const claim_names[] = { "iss", "aud",  "sub",  "tid", "exp",	 "nbf",
 						   "iat", "plan", "name", "jti", "other" };
 	static const char *const header_names[] = { "alg", "typ", "crit", "kid", "jku" };
-	json_t *base = header ? json_pack("{s:s, s:s}", "alg", "ES256", "typ", "JWT")
-			      : json_pack("{s:s, s:s, s:s, s:s, s:I}", "iss", "dvv", "aud",
-					  "dvv-relay", "sub", "u", "tid", "t", "exp",
-					  (json_int_t)(NOW + 60));
+	json_t *base =
+		header ? json_pack("{s:s, s:s}", "alg", "ES256", "typ", "JWT")
+		       : json_pack("{s:s, s:s, s:s, s:s, s:I}", "iss", "dvv", "aud", "dvv-relay",
+				   "sub", "u", "tid", "t", "exp", (json_int_t)(NOW + 60));
 	char *json;
 
 	if (!base)

@@ -26,7 +26,7 @@
 
 #include "auth.h"
 
-#define NOW 1800000000LL /* fixed clock: 2027-01-15 */
+#define NOW    1800000000LL /* fixed clock: 2027-01-15 */
 #define LEEWAY 30
 
 struct fixture {
@@ -128,7 +128,8 @@ static char *sign_raw(EVP_PKEY *key, const char *header, const char *payload)
 
 	assert_non_null(md);
 	assert_int_equal(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key), 1);
-	assert_int_equal(EVP_DigestSign(md, der, &der_len, (unsigned char *)input, strlen(input)), 1);
+	assert_int_equal(EVP_DigestSign(md, der, &der_len, (unsigned char *)input, strlen(input)),
+			 1);
 	sig = d2i_ECDSA_SIG(NULL, &q, (long)der_len);
 	assert_non_null(sig);
 	assert_int_equal(BN_bn2binpad(ECDSA_SIG_get0_r(sig), rs, 32), 32);
@@ -219,8 +220,8 @@ static int err_leaks_token(const char *err, const char *token)
 }
 
 /* Expect rejection with -EACCES and a message containing `want`; NULL if so, else why not. */
-static const char *check_rejected(struct fixture *f, const char *token, const char *want,
-				  char *why, size_t cap)
+static const char *check_rejected(struct fixture *f, const char *token, const char *want, char *why,
+				  size_t cap)
 {
 	struct auth_claims out;
 	char err[256] = "";
@@ -241,32 +242,32 @@ static const char *check_rejected(struct fixture *f, const char *token, const ch
 	return why;
 }
 
-#define assert_rejected(f, token, want)                                                    \
-	do {                                                                               \
-		char why_[768];                                                            \
-		if (check_rejected((f), (token), (want), why_, sizeof(why_)))             \
-			fail_msg("%s", why_);                                              \
+#define assert_rejected(f, token, want)                                                            \
+	do {                                                                                       \
+		char why_[768];                                                                    \
+		if (check_rejected((f), (token), (want), why_, sizeof(why_)))                      \
+			fail_msg("%s", why_);                                                      \
 	} while (0)
 
-#define assert_accepted(f, token, out)                                                     \
-	do {                                                                               \
-		char err_[256] = "";                                                       \
-		int r_ = auth_verify(&(f)->cfg, (token), NOW, (out), err_, sizeof(err_)); \
-		if (r_ != 0)                                                               \
-			fail_msg("expected the token to be accepted, got %d: %s", r_, err_);     \
+#define assert_accepted(f, token, out)                                                             \
+	do {                                                                                       \
+		char err_[256] = "";                                                               \
+		int r_ = auth_verify(&(f)->cfg, (token), NOW, (out), err_, sizeof(err_));          \
+		if (r_ != 0)                                                                       \
+			fail_msg("expected the token to be accepted, got %d: %s", r_, err_);       \
 	} while (0)
 
-#define assert_str(got, want, what)                                                        \
-	do {                                                                               \
-		if (strcmp((got), (want)) != 0)                                            \
-			fail_msg("expected %s \"%s\", got \"%s\"", (what), (want), (got));       \
+#define assert_str(got, want, what)                                                                \
+	do {                                                                                       \
+		if (strcmp((got), (want)) != 0)                                                    \
+			fail_msg("expected %s \"%s\", got \"%s\"", (what), (want), (got));         \
 	} while (0)
 
-#define assert_i64(got, want, what)                                                        \
-	do {                                                                               \
-		if ((int64_t)(got) != (int64_t)(want))                                     \
-			fail_msg("expected %s %lld, got %lld", (what), (long long)(want),        \
-				 (long long)(got));                                        \
+#define assert_i64(got, want, what)                                                                \
+	do {                                                                                       \
+		if ((int64_t)(got) != (int64_t)(want))                                             \
+			fail_msg("expected %s %lld, got %lld", (what), (long long)(want),          \
+				 (long long)(got));                                                \
 	} while (0)
 
 /* ---- setup -------------------------------------------------------------------------------- */
@@ -378,8 +379,10 @@ static void minimal_token_gets_free_plan_and_empty_optionals(void **state)
 static void hand_signed_token_without_typ_is_accepted(void **state)
 {
 	struct fixture *f = *state;
-	char *payload = str_printf("{\"iss\":\"dvv\",\"aud\":\"dvv-relay\",\"sub\":\"u\",\"tid\":\"t\","
-				   "\"exp\":%lld}", NOW + 60);
+	char *payload =
+		str_printf("{\"iss\":\"dvv\",\"aud\":\"dvv-relay\",\"sub\":\"u\",\"tid\":\"t\","
+			   "\"exp\":%lld}",
+			   NOW + 60);
 	char *t = sign_raw(f->key, "{\"alg\":\"ES256\"}", payload);
 
 	assert_accepted(f, t, NULL);
@@ -643,7 +646,7 @@ static void bad_name_is_rejected(void **state)
 	struct fixture *f = *state;
 	const char *bad[] = {
 		"ab", "-abc", "abc-", "My-Server", "a_b", "a.b", "a b", "", "caf\xc3\xa9",
-		"abcdefghijklmnopqrstuvwxyzabcdefghijklmno", /* 41 */
+		"abcdefghijklmnopqrstuvwxyzabcdefghijklmno" /* 41 chars */,
 	};
 	size_t i;
 	char *t;
@@ -685,7 +688,9 @@ static void alg_none_is_rejected(void **state)
 
 	assert_rejected(f, t, "alg none not allowed, expected ES256");
 	/* the same with a signature-shaped tail */
-	forged = str_printf("%s%s", t, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+	forged = str_printf("%s%s", t,
+			    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+			    "AAAAAAAAAAAAAAAA");
 	assert_rejected(f, forged, "alg none not allowed");
 	free(forged);
 	free(t);
@@ -725,8 +730,10 @@ static void other_algorithms_in_the_header_are_rejected(void **state)
 		{ "{\"alg\":null}", "alg is not a string" },
 		{ "{\"alg\":[\"ES256\"]}", "alg is not a string" },
 	};
-	char *payload = str_printf("{\"iss\":\"dvv\",\"aud\":\"dvv-relay\",\"sub\":\"u\",\"tid\":\"t\","
-				   "\"exp\":%lld}", NOW + 60);
+	char *payload =
+		str_printf("{\"iss\":\"dvv\",\"aud\":\"dvv-relay\",\"sub\":\"u\",\"tid\":\"t\","
+			   "\"exp\":%lld}",
+			   NOW + 60);
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -755,8 +762,10 @@ static void header_oddities_are_rejected(void **state)
 		{ "\"ES256\"", "header is not a JSON object" },
 		{ "{\"alg\":\"ES256\"", "header is not a JSON object" },
 	};
-	char *payload = str_printf("{\"iss\":\"dvv\",\"aud\":\"dvv-relay\",\"sub\":\"u\",\"tid\":\"t\","
-				   "\"exp\":%lld}", NOW + 60);
+	char *payload =
+		str_printf("{\"iss\":\"dvv\",\"aud\":\"dvv-relay\",\"sub\":\"u\",\"tid\":\"t\","
+			   "\"exp\":%lld}",
+			   NOW + 60);
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -900,7 +909,7 @@ static void garbage_is_rejected(void **state)
 		{ "eyJhbGciOiJFUzI1NiJ9.e30+.x", "character outside base64url" },
 		{ "\xff\xfe.a.b", "character outside base64url" },
 		{ "Bearer eyJ.e30.x", "character outside base64url" },
-		{ "a.e30.xyz", "header is not base64url" },	      /* 1 char: impossible length */
+		{ "a.e30.xyz", "header is not base64url" },   /* 1 char: impossible length */
 		{ "e31.e30.xyz", "header is not base64url" }, /* "{}" with stray low bits */
 		{ "AAAA.e30.xyz", "header is not a JSON object" },
 		{ "e30.e30.xyz", "header has no alg" },
@@ -918,8 +927,11 @@ static void token_with_spaces_is_rejected(void **state)
 	struct fixture *f = *state;
 	char *t = mint(f, good_claims());
 	char *variants[] = {
-		str_printf(" %s", t), str_printf("%s ", t), str_printf("%s\n", t),
-		str_printf("%s\r\n", t), str_printf("%.20s %s", t, t + 20),
+		str_printf(" %s", t),
+		str_printf("%s ", t),
+		str_printf("%s\n", t),
+		str_printf("%s\r\n", t),
+		str_printf("%.20s %s", t, t + 20),
 		str_printf("%.20s\t%s", t, t + 20),
 	};
 	size_t i;
@@ -967,18 +979,23 @@ static void bad_arguments_return_einval(void **state)
 static void only_p256_public_keys_load(void **state)
 {
 	struct fixture *f = *state;
-	static const char corrupt[] = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
+	static const char corrupt[] =
+		"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
 	struct auth_cfg cfg = { 0 };
 	char err[256], path[160];
 
-	if (auth_load_pubkey(&cfg, f->p384_path, err, sizeof(err)) != -EINVAL || !strstr(err, "P-256"))
-		fail_msg("expected a P-384 key to be refused with -EINVAL mentioning P-256, got \"%s\"", err);
-	if (auth_load_pubkey(&cfg, f->rsa_path, err, sizeof(err)) != -EINVAL || !strstr(err, "P-256"))
-		fail_msg("expected an RSA key to be refused with -EINVAL mentioning P-256, got \"%s\"", err);
+	if (auth_load_pubkey(&cfg, f->p384_path, err, sizeof(err)) != -EINVAL ||
+	    !strstr(err, "P-256"))
+		fail_msg("expected a P-384 key refused (-EINVAL, \"P-256\"), got \"%s\"", err);
+	if (auth_load_pubkey(&cfg, f->rsa_path, err, sizeof(err)) != -EINVAL ||
+	    !strstr(err, "P-256"))
+		fail_msg("expected an RSA key refused (-EINVAL, \"P-256\"), got \"%s\"", err);
 	if (auth_load_pubkey(&cfg, f->priv_path, err, sizeof(err)) != -EINVAL)
-		fail_msg("expected a private key file to be refused as a public key, got \"%s\"", err);
+		fail_msg("expected a private key file to be refused as a public key, got \"%s\"",
+			 err);
 	snprintf(path, sizeof(path), "%s/missing.pub", f->dir);
-	if (auth_load_pubkey(&cfg, path, err, sizeof(err)) != -ENOENT || !strstr(err, "missing.pub"))
+	if (auth_load_pubkey(&cfg, path, err, sizeof(err)) != -ENOENT ||
+	    !strstr(err, "missing.pub"))
 		fail_msg("expected -ENOENT naming the file for a missing key, got \"%s\"", err);
 	if (auth_set_pubkey(&cfg, corrupt, strlen(corrupt), err, sizeof(err)) != -EINVAL)
 		fail_msg("expected a corrupt PEM to be refused, got \"%s\"", err);
