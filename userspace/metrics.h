@@ -14,6 +14,7 @@
 	X(handshakes_bad_total, counter, "Player first packets rejected as malformed")                \
 	X(handshakes_timeout_total, counter, "Players closed at the handshake deadline")              \
 	X(handshakes_shed_total, counter, "Players refused because too many handshakes were pending") \
+	X(players_rate_limited_total, counter, "Players refused by the per-network join rate")         \
 	X(handshakes_pending, gauge, "Player connections still sending their handshake")             \
 	X(agents_accepted_total, counter, "Agent TCP connections accepted (control and data)")        \
 	X(tunnels_registered_total, counter, "Tunnels registered (HELLO accepted)")                    \

@@ -4,6 +4,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "relay.h"
+#include "ratelimit.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -23,9 +24,19 @@ struct player_ext {
 	struct player p;
 	struct mc_handshake hs; /* valid once routed */
 	bool legacy_wait;
+	bool limited;		/* refused by the per-network join rate */
 };
 
 static struct player_ext *ext(struct player *p) { return container_of(p, struct player_ext, p); }
+
+/* The player stops counting as an unfinished handshake (routed, answered or closed). */
+static void leave_handshake(struct player *p)
+{
+	if (p->state != PS_HANDSHAKE)
+		return;
+	M_DEC(handshakes_pending);
+	rl_pending_done(&p->r->rl, p->rl_slot, &p->peer);
+}
 
 static void player_free(void *arg) { free(arg); }
 
@@ -34,8 +45,7 @@ static void player_close(struct player *p)
 	struct relay *r = p->r;
 	if (p->io.fd < 0)
 		return;
-	if (p->state == PS_HANDSHAKE)
-		M_DEC(handshakes_pending);
+	leave_handshake(p);
 	if (p->state == PS_WAIT_AGENT)
 		dlist_del(&p->wait_node);
 	loop_timer_cancel(&r->loop, &p->timer);
@@ -62,8 +72,7 @@ static void answer_and_linger(struct player *p, const uint8_t *buf, size_t len)
 		return;
 	}
 	shutdown(p->io.fd, SHUT_WR);
-	if (p->state == PS_HANDSHAKE)
-		M_DEC(handshakes_pending);
+	leave_handshake(p);
 	if (p->state == PS_WAIT_AGENT)
 		dlist_del(&p->wait_node);
 	p->state = PS_LINGER;
@@ -98,7 +107,10 @@ static void answer_offline(struct player *p, const char *why)
 	const char *host = hs->host_len ? hs->host : "this address";
 	if (hs->kind != MC_KIND_MODERN) {
 		size_t n;
-		snprintf(text, sizeof(text), "%s is offline (%s)", host, why);
+		if (x->limited)
+			snprintf(text, sizeof(text), "Too many connections from your network: wait a few seconds");
+		else
+			snprintf(text, sizeof(text), "%s is offline (%s)", host, why);
 		/* legacy: whatever the client sent is consumed by lingering */
 		n = mc_build_legacy_kick(out, sizeof(out), hs->protocol > 0 ? hs->protocol : 127,
 					 "dvv", text);
@@ -110,8 +122,7 @@ static void answer_offline(struct player *p, const char *why)
 		return;
 	}
 	if (hs->next_state == MC_NEXT_STATUS) {
-		if (p->state == PS_HANDSHAKE)
-			M_DEC(handshakes_pending);
+		leave_handshake(p);
 		if (p->state == PS_WAIT_AGENT)
 			dlist_del(&p->wait_node);
 		p->state = PS_ANSWER_STATUS;
@@ -122,9 +133,14 @@ static void answer_offline(struct player *p, const char *why)
 		status_pump(p);
 		return;
 	}
-	snprintf(text, sizeof(text),
-		 "No server is online at %s right now (%s). If it is yours, start your server and "
-		 "the dvv agent.", host, why);
+	if (x->limited)
+		snprintf(text, sizeof(text),
+			 "Too many connection attempts from your network. Wait a few seconds and try "
+			 "again.");
+	else
+		snprintf(text, sizeof(text),
+			 "No server is online at %s right now (%s). If it is yours, start your server "
+			 "and the dvv agent.", host, why);
 	size_t n = mc_build_login_disconnect(out, sizeof(out), text);
 	answer_and_linger(p, out, n);
 }
@@ -166,9 +182,14 @@ static void status_pump(struct player *p)
 		uint8_t out[1024];
 		if (id == 0x00 && plen == 0 && !p->status_sent) {
 			char motd[400];
-			snprintf(motd, sizeof(motd),
-				 "No server is online at %s\ndvv: the tunnel is offline or the name is unknown",
-				 x->hs.host_len ? x->hs.host : "this address");
+			if (x->limited)
+				snprintf(motd, sizeof(motd), "Too many connections from your network\n"
+							     "dvv: wait a few seconds and refresh");
+			else
+				snprintf(motd, sizeof(motd),
+					 "No server is online at %s\ndvv: the tunnel is offline or the "
+					 "name is unknown",
+					 x->hs.host_len ? x->hs.host : "this address");
 			size_t n = mc_build_status_response(out, sizeof(out), p->protocol, "dvv", motd);
 			if (!n || send(p->io.fd, out, n, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)n) {
 				player_close(p);
@@ -211,8 +232,7 @@ static int do_join(struct player *p, struct dataconn *d, struct tunnel *t)
 	d->io.fd = -1;
 	dlist_del(&d->all);
 	loop_defer(&r->loop, free, d);
-	if (p->state == PS_HANDSHAKE)
-		M_DEC(handshakes_pending);
+	leave_handshake(p);
 	if (p->state == PS_WAIT_AGENT)
 		dlist_del(&p->wait_node);
 	loop_timer_cancel(&r->loop, &p->timer);
@@ -236,7 +256,7 @@ static void join_or_wait(struct player *p, struct tunnel *t)
 			return;
 		}
 	/* no idle connection: wait (bounded) for the agent to open one */
-	M_DEC(handshakes_pending);
+	leave_handshake(p);
 	p->state = PS_WAIT_AGENT;
 	p->tunnel = t;
 	dlist_add_tail(&t->waiting, &p->wait_node);
@@ -273,6 +293,12 @@ static void route(struct player *p)
 {
 	struct player_ext *x = ext(p);
 	struct relay *r = p->r;
+	if (!rl_join_allow(&r->rl, &p->peer, r->loop.now)) {
+		M_INC(players_rate_limited_total);
+		x->limited = true;
+		answer_offline(p, "rate limited");
+		return;
+	}
 	if (x->hs.kind == MC_KIND_LEGACY_PING) {
 		answer_offline(p, "this client is too old to reach a server by name");
 		return;
@@ -409,8 +435,15 @@ void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 			close(fd);
 			continue;
 		}
+		long slot = rl_pending_add(&r->rl, &ss);
+		if (slot < 0) {
+			M_INC(handshakes_shed_total);
+			close(fd);
+			continue;
+		}
 		struct player_ext *x = calloc(1, sizeof(*x));
 		if (!x) {
+			rl_pending_done(&r->rl, slot, &ss);
 			close(fd);
 			continue;
 		}
@@ -418,6 +451,7 @@ void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		net_tune_stream(fd);
 		p->r = r;
 		p->state = PS_HANDSHAKE;
+		p->rl_slot = slot;
 		memcpy(&p->peer, &ss, sizeof(ss));
 		sl = sizeof(p->local);
 		getsockname(fd, (struct sockaddr *)&p->local, &sl);
@@ -426,6 +460,7 @@ void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		M_INC(handshakes_pending);
 		if (loop_io_set(l, &p->io, EPOLLIN | EPOLLRDHUP | EPOLLET)) {
 			M_DEC(handshakes_pending);
+			rl_pending_done(&r->rl, slot, &ss);
 			close(fd);
 			free(x);
 			continue;

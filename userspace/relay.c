@@ -122,7 +122,9 @@ int relay_init(struct relay *r)
 		return -EINVAL;
 	}
 	if (htab_init(&r->by_host, 1024) || htab_init(&r->by_tid, 1024) ||
-	    htab_init(&r->tokens, 4096))
+	    htab_init(&r->tokens, 4096) ||
+	    rl_init(&r->rl, 65536, (uint32_t)r->cfg.join_rate_v4, (uint32_t)r->cfg.join_rate_v6,
+		    (uint32_t)r->cfg.join_burst, (uint32_t)r->cfg.max_pending_per_source))
 		return -ENOMEM;
 
 	/* signals arrive through the loop; block them before any thread starts */
@@ -190,6 +192,7 @@ void relay_free(struct relay *r)
 	htab_free(&r->by_host);
 	htab_free(&r->by_tid);
 	htab_free(&r->tokens);
+	rl_free(&r->rl);
 	auth_cfg_free(&r->auth);
 	if (r->tls)
 		SSL_CTX_free(r->tls);

@@ -12,6 +12,7 @@
 #include "mc.h"
 #include "net.h"
 #include "proto.h"
+#include "ratelimit.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -61,6 +62,7 @@ struct player {
 	struct tunnel *tunnel;
 	struct sockaddr_storage peer, local;
 	int32_t protocol;
+	long rl_slot;		    /* ratelimit pending slot while PS_HANDSHAKE */
 	uint16_t rxlen;		    /* PS_ANSWER_STATUS: bytes buffered in rx */
 	uint8_t rx[32];		    /* status request / ping packets are tiny */
 	bool status_sent;
@@ -128,6 +130,7 @@ struct relay {
 	SSL_CTX *tls;
 	struct auth_cfg auth;
 	struct htab by_host, by_tid, tokens;
+	struct ratelimit rl;
 	struct dlist tunnels;
 	struct dlist players;	    /* players not yet handed to the data plane */
 	struct dlist dataconns;	    /* agent connections not yet handed to the data plane */
