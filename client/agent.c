@@ -618,7 +618,7 @@ static void ctl_error(struct agent *a, const struct ctl_msg *m)
 	char text[400];
 	if (!strcmp(code, "auth")) {
 		snprintf(text, sizeof(text),
-			 "the relay rejected the token: %s. Check --token-file / DVV_TOKEN or get "
+			 "the relay refused the token (%s). Check --token-file / DVV_TOKEN or get "
 			 "a new token%s",
 			 msg[0] ? msg : "invalid or expired",
 			 a->cfg->retry_auth ? "; retrying (--retry-auth)" : "");
@@ -629,15 +629,24 @@ static void ctl_error(struct agent *a, const struct ctl_msg *m)
 			a->next = NEXT_STOP;
 			a->exit_code = AGENT_EXIT_AUTH;
 		}
-	} else if (!strcmp(code, "version")) {
+	} else if (!strcmp(code, "version") || !strcmp(code, "protocol")) {
 		snprintf(text, sizeof(text),
 			 "the relay does not speak this agent's protocol (dvv %s): %s. Upgrade "
 			 "dvv",
 			 AGENT_VERSION, msg[0] ? msg : "version mismatch");
 		report_error(code, text);
 		a->next = NEXT_STOP;
-		a->exit_code = AGENT_EXIT_VERSION;
+		a->exit_code = AGENT_EXIT_REFUSED;
+	} else if (!strcmp(code, "name_taken")) {
+		snprintf(text, sizeof(text),
+			 "the tunnel's custom name is taken by another tunnel: %s. Choose another "
+			 "name for this token",
+			 msg[0] ? msg : "name taken");
+		report_error(code, text);
+		a->next = NEXT_STOP;
+		a->exit_code = AGENT_EXIT_REFUSED;
 	} else {
+		/* busy, unavailable, timeout, and codes newer than this agent: retry */
 		snprintf(text, sizeof(text), "relay refused the tunnel: %s", msg[0] ? msg : code);
 		report_error(code, text);
 		a->next = m->u.error.retry_after_ms ? NEXT_AFTER : NEXT_BACKOFF;
@@ -726,6 +735,15 @@ static int ctl_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 	case CTL_GOODBYE:
 		snprintf(a->down_reason, sizeof(a->down_reason), "relay said goodbye (%s)",
 			 m->u.goodbye.reason[0] ? m->u.goodbye.reason : "no reason");
+		if (strstr(m->u.goodbye.reason, "replaced")) {
+			/* Another agent runs with this token: two agents would take the tunnel
+			 * from each other forever. Say so, and come back only slowly. */
+			report_error("replaced",
+				     "another dvv using this token took over the tunnel; stop one of "
+				     "them (retrying in about 30 s)");
+			a->next = NEXT_AFTER;
+			a->retry_after_ms = AGENT_BACKOFF_CAP_MS;
+		}
 		return 1;
 	default:
 		return 0; /* HELLO from a relay, or a newer type: ignore */

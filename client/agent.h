@@ -43,7 +43,7 @@
 #define AGENT_EXIT_FAIL 1
 #define AGENT_EXIT_USAGE 2
 #define AGENT_EXIT_AUTH 3    /* the relay rejected the token */
-#define AGENT_EXIT_VERSION 4 /* the relay does not speak this agent's protocol */
+#define AGENT_EXIT_REFUSED 4 /* refused for a reason retrying cannot fix: version, name taken */
 
 struct agent_config {
 	char relay[256];		/* host:port */
@@ -122,7 +122,7 @@ int agent_hdr_read(struct agent_hdr_reader *r, int fd, struct data_hdr *out);
 struct agent;
 int agent_new(const struct agent_config *cfg, struct agent **out, char *err, size_t errlen);
 /* Run until stop_fd (a signalfd, or -1) becomes readable (returns AGENT_EXIT_OK) or the relay
- * refuses us for good (AGENT_EXIT_AUTH, AGENT_EXIT_VERSION). */
+ * refuses us for good (AGENT_EXIT_AUTH, AGENT_EXIT_REFUSED). */
 int agent_run(struct agent *a, int stop_fd);
 void agent_free(struct agent *a);
 

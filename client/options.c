@@ -36,7 +36,8 @@ void agent_opts_usage(FILE *f)
 		"  --help              print this help and exit\n"
 		"\n"
 		"exit status: 0 stopped by SIGINT/SIGTERM, 1 failure, 2 usage error,\n"
-		"             3 token rejected by the relay, 4 relay needs a newer dvv\n",
+		"             3 token rejected by the relay, 4 tunnel refused for good (the relay\n"
+		"             needs a newer dvv, or the token's custom name is taken)\n",
 		AGENT_DEFAULT_RELAY, AGENT_DEFAULT_LOCAL);
 }
 

@@ -144,7 +144,7 @@ static void report_human(const struct agent_event *ev)
 		if (!rep.tty)
 			pr_info("tunnel up: %s via relay %s (tunnel %s, region %s)", hostname,
 				nz(ev->relay), nz(ev->tunnel), nz(ev->region));
-		snprintf(rep.status, sizeof(rep.status), "%s | %u online | %llu joins", hostname,
+		snprintf(rep.status, sizeof(rep.status), "%s  players online: %u  joins: %llu", hostname,
 			 ev->active, (unsigned long long)ev->joins);
 		break;
 	case AGENT_EV_TUNNEL_DOWN:
@@ -170,7 +170,7 @@ static void report_human(const struct agent_event *ev)
 		if (rep.tty) {
 			if (hostname[0])
 				snprintf(rep.status, sizeof(rep.status),
-					 "%s | %u online | %llu joins", hostname, ev->active,
+					 "%s  players online: %u  joins: %llu", hostname, ev->active,
 					 (unsigned long long)ev->joins);
 		} else if (ev->type == AGENT_EV_PLAYER_OPEN) {
 			pr_info("player %s joined (%u online, %llu joins)", nz(ev->player),

@@ -445,7 +445,13 @@ export function httpGet (port, urlPath, { host = '127.0.0.1', timeoutMs = 2000 }
  * dvv-relay on free loopback ports, ready when /readyz answers 200.
  * Resolves {proc, pid, playerPort, agentPort, adminPort, metrics(), metric(name)}.
  */
-export async function startRelay ({ redisPort, keys, extraArgs = [], instanceId = 'e2e-relay', region = 'eu', baseDomain = 'dvv.test', env = {}, readyTimeoutMs = 20000 } = {}) {
+// Every test client dials from 127.0.0.1, i.e. one source address and one /24: unless a test
+// is about the per-source limits (limits: 'production'), lift them so that concurrency tests
+// measure the tunnel, not the admission control.
+const LOOPBACK_LIMITS = ['--join-rate-v4', '1000000', '--join-rate-v6', '1000000',
+  '--join-burst', '1000000', '--max-pending-per-source', '1000000']
+
+export async function startRelay ({ redisPort, keys, extraArgs = [], instanceId = 'e2e-relay', region = 'eu', baseDomain = 'dvv.test', env = {}, readyTimeoutMs = 20000, limits = 'loopback' } = {}) {
   const [playerPort, agentPort, adminPort] = [await freePort(), await freePort(), await freePort()]
   const args = [
     '--player-listen', `127.0.0.1:${playerPort}`,
@@ -460,6 +466,7 @@ export async function startRelay ({ redisPort, keys, extraArgs = [], instanceId 
     '--jwt-issuer', 'dvv',
     '--jwt-audience', 'dvv-relay',
     '--instance-id', instanceId,
+    ...(limits === 'loopback' ? LOOPBACK_LIMITS : []),
     ...extraArgs
   ]
   const proc = spawnProcess('relay', bin('dvv-relay'), args, { env })
