@@ -735,7 +735,8 @@ static int ctl_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 	case CTL_GOODBYE:
 		snprintf(a->down_reason, sizeof(a->down_reason), "relay said goodbye (%s)",
 			 m->u.goodbye.reason[0] ? m->u.goodbye.reason : "no reason");
-		if (strstr(m->u.goodbye.reason, "replaced")) {
+		if (!strcmp(m->u.goodbye.code, "replaced") ||
+		    (!m->u.goodbye.code[0] && strstr(m->u.goodbye.reason, "replaced"))) {
 			/* Another agent runs with this token: two agents would take the tunnel
 			 * from each other forever. Say so, and come back only slowly. */
 			report_error("replaced",

@@ -41,12 +41,14 @@ int ctl_conn_init(struct ctl_conn *c, SSL_CTX *ctx, int fd, bool server, const c
 	} else {
 		SSL_set_connect_state(c->ssl);
 		if (sni && *sni) {
-			SSL_set_tlsext_host_name(c->ssl, sni);
-			/* hostname (or IP) check against the certificate, on top of chain checks */
+			/* hostname (or IP) check against the certificate, on top of chain checks;
+			 * SNI only for names (RFC 6066 forbids IP literals there) */
 			X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
 			X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-			if (!X509_VERIFY_PARAM_set1_ip_asc(vp, sni))
+			if (!X509_VERIFY_PARAM_set1_ip_asc(vp, sni)) {
+				SSL_set_tlsext_host_name(c->ssl, sni);
 				SSL_set1_host(c->ssl, sni);
+			}
 		}
 	}
 	return 0;

@@ -26,6 +26,7 @@ int loop_init(struct loop *l)
 	if (l->wakefd < 0) {
 		int e = -errno;
 		close(l->epfd);
+		l->epfd = -1;
 		return e;
 	}
 	l->wake_io.fd = l->wakefd;

@@ -136,6 +136,9 @@ static int decode_payload(json_t *o, struct ctl_msg *m, char *err, size_t errlen
 		return get_str(o, "reason", m->u.move.reason, sizeof(m->u.move.reason), false, err,
 			       errlen);
 	case CTL_GOODBYE:
+		if ((rc = get_str(o, "code", m->u.goodbye.code, sizeof(m->u.goodbye.code), false, err,
+				  errlen)))
+			return rc;
 		return get_str(o, "reason", m->u.goodbye.reason, sizeof(m->u.goodbye.reason), false,
 			       err, errlen);
 	}
@@ -229,6 +232,8 @@ int ctl_encode(const struct ctl_msg *m, uint8_t *out, size_t cap)
 		json_object_set_new(o, "reason", json_string(m->u.move.reason));
 		break;
 	case CTL_GOODBYE:
+		if (m->u.goodbye.code[0])
+			json_object_set_new(o, "code", json_string(m->u.goodbye.code));
 		json_object_set_new(o, "reason", json_string(m->u.goodbye.reason));
 		break;
 	default:

@@ -68,6 +68,7 @@ struct ctl_msg {
 			char reason[64];
 		} move;
 		struct {
+			char code[32];	 /* "replaced", "draining", "taken_over", "shutdown" */
 			char reason[128];
 		} goodbye;
 	} u;

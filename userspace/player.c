@@ -369,8 +369,10 @@ static void player_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		handshake_step(p, events);
 		return;
 	case PS_WAIT_AGENT:
-		/* the player left (or broke) while waiting */
-		if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		/* Reset or fully closed: give up. A half-close (FIN after the handshake) is a valid
+		 * client: its bytes are still joined when the agent connection arrives, and the data
+		 * plane carries the half-close; the join deadline bounds the wait anyway. */
+		if (events & (EPOLLHUP | EPOLLERR))
 			player_close(p);
 		return;
 	case PS_ANSWER_STATUS:

@@ -45,6 +45,7 @@ void relay_begin_drain(struct relay *r)
 		struct tunnel *t = container_of(r->tunnels.next, struct tunnel, node);
 		if (t->state == TS_UP) {
 			struct ctl_msg m = {.type = CTL_GOODBYE};
+			snprintf(m.u.goodbye.code, sizeof(m.u.goodbye.code), "draining");
 			snprintf(m.u.goodbye.reason, sizeof(m.u.goodbye.reason), "relay draining");
 			if (!ctl_conn_send(&t->ctl, &m))
 				ctl_conn_flush(&t->ctl);

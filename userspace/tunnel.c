@@ -400,6 +400,7 @@ void tunnel_lease_lost(struct relay *r, const char *hostname, uint64_t epoch)
 		return;
 	pr_warn("tunnel %s: route lease now held by another relay: closing our session", hostname);
 	struct ctl_msg m = {.type = CTL_GOODBYE};
+	snprintf(m.u.goodbye.code, sizeof(m.u.goodbye.code), "taken_over");
 	snprintf(m.u.goodbye.reason, sizeof(m.u.goodbye.reason), "tunnel taken over elsewhere");
 	send_msg(t, &m);
 	t->epoch = 0; /* the lease is not ours: do not release it */
@@ -443,6 +444,7 @@ static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 	struct tunnel *old = lookup_tid(r, t->claims.tid);
 	if (old) {
 		struct ctl_msg g = {.type = CTL_GOODBYE};
+		snprintf(g.u.goodbye.code, sizeof(g.u.goodbye.code), "replaced");
 		snprintf(g.u.goodbye.reason, sizeof(g.u.goodbye.reason),
 			 "replaced by a newer session of this tunnel");
 		send_msg(old, &g);
@@ -506,7 +508,9 @@ static void tunnel_timer_cb(struct loop *l, struct loop_timer *tm)
 {
 	struct tunnel *t = container_of(tm, struct tunnel, timer);
 	if (t->state == TS_AUTH || t->state == TS_REGISTERING) {
-		tunnel_close(t, "timeout", "authentication did not complete in time");
+		send_error(t, "timeout", "authentication did not complete in time", true,
+			   1000 + (uint32_t)(rand_u64() % 2000));
+		tunnel_close(t, NULL, "authentication did not complete in time");
 		return;
 	}
 	if (l->now - t->last_rx_ms > 3 * PING_INTERVAL_MS) {
