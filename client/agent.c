@@ -86,6 +86,7 @@ struct agent {
 	unsigned attempt;	    /* consecutive failed attempts, drives the backoff */
 	unsigned moves;		    /* MOVEs without a long session in between */
 	bool moved;		    /* target holds a MOVE address for the next attempt */
+	bool placed;		    /* this attempt dials a relay a MOVE chose: no further MOVE */
 	enum agent_next next;
 	uint32_t retry_after_ms;
 	char down_reason[320];
@@ -608,6 +609,7 @@ static void ctl_down(struct agent *a, const char *reason)
 	 * region name that can lead to any healthy instance) */
 	if (!a->moved)
 		snprintf(a->target, sizeof(a->target), "%s", a->cfg->relay);
+	a->placed = a->moved; /* the next HELLO tells the relay it was chosen for us */
 	a->moved = false;
 	schedule(a, was_up ? NULL : why);
 }
@@ -782,6 +784,7 @@ static void ctl_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		snprintf(hello->u.hello.token, sizeof(hello->u.hello.token), "%s", a->cfg->token);
 		snprintf(hello->u.hello.agent, sizeof(hello->u.hello.agent), "dvv/%s",
 			 AGENT_VERSION);
+		hello->u.hello.placed = a->placed;
 		int rc = ctl_conn_send(a->ctl, hello);
 		explicit_bzero(hello, sizeof(*hello));
 		free(hello);

@@ -184,12 +184,40 @@ static int next_timeout(struct loop *l)
 	return d > 1000 ? 1000 : (int)d;
 }
 
+static int loop_once(struct loop *l, int max_wait_ms);
+
 int loop_run(struct loop *l)
 {
-	struct epoll_event evs[256];
 	while (!l->stop) {
+		int rc = loop_once(l, 1000);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int loop_run_until(struct loop *l, bool (*done)(void *arg), void *arg, uint64_t deadline_ms)
+{
+	while (!done(arg)) {
+		uint64_t now = mono_ms();
+		if (now >= deadline_ms)
+			return -ETIMEDOUT;
+		int rc = loop_once(l, (int)(deadline_ms - now));
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int loop_once(struct loop *l, int max_wait_ms)
+{
+	struct epoll_event evs[256];
+	{
 		l->now = mono_ms();
-		int n = epoll_wait(l->epfd, evs, 256, next_timeout(l));
+		int wait = next_timeout(l);
+		if (wait > max_wait_ms)
+			wait = max_wait_ms;
+		int n = epoll_wait(l->epfd, evs, 256, wait);
 		if (n < 0 && errno != EINTR)
 			return -errno;
 		l->now = mono_ms();

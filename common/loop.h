@@ -49,6 +49,9 @@ struct loop {
 int loop_init(struct loop *l);
 void loop_free(struct loop *l);
 int loop_run(struct loop *l);
+/* Run until done(arg) is true or the monotonic deadline passes (shutdown paths: wait for a few
+ * replies without blocking forever). Returns 0 if done, -ETIMEDOUT otherwise. */
+int loop_run_until(struct loop *l, bool (*done)(void *arg), void *arg, uint64_t deadline_ms);
 void loop_stop(struct loop *l);
 void loop_wake(struct loop *l); /* thread-safe */
 

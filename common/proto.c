@@ -74,8 +74,16 @@ static int decode_payload(json_t *o, struct ctl_msg *m, char *err, size_t errlen
 		if ((rc = get_str(o, "token", m->u.hello.token, sizeof(m->u.hello.token), true, err,
 				  errlen)))
 			return rc;
-		return get_str(o, "agent", m->u.hello.agent, sizeof(m->u.hello.agent), false, err,
-			       errlen);
+		if ((rc = get_str(o, "agent", m->u.hello.agent, sizeof(m->u.hello.agent), false, err,
+				  errlen)))
+			return rc;
+		json_t *pl = json_object_get(o, "placed");
+		if (pl && !json_is_boolean(pl)) {
+			snprintf(err, errlen, "\"placed\" is not a boolean");
+			return -EPROTO;
+		}
+		m->u.hello.placed = pl && json_is_true(pl);
+		return 0;
 	case CTL_WELCOME:
 		if ((rc = get_str(o, "hostname", m->u.welcome.hostname,
 				  sizeof(m->u.welcome.hostname), true, err, errlen)) ||
@@ -196,6 +204,8 @@ int ctl_encode(const struct ctl_msg *m, uint8_t *out, size_t cap)
 		json_object_set_new(o, "proto", json_integer(m->u.hello.proto));
 		json_object_set_new(o, "token", json_string(m->u.hello.token));
 		json_object_set_new(o, "agent", json_string(m->u.hello.agent));
+		if (m->u.hello.placed)
+			json_object_set_new(o, "placed", json_true());
 		break;
 	case CTL_WELCOME:
 		json_object_set_new(o, "hostname", json_string(m->u.welcome.hostname));

@@ -42,6 +42,7 @@ struct ctl_msg {
 			uint32_t proto;
 			char token[CTL_TOKEN_MAX + 1];
 			char agent[64];
+			bool placed; /* dialling the relay a MOVE named: do not move again */
 		} hello;
 		struct {
 			char hostname[256];

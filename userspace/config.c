@@ -30,7 +30,12 @@ static const struct opt_def defs[] = {
 	S(agent_listen, "agents connect here (TLS control + data connections)"),
 	S(admin_listen, "/healthz /readyz /metrics"),
 	S(public_agent_addr, "agent address advertised to agents (default: agent-listen)"),
-	S(redis, "Redis host:port"),
+	S(redis, "Redis host:port, or several cluster seeds host:port,host:port"),
+	S(internal_listen, "relay-to-relay port for forwarded players (needs a cluster secret)"),
+	S(internal_addr, "address other relays dial to reach internal-listen (default: derived)"),
+	S(cluster_secret_file, "file holding the secret shared by all relays (or env DVV_CLUSTER_SECRET)"),
+	I(route_cache_ms, 0, 60000, "how long a looked-up route is trusted"),
+	I(placement_margin, 0, 1000000, "load-score slack before a new tunnel is moved to a less loaded relay"),
 	S(redis_prefix, "prefix of every Redis key"),
 	S(region, "region of this relay (eu, us, asia)"),
 	S(base_domain, "players use <name>.<region>.<base-domain>"),
@@ -142,10 +147,12 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	c->pool_min = 2;
 	c->pool_max = 16;
 	c->token_ttl_ms = 30000;
-	c->lease_ttl_s = 15;
+	c->lease_ttl_s = 30;
 	c->heartbeat_ms = 2000;
 	c->name_grace_s = 7 * 86400;
 	c->drain_timeout_s = 30;
+	c->route_cache_ms = 2000;
+	c->placement_margin = 8;
 	c->max_handshakes = 20000;
 	c->max_tunnels = 100000;
 	c->log_level = LOG_INFO;

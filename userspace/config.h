@@ -10,7 +10,12 @@ struct relay_cfg {
 	char agent_listen[128];
 	char admin_listen[128];
 	char public_agent_addr[128]; /* what agents are told to dial (MOVE); default agent_listen */
-	char redis[128];
+	char redis[256];	   /* host:port[,host:port...]: standalone or cluster seeds */
+	char internal_listen[128]; /* relay-to-relay forwarded players (empty: no forwarding) */
+	char internal_addr[128];   /* how other relays reach internal_listen (advertised) */
+	char cluster_secret_file[256]; /* shared HMAC key of the relays of a deployment */
+	int route_cache_ms;	   /* how long a relay trusts a looked-up route */
+	int placement_margin;	   /* load-score slack before a registration is moved elsewhere */
 	char redis_prefix[32];
 	char region[17];
 	char base_domain[128];

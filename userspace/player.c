@@ -20,11 +20,63 @@
 static void player_io_cb(struct loop *l, struct loop_io *io, uint32_t events);
 static void player_timer_cb(struct loop *l, struct loop_timer *tm);
 
+enum answer_kind {
+	ANS_OFFLINE,	 /* no live tunnel for the name */
+	ANS_LIMITED,	 /* over the per-network join rate */
+	ANS_MOVING,	 /* the tunnel is between relays (ownership changing) */
+	ANS_UNAVAILABLE	 /* we cannot tell where the tunnel is (Redis unreachable) */
+};
+
+/* The three forms of our own answer: status MOTD, login disconnect, legacy kick. */
+enum answer_form { FORM_STATUS, FORM_KICK, FORM_LEGACY };
+
+static void answer_text(enum answer_kind k, enum answer_form f, const char *host, const char *why,
+			char *out, size_t outlen)
+{
+	switch (k) {
+	case ANS_LIMITED:
+		snprintf(out, outlen, "%s",
+			 f == FORM_STATUS ? "Too many connections from your network\ndvv: wait a few seconds and refresh"
+			 : f == FORM_KICK ? "Too many connection attempts from your network. Wait a few seconds and try again."
+					  : "Too many connections from your network: wait a few seconds");
+		return;
+	case ANS_MOVING:
+		snprintf(out, outlen,
+			 f == FORM_STATUS ? "%s is reconnecting\ndvv: the tunnel is moving between relays, refresh in a moment"
+			 : f == FORM_KICK ? "The server at %s is reconnecting to dvv. Try again in a few seconds."
+					  : "%s is reconnecting: try again in a moment",
+			 host);
+		return;
+	case ANS_UNAVAILABLE:
+		snprintf(out, outlen,
+			 f == FORM_STATUS ? "%s is temporarily unreachable\ndvv: the relay cannot look up this name right now"
+			 : f == FORM_KICK ? "dvv cannot reach %s right now (its relay is unreachable). Try again shortly."
+					  : "%s is temporarily unreachable",
+			 host);
+		return;
+	case ANS_OFFLINE:
+		break;
+	}
+	if (f == FORM_STATUS)
+		snprintf(out, outlen,
+			 "No server is online at %s\ndvv: the tunnel is offline or the name is unknown",
+			 host);
+	else if (f == FORM_KICK)
+		snprintf(out, outlen,
+			 "No server is online at %s right now (%s). If it is yours, start your server "
+			 "and the dvv agent.", host, why);
+	else
+		snprintf(out, outlen, "%s is offline (%s)", host, why);
+}
+
 struct player_ext {
 	struct player p;
 	struct mc_handshake hs; /* valid once routed */
 	bool legacy_wait;
-	bool limited;		/* refused by the per-network join rate */
+	enum answer_kind answer; /* what we tell the player when we answer ourselves */
+	struct loop_io fwd_io;	/* connection to the owning relay while forwarding */
+	int refs;		/* 1 + Redis lookups in flight */
+	bool closed;
 };
 
 static struct player_ext *ext(struct player *p) { return container_of(p, struct player_ext, p); }
@@ -107,10 +159,7 @@ static void answer_offline(struct player *p, const char *why)
 	const char *host = hs->host_len ? hs->host : "this address";
 	if (hs->kind != MC_KIND_MODERN) {
 		size_t n;
-		if (x->limited)
-			snprintf(text, sizeof(text), "Too many connections from your network: wait a few seconds");
-		else
-			snprintf(text, sizeof(text), "%s is offline (%s)", host, why);
+		answer_text(x->answer, FORM_LEGACY, host, why, text, sizeof(text));
 		/* legacy: whatever the client sent is consumed by lingering */
 		n = mc_build_legacy_kick(out, sizeof(out), hs->protocol > 0 ? hs->protocol : 127,
 					 "dvv", text);
@@ -133,14 +182,7 @@ static void answer_offline(struct player *p, const char *why)
 		status_pump(p);
 		return;
 	}
-	if (x->limited)
-		snprintf(text, sizeof(text),
-			 "Too many connection attempts from your network. Wait a few seconds and try "
-			 "again.");
-	else
-		snprintf(text, sizeof(text),
-			 "No server is online at %s right now (%s). If it is yours, start your server "
-			 "and the dvv agent.", host, why);
+	answer_text(x->answer, FORM_KICK, host, why, text, sizeof(text));
 	size_t n = mc_build_login_disconnect(out, sizeof(out), text);
 	answer_and_linger(p, out, n);
 }
@@ -182,14 +224,8 @@ static void status_pump(struct player *p)
 		uint8_t out[1024];
 		if (id == 0x00 && plen == 0 && !p->status_sent) {
 			char motd[400];
-			if (x->limited)
-				snprintf(motd, sizeof(motd), "Too many connections from your network\n"
-							     "dvv: wait a few seconds and refresh");
-			else
-				snprintf(motd, sizeof(motd),
-					 "No server is online at %s\ndvv: the tunnel is offline or the "
-					 "name is unknown",
-					 x->hs.host_len ? x->hs.host : "this address");
+			answer_text(x->answer, FORM_STATUS, x->hs.host_len ? x->hs.host : "this address",
+				    "", motd, sizeof(motd));
 			size_t n = mc_build_status_response(out, sizeof(out), p->protocol, "dvv", motd);
 			if (!n || send(p->io.fd, out, n, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)n) {
 				player_close(p);
@@ -295,7 +331,7 @@ static void route(struct player *p)
 	struct relay *r = p->r;
 	if (!rl_join_allow(&r->rl, &p->peer, r->loop.now)) {
 		M_INC(players_rate_limited_total);
-		x->limited = true;
+		x->answer = ANS_LIMITED;
 		answer_offline(p, "rate limited");
 		return;
 	}

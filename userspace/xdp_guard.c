@@ -1,14 +1,506 @@
-/* Placeholder until the XDP guard lands. */
+/* XDP SYN guard loader: opens the skeleton of bpf/xdp_guard.bpf.c, sets its tunables, loads it,
+ * fills the allow/deny tries, pins the maps (and the program) under pin_dir for operators, and
+ * attaches one XDP link per interface. The links are not pinned: if the relay dies, the kernel
+ * detaches the program with it instead of leaving a guard nobody is watching. */
 #include "xdp_guard.h"
+#include "../bpf/xdp_guard.h"
+#include "config.h"
 #include "log.h"
 
+/* The Makefile names a skeleton after its file (struct xdp_guard, xdp_guard__open()), which
+ * clashes with this module's own handle: rename the skeleton's struct on the way in. */
+#define xdp_guard xdp_guard_bpf
+#include "xdp_guard.skel.h"
+#undef xdp_guard
+#ifndef __XDP_GUARD_BPF_SKEL_H__
+#define xdp_guard_bpf__open xdp_guard__open
+#define xdp_guard_bpf__load xdp_guard__load
+#define xdp_guard_bpf__destroy xdp_guard__destroy
+#endif
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
+#include <linux/if_link.h>
+#include <linux/magic.h>
+#include <net/if.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#define XDP_MAX_IFACES 16
+#define BPFFS_ROOT "/sys/fs/bpf"
+#define PROG_PIN_NAME "xdp_guard_prog"
+
+struct guard_iface {
+	char name[IF_NAMESIZE];
+	unsigned int ifindex;
+	int link_fd; /* -1 until attached; closing it detaches */
+	const char *mode;
+};
+
+struct xdp_guard {
+	struct xdp_guard_bpf *skel;
+	char pin_dir[PATH_MAX];
+	bool pinned;
+	int n_ifaces;
+	struct guard_iface ifaces[XDP_MAX_IFACES];
+};
+
+struct cidr_list {
+	int n;
+	struct dvv_lpm_key keys[DVV_XDP_MAX_CIDRS];
+};
+
+/* libbpf speaks through our log, one level quieter than it asks for. */
+static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	enum log_level lv = level == LIBBPF_WARN ? LOG_INFO : LOG_DEBUG;
+	char buf[4096];
+
+	if (lv > log_get_level())
+		return 0;
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	for (char *line = buf, *nl; line && *line; line = nl) {
+		if ((nl = strchr(line, '\n')))
+			*nl++ = 0;
+		if (*line)
+			log_msg(lv, "%s", line);
+	}
+	return 0;
+}
+
+static const char *trim(char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	size_t n = strlen(s);
+	while (n && isspace((unsigned char)s[n - 1]))
+		s[--n] = 0;
+	return s;
+}
+
+/* "a.b.c.d[/n]" or "v6[/n]" -> LPM key (IPv4 v4-mapped). Host bits set is an error: it is
+ * almost always a typo for a different prefix. 0 or -EINVAL with the reason in err. */
+static int cidr_parse(const char *s, struct dvv_lpm_key *k, char *err, size_t errlen)
+{
+	char addr[INET6_ADDRSTRLEN + 8];
+	const char *slash = strchr(s, '/');
+	size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+	bool v6 = memchr(s, ':', alen) != NULL;
+	unsigned int max = v6 ? 128 : 32, plen = max;
+
+	memset(k, 0, sizeof(*k));
+	if (!alen || alen >= sizeof(addr)) {
+		snprintf(err, errlen, "missing or overlong address");
+		return -EINVAL;
+	}
+	memcpy(addr, s, alen);
+	addr[alen] = 0;
+	if (slash) {
+		const char *p = slash + 1;
+		if (!*p || strlen(p) > 3 || strspn(p, "0123456789") != strlen(p)) {
+			snprintf(err, errlen, "prefix length '%s' is not a number", p);
+			return -EINVAL;
+		}
+		plen = (unsigned int)atoi(p);
+		if (plen > max) {
+			snprintf(err, errlen, "prefix length %u is over %u", plen, max);
+			return -EINVAL;
+		}
+	}
+	if (v6) {
+		if (inet_pton(AF_INET6, addr, k->addr) != 1) {
+			snprintf(err, errlen, "'%s' is not an IPv6 address", addr);
+			return -EINVAL;
+		}
+		k->prefixlen = plen;
+	} else {
+		if (inet_pton(AF_INET, addr, &k->addr[12]) != 1) {
+			snprintf(err, errlen, "'%s' is not an IPv4 address", addr);
+			return -EINVAL;
+		}
+		k->addr[10] = k->addr[11] = 0xff;
+		k->prefixlen = plen + 96;
+	}
+	for (unsigned int bit = k->prefixlen; bit < 128; bit++) {
+		if (k->addr[bit / 8] & (0x80 >> (bit % 8))) {
+			unsigned char masked[16];
+			char net[INET6_ADDRSTRLEN];
+			memcpy(masked, k->addr, 16);
+			for (unsigned int b = k->prefixlen; b < 128; b++)
+				masked[b / 8] &= (unsigned char)~(0x80 >> (b % 8));
+			if (v6)
+				inet_ntop(AF_INET6, masked, net, sizeof(net));
+			else
+				inet_ntop(AF_INET, &masked[12], net, sizeof(net));
+			snprintf(err, errlen, "host bits set (did you mean %s/%u?)", net, plen);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* A comma-separated CIDR list from the config; empty items are skipped. */
+static int cidr_list_parse(const char *flag, const char *csv, struct cidr_list *out)
+{
+	char buf[1024], err[128];
+
+	out->n = 0;
+	if (strlen(csv) >= sizeof(buf)) {
+		pr_err("xdp guard: --%s: list too long", flag);
+		return -EINVAL;
+	}
+	strcpy(buf, csv);
+	for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		const char *item = trim(tok);
+		if (!*item)
+			continue;
+		if (out->n == DVV_XDP_MAX_CIDRS) {
+			pr_err("xdp guard: --%s: more than %d prefixes", flag, DVV_XDP_MAX_CIDRS);
+			return -E2BIG;
+		}
+		if (cidr_parse(item, &out->keys[out->n], err, sizeof(err))) {
+			pr_err("xdp guard: --%s: '%s' is not a valid CIDR: %s", flag, item, err);
+			return -EINVAL;
+		}
+		out->n++;
+	}
+	return 0;
+}
+
+static int ifaces_parse(struct xdp_guard *g, const char *csv)
+{
+	char buf[sizeof(((struct relay_cfg *)0)->xdp_ifaces)];
+
+	snprintf(buf, sizeof(buf), "%s", csv);
+	for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		const char *name = trim(tok);
+		if (!*name)
+			continue;
+		if (g->n_ifaces == XDP_MAX_IFACES) {
+			pr_err("xdp guard: --xdp-ifaces: more than %d interfaces", XDP_MAX_IFACES);
+			return -E2BIG;
+		}
+		if (strlen(name) >= IF_NAMESIZE) {
+			pr_err("xdp guard: --xdp-ifaces: '%s' is too long for an interface name",
+			       name);
+			return -EINVAL;
+		}
+		unsigned int idx = if_nametoindex(name);
+		if (!idx) {
+			pr_err("xdp guard: --xdp-ifaces: no interface '%s'", name);
+			return -ENODEV;
+		}
+		for (int i = 0; i < g->n_ifaces; i++)
+			if (g->ifaces[i].ifindex == idx) {
+				pr_err("xdp guard: --xdp-ifaces: '%s' listed twice", name);
+				return -EINVAL;
+			}
+		struct guard_iface *ifc = &g->ifaces[g->n_ifaces++];
+		snprintf(ifc->name, sizeof(ifc->name), "%s", name);
+		ifc->ifindex = idx;
+		ifc->link_fd = -1;
+	}
+	return 0;
+}
+
+static int cidr_list_load(const char *flag, const struct cidr_list *l, struct bpf_map *map)
+{
+	__u64 hits = 0;
+
+	for (int i = 0; i < l->n; i++) {
+		int rc = bpf_map__update_elem(map, &l->keys[i], sizeof(l->keys[i]), &hits,
+					      sizeof(hits), BPF_ANY);
+		if (rc) {
+			pr_err("xdp guard: --%s: cannot add prefix %d to %s: %s", flag, i + 1,
+			       bpf_map__name(map), strerror(-rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
+/* mkdir -p, 0700. */
+static int mkdirs(const char *path)
+{
+	char buf[PATH_MAX];
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	for (char *p = buf + 1;; p++) {
+		if (*p == '/' || !*p) {
+			char c = *p;
+			*p = 0;
+			if (mkdir(buf, 0700) && errno != EEXIST)
+				return -errno;
+			if (!(*p = c))
+				break;
+		}
+	}
+	return 0;
+}
+
+static bool on_bpffs(const char *path)
+{
+	struct statfs st;
+
+	return !statfs(path, &st) && st.f_type == BPF_FS_MAGIC;
+}
+
+/* Like bpftool: mount bpffs on /sys/fs/bpf if the pin directory lives there and nothing is
+ * mounted yet; then create the directory (removed again by xdp_guard_stop). */
+static int pin_dir_prepare(struct xdp_guard *g)
+{
+	const char *dir = g->pin_dir;
+
+	if (!strncmp(dir, BPFFS_ROOT "/", sizeof(BPFFS_ROOT)) && !on_bpffs(BPFFS_ROOT)) {
+		if (mount("bpf", BPFFS_ROOT, "bpf", 0, "mode=0700")) {
+			int rc = -errno;
+			pr_err("xdp guard: %s is not a bpf filesystem and mounting one failed: %s",
+			       BPFFS_ROOT, strerror(-rc));
+			return rc;
+		}
+		pr_info("xdp guard: mounted a bpf filesystem on %s", BPFFS_ROOT);
+	}
+	int rc = mkdirs(dir);
+	if (rc) {
+		pr_err("xdp guard: cannot create pin directory %s: %s", dir, strerror(-rc));
+		return rc;
+	}
+	g->pinned = true;
+	if (!on_bpffs(dir)) {
+		pr_err("xdp guard: pin directory %s is not on a bpf filesystem "
+		       "(mount -t bpf bpf /sys/fs/bpf)", dir);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int pin_path(char *buf, size_t len, const char *dir, const char *name)
+{
+	return snprintf(buf, len, "%s/%s", dir, name) >= (int)len ? -ENAMETOOLONG : 0;
+}
+
+/* Removes this guard's pins (the maps' names and the program's) from dir: the stale ones of an
+ * earlier run of the same instance at start, ours at stop. Other pins in dir are not ours. */
+static void pins_remove(struct xdp_guard *g, const char *dir)
+{
+	char path[PATH_MAX];
+	struct bpf_map *map;
+
+	bpf_object__for_each_map(map, g->skel->obj)
+	{
+		if (bpf_map__is_internal(map))
+			continue;
+		if (!pin_path(path, sizeof(path), dir, bpf_map__name(map)) && !unlink(path))
+			pr_debug("xdp guard: removed pin %s", path);
+	}
+	if (!pin_path(path, sizeof(path), dir, PROG_PIN_NAME))
+		unlink(path);
+}
+
+static int pins_create(struct xdp_guard *g)
+{
+	char path[PATH_MAX];
+	struct bpf_map *map;
+	int rc;
+
+	pins_remove(g, g->pin_dir);
+	bpf_object__for_each_map(map, g->skel->obj)
+	{
+		if (bpf_map__is_internal(map))
+			continue;
+		if ((rc = pin_path(path, sizeof(path), g->pin_dir, bpf_map__name(map))) ||
+		    (rc = bpf_map__pin(map, path)))
+			goto fail;
+	}
+	if ((rc = pin_path(path, sizeof(path), g->pin_dir, PROG_PIN_NAME)) ||
+	    (rc = bpf_program__pin(g->skel->progs.xdp_syn_guard, path)))
+		goto fail;
+	return 0;
+fail:
+	pr_err("xdp guard: cannot pin %s: %s", path, strerror(-rc));
+	return rc;
+}
+
+static int attach_mode(struct xdp_guard *g, struct guard_iface *ifc, __u32 flags)
+{
+	LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = flags);
+	int fd = bpf_link_create(bpf_program__fd(g->skel->progs.xdp_syn_guard), (int)ifc->ifindex,
+				 BPF_XDP, &opts);
+	if (fd < 0)
+		return -errno;
+	ifc->link_fd = fd;
+	ifc->mode = flags == XDP_FLAGS_DRV_MODE ? "native" : "generic";
+	return 0;
+}
+
+static int attach_iface(struct xdp_guard *g, struct guard_iface *ifc, const char *mode)
+{
+	int rc;
+
+	if (!strcmp(mode, "generic")) {
+		rc = attach_mode(g, ifc, XDP_FLAGS_SKB_MODE);
+	} else {
+		rc = attach_mode(g, ifc, XDP_FLAGS_DRV_MODE);
+		/* Another program already there is not a reason to try the other mode. */
+		if (rc && !strcmp(mode, "auto") && rc != -EBUSY && rc != -EEXIST && rc != -EPERM) {
+			pr_info("xdp guard: %s: native mode unavailable (%s), trying generic",
+				ifc->name, strerror(-rc));
+			rc = attach_mode(g, ifc, XDP_FLAGS_SKB_MODE);
+		}
+	}
+	if (rc == -EBUSY || rc == -EEXIST) {
+		__u32 id = 0;
+		bpf_xdp_query_id((int)ifc->ifindex, 0, &id);
+		pr_err("xdp guard: %s already has an XDP program (id %u); not replacing it",
+		       ifc->name, id);
+	} else if (rc) {
+		pr_err("xdp guard: cannot attach to %s in %s mode: %s", ifc->name, mode,
+		       strerror(-rc));
+	} else {
+		pr_info("xdp guard: %s: attached in %s mode", ifc->name, ifc->mode);
+	}
+	return rc;
+}
+
+static __u64 per_second_ns(int rate) { return rate > 0 ? 1000000000ULL / (__u64)rate : 0; }
 
 int xdp_guard_start(struct xdp_guard **out, const struct relay_cfg *cfg, uint16_t player_port,
 		    uint16_t agent_port, const char *pin_dir)
 {
-	pr_err("XDP guard not built in");
-	return -ENOSYS;
+	struct cidr_list *allow = calloc(1, sizeof(*allow)), *deny = calloc(1, sizeof(*deny));
+	struct xdp_guard *g = calloc(1, sizeof(*g));
+	int rc;
+
+	*out = NULL;
+	if (!allow || !deny || !g) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	libbpf_set_print(libbpf_log);
+
+	/* Everything the operator can get wrong is checked before anything is loaded. */
+	if (cfg->xdp_syn_rate < 1 || cfg->xdp_syn_burst < 1 || cfg->xdp_port_syn_budget < 1) {
+		pr_err("xdp guard: --xdp-syn-rate, --xdp-syn-burst and --xdp-port-syn-budget must "
+		       "be at least 1");
+		rc = -EINVAL;
+		goto out;
+	}
+	if (strcmp(cfg->xdp_mode, "native") && strcmp(cfg->xdp_mode, "generic") &&
+	    strcmp(cfg->xdp_mode, "auto")) {
+		pr_err("xdp guard: --xdp-mode %s: want native, generic or auto", cfg->xdp_mode);
+		rc = -EINVAL;
+		goto out;
+	}
+	if (snprintf(g->pin_dir, sizeof(g->pin_dir), "%s", pin_dir) >= (int)sizeof(g->pin_dir) ||
+	    pin_dir[0] != '/') {
+		pr_err("xdp guard: pin directory '%s' must be an absolute path", pin_dir);
+		rc = -EINVAL;
+		goto out;
+	}
+	if ((rc = cidr_list_parse("xdp-allow", cfg->xdp_allow, allow)) ||
+	    (rc = cidr_list_parse("xdp-deny", cfg->xdp_deny, deny)) ||
+	    (rc = ifaces_parse(g, cfg->xdp_ifaces)))
+		goto out;
+
+	if (!(g->skel = xdp_guard_bpf__open())) {
+		rc = -errno;
+		pr_err("xdp guard: cannot open the BPF object: %s", strerror(-rc));
+		goto out;
+	}
+	g->skel->rodata->player_port = player_port;
+	g->skel->rodata->agent_port = agent_port;
+	g->skel->rodata->src_interval_ns = per_second_ns(cfg->xdp_syn_rate);
+	g->skel->rodata->src_tolerance_ns =
+		g->skel->rodata->src_interval_ns * (__u64)cfg->xdp_syn_burst;
+	g->skel->rodata->port_interval_ns = per_second_ns(cfg->xdp_port_syn_budget);
+	g->skel->rodata->port_tolerance_ns =
+		g->skel->rodata->port_interval_ns * (__u64)cfg->xdp_port_syn_budget;
+	if ((rc = xdp_guard_bpf__load(g->skel))) {
+		pr_err("xdp guard: cannot load the BPF program: %s (needs root/CAP_BPF+CAP_NET_ADMIN; "
+		       "--log-level info shows the verifier log)", strerror(-rc));
+		goto out;
+	}
+	if ((rc = cidr_list_load("xdp-allow", allow, g->skel->maps.xdp_allow)) ||
+	    (rc = cidr_list_load("xdp-deny", deny, g->skel->maps.xdp_deny)) ||
+	    (rc = pin_dir_prepare(g)) || (rc = pins_create(g)))
+		goto out;
+	for (int i = 0; i < g->n_ifaces; i++)
+		if ((rc = attach_iface(g, &g->ifaces[i], cfg->xdp_mode)))
+			goto out;
+
+	pr_info("xdp guard: ports %u/%u, %d SYN/s per source (burst %d), %d SYN/s per port, "
+		"%d allow / %d deny prefixes, %d interface(s), maps in %s",
+		player_port, agent_port, cfg->xdp_syn_rate, cfg->xdp_syn_burst,
+		cfg->xdp_port_syn_budget, allow->n, deny->n, g->n_ifaces, g->pin_dir);
+	*out = g;
+	g = NULL;
+out:
+	if (g)
+		xdp_guard_stop(g);
+	free(allow);
+	free(deny);
+	return rc;
 }
 
-void xdp_guard_stop(struct xdp_guard *g) {}
+void xdp_guard_stop(struct xdp_guard *g)
+{
+	if (!g)
+		return;
+	for (int i = 0; i < g->n_ifaces; i++)
+		if (g->ifaces[i].link_fd >= 0) {
+			close(g->ifaces[i].link_fd); /* detaches */
+			pr_info("xdp guard: %s: detached", g->ifaces[i].name);
+		}
+	if (g->skel && g->pinned) {
+		pins_remove(g, g->pin_dir);
+		if (rmdir(g->pin_dir) && errno != ENOTEMPTY && errno != ENOENT)
+			pr_warn("xdp guard: cannot remove %s: %s", g->pin_dir, strerror(errno));
+	}
+	xdp_guard_bpf__destroy(g->skel);
+	free(g);
+}
+
+int xdp_guard_counters(struct xdp_guard *g, struct dvv_xdp_counters *out)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	__u32 key = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (!g || !g->skel)
+		return -EINVAL;
+	if (ncpu < 1)
+		return ncpu < 0 ? ncpu : -EINVAL;
+	struct dvv_xdp_counters *per_cpu = calloc((size_t)ncpu, sizeof(*per_cpu));
+	if (!per_cpu)
+		return -ENOMEM;
+	int rc = bpf_map__lookup_elem(g->skel->maps.xdp_counters, &key, sizeof(key), per_cpu,
+				      (size_t)ncpu * sizeof(*per_cpu), 0);
+	if (rc)
+		rc = -errno;
+	for (int c = 0; !rc && c < ncpu; c++) {
+		out->pass_other += per_cpu[c].pass_other;
+		out->pass_short += per_cpu[c].pass_short;
+		out->drop_deny += per_cpu[c].drop_deny;
+		out->pass_allow += per_cpu[c].pass_allow;
+		out->drop_rate += per_cpu[c].drop_rate;
+		out->drop_budget += per_cpu[c].drop_budget;
+		out->pass_syn += per_cpu[c].pass_syn;
+		out->pass_reserve += per_cpu[c].pass_reserve;
+	}
+	free(per_cpu);
+	return rc;
+}

@@ -1,0 +1,116 @@
+/* In-kernel splice (bpf/splice.bpf.c) and its driver (userspace/dp_bpf.c): the types both
+ * sides read and write. Every map value is a dvv_ struct so that
+ * `bpftool map dump pinned <pin-root>/<instance>/<map>` prints readable fields. */
+#ifndef DVV_BPF_SPLICE_H
+#define DVV_BPF_SPLICE_H
+
+#ifndef __bpf__
+#include <linux/types.h>
+#endif
+
+/* Compile-time limits (override with -D). Hash maps are created without preallocation: an entry
+ * costs memory only while its connection is live. */
+#ifndef DVV_SPLICE_MAX_SOCKS
+#define DVV_SPLICE_MAX_SOCKS (1u << 19) /* sockets = 2 per spliced pair: 262144 pairs */
+#endif
+#ifndef DVV_SPLICE_MAX_TUNNELS
+#define DVV_SPLICE_MAX_TUNNELS (1u << 17)
+#endif
+#ifndef DVV_SPLICE_EVENT_RING
+#define DVV_SPLICE_EVENT_RING (256u * 1024) /* bytes; one event is 32 bytes */
+#endif
+
+/* Names of the maps as pinned under <bpf_pin_root>/<instance_id>/. */
+#define DVV_SPLICE_MAPS(X) X(dvv_socks) X(dvv_conns) X(dvv_tunnels) X(dvv_verdicts) X(dvv_events)
+
+/* Verdict counters (dvv_verdicts index). One skb is counted under exactly one of them. */
+enum dvv_verdict {
+	DVV_V_REDIRECT = 0, /* sent to the peer socket */
+	DVV_V_PASS,	    /* left to the socket's own receive queue (no peer entry: DVV_V_NO_PEER) */
+	DVV_V_DROP,	    /* redirect failed (peer no longer in dvv_socks): data lost, pair cut */
+	DVV_V_ZERO_LEN,	    /* bare FIN reaching the program: dropped, never redirected */
+	DVV_V_NO_PEER,	    /* socket has no dvv_conns entry */
+	DVV_V_LAG_DROP,	    /* peer's queue over the lag limit: dropped, pair cut */
+	DVV_V_EVENT_LOST,   /* an event could not be written to dvv_events (ring full) */
+	DVV_V_MAX,
+};
+
+/* dvv_conn.dir: which way the bytes received on this socket travel. */
+enum dvv_dir {
+	DVV_DIR_TO_AGENT = 0,  /* received from the player */
+	DVV_DIR_TO_PLAYER = 1, /* received from the agent */
+};
+
+/* dvv_conn.flags and dvv_splice_event.reason */
+enum dvv_conn_flag {
+	DVV_CONN_LAG = 1u << 0,	      /* peer fell more than the lag limit behind: data dropped */
+	DVV_CONN_REDIR_FAIL = 1u << 1, /* a redirect failed: data dropped */
+};
+
+/* One per socket in the splice, keyed by that socket's cookie. Written by userspace at join
+ * (everything but the counters), counters and flags by the verdict program of that socket. */
+struct dvv_conn {
+	__u64 peer_cookie;     /* where this socket's bytes are redirected */
+	__u64 tunnel_key;      /* dvv_tunnels key */
+	__u64 redir_bytes;     /* bytes received here and redirected to the peer */
+	__u64 dropped_bytes;   /* bytes received here and dropped (lag limit, failed redirect) */
+	__u64 peer_base;       /* peer's bytes_acked + unacked at join: what the relay itself sent */
+	__u64 lag_check_at;    /* redir_bytes value at which the peer's lag must be measured again */
+	__u32 dir;	       /* enum dvv_dir */
+	__u32 flags;	       /* enum dvv_conn_flag */
+};
+
+/* Per tunnel, keyed by tunnel_key: bytes redirected each way. Created and deleted by userspace
+ * (first join / last pair gone), counted by the verdict program. */
+struct dvv_tunnel_bytes {
+	__u64 to_agent;
+	__u64 to_player;
+};
+
+/* dvv_verdicts value (per CPU). */
+struct dvv_verdict_count {
+	__u64 skbs;
+	__u64 bytes;
+};
+
+/* dvv_events record: the verdict program asks userspace to cut a pair. */
+struct dvv_splice_event {
+	__u64 cookie;	   /* socket whose data was dropped */
+	__u64 peer_cookie;
+	__u64 value;	   /* DVV_CONN_LAG: lag in bytes; DVV_CONN_REDIR_FAIL: skb length */
+	__u32 reason;	   /* enum dvv_conn_flag */
+	__u32 pad;
+};
+
+#ifndef __bpf__
+/* Userspace API of the bpf data plane (userspace/dp_bpf.c), for /metrics and tests. */
+#include <stdint.h>
+
+struct dataplane;
+
+struct dvv_splice_stats {
+	struct dvv_verdict_count verdicts[DVV_V_MAX]; /* summed over CPUs */
+	uint64_t pairs_active;	  /* pairs spliced in the kernel right now */
+	uint64_t pairs_total;	  /* pairs joined since start (self-test excluded) */
+	uint64_t pairs_demoted;	  /* pairs that could not be inserted and were relayed with splice(2) */
+	uint64_t cut_lag;	  /* pairs cut because a reader fell max_lag_mb behind */
+	uint64_t cut_error;	  /* pairs torn down by RST, socket error or a failed redirect */
+	uint64_t drain_timeouts;  /* half-closes abandoned: redirected bytes never left */
+	uint64_t sockets_in_map;  /* entries in dvv_socks (walk of the map) */
+	uint64_t conns_in_map;	  /* entries in dvv_conns */
+	uint64_t tunnels_in_map;  /* entries in dvv_tunnels */
+};
+
+extern const char *const dvv_verdict_names[DVV_V_MAX];
+
+/* Fills *st. Thread-safe (map reads are syscalls); the plane must be the started bpf plane.
+ * Returns 0 or -errno (-ENODEV when dp is not a started bpf plane). */
+int dp_bpf_stats(const struct dataplane *dp, struct dvv_splice_stats *st);
+
+/* Bytes redirected so far for one tunnel (both zero when it has no live pair). Returns 0,
+ * -ENOENT when the tunnel has no live pair, or -errno. */
+int dp_bpf_tunnel_bytes(const struct dataplane *dp, uint64_t tunnel_key, uint64_t *to_agent,
+			uint64_t *to_player);
+#endif
+
+#endif

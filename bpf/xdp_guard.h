@@ -1,0 +1,75 @@
+/* XDP SYN guard: types and constants shared by the BPF program (bpf/xdp_guard.bpf.c) and its
+ * loader (userspace/xdp_guard.c). Every type is prefixed dvv_ (vmlinux.h already has a
+ * `struct bucket`). Map names are the pin names under <bpf_pin_root>/<instance_id>/. */
+#ifndef DVV_BPF_XDP_GUARD_H
+#define DVV_BPF_XDP_GUARD_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/* Compile-time map sizes, overridable with -D. */
+#ifndef DVV_XDP_MAX_SOURCES
+#define DVV_XDP_MAX_SOURCES 65536 /* per-source buckets (LRU: the least recent is evicted) */
+#endif
+#ifndef DVV_XDP_MAX_CIDRS
+#define DVV_XDP_MAX_CIDRS 1024 /* prefixes per list (allow, deny) */
+#endif
+#ifndef DVV_XDP_V6_SOURCE_PREFIX
+#define DVV_XDP_V6_SOURCE_PREFIX 64 /* an IPv6 source is bucketed by its /64, like a v4 /32 */
+#endif
+
+/* Indexes of the protected ports in xdp_port_budget. */
+enum dvv_xdp_port_slot {
+	DVV_XDP_PORT_PLAYER = 0,
+	DVV_XDP_PORT_AGENT = 1,
+	DVV_XDP_PORT_SLOTS = 2,
+};
+
+/* One per-CPU entry; every packet bumps exactly one of the first seven fields, so their sum is
+ * the number of packets the program saw. Sum over CPUs to read (xdp_guard_counters). */
+struct dvv_xdp_counters {
+	__u64 pass_other;  /* not a SYN to a protected port: other traffic, ACKs, UDP, ports */
+	__u64 pass_short;  /* headers cut short or unparseable: left to the kernel to judge */
+	__u64 drop_deny;   /* SYN from a denied prefix */
+	__u64 pass_allow;  /* SYN from an allowed prefix, never limited */
+	__u64 drop_rate;   /* SYN from a source over its own rate */
+	__u64 drop_budget; /* SYN over the per-port budget (a new source, or the reserve is gone) */
+	__u64 pass_syn;	   /* SYN let through by the limits */
+	__u64 pass_reserve; /* of pass_syn: known sources let through on the reserve */
+};
+
+/* Allow/deny key: an LPM trie key over IPv6; IPv4 prefixes are stored v4-mapped
+ * (::ffff:a.b.c.d, prefix length + 96). */
+struct dvv_lpm_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* Per-source key: the v4-mapped IPv4 address, or an IPv6 address cut to
+ * DVV_XDP_V6_SOURCE_PREFIX bits. */
+struct dvv_src_key {
+	__u8 addr[16];
+};
+
+/* Token buckets are kept as GCRA: `tat_ns` is the theoretical arrival time of the next SYN; a
+ * SYN is admitted when it would not push tat_ns more than the burst tolerance past now. One
+ * 64-bit word updated with compare-and-swap, so the buckets are exact across CPUs. */
+struct dvv_src_bucket {
+	__u64 tat_ns;
+	__u64 drops; /* SYNs of this source dropped for its rate (operators: who is flooding) */
+};
+
+struct dvv_port_budget {
+	__u64 tat_ns;	      /* the budget every SYN draws on */
+	__u64 reserve_tat_ns; /* a second budget of the same size for sources already known */
+};
+
+#ifndef __bpf__
+/* Userspace only. Sums the per-CPU counters of a running guard into *out: 0 or -errno.
+ * (Belongs in userspace/xdp_guard.h next to xdp_guard_start; kept here until it moves.) */
+struct xdp_guard;
+int xdp_guard_counters(struct xdp_guard *g, struct dvv_xdp_counters *out);
+#endif
+
+#endif

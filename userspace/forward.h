@@ -1,0 +1,46 @@
+/* Relay-to-relay forwarding. A player who reaches relay A for a tunnel held by relay B is sent
+ * to B's internal port on a new TCP connection that starts with a forward header, then carries
+ * the player's bytes untouched (A splices the two sockets like any joined pair).
+ *
+ * The header is authenticated with HMAC-SHA256 under the cluster secret every relay of the
+ * deployment shares, carries a timestamp (+-30 s) and a random nonce (replays refused), the
+ * player's real address, the name, the epoch A believed in, and A's instance id. A forwarded
+ * connection is never forwarded again: B serves it from its own tunnels or answers the player
+ * itself. Players cannot reach the internal port's parser through the player port, and cannot
+ * forge a header without the secret. */
+#ifndef DVV_FORWARD_H
+#define DVV_FORWARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define FWD_MAGIC "DVVF"
+#define FWD_FIXED 8	      /* magic, version, flags, u16 body length */
+#define FWD_BODY_MIN (8 + 16 + 8 + 38 + 1 + 1 + 32)
+#define FWD_BODY_MAX 600
+#define FWD_MAC_LEN 32
+#define FWD_SKEW_MS 30000     /* accepted clock difference between relays */
+#define FWD_SECRET_MIN 16
+
+struct fwd_hdr {
+	uint64_t ts_ms;		   /* sender's wall clock, ms */
+	uint8_t nonce[16];
+	uint64_t epoch;		   /* route epoch the sender acted on */
+	struct sockaddr_storage src; /* the player */
+	struct sockaddr_storage dst; /* the address the player dialled at the first relay */
+	char host[256];
+	char from[65];		   /* sending relay's instance id */
+};
+
+/* Encode + MAC. Returns bytes written or 0 if it does not fit / fields too long. */
+size_t fwd_encode(const struct fwd_hdr *h, const uint8_t *key, size_t keylen, uint8_t *out,
+		  size_t cap);
+/* Fixed part: returns the body length to read next, or -EPROTO. */
+int fwd_fixed(const uint8_t fixed[FWD_FIXED]);
+/* Verify the MAC (constant time) and the clock window, then parse. `whole` is fixed + body.
+ * Returns 0 or -EPROTO/-EACCES/-ETIME with a message. Nonce replay is checked by the caller. */
+int fwd_verify(const uint8_t *whole, size_t len, const uint8_t *key, size_t keylen,
+	       uint64_t now_ms, struct fwd_hdr *out, char *err, size_t errlen);
+
+#endif
