@@ -2,6 +2,9 @@
  *
  * Control channel states:  WAIT --timer--> CONNECT --tcp up--> HELLO --WELCOME--> UP
  * and any failure goes back to WAIT with a backoff (or ends the run for a refused token).
+ * Without --relay / --region the run starts in PROBE (regions.c measures every region and the
+ * fastest becomes "home"), and after AGENT_REMEASURE_AFTER attempts in a row without a session
+ * WAIT goes through PROBE again before dialling (unless a MOVE chose the next relay).
  *
  * Data connections (struct agent_dc), one per ATTACH token:
  *   CONNECTING  TCP connect to the relay, then the 36-byte "DVVA"+token preamble
@@ -29,6 +32,7 @@ enum agent_state {
 	AG_CONNECT, /* TCP connect to the relay in progress */
 	AG_HELLO,   /* TLS handshake, HELLO sent, waiting for WELCOME */
 	AG_UP,	    /* tunnel up */
+	AG_PROBE,   /* measuring the regions; CONNECT follows */
 };
 
 /* What to do after the control channel went down. */
@@ -74,7 +78,9 @@ struct agent {
 
 	/* control channel */
 	enum agent_state state;
-	char target[256];	    /* relay to dial next: cfg->relay or a MOVE address */
+	char home[256];		    /* the relay of the region in use (cfg->relay at start) */
+	int region;		    /* index of home in cfg->regions, -1 with --relay */
+	char target[256];	    /* relay to dial next: home or a MOVE address */
 	char sni[256];		    /* name the relay certificate must carry */
 	char relay_str[96];	    /* the resolved address of this session, for humans */
 	struct net_addr relay_addr; /* data connections dial exactly this */
@@ -85,6 +91,8 @@ struct agent {
 	uint64_t last_rx_ms, next_ping_ms, up_since_ms;
 	unsigned attempt;	    /* consecutive failed attempts, drives the backoff */
 	unsigned moves;		    /* MOVEs without a long session in between */
+	unsigned fails;		    /* attempts without a session since the last measurement */
+	struct agent_probe *probe;  /* the measurement in progress (AG_PROBE) */
 	bool moved;		    /* target holds a MOVE address for the next attempt */
 	bool placed;		    /* this attempt dials a relay a MOVE chose: no further MOVE */
 	enum agent_next next;
@@ -591,7 +599,9 @@ static void ctl_down(struct agent *a, const char *reason)
 	snprintf(why, sizeof(why), "%s", reason); /* reason may live in a->ctl */
 	bool was_up = a->state == AG_UP;
 	ctl_close(a);
-	if (was_up) {
+	if (!was_up) {
+		a->fails++; /* counts towards measuring the regions again */
+	} else {
 		if (mono_ms() - a->up_since_ms >= AGENT_BACKOFF_RESET_MS)
 			a->attempt = a->moves = 0;
 		struct agent_event ev = {.type = AGENT_EV_TUNNEL_DOWN,
@@ -605,10 +615,10 @@ static void ctl_down(struct agent *a, const char *reason)
 		loop_stop(&a->loop);
 		return;
 	}
-	/* a MOVE address is for the next attempt only; after that, the configured relay (a
-	 * region name that can lead to any healthy instance) */
+	/* a MOVE address is for the next attempt only; after that, the region's relay (a name
+	 * that can lead to any healthy instance) */
 	if (!a->moved)
-		snprintf(a->target, sizeof(a->target), "%s", a->cfg->relay);
+		snprintf(a->target, sizeof(a->target), "%s", a->home);
 	a->placed = a->moved; /* the next HELLO tells the relay it was chosen for us */
 	a->moved = false;
 	schedule(a, was_up ? NULL : why);
@@ -669,6 +679,7 @@ static void ping_arm(struct agent *a)
 static void ctl_welcome(struct agent *a, const struct ctl_msg *m)
 {
 	a->state = AG_UP;
+	a->fails = 0;
 	a->ping_ms = m->u.welcome.ping_ms ? m->u.welcome.ping_ms : AGENT_PING_DEFAULT_MS;
 	if (a->ping_ms < 1000)
 		a->ping_ms = 1000;
@@ -814,9 +825,9 @@ static void ctl_start(struct agent *a)
 	 * (another instance behind the same name) is checked against the configured name. */
 	net_split_hostport(a->target, host, sizeof(host), &port);
 	struct in6_addr tmp;
-	if (strcmp(a->target, a->cfg->relay) &&
+	if (strcmp(a->target, a->home) &&
 	    (inet_pton(AF_INET, host, &tmp) == 1 || inet_pton(AF_INET6, host, &tmp) == 1))
-		net_split_hostport(a->cfg->relay, host, sizeof(host), &port);
+		net_split_hostport(a->home, host, sizeof(host), &port);
 	snprintf(a->sni, sizeof(a->sni), "%s", host);
 
 	int rc = net_parse_addr(a->target, &a->relay_addr, true, err, sizeof(err));
@@ -841,13 +852,72 @@ static void ctl_start(struct agent *a)
 	loop_timer_arm(&a->loop, &a->ctl_timer, AGENT_HANDSHAKE_TIMEOUT_MS);
 }
 
+/* ---- region measurement ---- */
+
+static void probe_done(struct agent_probe *p, void *arg)
+{
+	struct agent *a = arg;
+	const struct agent_config *cfg = a->cfg;
+	const struct agent_region_result *res = agent_probe_results(p);
+	int pick = agent_region_pick(res, cfg->nregions);
+	struct agent_event ev = {.type = AGENT_EV_REGIONS,
+				 .regions = cfg->regions,
+				 .results = res,
+				 .nregions = cfg->nregions,
+				 .picked = pick,
+				 .previous = a->region,
+				 .active = a->active,
+				 .joins = a->joins};
+	agent_report(&ev);
+	if (pick < 0 && a->region < 0)
+		pick = 0; /* nothing answers at start: try the first region, measure again later */
+	if (pick >= 0 && pick != a->region) {
+		if (a->region >= 0)
+			a->attempt = 0; /* another relay group: its own backoff */
+		a->region = pick;
+		snprintf(a->home, sizeof(a->home), "%s", cfg->regions[pick].endpoint);
+	}
+	agent_probe_free(p);
+	a->probe = NULL;
+	a->fails = 0;
+	snprintf(a->target, sizeof(a->target), "%s", a->home);
+	a->state = AG_WAIT;
+	ctl_start(a);
+}
+
+/* Measure, then dial the pick (from probe_done). Dials at once if it cannot measure. */
+static void probe_begin(struct agent *a)
+{
+	struct agent_event ev = {.type = AGENT_EV_MEASURING,
+				 .nregions = a->cfg->nregions,
+				 .active = a->active,
+				 .joins = a->joins};
+	agent_report(&ev);
+	a->state = AG_PROBE;
+	int rc = agent_probe_start(&a->loop, a->cfg->regions, a->cfg->nregions, probe_done, a,
+				   &a->probe);
+	if (rc) {
+		pr_warn("cannot measure the regions: %s", strerror(-rc));
+		a->probe = NULL;
+		a->state = AG_WAIT;
+		ctl_start(a);
+	}
+}
+
 static void ctl_timer_cb(struct loop *l, struct loop_timer *t)
 {
 	struct agent *a = container_of(t, struct agent, ctl_timer);
 	char why[160];
 	switch (a->state) {
 	case AG_WAIT:
+		/* a MOVE target (placed) goes first; the measurement waits for the next one */
+		if (a->cfg->measure && !a->placed && a->fails >= AGENT_REMEASURE_AFTER) {
+			probe_begin(a);
+			return;
+		}
 		ctl_start(a);
+		return;
+	case AG_PROBE:
 		return;
 	case AG_CONNECT:
 	case AG_HELLO:
@@ -931,7 +1001,9 @@ int agent_new(const struct agent_config *cfg, struct agent **out, char *err, siz
 	a->stop_io = (struct loop_io){.fd = -1};
 	a->ctl_timer.cb = ctl_timer_cb;
 	a->loop.epfd = a->loop.wakefd = -1;
+	snprintf(a->home, sizeof(a->home), "%s", cfg->relay);
 	snprintf(a->target, sizeof(a->target), "%s", cfg->relay);
+	a->region = cfg->measure ? -1 : cfg->region;
 	a->queue = calloc(AGENT_MAX_POOL, ATTACH_TOKEN_LEN);
 	if (!a->queue) {
 		snprintf(err, errlen, "out of memory");
@@ -977,13 +1049,19 @@ int agent_run(struct agent *a, int stop_fd)
 	}
 	a->state = AG_WAIT;
 	a->exit_code = AGENT_EXIT_OK;
-	ctl_start(a);
+	if (a->cfg->measure && a->cfg->nregions)
+		probe_begin(a);
+	else
+		ctl_start(a);
 	rc = loop_run(&a->loop);
 	if (rc) {
 		pr_err("event loop: %s", strerror(-rc));
 		a->exit_code = AGENT_EXIT_FAIL;
 	}
-	/* everything closes here: the control channel, the pool, then the players */
+	/* everything closes here: the measurement, the control channel, the pool, then the
+	 * players */
+	agent_probe_free(a->probe);
+	a->probe = NULL;
 	bool was_up = a->state == AG_UP;
 	ctl_close(a);
 	if (was_up) {
@@ -1006,6 +1084,8 @@ void agent_free(struct agent *a)
 	if (!a)
 		return;
 	if (a->loop.epfd >= 0) {
+		agent_probe_free(a->probe);
+		a->probe = NULL;
 		ctl_close(a);
 		while (a->players.head)
 			dc_close(a->players.head);

@@ -6,6 +6,7 @@
  *   options.c   command line / environment -> struct agent_config
  *   agent.c     the session: control channel, reconnect backoff, pool, players
  *   report.c    what the user sees on stdout: human status or JSON lines
+ *   regions.c   region list parsing and latency measurement (picks the relay to use)
  */
 #ifndef DVV_AGENT_H
 #define DVV_AGENT_H
@@ -22,6 +23,21 @@
 #define AGENT_VERSION "0.1.0"
 #define AGENT_DEFAULT_RELAY "relay.eu.dvv.one:7000"
 #define AGENT_DEFAULT_LOCAL "127.0.0.1:25565"
+/* Without --relay, the agent measures these and uses the fastest (the first is also
+ * AGENT_DEFAULT_RELAY: the relay used before any measurement). */
+#define AGENT_DEFAULT_REGIONS                                                                 \
+	"eu=relay.eu.dvv.one:7000,us=relay.us.dvv.one:7000,asia=relay.asia.dvv.one:7000"
+
+/* Region selection: AGENT_PROBE_SAMPLES TCP connects per region endpoint, all regions in
+ * parallel, one round every AGENT_PROBE_SPACING_MS; the median of the successful samples
+ * counts, and a region needs AGENT_PROBE_MIN_OK of them to be reachable. */
+#define AGENT_MAX_REGIONS 8
+#define AGENT_REGION_NAME_MAX 15
+#define AGENT_PROBE_SAMPLES 5
+#define AGENT_PROBE_MIN_OK 3
+#define AGENT_PROBE_SPACING_MS 50u
+#define AGENT_PROBE_TIMEOUT_MS 1500u
+#define AGENT_REMEASURE_AFTER 3 /* attempts in a row without a session: measure again */
 
 /* Reconnect backoff: capped exponential with full jitter. */
 #define AGENT_BACKOFF_BASE_MS 500u
@@ -45,8 +61,19 @@
 #define AGENT_EXIT_AUTH 3    /* the relay rejected the token */
 #define AGENT_EXIT_REFUSED 4 /* refused for a reason retrying cannot fix: version, name taken */
 
+struct agent_region {
+	char name[AGENT_REGION_NAME_MAX + 1];
+	char endpoint[256]; /* host:port of the region's relay group */
+};
+
 struct agent_config {
-	char relay[256];		/* host:port */
+	char relay[256];		/* host:port: --relay, the pinned region, or (when measuring)
+					 * the first region until the measurement picks one */
+	struct agent_region regions[AGENT_MAX_REGIONS]; /* empty with an explicit --relay */
+	unsigned nregions;
+	int region;			/* index of the --region pin or -1 */
+	bool measure;			/* pick the region by latency (no --relay, no --region) */
+	bool probe_only;		/* --probe-regions: measure, print, exit */
 	char local[256];		/* host:port */
 	char token[CTL_TOKEN_MAX + 1];	/* never printed or logged */
 	const char *ca_file;
@@ -63,13 +90,48 @@ struct agent_config {
 #define AGENT_OPTS_HELP 1    /* --help: print agent_opts_usage to stdout, exit 0 */
 #define AGENT_OPTS_VERSION 2 /* --version */
 
-/* Fill cfg from argv and the environment (DVV_RELAY, DVV_TOKEN). Returns 0, AGENT_OPTS_HELP,
+/* Fill cfg from argv and the environment (DVV_RELAY, DVV_REGIONS, DVV_REGION, DVV_TOKEN). Returns 0, AGENT_OPTS_HELP,
  * AGENT_OPTS_VERSION, or -EINVAL with a one-line reason in err (a usage error). A token given
  * with --token is wiped from argv so it does not show in ps / /proc/PID/cmdline. */
 int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err, size_t errlen);
 void agent_opts_usage(FILE *f);
 /* Read a token file: trailing whitespace stripped, must be one printable line. */
 int agent_token_read_file(const char *path, char *out, size_t cap, char *err, size_t errlen);
+
+/* ---- regions.c ---- */
+
+/* Parse "eu=HOST:PORT,us=HOST:PORT": names [A-Za-z0-9_-]{1,15}, unique, at most
+ * AGENT_MAX_REGIONS. Returns 0 or -EINVAL with the reason in err (without the option name). */
+int agent_regions_parse(const char *spec, struct agent_region *out, unsigned *n, char *err,
+			size_t errlen);
+/* Index of the region called name, or -1. */
+int agent_region_find(const struct agent_region *r, unsigned n, const char *name);
+
+struct agent_region_result {
+	uint32_t median_us; /* when reachable */
+	uint32_t min_us;    /* when ok > 0 */
+	unsigned ok;	    /* successful samples */
+	bool reachable;	    /* ok >= AGENT_PROBE_MIN_OK */
+	char error[320];    /* why the last failed sample failed, "" if none failed */
+};
+
+/* Statistics of one region's samples (microseconds, < 0 = failed); r->error is left alone. */
+void agent_region_stats(const int32_t *us, unsigned n, struct agent_region_result *r);
+/* The reachable region with the lowest median, the first of equals; -1 if none. */
+int agent_region_pick(const struct agent_region_result *r, unsigned n);
+
+/* The measurement itself, on an event loop: resolves every endpoint (blocking getaddrinfo),
+ * then runs its samples and calls done once, from the loop. */
+struct agent_probe;
+typedef void (*agent_probe_done_cb)(struct agent_probe *p, void *arg);
+int agent_probe_start(struct loop *l, const struct agent_region *regions, unsigned n,
+		      agent_probe_done_cb done, void *arg, struct agent_probe **out);
+const struct agent_region_result *agent_probe_results(const struct agent_probe *p);
+/* Stop (closes what is in flight) and free; allowed inside done. */
+void agent_probe_free(struct agent_probe *p);
+/* Blocking: measure on a private loop (about 1.7 s at most after resolving). 0 or -errno. */
+int agent_regions_measure(const struct agent_region *regions, unsigned n,
+			  struct agent_region_result *out);
 
 /* ---- report.c: the user-facing event stream ---- */
 
@@ -81,6 +143,8 @@ enum agent_event_type {
 	AGENT_EV_PLAYER_OPEN,
 	AGENT_EV_PLAYER_CLOSE,
 	AGENT_EV_ERROR,
+	AGENT_EV_MEASURING, /* a region measurement starts (no JSON event) */
+	AGENT_EV_REGIONS,   /* a region measurement ended */
 };
 
 struct agent_event {
@@ -96,6 +160,13 @@ struct agent_event {
 	uint64_t joins;		     /* players since start */
 	uint64_t bytes_in, bytes_out; /* player_close: player -> server, server -> player */
 	uint64_t duration_ms;	     /* player_close */
+	/* regions: the table, the pick (-1: none reachable), the region used before a
+	 * re-measurement (-1 at start), and whether this is --probe-regions */
+	const struct agent_region *regions;
+	const struct agent_region_result *results;
+	unsigned nregions;
+	int picked, previous;
+	bool probe_only;
 };
 
 void agent_report_init(bool json, const char *local);

@@ -22,6 +22,32 @@ static void raise_nofile(void)
 	}
 }
 
+/* --probe-regions: measure every region, print the table (or one JSON event), exit 0 if one
+ * is reachable, 1 if none. */
+static int probe_regions(const struct agent_config *cfg)
+{
+	struct agent_region_result res[AGENT_MAX_REGIONS];
+	memset(res, 0, sizeof(res));
+	signal(SIGPIPE, SIG_IGN);
+	int rc = agent_regions_measure(cfg->regions, cfg->nregions, res);
+	if (rc) {
+		fprintf(stderr, "dvv: cannot measure the regions: %s\n", strerror(-rc));
+		return AGENT_EXIT_FAIL;
+	}
+	int pick = agent_region_pick(res, cfg->nregions);
+	agent_report_init(cfg->json, cfg->local);
+	struct agent_event ev = {.type = AGENT_EV_REGIONS,
+				 .regions = cfg->regions,
+				 .results = res,
+				 .nregions = cfg->nregions,
+				 .picked = pick,
+				 .previous = -1,
+				 .probe_only = true};
+	agent_report(&ev);
+	agent_report_finish();
+	return pick >= 0 ? AGENT_EXIT_OK : AGENT_EXIT_FAIL;
+}
+
 int main(int argc, char **argv)
 {
 	static struct agent_config cfg; /* static: it holds a 4 KB token buffer */
@@ -44,6 +70,8 @@ int main(int argc, char **argv)
 		return AGENT_EXIT_USAGE;
 	}
 	log_set_level((enum log_level)cfg.log_level);
+	if (cfg.probe_only)
+		return probe_regions(&cfg);
 
 	signal(SIGPIPE, SIG_IGN);
 	sigset_t set;

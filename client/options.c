@@ -19,7 +19,13 @@ void agent_opts_usage(FILE *f)
 		"Share a local Minecraft server through a DVV relay: players join at the hostname\n"
 		"the relay gives this tunnel, nobody forwards a port.\n"
 		"\n"
-		"  --relay HOST:PORT   relay agent address (env DVV_RELAY, default %s)\n"
+		"  --relay HOST:PORT   use this relay (env DVV_RELAY); without it, dvv measures the\n"
+		"                      latency to every region and uses the fastest\n"
+		"  --regions LIST      the regions to choose from, NAME=HOST:PORT,... (env DVV_REGIONS;\n"
+		"                      default eu, us and asia at relay.NAME.dvv.one:7000)\n"
+		"  --region NAME       use this region of the list, without measuring (env DVV_REGION)\n"
+		"  --probe-regions     measure the regions, print the table and exit (0: one is\n"
+		"                      reachable, 1: none); no token needed\n"
 		"  --token-file FILE   read the tunnel token from FILE (recommended)\n"
 		"  --token TOKEN       the tunnel token (env DVV_TOKEN; visible to other local users\n"
 		"                      while dvv starts: prefer --token-file or DVV_TOKEN)\n"
@@ -38,7 +44,7 @@ void agent_opts_usage(FILE *f)
 		"exit status: 0 stopped by SIGINT/SIGTERM, 1 failure, 2 usage error,\n"
 		"             3 token rejected by the relay, 4 tunnel refused for good (the relay\n"
 		"             needs a newer dvv, or the token's custom name is taken)\n",
-		AGENT_DEFAULT_RELAY, AGENT_DEFAULT_LOCAL);
+		AGENT_DEFAULT_LOCAL);
 }
 
 /* A JWT is base64url segments and dots; accept any printable ASCII without spaces. */
@@ -130,6 +136,72 @@ static int addr_opt(const char *name, const char *v, char *out, size_t cap, char
 	return 0;
 }
 
+static const char *env_nonempty(const char *name)
+{
+	const char *v = getenv(name);
+	return v && *v ? v : NULL;
+}
+
+/* Which relay: flags beat the environment, and an explicit relay beats a region.
+ *   --relay                        that relay, no measurement
+ *   --regions/--region/--probe-regions given: the region list (DVV_RELAY is ignored)
+ *   DVV_RELAY                      that relay
+ *   otherwise                      the region list (--regions, DVV_REGIONS or the default),
+ *                                  pinned by --region / DVV_REGION or measured */
+static int relay_opts(struct agent_config *cfg, const char *relay, const char *regions,
+		      const char *region, char *err, size_t errlen)
+{
+	cfg->region = -1;
+	if (relay && (regions || region || cfg->probe_only)) {
+		snprintf(err, errlen, "--relay names one relay: do not combine it with %s",
+			 regions ? "--regions" : region ? "--region" : "--probe-regions");
+		return -EINVAL;
+	}
+	if (!relay && !regions && !region && !cfg->probe_only)
+		relay = env_nonempty("DVV_RELAY");
+	if (relay)
+		return addr_opt("--relay", relay, cfg->relay, sizeof(cfg->relay), err, errlen);
+
+	const char *what = "--regions";
+	if (!regions) {
+		what = "DVV_REGIONS";
+		regions = env_nonempty("DVV_REGIONS");
+	}
+	if (!regions) {
+		what = "the default regions";
+		regions = AGENT_DEFAULT_REGIONS;
+	}
+	char e2[400];
+	if (agent_regions_parse(regions, cfg->regions, &cfg->nregions, e2, sizeof(e2))) {
+		snprintf(err, errlen, "%s %s", what, e2);
+		return -EINVAL;
+	}
+	const char *rwhat = "--region";
+	if (!region) {
+		rwhat = "DVV_REGION";
+		region = env_nonempty("DVV_REGION");
+	}
+	if (region) {
+		int i = agent_region_find(cfg->regions, cfg->nregions, region);
+		if (i < 0) {
+			char names[AGENT_MAX_REGIONS * (AGENT_REGION_NAME_MAX + 2) + 1] = "";
+			size_t off = 0;
+			for (unsigned k = 0; k < cfg->nregions; k++)
+				off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s",
+							k ? ", " : "", cfg->regions[k].name);
+			snprintf(err, errlen, "%s '%s' is not a known region (%s)", rwhat, region,
+				 names);
+			return -EINVAL;
+		}
+		cfg->region = i;
+	}
+	/* --probe-regions measures every region, pinned or not */
+	cfg->measure = cfg->region < 0 || cfg->probe_only;
+	int first = cfg->region < 0 ? 0 : cfg->region;
+	memcpy(cfg->relay, cfg->regions[first].endpoint, sizeof(cfg->relay));
+	return 0;
+}
+
 enum {
 	OPT_RELAY = 256,
 	OPT_TOKEN,
@@ -141,6 +213,9 @@ enum {
 	OPT_JSON,
 	OPT_LOG_LEVEL,
 	OPT_RETRY_AUTH,
+	OPT_REGIONS,
+	OPT_REGION,
+	OPT_PROBE_REGIONS,
 	OPT_VERSION,
 	OPT_HELP,
 };
@@ -156,6 +231,9 @@ static const struct option long_opts[] = {
 	{"json", no_argument, NULL, OPT_JSON},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 	{"retry-auth", no_argument, NULL, OPT_RETRY_AUTH},
+	{"regions", required_argument, NULL, OPT_REGIONS},
+	{"region", required_argument, NULL, OPT_REGION},
+	{"probe-regions", no_argument, NULL, OPT_PROBE_REGIONS},
 	{"version", no_argument, NULL, OPT_VERSION},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
@@ -164,6 +242,7 @@ static const struct option long_opts[] = {
 int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err, size_t errlen)
 {
 	const char *relay = NULL, *local = AGENT_DEFAULT_LOCAL, *token_file = NULL;
+	const char *regions = NULL, *region = NULL;
 	bool token_arg = false, token_long = false;
 	bool want_help = false, want_version = false;
 	int rc = 0;
@@ -214,6 +293,15 @@ int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err,
 		case OPT_RETRY_AUTH:
 			cfg->retry_auth = true;
 			break;
+		case OPT_REGIONS:
+			regions = optarg;
+			break;
+		case OPT_REGION:
+			region = optarg;
+			break;
+		case OPT_PROBE_REGIONS:
+			cfg->probe_only = true;
+			break;
 		case OPT_LOG_LEVEL:
 			cfg->log_level = log_level_parse(optarg);
 			if (cfg->log_level < 0) {
@@ -256,13 +344,11 @@ int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err,
 		rc = -EINVAL;
 		goto out;
 	}
-	if (!relay)
-		relay = getenv("DVV_RELAY");
-	if (!relay || !*relay)
-		relay = AGENT_DEFAULT_RELAY;
-	if ((rc = addr_opt("--relay", relay, cfg->relay, sizeof(cfg->relay), err, errlen)) ||
+	if ((rc = relay_opts(cfg, relay, regions, region, err, errlen)) ||
 	    (rc = addr_opt("--local", local, cfg->local, sizeof(cfg->local), err, errlen)))
 		goto out;
+	if (cfg->probe_only)
+		return 0; /* measuring needs no token */
 
 	if (token_long) {
 		snprintf(err, errlen, "the token is longer than %d bytes", CTL_TOKEN_MAX);

@@ -37,7 +37,7 @@ static void json_emit(json_t *o)
 {
 	if (!o)
 		return;
-	char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
 	if (s) {
 		fputs(s, stdout);
 		fputc('\n', stdout);
@@ -48,6 +48,32 @@ static void json_emit(json_t *o)
 }
 
 static const char *nz(const char *s) { return s ? s : ""; }
+
+/* Milliseconds with two decimals, from microseconds (12345 us -> 12.35). */
+static double us_ms(uint32_t us) { return (double)((us + 5) / 10) / 100.0; }
+
+static json_t *regions_json(const struct agent_event *ev)
+{
+	json_t *arr = json_array();
+	for (unsigned i = 0; arr && i < ev->nregions; i++) {
+		const struct agent_region_result *r = &ev->results[i];
+		json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:i}", "region", ev->regions[i].name,
+				      "endpoint", ev->regions[i].endpoint, "median_ms",
+				      r->reachable ? json_real(us_ms(r->median_us)) : json_null(),
+				      "min_ms", r->ok ? json_real(us_ms(r->min_us)) : json_null(),
+				      "ok", (int)r->ok);
+		if (o && !r->reachable && r->error[0])
+			json_object_set_new(o, "error", json_string(r->error));
+		if (o)
+			json_array_append_new(arr, o);
+	}
+	json_t *o = json_pack("{s:s, s:o, s:o}", "event", "regions", "results", arr ? arr : json_array(),
+			      "picked",
+			      ev->picked >= 0 ? json_string(ev->regions[ev->picked].name) : json_null());
+	if (o && ev->previous >= 0)
+		json_object_set_new(o, "previous", json_string(ev->regions[ev->previous].name));
+	return o;
+}
 
 static void report_json(const struct agent_event *ev)
 {
@@ -83,6 +109,11 @@ static void report_json(const struct agent_event *ev)
 	case AGENT_EV_ERROR:
 		o = json_pack("{s:s, s:s, s:s}", "event", "error", "code", nz(ev->code), "message",
 			      nz(ev->message));
+		break;
+	case AGENT_EV_MEASURING:
+		break;
+	case AGENT_EV_REGIONS:
+		o = regions_json(ev);
 		break;
 	}
 	json_emit(o);
@@ -124,6 +155,49 @@ static void say(const char *fmt, ...)
 	va_end(ap);
 	fputc('\n', stdout);
 	fflush(stdout);
+}
+
+/* The measurement as a table, then what the agent does with it. */
+static void regions_human(const struct agent_event *ev)
+{
+	int w = (int)strlen("endpoint");
+	for (unsigned i = 0; i < ev->nregions; i++) {
+		int l = (int)strlen(ev->regions[i].endpoint);
+		w = l > w ? l : w;
+	}
+	w = w > 48 ? 48 : w;
+	say("%-6s  %-*s  %9s  %9s  %s", "region", w, "endpoint", "median", "min", "ok");
+	for (unsigned i = 0; i < ev->nregions; i++) {
+		const struct agent_region_result *r = &ev->results[i];
+		char med[32] = "-", mn[32] = "-";
+		if (r->reachable)
+			snprintf(med, sizeof(med), "%.1f ms", r->median_us / 1000.0);
+		if (r->ok)
+			snprintf(mn, sizeof(mn), "%.1f ms", r->min_us / 1000.0);
+		say("%-6s  %-*.*s  %9s  %9s  %u/%d%s%s", ev->regions[i].name, w, w,
+		    ev->regions[i].endpoint, med, mn, r->ok, AGENT_PROBE_SAMPLES,
+		    !r->reachable && r->error[0] ? "  " : "", !r->reachable ? r->error : "");
+	}
+	const char *prev = ev->previous >= 0 ? ev->regions[ev->previous].name : NULL;
+	if (ev->picked < 0) {
+		if (ev->probe_only)
+			say("No region is reachable");
+		else if (prev)
+			say("No region is reachable; staying on region %s", prev);
+		else
+			say("No region is reachable; trying region %s", ev->regions[0].name);
+		return;
+	}
+	const char *name = ev->regions[ev->picked].name;
+	double ms = ev->results[ev->picked].median_us / 1000.0;
+	if (ev->probe_only)
+		say("Fastest region: %s (%.1f ms)", name, ms);
+	else if (prev && ev->picked == ev->previous)
+		say("Staying on region %s (%.1f ms)", name, ms);
+	else if (prev)
+		say("Switching from region %s to region %s (%.1f ms)", prev, name, ms);
+	else
+		say("Using region %s (%.1f ms)", name, ms);
 }
 
 static void report_human(const struct agent_event *ev)
@@ -181,6 +255,17 @@ static void report_human(const struct agent_event *ev)
 				(unsigned long long)ev->bytes_in, (unsigned long long)ev->bytes_out,
 				ev->active);
 		}
+		break;
+	case AGENT_EV_MEASURING:
+		if (rep.tty)
+			snprintf(rep.status, sizeof(rep.status), "Measuring the latency to %u regions ...",
+				 ev->nregions);
+		else
+			pr_info("measuring the latency to %u regions", ev->nregions);
+		break;
+	case AGENT_EV_REGIONS:
+		regions_human(ev);
+		rep.status[0] = 0;
 		break;
 	case AGENT_EV_ERROR:
 		status_clear();

@@ -113,6 +113,8 @@ static int opts_setup(void **state)
 {
 	unsetenv("DVV_TOKEN");
 	unsetenv("DVV_RELAY");
+	unsetenv("DVV_REGIONS");
+	unsetenv("DVV_REGION");
 	return 0;
 }
 
