@@ -16,21 +16,28 @@
 #ifndef DVV_SPLICE_MAX_TUNNELS
 #define DVV_SPLICE_MAX_TUNNELS (1u << 17)
 #endif
+#ifndef DVV_SPLICE_THROTTLE_RECHECK
+#define DVV_SPLICE_THROTTLE_RECHECK (256u * 1024) /* bytes between throttle requests */
+#endif
 #ifndef DVV_SPLICE_EVENT_RING
 #define DVV_SPLICE_EVENT_RING (256u * 1024) /* bytes; one event is 32 bytes */
 #endif
 
 /* Names of the maps as pinned under <bpf_pin_root>/<instance_id>/. */
-#define DVV_SPLICE_MAPS(X) X(dvv_socks) X(dvv_conns) X(dvv_tunnels) X(dvv_verdicts) X(dvv_events)
+#define DVV_SPLICE_MAPS(X)                                                                     \
+	X(dvv_socks) X(dvv_targets) X(dvv_conns) X(dvv_tunnels) X(dvv_verdicts) X(dvv_events)
 
-/* Verdict counters (dvv_verdicts index). One skb is counted under exactly one of them. */
+/* Verdict counters (dvv_verdicts index). Each skb is counted under exactly one of REDIRECT,
+ * PASS, DROP, ZERO_LEN, LAG_DROP (NO_PEER also counts its PASS); THROTTLE and EVENT_LOST count
+ * events. */
 enum dvv_verdict {
-	DVV_V_REDIRECT = 0, /* sent to the peer socket */
-	DVV_V_PASS,	    /* left to the socket's own receive queue (no peer entry: DVV_V_NO_PEER) */
-	DVV_V_DROP,	    /* redirect failed (peer no longer in dvv_socks): data lost, pair cut */
+	DVV_V_REDIRECT = 0, /* sent to the peer socket in the kernel */
+	DVV_V_PASS,	    /* left in the socket itself (only when it has no dvv_conns entry) */
+	DVV_V_DROP,	    /* redirect failed (peer no longer in dvv_targets): data lost, pair cut */
 	DVV_V_ZERO_LEN,	    /* bare FIN reaching the program: dropped, never redirected */
 	DVV_V_NO_PEER,	    /* socket has no dvv_conns entry */
-	DVV_V_LAG_DROP,	    /* peer's queue over the lag limit: dropped, pair cut */
+	DVV_V_LAG_DROP,	    /* peer over the hard lag limit: dropped, pair cut */
+	DVV_V_THROTTLE,	    /* peer fell behind: userspace asked to clamp the sender's window */
 	DVV_V_EVENT_LOST,   /* an event could not be written to dvv_events (ring full) */
 	DVV_V_MAX,
 };
@@ -41,26 +48,39 @@ enum dvv_dir {
 	DVV_DIR_TO_PLAYER = 1, /* received from the agent */
 };
 
-/* dvv_conn.flags and dvv_splice_event.reason */
+/* dvv_conn.flags */
 enum dvv_conn_flag {
-	DVV_CONN_LAG = 1u << 0,	      /* peer fell more than the lag limit behind: data dropped */
-	DVV_CONN_REDIR_FAIL = 1u << 1, /* a redirect failed: data dropped */
+	DVV_CONN_LAG = 1u << 0,	       /* peer fell more than the hard lag limit behind: cut */
+	DVV_CONN_REDIR_FAIL = 1u << 1, /* a redirect failed: data dropped, cut */
+	DVV_CONN_THROTTLED = 1u << 2,  /* peer over the throttle limit since throttle_ns */
+};
+#define DVV_CONN_CUT (DVV_CONN_LAG | DVV_CONN_REDIR_FAIL)
+
+/* dvv_splice_event.reason */
+enum dvv_event_reason {
+	DVV_EV_CUT_LAG = 1,    /* cut the pair: reader over the hard lag limit */
+	DVV_EV_REDIR_FAIL = 2, /* cut the pair: data was dropped */
+	DVV_EV_THROTTLE = 3,   /* clamp this socket's receive window: its peer fell behind (repeated
+				  while it stays behind; userspace opens it again itself) */
 };
 
-/* One per socket in the splice, keyed by that socket's cookie. Written by userspace at join
- * (everything but the counters), counters and flags by the verdict program of that socket. */
+/* One per socket in the splice, keyed by that socket's cookie. Written once by userspace at join
+ * and never rewritten (an update replaces the element under the program's feet); counters,
+ * flags and lag_check_at are written by this socket's verdict program, which the socket lock
+ * serialises. */
 struct dvv_conn {
-	__u64 peer_cookie;     /* where this socket's bytes are redirected */
-	__u64 tunnel_key;      /* dvv_tunnels key */
-	__u64 redir_bytes;     /* bytes received here and redirected to the peer */
-	__u64 dropped_bytes;   /* bytes received here and dropped (lag limit, failed redirect) */
-	__u64 peer_base;       /* peer's bytes_acked + unacked at join: what the relay itself sent */
-	__u64 lag_check_at;    /* redir_bytes value at which the peer's lag must be measured again */
-	__u32 dir;	       /* enum dvv_dir */
-	__u32 flags;	       /* enum dvv_conn_flag */
+	__u64 peer_cookie;   /* where this socket's bytes go */
+	__u64 tunnel_key;    /* dvv_tunnels key */
+	__u64 redir_bytes;   /* bytes received here and redirected to the peer in the kernel */
+	__u64 dropped_bytes; /* bytes received here and dropped (pair being cut) */
+	__u64 peer_base;     /* peer's bytes_acked + unacked at join: what the relay itself wrote */
+	__u64 lag_check_at;  /* redir_bytes value at which the peer's lag must be measured again */
+	__u64 throttle_ns;   /* when the peer went over the throttle limit (bpf_ktime_get_ns) */
+	__u32 dir;	     /* enum dvv_dir */
+	__u32 flags;	     /* enum dvv_conn_flag */
 };
 
-/* Per tunnel, keyed by tunnel_key: bytes redirected each way. Created and deleted by userspace
+/* Per tunnel, keyed by tunnel_key: bytes relayed each way (kernel and userspace path). Created and deleted by userspace
  * (first join / last pair gone), counted by the verdict program. */
 struct dvv_tunnel_bytes {
 	__u64 to_agent;
@@ -77,13 +97,14 @@ struct dvv_verdict_count {
 struct dvv_splice_event {
 	__u64 cookie;	   /* socket whose data was dropped */
 	__u64 peer_cookie;
-	__u64 value;	   /* DVV_CONN_LAG: lag in bytes; DVV_CONN_REDIR_FAIL: skb length */
-	__u32 reason;	   /* enum dvv_conn_flag */
+	__u64 value;	   /* lag in bytes (CUT_LAG, THROTTLE), skb length (REDIR_FAIL) */
+	__u32 reason;	   /* enum dvv_event_reason */
 	__u32 pad;
 };
 
 #ifndef __bpf__
 /* Userspace API of the bpf data plane (userspace/dp_bpf.c), for /metrics and tests. */
+#include <stdbool.h>
 #include <stdint.h>
 
 struct dataplane;
@@ -93,19 +114,26 @@ struct dvv_splice_stats {
 	uint64_t pairs_active;	  /* pairs spliced in the kernel right now */
 	uint64_t pairs_total;	  /* pairs joined since start (self-test excluded) */
 	uint64_t pairs_demoted;	  /* pairs that could not be inserted and were relayed with splice(2) */
-	uint64_t cut_lag;	  /* pairs cut because a reader fell max_lag_mb behind */
+	uint64_t throttles;	  /* senders whose window was clamped because their reader lagged */
+	uint64_t unthrottles;	  /* ... and opened again */
+	uint64_t throttled_now;	  /* sockets clamped right now */
+	uint64_t user_bytes;	  /* bytes relayed by userspace (a direction that could not be hooked) */
+	uint64_t cut_lag;	  /* pairs cut: reader over max_lag_mb, or acknowledging nothing */
 	uint64_t cut_error;	  /* pairs torn down by RST, socket error or a failed redirect */
 	uint64_t drain_timeouts;  /* half-closes abandoned: redirected bytes never left */
-	uint64_t sockets_in_map;  /* entries in dvv_socks (walk of the map) */
+	uint64_t sockets_in_map;  /* entries in dvv_targets (walk of the map): sockets of live pairs */
+	uint64_t active_in_map;	  /* entries in dvv_socks: sockets whose bytes the kernel splices */
 	uint64_t conns_in_map;	  /* entries in dvv_conns */
 	uint64_t tunnels_in_map;  /* entries in dvv_tunnels */
 };
 
 extern const char *const dvv_verdict_names[DVV_V_MAX];
 
-/* Fills *st. Thread-safe (map reads are syscalls); the plane must be the started bpf plane.
- * Returns 0 or -errno (-ENODEV when dp is not a started bpf plane). */
-int dp_bpf_stats(const struct dataplane *dp, struct dvv_splice_stats *st);
+/* Fills *st. Thread-safe (map reads are syscalls); call it only while the plane runs (between
+ * start and stop). walk_maps: also count the map entries (*_in_map), one syscall per entry: for
+ * tests and diagnostics, not for every /metrics scrape. Returns 0 or -errno (-ENODEV when dp is
+ * not a started bpf plane). */
+int dp_bpf_stats(const struct dataplane *dp, struct dvv_splice_stats *st, bool walk_maps);
 
 /* Bytes redirected so far for one tunnel (both zero when it has no live pair). Returns 0,
  * -ENOENT when the tunnel has no live pair, or -errno. */
