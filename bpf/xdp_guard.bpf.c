@@ -42,6 +42,9 @@
 #endif
 #define CAS_TRIES 4
 
+_Static_assert(DVV_XDP_V6_SOURCE_PREFIX % 8 == 0 && DVV_XDP_V6_SOURCE_PREFIX <= 128,
+	       "IPv6 sources are cut on a byte boundary");
+
 /* Tunables, set by userspace through skel->rodata before load. Ports in host order; 0 = off. */
 const volatile __u16 player_port = 0;
 const volatile __u16 agent_port = 0;
@@ -50,7 +53,7 @@ const volatile __u64 src_tolerance_ns = 2000000000; /* xdp_syn_burst * src_inter
 const volatile __u64 port_interval_ns = 50000;	    /* 1e9 / xdp_port_syn_budget */
 const volatile __u64 port_tolerance_ns = 1000000000; /* budget * port_interval_ns: 1 s deep */
 
-/* Verdict counters, one struct per CPU; written only here, read by xdp_guard_counters(). */
+/* Verdict counters, one struct per CPU: written here, read by xdp_guard_counters()/bpftool. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -58,8 +61,7 @@ struct {
 	__type(value, struct dvv_xdp_counters);
 } xdp_counters SEC(".maps");
 
-/* Per-source SYN buckets keyed by source address (v4, or v6 /64); created here when a new
- * source is admitted, updated here; operators may read or delete entries. */
+/* Per-source SYN buckets by source (v4 address, v6 /64): created and updated here only. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, DVV_XDP_MAX_SOURCES);
@@ -67,7 +69,7 @@ struct {
 	__type(value, struct dvv_src_bucket);
 } xdp_sources SEC(".maps");
 
-/* Per-port budget and reserve buckets, indexed by enum dvv_xdp_port_slot; written only here. */
+/* Budget + reserve buckets per protected port (enum dvv_xdp_port_slot): written here only. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, DVV_XDP_PORT_SLOTS);
@@ -75,8 +77,7 @@ struct {
 	__type(value, struct dvv_port_budget);
 } xdp_port_budget SEC(".maps");
 
-/* Prefixes never limited -> hit count; filled by userspace from --xdp-allow (operators may
- * add or delete entries live); hit counts bumped here. */
+/* Allowed prefixes -> hits: filled by userspace (--xdp-allow, or bpftool), hits bumped here. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -85,8 +86,7 @@ struct {
 	__type(value, __u64);
 } xdp_allow SEC(".maps");
 
-/* Prefixes always dropped -> hit count; filled by userspace from --xdp-deny (operators may
- * add or delete entries live); hit counts bumped here. */
+/* Denied prefixes -> hits: filled by userspace (--xdp-deny, or bpftool), hits bumped here. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -95,23 +95,23 @@ struct {
 	__type(value, __u64);
 } xdp_deny SEC(".maps");
 
-enum parse_result {
+enum dvv_parse_result {
 	PARSED_SYN,  /* a TCP SYN: src and dport are filled */
 	PARSED_OTHER, /* something else: pass */
 	PARSED_SHORT, /* headers cut short or malformed: pass */
 };
 
-struct hdr_cursor {
+struct dvv_hdr_cursor {
 	void *pos;
 	void *end;
 };
 
-struct vlan {
+struct dvv_vlan_tag {
 	__be16 tci;
 	__be16 proto;
 };
 
-static __always_inline int parse_tcp(struct hdr_cursor *c, __u16 *dport)
+static __always_inline int parse_tcp(struct dvv_hdr_cursor *c, __u16 *dport)
 {
 	struct tcphdr *th = c->pos;
 
@@ -124,7 +124,7 @@ static __always_inline int parse_tcp(struct hdr_cursor *c, __u16 *dport)
 	return PARSED_SYN;
 }
 
-static __always_inline int parse_ipv4(struct hdr_cursor *c, struct dvv_lpm_key *src,
+static __always_inline int parse_ipv4(struct dvv_hdr_cursor *c, struct dvv_lpm_key *src,
 				      __u16 *dport)
 {
 	struct iphdr *ip = c->pos;
@@ -148,7 +148,7 @@ static __always_inline int parse_ipv4(struct hdr_cursor *c, struct dvv_lpm_key *
 	return parse_tcp(c, dport);
 }
 
-static __always_inline int parse_ipv6(struct hdr_cursor *c, struct dvv_lpm_key *src,
+static __always_inline int parse_ipv6(struct dvv_hdr_cursor *c, struct dvv_lpm_key *src,
 				      __u16 *dport)
 {
 	struct ipv6hdr *ip6 = c->pos;
@@ -199,7 +199,7 @@ static __always_inline int parse_ipv6(struct hdr_cursor *c, struct dvv_lpm_key *
 static __always_inline int parse(struct xdp_md *ctx, struct dvv_lpm_key *src, __u16 *dport,
 				 bool *v6)
 {
-	struct hdr_cursor c = {.pos = (void *)(long)ctx->data, .end = (void *)(long)ctx->data_end};
+	struct dvv_hdr_cursor c = {.pos = (void *)(long)ctx->data, .end = (void *)(long)ctx->data_end};
 	struct ethhdr *eth = c.pos;
 
 	if ((void *)(eth + 1) > c.end)
@@ -209,7 +209,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct dvv_lpm_key *src, __
 
 #pragma unroll
 	for (int i = 0; i < DVV_XDP_MAX_VLANS; i++) {
-		struct vlan *vh = c.pos;
+		struct dvv_vlan_tag *vh = c.pos;
 
 		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
 			break;

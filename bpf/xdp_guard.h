@@ -16,7 +16,7 @@
 #define DVV_XDP_MAX_CIDRS 1024 /* prefixes per list (allow, deny) */
 #endif
 #ifndef DVV_XDP_V6_SOURCE_PREFIX
-#define DVV_XDP_V6_SOURCE_PREFIX 64 /* an IPv6 source is bucketed by its /64, like a v4 /32 */
+#define DVV_XDP_V6_SOURCE_PREFIX 64 /* IPv6 sources bucketed per /64 (a multiple of 8) */
 #endif
 
 /* Indexes of the protected ports in xdp_port_budget. */
@@ -64,12 +64,5 @@ struct dvv_port_budget {
 	__u64 tat_ns;	      /* the budget every SYN draws on */
 	__u64 reserve_tat_ns; /* a second budget of the same size for sources already known */
 };
-
-#ifndef __bpf__
-/* Userspace only. Sums the per-CPU counters of a running guard into *out: 0 or -errno.
- * (Belongs in userspace/xdp_guard.h next to xdp_guard_start; kept here until it moves.) */
-struct xdp_guard;
-int xdp_guard_counters(struct xdp_guard *g, struct dvv_xdp_counters *out);
-#endif
 
 #endif

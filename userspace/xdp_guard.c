@@ -62,7 +62,7 @@ struct cidr_list {
 };
 
 /* libbpf speaks through our log, one level quieter than it asks for. */
-static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
 	enum log_level lv = level == LIBBPF_WARN ? LOG_INFO : LOG_DEBUG;
 	char buf[4096];
@@ -109,7 +109,7 @@ static int cidr_parse(const char *s, struct dvv_lpm_key *k, char *err, size_t er
 	if (slash) {
 		const char *p = slash + 1;
 		if (!*p || strlen(p) > 3 || strspn(p, "0123456789") != strlen(p)) {
-			snprintf(err, errlen, "prefix length '%s' is not a number", p);
+			snprintf(err, errlen, "prefix length '%s' is not a number from 0 to %u", p, max);
 			return -EINVAL;
 		}
 		plen = (unsigned int)atoi(p);

@@ -7,11 +7,15 @@
 
 struct relay_cfg;
 struct xdp_guard;
+struct dvv_xdp_counters; /* bpf/xdp_guard.h */
 
 /* Attach to every interface in cfg->xdp_ifaces, protecting the two ports. Maps are pinned under
  * pin_dir. Returns 0 (and *out) or -errno with a logged reason. */
 int xdp_guard_start(struct xdp_guard **out, const struct relay_cfg *cfg, uint16_t player_port,
 		    uint16_t agent_port, const char *pin_dir);
 void xdp_guard_stop(struct xdp_guard *g);
+/* Sums the per-CPU verdict counters of a running guard into *out: 0 or -errno. Thread-safe
+ * (map reads are syscalls). */
+int xdp_guard_counters(struct xdp_guard *g, struct dvv_xdp_counters *out);
 
 #endif
