@@ -3,6 +3,11 @@
 #include "metrics.h"
 #include "relay.h"
 #include "rredis.h"
+#include "xdp_guard.h"
+
+#include <linux/types.h>
+#include "../bpf/splice.h"
+#include "../bpf/xdp_guard.h"
 
 #include <microhttpd.h>
 #include <stdarg.h>
@@ -52,6 +57,66 @@ static bool loop_alive(struct relay *r)
 	return mono_ms() - a < 5000;
 }
 
+/* One Prometheus family: HELP and TYPE lines. */
+static void family(struct sbuf *b, const char *name, const char *type, const char *help)
+{
+	sb_printf(b, "# HELP dvv_relay_%s %s\n# TYPE dvv_relay_%s %s\n", name, help, name, type);
+}
+
+static void sample(struct sbuf *b, const char *name, const char *type, const char *help,
+		   unsigned long long v)
+{
+	family(b, name, type, help);
+	sb_printf(b, "dvv_relay_%s %llu\n", name, v);
+}
+
+/* The in-kernel planes' own counters: read from their maps at scrape time (a few syscalls). */
+static void render_bpf_metrics(struct relay *r, struct sbuf *b)
+{
+	struct dvv_splice_stats st;
+	if (r->dp.ops == &dp_bpf_ops && dp_bpf_stats(&r->dp, &st, false) == 0) {
+		family(b, "bpf_verdicts_total", "counter",
+		       "sk_skb verdicts of the in-kernel splice, by verdict (skbs)");
+		for (int i = 0; i < DVV_V_MAX; i++)
+			if (dvv_verdict_names[i])
+				sb_printf(b, "dvv_relay_bpf_verdicts_total{verdict=\"%s\"} %llu\n",
+					  dvv_verdict_names[i], (unsigned long long)st.verdicts[i].skbs);
+		family(b, "bpf_verdict_bytes_total", "counter",
+		       "bytes seen by the sk_skb verdict program, by verdict");
+		for (int i = 0; i < DVV_V_MAX; i++)
+			if (dvv_verdict_names[i])
+				sb_printf(b, "dvv_relay_bpf_verdict_bytes_total{verdict=\"%s\"} %llu\n",
+					  dvv_verdict_names[i], (unsigned long long)st.verdicts[i].bytes);
+		sample(b, "bpf_pairs_active", "gauge", "pairs spliced in the kernel now", st.pairs_active);
+		sample(b, "bpf_pairs_total", "counter", "pairs joined on the bpf plane", st.pairs_total);
+		sample(b, "bpf_pairs_demoted_total", "counter",
+		       "pairs that could not be inserted and were relayed with splice(2)", st.pairs_demoted);
+		sample(b, "bpf_throttles_total", "counter",
+		       "senders clamped because their reader lagged", st.throttles);
+		sample(b, "bpf_throttled_now", "gauge", "sockets clamped now", st.throttled_now);
+		sample(b, "bpf_user_bytes_total", "counter",
+		       "bytes the bpf plane relayed in userspace (directions it could not hook)",
+		       st.user_bytes);
+		sample(b, "bpf_cut_lag_total", "counter", "pairs cut because a reader lagged past the cap",
+		       st.cut_lag);
+		sample(b, "bpf_cut_error_total", "counter", "pairs torn down by RST or a socket error",
+		       st.cut_error);
+		sample(b, "bpf_drain_timeouts_total", "counter",
+		       "half-closes abandoned because redirected bytes never left", st.drain_timeouts);
+	}
+	struct dvv_xdp_counters xc;
+	if (r->xdp && xdp_guard_counters(r->xdp, &xc) == 0) {
+		static const char *const names[] = {"pass_other", "pass_short", "drop_deny", "pass_allow",
+						    "drop_rate", "drop_budget", "pass_syn", "pass_reserve"};
+		const __u64 vals[] = {xc.pass_other, xc.pass_short,  xc.drop_deny, xc.pass_allow,
+				      xc.drop_rate,  xc.drop_budget, xc.pass_syn,  xc.pass_reserve};
+		family(b, "xdp_packets_total", "counter", "packets seen by the XDP SYN guard, by verdict");
+		for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++)
+			sb_printf(b, "dvv_relay_xdp_packets_total{verdict=\"%s\"} %llu\n", names[i],
+				  (unsigned long long)vals[i]);
+	}
+}
+
 static void render_metrics(struct relay *r, struct sbuf *b)
 {
 #define X(name, type, help)                                                                    \
@@ -63,6 +128,7 @@ static void render_metrics(struct relay *r, struct sbuf *b)
 		  "# HELP dvv_relay_info Static facts about this relay\n# TYPE dvv_relay_info gauge\n"
 		  "dvv_relay_info{instance=\"%s\",region=\"%s\",dataplane=\"%s\",version=\"0.1.0\"} 1\n",
 		  r->cfg.instance_id, r->cfg.region, r->dp.ops->name);
+	render_bpf_metrics(r, b);
 }
 
 static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url,

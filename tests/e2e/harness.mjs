@@ -467,6 +467,8 @@ export async function startRelay ({ redisPort, keys, extraArgs = [], instanceId 
     '--jwt-audience', 'dvv-relay',
     '--instance-id', instanceId,
     ...(limits === 'loopback' ? LOOPBACK_LIMITS : []),
+    // scripts/test.sh runs the suite once per data plane (DVV_DATAPLANE=bpf, then userspace)
+    ...(process.env.DVV_DATAPLANE ? ['--dataplane', process.env.DVV_DATAPLANE] : []),
     ...extraArgs
   ]
   const proc = spawnProcess('relay', bin('dvv-relay'), args, { env })
