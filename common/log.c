@@ -42,6 +42,13 @@ int64_t wall_s(void)
 	return ts.tv_sec;
 }
 
+uint64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
 	if (level > log_level_cur)

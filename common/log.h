@@ -47,5 +47,6 @@ bool log_rl_allow(struct log_rl *rl, uint32_t burst, uint32_t *suppressed);
 
 uint64_t mono_ms(void);	 /* CLOCK_MONOTONIC in milliseconds */
 int64_t wall_s(void);	 /* CLOCK_REALTIME in seconds */
+uint64_t wall_ms(void);	 /* CLOCK_REALTIME in milliseconds */
 
 #endif

@@ -158,6 +158,11 @@ if want redis; then
   cmocka_script rcluster env BUILD=build-san tests/redis/cluster.sh
 fi
 
+if want cluster; then
+  echo "== replicas: 3 relays in network namespaces, standalone Redis and a 6-node Redis Cluster"
+  node_tests cluster DVV_BUILD=build-san -- tests/cluster/
+fi
+
 echo
 ((${#failures[@]})) && printf 'failed: %s\n' "${failures[@]}"
 echo "$passed passed, $failed failed"

@@ -7,7 +7,12 @@
  * player's real address, the name, the epoch A believed in, and A's instance id. A forwarded
  * connection is never forwarded again: B serves it from its own tunnels or answers the player
  * itself. Players cannot reach the internal port's parser through the player port, and cannot
- * forge a header without the secret. */
+ * forge a header without the secret.
+ *
+ * B answers a header it accepts with one byte, FWD_ACCEPT, and A sends nothing of the player's
+ * before reading it. That keeps the header alone in B's receive queue: B reads it with recv()
+ * and then hands the socket to the in-kernel splice, which forwards whole skbs, so a header
+ * sharing an skb with the player's first bytes would be forwarded again (NOTES.md 2.5). */
 #ifndef DVV_FORWARD_H
 #define DVV_FORWARD_H
 
@@ -22,6 +27,8 @@
 #define FWD_MAC_LEN 32
 #define FWD_SKEW_MS 30000     /* accepted clock difference between relays */
 #define FWD_SECRET_MIN 16
+#define FWD_ACCEPT 0x06	      /* B -> A: header accepted, send the player's bytes */
+#define FWD_NOT_HERE 0x15     /* B -> A: no live tunnel for that name here (A's route is stale) */
 
 struct fwd_hdr {
 	uint64_t ts_ms;		   /* sender's wall clock, ms */

@@ -10,6 +10,14 @@
 	X(players_accepted_total, counter, "Player TCP connections accepted")                         \
 	X(players_joined_total, counter, "Players joined to an agent data connection")                \
 	X(players_offline_total, counter, "Players answered by the relay: no live tunnel for the name") \
+	X(players_forwarded_total, counter, "Players sent on to the relay that holds their tunnel")   \
+	X(players_adopted_total, counter, "Forwarded players accepted from other relays")             \
+	X(forward_failures_total, counter, "Forwarding attempts that failed (owner unreachable)")     \
+	X(forward_refused_total, counter, "Internal connections refused (bad MAC, replay, clock)")   \
+	X(forward_not_here_total, counter, "Forwarded players for a name we do not hold (sender told)") \
+	X(route_stale_total, counter, "Cached routes found stale by the owner; Redis asked again")    \
+	X(route_lookups_total, counter, "Route lookups sent to Redis")                               \
+	X(route_cache_hits_total, counter, "Route lookups answered from the local cache")            \
 	X(players_join_timeout_total, counter, "Players that waited too long for an agent connection") \
 	X(handshakes_bad_total, counter, "Player first packets rejected as malformed")                \
 	X(handshakes_timeout_total, counter, "Players closed at the handshake deadline")              \
@@ -18,6 +26,7 @@
 	X(handshakes_pending, gauge, "Player connections still sending their handshake")             \
 	X(agents_accepted_total, counter, "Agent TCP connections accepted (control and data)")        \
 	X(tunnels_registered_total, counter, "Tunnels registered (HELLO accepted)")                    \
+	X(tunnels_moved_total, counter, "Registrations sent to a less loaded relay (MOVE)")         \
 	X(tunnels_rejected_total, counter, "Tunnel registrations refused (auth, limits, Redis)")      \
 	X(tunnels_active, gauge, "Tunnels with a live control channel on this relay")               \
 	X(data_conns_idle, gauge, "Pre-opened agent data connections waiting for a player")          \

@@ -3,7 +3,9 @@
  * to an agent data connection or answer for an offline name ourselves. */
 #include "log.h"
 #include "metrics.h"
+#include "forward.h"
 #include "relay.h"
+#include "rredis.h"
 #include "ratelimit.h"
 
 #include <errno.h>
@@ -16,6 +18,8 @@
 #define LEGACY_WAIT_MS 300   /* a bare 0xFE / 0xFE01 ping: wait this long for the 1.6 part */
 #define ANSWER_TIMEOUT_MS 5000
 #define LINGER_MS 2000
+#define LOOKUP_TIMEOUT_MS 3000	/* Redis route lookup */
+#define FORWARD_CONNECT_MS 3000	/* connect to the owning relay */
 
 static void player_io_cb(struct loop *l, struct loop_io *io, uint32_t events);
 static void player_timer_cb(struct loop *l, struct loop_timer *tm);
@@ -75,6 +79,9 @@ struct player_ext {
 	bool legacy_wait;
 	enum answer_kind answer; /* what we tell the player when we answer ourselves */
 	struct loop_io fwd_io;	/* connection to the owning relay while forwarding */
+	bool fwd_sent;		/* header sent, waiting for FWD_ACCEPT */
+	bool fwd_relooked;	/* the owner said FWD_NOT_HERE once: Redis asked again */
+	uint64_t fwd_epoch;
 	int refs;		/* 1 + Redis lookups in flight */
 	bool closed;
 };
@@ -90,7 +97,22 @@ static void leave_handshake(struct player *p)
 	rl_pending_done(&p->r->rl, p->rl_slot, &p->peer);
 }
 
-static void player_free(void *arg) { free(arg); }
+/* A player is freed when it is closed and no Redis lookup still points at it. */
+static void player_put(void *arg)
+{
+	struct player_ext *x = arg;
+	if (--x->refs == 0)
+		free(x);
+}
+
+static void fwd_io_close(struct player_ext *x)
+{
+	if (x->fwd_io.fd < 0)
+		return;
+	loop_io_del(&x->p.r->loop, &x->fwd_io);
+	close(x->fwd_io.fd);
+	x->fwd_io.fd = -1;
+}
 
 static void player_close(struct player *p)
 {
@@ -104,8 +126,10 @@ static void player_close(struct player *p)
 	loop_io_del(&r->loop, &p->io);
 	close(p->io.fd);
 	p->io.fd = -1;
+	fwd_io_close(ext(p));
+	ext(p)->closed = true;
 	dlist_del(&p->all);
-	loop_defer(&r->loop, player_free, ext(p));
+	loop_defer(&r->loop, player_put, ext(p));
 }
 
 void player_close_all(struct relay *r)
@@ -147,6 +171,7 @@ static int consume(struct player *p, size_t n)
 }
 
 static void status_pump(struct player *p);
+static void route_remote(struct player *p);
 
 /* No live tunnel for this name (or it did not answer): tell the player clearly, at once. */
 static void answer_offline(struct player *p, const char *why)
@@ -274,8 +299,9 @@ static int do_join(struct player *p, struct dataconn *d, struct tunnel *t)
 	loop_timer_cancel(&r->loop, &p->timer);
 	loop_io_del(&r->loop, &p->io);
 	p->io.fd = -1;
+	ext(p)->closed = true;
 	dlist_del(&p->all);
-	loop_defer(&r->loop, player_free, ext(p));
+	loop_defer(&r->loop, player_put, ext(p));
 	M_INC(players_joined_total);
 	tunnel_note_join(t);
 	r->dp.ops->join(&r->dp, pfd, afd, t->key);
@@ -325,11 +351,182 @@ void player_fail_waiting(struct tunnel *t, const char *reason)
 	(void)reason;
 }
 
+/* ---- forwarding to the relay that holds the tunnel ---- */
+
+static void forward_fail(struct player *p, const char *why)
+{
+	struct player_ext *x = ext(p);
+	M_INC(forward_failures_total);
+	route_cache_drop(p->r, x->hs.host);
+	fwd_io_close(x);
+	pr_rl(LOG_INFO, "forward of %s failed: %s", x->hs.host, why);
+	x->answer = ANS_MOVING;
+	answer_offline(p, why);
+}
+
+static void route_remote(struct player *p);
+
+/* Both sockets go to the data plane: the player's peeked handshake is forwarded by it. */
+static void forward_splice(struct player *p)
+{
+	struct player_ext *x = ext(p);
+	struct relay *r = p->r;
+	struct loop *l = &r->loop;
+	int pfd = p->io.fd, ffd = x->fwd_io.fd;
+	loop_io_del(l, &x->fwd_io);
+	x->fwd_io.fd = -1;
+	loop_timer_cancel(l, &p->timer);
+	loop_io_del(l, &p->io);
+	p->io.fd = -1;
+	x->closed = true;
+	dlist_del(&p->all);
+	loop_defer(l, player_put, x);
+	M_INC(players_forwarded_total);
+	r->dp.ops->join(&r->dp, pfd, ffd, 0);
+}
+
+static void fwd_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct player_ext *x = container_of(io, struct player_ext, fwd_io);
+	struct player *p = &x->p;
+	struct relay *r = p->r;
+	if (x->fwd_sent) {
+		/* waiting for the owner's accept byte; the owner sends nothing else before the
+		 * player's bytes reach it, so this recv empties the receive queue */
+		uint8_t b;
+		ssize_t n = recv(io->fd, &b, 1, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n == 1 && b == FWD_NOT_HERE && !x->fwd_relooked) {
+			/* our route was stale: forget it and ask Redis once more (at most two
+			 * forwards per player, never a loop) */
+			x->fwd_relooked = true;
+			fwd_io_close(x);
+			route_cache_drop(r, x->hs.host);
+			M_INC(route_stale_total);
+			route_remote(p);
+			return;
+		}
+		if (n != 1 || b != FWD_ACCEPT) {
+			forward_fail(p, n == 0 ? "the owning relay refused the forward"
+					       : "the owning relay answered the forward wrongly");
+			return;
+		}
+		forward_splice(p);
+		return;
+	}
+	int e = net_so_error(io->fd);
+	if (e || (events & (EPOLLERR | EPOLLHUP))) {
+		forward_fail(p, e ? strerror(e) : "connection to the owning relay failed");
+		return;
+	}
+	if (!(events & EPOLLOUT))
+		return;
+	struct fwd_hdr h = {.ts_ms = wall_ms(), .epoch = x->fwd_epoch};
+	rand_bytes(h.nonce, sizeof(h.nonce));
+	memcpy(&h.src, &p->peer, sizeof(h.src));
+	memcpy(&h.dst, &p->local, sizeof(h.dst));
+	snprintf(h.host, sizeof(h.host), "%s", x->hs.host);
+	snprintf(h.from, sizeof(h.from), "%s", r->cfg.instance_id);
+	uint8_t buf[FWD_FIXED + FWD_BODY_MAX];
+	size_t n = fwd_encode(&h, r->fwd_key, r->fwd_keylen, buf, sizeof(buf));
+	if (!n || send(io->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)n) {
+		forward_fail(p, "cannot write the forward header");
+		return;
+	}
+	x->fwd_sent = true;
+	if (loop_io_set(l, io, EPOLLIN | EPOLLRDHUP))
+		forward_fail(p, "out of resources");
+}
+
+static void forward_to(struct player *p, const char *addr, uint64_t epoch)
+{
+	struct player_ext *x = ext(p);
+	struct relay *r = p->r;
+	struct net_addr a;
+	char err[160];
+	int fd = -1;
+	if (net_parse_addr(addr, &a, false, err, sizeof(err)) || net_connect(&a, &fd)) {
+		forward_fail(p, "the owning relay's address is unusable");
+		return;
+	}
+	x->fwd_epoch = epoch;
+	x->fwd_sent = false;
+	x->fwd_io = (struct loop_io){.fd = fd, .cb = fwd_io_cb};
+	if (loop_io_set(&r->loop, &x->fwd_io, EPOLLOUT | EPOLLRDHUP)) {
+		close(fd);
+		x->fwd_io.fd = -1;
+		forward_fail(p, "out of resources");
+		return;
+	}
+	p->state = PS_FORWARD;
+	loop_io_set(&r->loop, &p->io, EPOLLRDHUP | EPOLLET);
+	loop_timer_arm(&r->loop, &p->timer, FORWARD_CONNECT_MS);
+}
+
+static void route_found(struct player *p, bool found, const char *instance, uint64_t epoch,
+			const char *addr)
+{
+	struct relay *r = p->r;
+	if (!found || !strcmp(instance, r->cfg.instance_id) || !strcmp(addr, "-")) {
+		/* nobody holds it, or Redis says we do but we no longer have the session */
+		answer_offline(p, "no tunnel is connected for this name");
+		return;
+	}
+	forward_to(p, addr, epoch);
+}
+
+static void on_route(struct relay *r, void *priv, bool err, bool found, const char *instance,
+		     uint64_t epoch, const char *addr)
+{
+	struct player_ext *x = priv;
+	struct player *p = &x->p;
+	if (x->closed || p->state != PS_LOOKUP) {
+		player_put(x);
+		return;
+	}
+	x->refs--;
+	if (err) {
+		x->answer = ANS_UNAVAILABLE;
+		answer_offline(p, "the tunnel registry is unreachable");
+		return;
+	}
+	route_cache_put(r, x->hs.host, found, instance, epoch, addr);
+	route_found(p, found, instance, epoch, addr);
+}
+
+static void route_remote(struct player *p)
+{
+	struct player_ext *x = ext(p);
+	struct relay *r = p->r;
+	const struct route_entry *e = route_cache_get(r, x->hs.host);
+	leave_handshake(p);
+	if (e) {
+		char inst[66], addr[130];
+		snprintf(inst, sizeof(inst), "%s", e->instance);
+		snprintf(addr, sizeof(addr), "%s", e->addr);
+		p->state = PS_LOOKUP;
+		route_found(p, e->found, inst, e->epoch, addr);
+		return;
+	}
+	M_INC(route_lookups_total);
+	if (rredis_lookup_route(r, x->hs.host, on_route, x)) {
+		p->state = PS_LOOKUP;
+		x->answer = ANS_UNAVAILABLE;
+		answer_offline(p, "the tunnel registry is unreachable");
+		return;
+	}
+	x->refs++;
+	p->state = PS_LOOKUP;
+	loop_io_set(&r->loop, &p->io, EPOLLRDHUP | EPOLLET);
+	loop_timer_arm(&r->loop, &p->timer, LOOKUP_TIMEOUT_MS);
+}
+
 static void route(struct player *p)
 {
 	struct player_ext *x = ext(p);
 	struct relay *r = p->r;
-	if (!rl_join_allow(&r->rl, &p->peer, r->loop.now)) {
+	if (!p->forwarded && !rl_join_allow(&r->rl, &p->peer, r->loop.now)) {
 		M_INC(players_rate_limited_total);
 		x->answer = ANS_LIMITED;
 		answer_offline(p, "rate limited");
@@ -344,8 +541,18 @@ static void route(struct player *p)
 		join_or_wait(p, t);
 		return;
 	}
-	pr_debug("player %s: no tunnel for '%s'", "?", x->hs.host);
-	answer_offline(p, "no tunnel is connected for this name");
+	if (p->forwarded) {
+		/* Another relay believed we hold this name; we do not (any more). Never forward a
+		 * forwarded player: tell it the tunnel is moving. */
+		x->answer = ANS_MOVING;
+		answer_offline(p, "the tunnel is moving between relays");
+		return;
+	}
+	if (!r->fwd_enabled) {
+		answer_offline(p, "no tunnel is connected for this name");
+		return;
+	}
+	route_remote(p);
 }
 
 static void handshake_step(struct player *p, uint32_t events)
@@ -404,6 +611,11 @@ static void player_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 	case PS_HANDSHAKE:
 		handshake_step(p, events);
 		return;
+	case PS_LOOKUP:
+	case PS_FORWARD:
+		if (events & (EPOLLHUP | EPOLLERR))
+			player_close(p);
+		return;
 	case PS_WAIT_AGENT:
 		/* Reset or fully closed: give up. A half-close (FIN after the handshake) is a valid
 		 * client: its bytes are still joined when the agent connection arrives, and the data
@@ -446,11 +658,42 @@ static void player_timer_cb(struct loop *l, struct loop_timer *tm)
 		M_INC(players_join_timeout_total);
 		answer_offline(p, "the server's agent did not answer in time");
 		return;
+	case PS_LOOKUP:
+		x->answer = ANS_UNAVAILABLE;
+		answer_offline(p, "the tunnel registry did not answer in time");
+		return;
+	case PS_FORWARD:
+		forward_fail(p, "the owning relay did not answer in time");
+		return;
 	case PS_ANSWER_STATUS:
 	case PS_LINGER:
 		player_close(p);
 		return;
 	}
+}
+
+static int player_start(struct relay *r, struct player_ext *x, int fd,
+			const struct sockaddr_storage *peer, const struct sockaddr_storage *local,
+			long slot, bool forwarded)
+{
+	struct player *p = &x->p;
+	net_tune_stream(fd);
+	x->refs = 1;
+	x->fwd_io.fd = -1;
+	p->r = r;
+	p->state = PS_HANDSHAKE;
+	p->rl_slot = slot;
+	p->forwarded = forwarded;
+	memcpy(&p->peer, peer, sizeof(*peer));
+	memcpy(&p->local, local, sizeof(*local));
+	p->io = (struct loop_io){.fd = fd, .cb = player_io_cb};
+	p->timer.cb = player_timer_cb;
+	if (loop_io_set(&r->loop, &p->io, EPOLLIN | EPOLLRDHUP | EPOLLET))
+		return -1;
+	M_INC(handshakes_pending);
+	loop_timer_arm(&r->loop, &p->timer, (uint64_t)r->cfg.handshake_timeout_ms);
+	dlist_add_tail(&r->players, &p->all);
+	return 0;
 }
 
 void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
@@ -485,25 +728,23 @@ void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 			close(fd);
 			continue;
 		}
-		struct player *p = &x->p;
-		net_tune_stream(fd);
-		p->r = r;
-		p->state = PS_HANDSHAKE;
-		p->rl_slot = slot;
-		memcpy(&p->peer, &ss, sizeof(ss));
-		sl = sizeof(p->local);
-		getsockname(fd, (struct sockaddr *)&p->local, &sl);
-		p->io = (struct loop_io){.fd = fd, .cb = player_io_cb};
-		p->timer.cb = player_timer_cb;
-		M_INC(handshakes_pending);
-		if (loop_io_set(l, &p->io, EPOLLIN | EPOLLRDHUP | EPOLLET)) {
-			M_DEC(handshakes_pending);
+		struct sockaddr_storage local;
+		sl = sizeof(local);
+		getsockname(fd, (struct sockaddr *)&local, &sl);
+		if (player_start(r, x, fd, &ss, &local, slot, false)) {
 			rl_pending_done(&r->rl, slot, &ss);
 			close(fd);
 			free(x);
-			continue;
 		}
-		loop_timer_arm(l, &p->timer, (uint64_t)r->cfg.handshake_timeout_ms);
-		dlist_add_tail(&r->players, &p->all);
+	}
+}
+
+void player_adopt_forwarded(struct relay *r, int fd, const struct sockaddr_storage *src,
+			    const struct sockaddr_storage *dst)
+{
+	struct player_ext *x = calloc(1, sizeof(*x));
+	if (!x || player_start(r, x, fd, src, dst, -1, true)) {
+		close(fd);
+		free(x);
 	}
 }

@@ -32,6 +32,32 @@ static void sig_cb(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 }
 
+/* Send every agent away: MOVE to the region's other relays (least loaded first, round robin)
+ * when we know them, else GOODBYE (the agent reconnects through its region endpoint). Players
+ * already joined keep playing: their sockets do not depend on the control channel. */
+static void drain_tunnels(struct relay *r, void *priv, const char **addrs, size_t n)
+{
+	size_t k = 0;
+	while (!dlist_empty(&r->tunnels)) {
+		struct tunnel *t = container_of(r->tunnels.next, struct tunnel, node);
+		if (t->state == TS_UP) {
+			struct ctl_msg m;
+			if (n) {
+				m = (struct ctl_msg){.type = CTL_MOVE};
+				snprintf(m.u.move.addr, sizeof(m.u.move.addr), "%s", addrs[k++ % n]);
+				snprintf(m.u.move.reason, sizeof(m.u.move.reason), "relay draining");
+			} else {
+				m = (struct ctl_msg){.type = CTL_GOODBYE};
+				snprintf(m.u.goodbye.code, sizeof(m.u.goodbye.code), "draining");
+				snprintf(m.u.goodbye.reason, sizeof(m.u.goodbye.reason), "relay draining");
+			}
+			if (!ctl_conn_send(&t->ctl, &m))
+				ctl_conn_flush(&t->ctl);
+		}
+		tunnel_close(t, NULL, "relay draining");
+	}
+}
+
 void relay_begin_drain(struct relay *r)
 {
 	if (r->draining)
@@ -40,18 +66,8 @@ void relay_begin_drain(struct relay *r)
 	M_SET(draining, 1);
 	r->drain_deadline_ms = r->loop.now + (uint64_t)r->cfg.drain_timeout_s * 1000;
 	rredis_heartbeat(r); /* leave the placement set at once */
-	/* Tell every agent to go elsewhere; their players already joined keep playing. */
-	while (!dlist_empty(&r->tunnels)) {
-		struct tunnel *t = container_of(r->tunnels.next, struct tunnel, node);
-		if (t->state == TS_UP) {
-			struct ctl_msg m = {.type = CTL_GOODBYE};
-			snprintf(m.u.goodbye.code, sizeof(m.u.goodbye.code), "draining");
-			snprintf(m.u.goodbye.reason, sizeof(m.u.goodbye.reason), "relay draining");
-			if (!ctl_conn_send(&t->ctl, &m))
-				ctl_conn_flush(&t->ctl);
-		}
-		tunnel_close(t, NULL, "relay draining");
-	}
+	if (rredis_move_targets(r, drain_tunnels, NULL))
+		drain_tunnels(r, NULL, NULL, 0);
 }
 
 static void tick_cb(struct loop *l, struct loop_timer *t)
@@ -60,13 +76,14 @@ static void tick_cb(struct loop *l, struct loop_timer *t)
 	static uint64_t last_hb;
 	atomic_store(&r->loop_alive_ms, l->now);
 	relay_tick_tunnels(r);
+	routing_tick(r);
 	if (l->now - last_hb >= (uint64_t)r->cfg.heartbeat_ms) {
 		last_hb = l->now;
 		rredis_heartbeat(r);
 	}
 	if (r->draining) {
 		int64_t left = M_GET(splices_active);
-		if (left == 0 || l->now >= r->drain_deadline_ms) {
+		if ((left == 0 && r->ntunnels == 0) || l->now >= r->drain_deadline_ms) {
 			pr_info("drain finished (%lld player connection(s) still open)", (long long)left);
 			loop_stop(l);
 			return;
@@ -97,7 +114,7 @@ int relay_init(struct relay *r)
 {
 	char err[256];
 	int rc;
-	r->player_lfd = r->agent_lfd = -1;
+	r->player_lfd = r->agent_lfd = r->internal_lfd = -1;
 	dlist_init(&r->tunnels);
 	dlist_init(&r->players);
 	dlist_init(&r->dataconns);
@@ -148,6 +165,8 @@ int relay_init(struct relay *r)
 		return rc;
 	r->player_lfd = r->player_lio.fd;
 	r->agent_lfd = r->agent_lio.fd;
+	if ((rc = routing_init(r)))
+		return rc;
 	if (r->cfg.xdp_ifaces[0]) {
 		char pin[300];
 		snprintf(pin, sizeof(pin), "%s/%s", r->cfg.bpf_pin_root, r->cfg.instance_id);
@@ -183,6 +202,7 @@ void relay_free(struct relay *r)
 		tunnel_close(container_of(r->tunnels.next, struct tunnel, node), NULL, "relay exit");
 	player_close_all(r);
 	dataconn_close_all(r);
+	routing_free(r);
 	if (r->dp.ops)
 		r->dp.ops->stop(&r->dp);
 	if (r->xdp)

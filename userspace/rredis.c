@@ -2,168 +2,166 @@
 #include "log.h"
 #include "metrics.h"
 #include "names.h"
+#include "rcluster.h"
 #include "relay.h"
 
 #include <errno.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define RENEW_BATCH 256
+#define RENEW_BATCH 128	    /* names per renew call against a standalone Redis */
+#define NCAND 6		    /* random names tried per registration */
+
+/* Keys. Everything about one name shares the hash tag {hostname}; everything about the
+ * instances of a region shares {region}; a tunnel's name record is tagged by its tunnel id.
+ * Each script below touches one slot, so it runs unchanged on a Redis Cluster. */
+#define K_ROUTE "%s{%s}:route"	 /* "<instance> <epoch> <internal addr>", lease TTL */
+#define K_EPOCH "%s{%s}:epoch"	 /* fencing epoch counter */
+#define K_OWNER "%s{%s}:owner"	 /* tunnel id holding the name */
+#define K_TUNNEL "%stunnel:{%s}" /* name held by a tunnel id */
+#define K_LOAD "%s{%s}:load"	 /* zset instance -> load score */
+#define K_AGENTS "%s{%s}:agents" /* hash instance -> agent address (for MOVE) */
+#define K_ALIVE "%s{%s}:alive:%s"
+#define K_INFO "%s{%s}:info:%s"
 
 struct rredis {
 	struct relay *r;
-	redisAsyncContext *ac;
-	struct loop_io io;
-	struct loop_timer retry;
-	bool connected, stopping;
-	uint32_t backoff_ms;
-	char host[128];
-	uint16_t port;
+	struct rc *rc;
+	bool up;
+	int pending;	    /* commands in flight during shutdown */
+	uint64_t last_renew_ms;
 };
 
-/* Registration: keep the tunnel's name if it has one (a name belongs to the token's tunnel and
- * survives reconnects for name_grace_s), else reserve the first free candidate; then take the
- * route lease with a new fencing epoch. Atomic, one round trip.
- * ARGV: prefix tid instance lease grace suffix requested-label candidate-labels... */
-static const char register_lua[] =
-	"local p, tid = ARGV[1], ARGV[2]\n"
-	"local tkey = p..'tunnel:'..tid\n"
-	"local name = redis.call('GET', tkey)\n"
-	"if ARGV[7] ~= '' then\n"
-	"  local want = ARGV[7]..ARGV[6]\n"
-	"  if name ~= want then\n"
-	"    local holder = redis.call('GET', p..'name:'..want)\n"
-	"    if holder and holder ~= tid then return redis.error_reply('NAMETAKEN') end\n"
-	"    if name then redis.call('DEL', p..'name:'..name, p..'route:'..name) end\n"
-	"    name = want\n"
-	"  end\n"
-	"end\n"
-	"if not name then\n"
-	"  for i = 8, #ARGV do\n"
-	"    local cand = ARGV[i]..ARGV[6]\n"
-	"    if redis.call('SET', p..'name:'..cand, tid, 'NX', 'EX', ARGV[5]) then name = cand break end\n"
-	"  end\n"
-	"  if not name then return redis.error_reply('NONAME') end\n"
-	"end\n"
-	"redis.call('SET', tkey, name, 'EX', ARGV[5])\n"
-	"redis.call('SET', p..'name:'..name, tid, 'EX', ARGV[5])\n"
-	"local epoch = redis.call('INCR', p..'epoch:'..name)\n"
-	"redis.call('EXPIRE', p..'epoch:'..name, ARGV[5])\n"
-	"redis.call('SET', p..'route:'..name, ARGV[3]..' '..epoch, 'EX', ARGV[4])\n"
-	"return {name, epoch}\n";
+/* Name claim. mode "keep": the tunnel already has this name (or insists on it: custom label);
+ * "new": a random candidate, refused if any other tunnel holds it.
+ * KEYS route epoch owner; ARGV tid instance addr lease grace mode */
+static const char claim_lua[] =
+	"local owner = redis.call('GET', KEYS[3])\n"
+	"if owner and owner ~= ARGV[1] then return redis.error_reply('NAMETAKEN') end\n"
+	"redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[5])\n"
+	"local epoch = redis.call('INCR', KEYS[2])\n"
+	"redis.call('EXPIRE', KEYS[2], ARGV[5])\n"
+	"redis.call('SET', KEYS[1], ARGV[2]..' '..epoch..' '..ARGV[3], 'EX', ARGV[4])\n"
+	"return epoch\n";
 
-/* Renewal of many leases at once. A lease still ours is extended; a lease that vanished (Redis
- * restarted or lost data) is re-created from what this relay holds; a lease now held by someone
- * else is reported lost. ARGV: prefix instance lease grace, then (name epoch tid) triples.
- * Returns the indexes (1-based triple numbers) of lost leases. */
+/* Give back a name claimed by a registration that lost a race. KEYS owner route; ARGV tid */
+static const char unclaim_lua[] =
+	"if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) end\n"
+	"return 1\n";
+
+/* Lease renewal for many names (one per call on a cluster). A lease still ours is extended; a
+ * lease that vanished (Redis restarted or was flushed) is re-created from what this relay
+ * holds unless a newer epoch or another owner exists; otherwise it is reported lost.
+ * KEYS: (route epoch owner) per name; ARGV: instance addr lease grace, then (epoch tid) per name.
+ * Returns the 1-based indexes of lost names. */
 static const char renew_lua[] =
-	"local p, me, lease, grace = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+	"local me, addr, lease, grace = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
 	"local lost = {}\n"
-	"for i = 5, #ARGV, 3 do\n"
-	"  local name, epoch, tid = ARGV[i], ARGV[i+1], ARGV[i+2]\n"
-	"  local rkey = p..'route:'..name\n"
-	"  local v = redis.call('GET', rkey)\n"
-	"  if v == me..' '..epoch then\n"
-	"    redis.call('EXPIRE', rkey, lease)\n"
+	"for i = 1, #KEYS / 3 do\n"
+	"  local rk, ek, ok = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]\n"
+	"  local epoch, tid = ARGV[3 + 2*i], ARGV[4 + 2*i]\n"
+	"  local mine = me..' '..epoch..' '..addr\n"
+	"  local v = redis.call('GET', rk)\n"
+	"  local keep = false\n"
+	"  if v == mine then\n"
+	"    redis.call('EXPIRE', rk, lease) keep = true\n"
 	"  elseif not v then\n"
-	"    local cur = tonumber(redis.call('GET', p..'epoch:'..name) or '0')\n"
-	"    if cur > tonumber(epoch) then\n"
-	"      lost[#lost+1] = (i - 5) / 3 + 1\n"
-	"    else\n"
-	"      redis.call('SET', p..'epoch:'..name, epoch, 'EX', grace)\n"
-	"      redis.call('SET', rkey, me..' '..epoch, 'EX', lease)\n"
+	"    local cur = tonumber(redis.call('GET', ek) or '0')\n"
+	"    local o = redis.call('GET', ok)\n"
+	"    if cur <= tonumber(epoch) and (not o or o == tid) then\n"
+	"      redis.call('SET', ek, epoch, 'EX', grace)\n"
+	"      redis.call('SET', rk, mine, 'EX', lease) keep = true\n"
 	"    end\n"
-	"  else\n"
-	"    lost[#lost+1] = (i - 5) / 3 + 1\n"
 	"  end\n"
-	"  if not lost[#lost] or lost[#lost] ~= (i - 5) / 3 + 1 then\n"
-	"    redis.call('SET', p..'name:'..name, tid, 'EX', grace)\n"
-	"    redis.call('SET', p..'tunnel:'..tid, name, 'EX', grace)\n"
-	"    redis.call('EXPIRE', p..'epoch:'..name, grace)\n"
-	"  end\n"
+	"  if keep then\n"
+	"    redis.call('SET', ok, tid, 'EX', grace) redis.call('EXPIRE', ek, grace)\n"
+	"  else lost[#lost+1] = i end\n"
 	"end\n"
 	"return lost\n";
 
-/* Drop a lease only if it is still ours at that epoch. ARGV: prefix instance name epoch */
+/* KEYS route; ARGV "<instance> <epoch> <addr>" */
 static const char release_lua[] =
-	"local rkey = ARGV[1]..'route:'..ARGV[3]\n"
-	"if redis.call('GET', rkey) == ARGV[2]..' '..ARGV[4] then redis.call('DEL', rkey) return 1 end\n"
+	"if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end\n"
 	"return 0\n";
 
-/* Remove instances of this region whose heartbeat expired (crashed relays).
- * ARGV: prefix region */
-static const char reap_lua[] =
-	"local p = ARGV[1]\n"
-	"local zkey = p..'load:'..ARGV[2]\n"
-	"local n = 0\n"
-	"for _, id in ipairs(redis.call('ZRANGE', zkey, 0, -1)) do\n"
-	"  if redis.call('EXISTS', p..'instance:'..id) == 0 then\n"
-	"    redis.call('ZREM', zkey, id)\n"
-	"    redis.call('DEL', p..'instance:'..id..':info')\n"
-	"    n = n + 1\n"
+/* Heartbeat of one instance and reaping of dead ones, all in the region's slot.
+ * KEYS load agents alive info; ARGV id ttl state score agent_addr grace alive_prefix
+ * info_prefix, then info field/value pairs. Dead = in the load set without an alive key. */
+static const char heartbeat_lua[] =
+	"local id = ARGV[1]\n"
+	"redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])\n"
+	"local info = {}\n"
+	"for i = 9, #ARGV do info[#info+1] = ARGV[i] end\n"
+	"redis.call('HSET', KEYS[4], unpack(info))\n"
+	"redis.call('EXPIRE', KEYS[4], ARGV[6])\n"
+	"if ARGV[3] == 'alive' then\n"
+	"  redis.call('ZADD', KEYS[1], ARGV[4], id)\n"
+	"  redis.call('HSET', KEYS[2], id, ARGV[5])\n"
+	"else\n"
+	"  redis.call('ZREM', KEYS[1], id) redis.call('HDEL', KEYS[2], id)\n"
+	"end\n"
+	"local reaped = 0\n"
+	"for _, other in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
+	"  if redis.call('EXISTS', ARGV[7]..other) == 0 then\n"
+	"    redis.call('ZREM', KEYS[1], other) redis.call('HDEL', KEYS[2], other)\n"
+	"    redis.call('DEL', ARGV[8]..other) reaped = reaped + 1\n"
 	"  end\n"
 	"end\n"
-	"return n\n";
+	"return reaped\n";
 
-/* ---- hiredis adapter for our loop ---- */
+/* Least-loaded active instance, if it beats us by more than the margin.
+ * KEYS load agents; ARGV id margin. Returns its agent address or nil. */
+static const char pick_lua[] =
+	"local best = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+	"if #best == 0 or best[1] == ARGV[1] then return false end\n"
+	"local mine = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
+	"if mine and tonumber(mine) <= tonumber(best[2]) + tonumber(ARGV[2]) then return false end\n"
+	"return redis.call('HGET', KEYS[2], best[1])\n";
 
-static void ad_update(struct rredis *rd, uint32_t add, uint32_t del)
-{
-	if (!rd->ac)
-		return;
-	uint32_t ev = (rd->io.events & ~del) | add;
-	if (ev == EPOLLRDHUP || ev == 0)
-		ev = 0;
-	else
-		ev |= EPOLLRDHUP;
-	loop_io_set(&rd->r->loop, &rd->io, ev);
-}
-static void ad_add_read(void *p) { ad_update(p, EPOLLIN, 0); }
-static void ad_del_read(void *p) { ad_update(p, 0, EPOLLIN); }
-static void ad_add_write(void *p) { ad_update(p, EPOLLOUT, 0); }
-static void ad_del_write(void *p) { ad_update(p, 0, EPOLLOUT); }
-static void ad_cleanup(void *p)
-{
-	struct rredis *rd = p;
-	loop_io_del(&rd->r->loop, &rd->io);
-	rd->io.fd = -1;
-}
+/* Active instances of the region other than us, least loaded first, as agent addresses.
+ * KEYS load agents; ARGV id max */
+static const char targets_lua[] =
+	"local out = {}\n"
+	"for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
+	"  if id ~= ARGV[1] then\n"
+	"    local a = redis.call('HGET', KEYS[2], id)\n"
+	"    if a then out[#out+1] = a end\n"
+	"    if #out >= tonumber(ARGV[2]) then break end\n"
+	"  end\n"
+	"end\n"
+	"return out\n";
 
-static void ad_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
-{
-	struct rredis *rd = container_of(io, struct rredis, io);
-	redisAsyncContext *ac = rd->ac;
-	if (!ac)
-		return;
-	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP))
-		redisAsyncHandleRead(ac);
-	if (rd->ac == ac && (events & EPOLLOUT))
-		redisAsyncHandleWrite(ac);
-}
+/* ---- plumbing ---- */
 
-static void schedule_reconnect(struct rredis *rd)
+static int eval(struct rredis *rd, const char *route_key, rc_reply_cb cb, void *priv,
+		const char *script, int nkeys, const char **keys, int nargs, const char **args)
 {
-	if (rd->stopping)
-		return;
-	rd->backoff_ms = rd->backoff_ms ? rd->backoff_ms * 2 : 200;
-	if (rd->backoff_ms > 5000)
-		rd->backoff_ms = 5000;
-	loop_timer_arm(&rd->r->loop, &rd->retry, rd->backoff_ms / 2 + rand_u64() % (rd->backoff_ms / 2 + 1));
-}
-
-static void on_reap(redisAsyncContext *ac, void *reply, void *priv)
-{
-	redisReply *rep = reply;
-	if (rep && rep->type == REDIS_REPLY_INTEGER && rep->integer > 0)
-		pr_info("redis: removed %lld stale instance(s) of this region", rep->integer);
+	const char *argv[3 + 2 * RENEW_BATCH * 3 + 32];
+	size_t argl[sizeof(argv) / sizeof(argv[0])];
+	char nk[12];
+	int n = 0;
+	if (3 + nkeys + nargs > (int)(sizeof(argv) / sizeof(argv[0])))
+		return -E2BIG;
+	snprintf(nk, sizeof(nk), "%d", nkeys);
+	argv[n++] = "EVAL";
+	argv[n++] = script;
+	argv[n++] = nk;
+	for (int i = 0; i < nkeys; i++)
+		argv[n++] = keys[i];
+	for (int i = 0; i < nargs; i++)
+		argv[n++] = args[i];
+	for (int i = 0; i < n; i++)
+		argl[i] = strlen(argv[i]);
+	return rc_command_argv(rd->rc, route_key, strlen(route_key), cb, priv, n, argv, argl);
 }
 
-static void count_err(redisAsyncContext *ac, void *reply, void *priv)
+static void count_err(struct rc *rc, redisReply *rep, void *priv)
 {
-	redisReply *rep = reply;
+	struct rredis *rd = priv;
+	if (rd)
+		rd->pending--;
 	if (!rep || rep->type == REDIS_REPLY_ERROR) {
 		M_INC(redis_errors_total);
 		if (rep)
@@ -171,67 +169,17 @@ static void count_err(redisAsyncContext *ac, void *reply, void *priv)
 	}
 }
 
-static void on_connect(const redisAsyncContext *ac, int status)
+static void on_state(struct rc *rc, bool up, void *data)
 {
-	struct rredis *rd = ac->ev.data;
-	if (status != REDIS_OK) {
-		pr_rl(LOG_WARN, "redis: cannot connect to %s:%u: %s", rd->host, rd->port, ac->errstr);
-		rd->ac = NULL; /* hiredis frees it after this callback */
-		schedule_reconnect(rd);
-		return;
+	struct relay *r = data;
+	struct rredis *rd = r->redis;
+	rd->up = up;
+	M_SET(redis_up, up ? 1 : 0);
+	if (up) {
+		/* register now and re-assert every lease we hold (reconciliation after an outage) */
+		rd->last_renew_ms = 0;
+		rredis_heartbeat(r);
 	}
-	rd->connected = true;
-	rd->backoff_ms = 0;
-	M_SET(redis_up, 1);
-	pr_info("redis: connected to %s:%u", rd->host, rd->port);
-	struct relay *r = rd->r;
-	redisAsyncCommand(rd->ac, on_reap, NULL, "EVAL %s 0 %s %s", reap_lua, r->cfg.redis_prefix,
-			  r->cfg.region);
-	/* register now and re-assert every local lease (reconciliation after an outage) */
-	rredis_heartbeat(r);
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-	struct rredis *rd = ac->ev.data;
-	rd->connected = false;
-	rd->ac = NULL;
-	M_SET(redis_up, 0);
-	if (rd->stopping)
-		return;
-	pr_warn("redis: connection to %s:%u lost%s%s", rd->host, rd->port, status ? ": " : "",
-		status ? ac->errstr : "");
-	schedule_reconnect(rd);
-}
-
-static void do_connect(struct rredis *rd)
-{
-	redisAsyncContext *ac = redisAsyncConnect(rd->host, rd->port);
-	if (!ac || ac->err) {
-		pr_rl(LOG_WARN, "redis: connect %s:%u: %s", rd->host, rd->port,
-		      ac ? ac->errstr : "out of memory");
-		if (ac)
-			redisAsyncFree(ac);
-		schedule_reconnect(rd);
-		return;
-	}
-	rd->ac = ac;
-	rd->io = (struct loop_io){.fd = ac->c.fd, .cb = ad_io_cb};
-	ac->ev.data = rd;
-	ac->ev.addRead = ad_add_read;
-	ac->ev.delRead = ad_del_read;
-	ac->ev.addWrite = ad_add_write;
-	ac->ev.delWrite = ad_del_write;
-	ac->ev.cleanup = ad_cleanup;
-	redisAsyncSetConnectCallback(ac, on_connect);
-	redisAsyncSetDisconnectCallback(ac, on_disconnect);
-	/* hiredis asks for write interest to learn when the connect completes */
-	ad_add_write(rd);
-}
-
-static void retry_cb(struct loop *l, struct loop_timer *t)
-{
-	do_connect(container_of(t, struct rredis, retry));
 }
 
 int rredis_start(struct relay *r)
@@ -240,99 +188,349 @@ int rredis_start(struct relay *r)
 	if (!rd)
 		return -ENOMEM;
 	rd->r = r;
-	rd->io.fd = -1;
-	rd->retry.cb = retry_cb;
-	if (net_split_hostport(r->cfg.redis, rd->host, sizeof(rd->host), &rd->port)) {
-		pr_err("--redis '%s': want host:port", r->cfg.redis);
+	r->redis = rd;
+	rd->rc = rc_new(&r->loop, r->cfg.redis, on_state, r);
+	if (!rd->rc) {
+		pr_err("--redis '%s': want host:port[,host:port...]", r->cfg.redis);
 		free(rd);
+		r->redis = NULL;
 		return -EINVAL;
 	}
-	r->redis = rd;
-	do_connect(rd);
 	return 0;
 }
 
-bool rredis_up(const struct relay *r) { return r->redis && r->redis->connected; }
+bool rredis_up(const struct relay *r) { return r->redis && r->redis->up; }
+
+static void route_value(const struct relay *r, uint64_t epoch, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "%s %llu %s", r->cfg.instance_id, (unsigned long long)epoch,
+		 r->internal_addr[0] ? r->internal_addr : "-");
+}
 
 /* ---- registration ---- */
 
-static void on_register(redisAsyncContext *ac, void *reply, void *priv)
+enum reg_stage { REG_GET_TUNNEL, REG_CLAIM_KEEP, REG_CLAIM_NEW, REG_BIND, REG_GET_BOUND };
+
+struct reg_ctx {
+	struct tunnel *t;
+	enum reg_stage stage;
+	int cand;
+	uint64_t epoch;
+	char cands[NCAND][96];
+	char name[256];	 /* the hostname being claimed */
+	char old[256];	 /* previous name of a tunnel switching to a custom label */
+};
+
+static void reg_step(struct reg_ctx *c, redisReply *rep);
+
+static void reg_cb(struct rc *rc, redisReply *rep, void *priv) { reg_step(priv, rep); }
+
+static void reg_finish(struct reg_ctx *c, const char *code, const char *msg)
 {
-	struct tunnel *t = priv;
-	redisReply *rep = reply;
-	if (!rep) {
-		M_INC(redis_errors_total);
-		tunnel_registered(t, NULL, 0, "unavailable", "tunnel registry unavailable, retrying");
-	} else if (rep->type == REDIS_REPLY_ERROR) {
-		if (strstr(rep->str, "NAMETAKEN"))
-			tunnel_registered(t, NULL, 0, "name_taken",
-					  "that name belongs to another tunnel");
-		else if (strstr(rep->str, "NONAME"))
-			tunnel_registered(t, NULL, 0, "busy", "no free name found, retrying");
-		else {
-			M_INC(redis_errors_total);
-			pr_rl(LOG_WARN, "redis: register: %s", rep->str);
-			tunnel_registered(t, NULL, 0, "unavailable", "tunnel registry error");
-		}
-	} else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
-		   rep->element[0]->type == REDIS_REPLY_STRING &&
-		   rep->element[1]->type == REDIS_REPLY_INTEGER) {
-		tunnel_registered(t, rep->element[0]->str, (uint64_t)rep->element[1]->integer, NULL,
-				  NULL);
-	} else {
-		tunnel_registered(t, NULL, 0, "unavailable", "unexpected registry reply");
-	}
+	struct tunnel *t = c->t;
+	if (code)
+		tunnel_registered(t, NULL, 0, code, msg);
+	else
+		tunnel_registered(t, c->name, c->epoch, NULL, NULL);
 	tunnel_put(t);
+	free(c);
+}
+
+static int reg_claim(struct reg_ctx *c, const char *mode)
+{
+	struct relay *r = c->t->r;
+	const char *p = r->cfg.redis_prefix;
+	char kr[320], ke[320], ko[320], lease[16], grace[16];
+	snprintf(kr, sizeof(kr), K_ROUTE, p, c->name);
+	snprintf(ke, sizeof(ke), K_EPOCH, p, c->name);
+	snprintf(ko, sizeof(ko), K_OWNER, p, c->name);
+	snprintf(lease, sizeof(lease), "%d", r->cfg.lease_ttl_s);
+	snprintf(grace, sizeof(grace), "%d", r->cfg.name_grace_s);
+	const char *keys[] = {kr, ke, ko};
+	const char *args[] = {c->t->claims.tid, r->cfg.instance_id,
+			      r->internal_addr[0] ? r->internal_addr : "-", lease, grace, mode};
+	return eval(r->redis, kr, reg_cb, c, claim_lua, 3, keys, 6, args);
+}
+
+static int reg_next_candidate(struct reg_ctx *c)
+{
+	if (c->cand >= NCAND)
+		return -ENOENT;
+	snprintf(c->name, sizeof(c->name), "%s%s", c->cands[c->cand++], c->t->r->suffix);
+	c->stage = REG_CLAIM_NEW;
+	return reg_claim(c, "new");
+}
+
+static void reg_release_old(struct relay *r, const char *name, const char *tid)
+{
+	char ko[320], kr[320];
+	snprintf(ko, sizeof(ko), K_OWNER, r->cfg.redis_prefix, name);
+	snprintf(kr, sizeof(kr), K_ROUTE, r->cfg.redis_prefix, name);
+	const char *keys[] = {ko, kr};
+	const char *args[] = {tid};
+	eval(r->redis, ko, count_err, NULL, unclaim_lua, 2, keys, 1, args);
+}
+
+static void reg_step(struct reg_ctx *c, redisReply *rep)
+{
+	struct tunnel *t = c->t;
+	struct relay *r = t->r;
+	const char *p = r->cfg.redis_prefix;
+	char kt[160];
+	int rc = 0;
+	snprintf(kt, sizeof(kt), K_TUNNEL, p, t->claims.tid);
+	if (!rep || (rep->type == REDIS_REPLY_ERROR && !strstr(rep->str, "NAMETAKEN"))) {
+		M_INC(redis_errors_total);
+		if (rep)
+			pr_rl(LOG_WARN, "redis: register %s: %s", t->claims.tid, rep->str);
+		reg_finish(c, "unavailable", "tunnel registry unavailable, retrying");
+		return;
+	}
+	bool taken = rep->type == REDIS_REPLY_ERROR;
+	switch (c->stage) {
+	case REG_GET_TUNNEL: {
+		const char *have = rep->type == REDIS_REPLY_STRING ? rep->str : NULL;
+		bool custom = !strcmp(t->claims.plan, "paid") && t->claims.name[0];
+		if (custom) {
+			snprintf(c->name, sizeof(c->name), "%s%s", t->claims.name, r->suffix);
+			if (have && strcmp(have, c->name))
+				snprintf(c->old, sizeof(c->old), "%s", have);
+		} else if (have && strlen(have) < sizeof(c->name)) {
+			snprintf(c->name, sizeof(c->name), "%s", have);
+		} else {
+			rc = reg_next_candidate(c);
+			break;
+		}
+		c->stage = REG_CLAIM_KEEP;
+		rc = reg_claim(c, "keep");
+		break;
+	}
+	case REG_CLAIM_KEEP:
+		if (taken) {
+			if (!strcmp(t->claims.plan, "paid") && t->claims.name[0]) {
+				reg_finish(c, "name_taken", "that name belongs to another tunnel");
+				return;
+			}
+			rc = reg_next_candidate(c); /* our old name went to someone else */
+			break;
+		}
+		c->epoch = (uint64_t)rep->integer;
+		{
+			char grace[16];
+			snprintf(grace, sizeof(grace), "%d", r->cfg.name_grace_s);
+			/* (re)bind tunnel -> name; a custom label replaces the old random name */
+			rc = rc_command(r->redis->rc, kt, count_err, NULL, "SET %s %s EX %s", kt,
+					c->name, grace);
+			if (c->old[0])
+				reg_release_old(r, c->old, t->claims.tid);
+		}
+		if (rc)
+			break;
+		reg_finish(c, NULL, NULL);
+		return;
+	case REG_CLAIM_NEW:
+		if (taken) {
+			rc = reg_next_candidate(c);
+			if (rc == -ENOENT) {
+				reg_finish(c, "busy", "no free name found, retrying");
+				return;
+			}
+			break;
+		}
+		c->epoch = (uint64_t)rep->integer;
+		c->stage = REG_BIND;
+		{
+			char grace[16];
+			snprintf(grace, sizeof(grace), "%d", r->cfg.name_grace_s);
+			rc = rc_command(r->redis->rc, kt, reg_cb, c, "SET %s %s NX EX %s", kt, c->name,
+					grace);
+		}
+		break;
+	case REG_BIND:
+		if (rep->type == REDIS_REPLY_STATUS) { /* OK: the name is the tunnel's */
+			reg_finish(c, NULL, NULL);
+			return;
+		}
+		/* another session of this tunnel bound a name meanwhile: use that one */
+		reg_release_old(r, c->name, t->claims.tid);
+		c->stage = REG_GET_BOUND;
+		rc = rc_command(r->redis->rc, kt, reg_cb, c, "GET %s", kt);
+		break;
+	case REG_GET_BOUND:
+		if (rep->type != REDIS_REPLY_STRING || strlen(rep->str) >= sizeof(c->name)) {
+			reg_finish(c, "unavailable", "tunnel registry changed underneath, retrying");
+			return;
+		}
+		snprintf(c->name, sizeof(c->name), "%s", rep->str);
+		c->stage = REG_CLAIM_KEEP;
+		rc = reg_claim(c, "keep");
+		break;
+	}
+	if (rc)
+		reg_finish(c, "unavailable", "tunnel registry unavailable, retrying");
 }
 
 int rredis_register_tunnel(struct tunnel *t)
 {
 	struct relay *r = t->r;
 	struct rredis *rd = r->redis;
-	if (!rd->connected)
+	if (!rd || !rd->up)
 		return -ENOTCONN;
-	char lease[16], grace[16], cand[8][64];
-	const char *argv[16];
-	size_t argl[16];
-	int n = 0;
-	snprintf(lease, sizeof(lease), "%d", r->cfg.lease_ttl_s);
-	snprintf(grace, sizeof(grace), "%d", r->cfg.name_grace_s);
-	argv[n++] = "EVAL";
-	argv[n++] = register_lua;
-	argv[n++] = "0";
-	argv[n++] = r->cfg.redis_prefix;
-	argv[n++] = t->claims.tid;
-	argv[n++] = r->cfg.instance_id;
-	argv[n++] = lease;
-	argv[n++] = grace;
-	argv[n++] = r->suffix;
-	argv[n++] = (!strcmp(t->claims.plan, "paid") && t->claims.name[0]) ? t->claims.name : "";
-	for (unsigned i = 0; i < 6; i++) {
-		names_random(cand[i], sizeof(cand[i]), i);
-		argv[n++] = cand[i];
-	}
-	for (int i = 0; i < n; i++)
-		argl[i] = strlen(argv[i]);
+	struct reg_ctx *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->t = t;
+	for (unsigned i = 0; i < NCAND; i++)
+		names_random(c->cands[i], sizeof(c->cands[i]), i);
+	char kt[160];
+	snprintf(kt, sizeof(kt), K_TUNNEL, r->cfg.redis_prefix, t->claims.tid);
 	t->refs++;
-	if (redisAsyncCommandArgv(rd->ac, on_register, t, n, argv, argl) != REDIS_OK) {
+	c->stage = REG_GET_TUNNEL;
+	int rc = rc_command(rd->rc, kt, reg_cb, c, "GET %s", kt);
+	if (rc) {
 		t->refs--;
-		return -EIO;
+		free(c);
 	}
-	return 0;
+	return rc;
 }
 
 void rredis_release_tunnel(struct relay *r, const char *hostname, uint64_t epoch)
 {
 	struct rredis *rd = r->redis;
-	if (!rd || !rd->connected)
+	if (!rd || !rd->up)
 		return; /* the lease expires by itself */
-	char ep[24];
-	snprintf(ep, sizeof(ep), "%llu", (unsigned long long)epoch);
-	redisAsyncCommand(rd->ac, count_err, NULL, "EVAL %s 0 %s %s %s %s", release_lua,
-			  r->cfg.redis_prefix, r->cfg.instance_id, hostname, ep);
+	char kr[320], v[256];
+	snprintf(kr, sizeof(kr), K_ROUTE, r->cfg.redis_prefix, hostname);
+	route_value(r, epoch, v, sizeof(v));
+	const char *keys[] = {kr};
+	const char *args[] = {v};
+	if (eval(rd, kr, count_err, rd, release_lua, 1, keys, 1, args) == 0)
+		rd->pending++;
 }
 
-/* ---- heartbeat ---- */
+/* ---- route lookup and placement ---- */
+
+struct lookup_ctx {
+	rredis_route_cb cb;
+	void *priv;
+	struct relay *r;
+};
+
+static void on_lookup(struct rc *rc, redisReply *rep, void *priv)
+{
+	struct lookup_ctx *c = priv;
+	if (!rep || rep->type == REDIS_REPLY_ERROR) {
+		M_INC(redis_errors_total);
+		c->cb(c->r, c->priv, true, false, NULL, 0, NULL);
+	} else if (rep->type != REDIS_REPLY_STRING) {
+		c->cb(c->r, c->priv, false, false, NULL, 0, NULL);
+	} else {
+		char inst[66], addr[130];
+		unsigned long long epoch;
+		if (sscanf(rep->str, "%65s %llu %129s", inst, &epoch, addr) != 3)
+			c->cb(c->r, c->priv, false, false, NULL, 0, NULL);
+		else
+			c->cb(c->r, c->priv, false, true, inst, epoch, addr);
+	}
+	free(c);
+}
+
+int rredis_lookup_route(struct relay *r, const char *hostname, rredis_route_cb cb, void *priv)
+{
+	struct rredis *rd = r->redis;
+	if (!rd || !rd->up)
+		return -ENOTCONN;
+	struct lookup_ctx *c = malloc(sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	*c = (struct lookup_ctx){cb, priv, r};
+	char kr[320];
+	snprintf(kr, sizeof(kr), K_ROUTE, r->cfg.redis_prefix, hostname);
+	int rc = rc_command(rd->rc, kr, on_lookup, c, "GET %s", kr);
+	if (rc)
+		free(c);
+	return rc;
+}
+
+struct pick_ctx {
+	rredis_pick_cb cb;
+	void *priv;
+	struct relay *r;
+};
+
+static void on_pick(struct rc *rc, redisReply *rep, void *priv)
+{
+	struct pick_ctx *c = priv;
+	const char *addr = NULL;
+	if (rep && rep->type == REDIS_REPLY_STRING && rep->len > 0 && rep->len < 128)
+		addr = rep->str;
+	else if (!rep || rep->type == REDIS_REPLY_ERROR)
+		M_INC(redis_errors_total);
+	c->cb(c->r, c->priv, addr);
+	free(c);
+}
+
+int rredis_pick_instance(struct relay *r, rredis_pick_cb cb, void *priv)
+{
+	struct rredis *rd = r->redis;
+	if (!rd || !rd->up)
+		return -ENOTCONN;
+	struct pick_ctx *c = malloc(sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	*c = (struct pick_ctx){cb, priv, r};
+	char kl[96], ka[96], margin[16];
+	snprintf(kl, sizeof(kl), K_LOAD, r->cfg.redis_prefix, r->cfg.region);
+	snprintf(ka, sizeof(ka), K_AGENTS, r->cfg.redis_prefix, r->cfg.region);
+	snprintf(margin, sizeof(margin), "%d", r->cfg.placement_margin);
+	const char *keys[] = {kl, ka};
+	const char *args[] = {r->cfg.instance_id, margin};
+	int rc = eval(rd, kl, on_pick, c, pick_lua, 2, keys, 2, args);
+	if (rc)
+		free(c);
+	return rc;
+}
+
+struct targets_ctx {
+	rredis_targets_cb cb;
+	void *priv;
+	struct relay *r;
+};
+
+static void on_targets(struct rc *rc, redisReply *rep, void *priv)
+{
+	struct targets_ctx *c = priv;
+	const char *addrs[64];
+	size_t n = 0;
+	if (rep && rep->type == REDIS_REPLY_ARRAY)
+		for (size_t i = 0; i < rep->elements && n < 64; i++)
+			if (rep->element[i]->type == REDIS_REPLY_STRING && rep->element[i]->len < 128)
+				addrs[n++] = rep->element[i]->str;
+	c->cb(c->r, c->priv, addrs, n);
+	free(c);
+}
+
+int rredis_move_targets(struct relay *r, rredis_targets_cb cb, void *priv)
+{
+	struct rredis *rd = r->redis;
+	if (!rd || !rd->up)
+		return -ENOTCONN;
+	struct targets_ctx *c = malloc(sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	*c = (struct targets_ctx){cb, priv, r};
+	char kl[96], ka[96];
+	snprintf(kl, sizeof(kl), K_LOAD, r->cfg.redis_prefix, r->cfg.region);
+	snprintf(ka, sizeof(ka), K_AGENTS, r->cfg.redis_prefix, r->cfg.region);
+	const char *keys[] = {kl, ka};
+	const char *args[] = {r->cfg.instance_id, "64"};
+	int rc = eval(rd, kl, on_targets, c, targets_lua, 2, keys, 2, args);
+	if (rc)
+		free(c);
+	return rc;
+}
+
+/* ---- heartbeat and lease renewal ---- */
 
 struct renew_batch {
 	struct relay *r;
@@ -341,10 +539,9 @@ struct renew_batch {
 	uint64_t epochs[RENEW_BATCH];
 };
 
-static void on_renew(redisAsyncContext *ac, void *reply, void *priv)
+static void on_renew(struct rc *rc, redisReply *rep, void *priv)
 {
 	struct renew_batch *b = priv;
-	redisReply *rep = reply;
 	if (!rep || rep->type != REDIS_REPLY_ARRAY) {
 		M_INC(redis_errors_total);
 		if (rep && rep->type == REDIS_REPLY_ERROR)
@@ -363,82 +560,65 @@ static void on_renew(redisAsyncContext *ac, void *reply, void *priv)
 static void send_renew(struct relay *r, struct renew_batch *b, struct tunnel **ts)
 {
 	struct rredis *rd = r->redis;
-	const char **argv = malloc((size_t)(7 + 3 * b->n) * sizeof(*argv));
-	size_t *argl = malloc((size_t)(7 + 3 * b->n) * sizeof(*argl));
+	const char *p = r->cfg.redis_prefix;
+	char(*keys)[320] = malloc((size_t)b->n * 3 * sizeof(*keys));
 	char(*eps)[24] = malloc((size_t)b->n * sizeof(*eps));
+	const char **kv = malloc((size_t)b->n * 3 * sizeof(*kv));
+	const char **av = malloc((size_t)(4 + 2 * b->n) * sizeof(*av));
 	char lease[16], grace[16];
-	if (!argv || !argl || !eps)
+	if (!keys || !eps || !kv || !av)
 		goto out;
 	snprintf(lease, sizeof(lease), "%d", r->cfg.lease_ttl_s);
 	snprintf(grace, sizeof(grace), "%d", r->cfg.name_grace_s);
-	int n = 0;
-	argv[n++] = "EVAL";
-	argv[n++] = renew_lua;
-	argv[n++] = "0";
-	argv[n++] = r->cfg.redis_prefix;
-	argv[n++] = r->cfg.instance_id;
-	argv[n++] = lease;
-	argv[n++] = grace;
+	int na = 0;
+	av[na++] = r->cfg.instance_id;
+	av[na++] = r->internal_addr[0] ? r->internal_addr : "-";
+	av[na++] = lease;
+	av[na++] = grace;
 	for (int i = 0; i < b->n; i++) {
+		snprintf(keys[3 * i], 320, K_ROUTE, p, b->names[i]);
+		snprintf(keys[3 * i + 1], 320, K_EPOCH, p, b->names[i]);
+		snprintf(keys[3 * i + 2], 320, K_OWNER, p, b->names[i]);
+		kv[3 * i] = keys[3 * i];
+		kv[3 * i + 1] = keys[3 * i + 1];
+		kv[3 * i + 2] = keys[3 * i + 2];
 		snprintf(eps[i], sizeof(eps[i]), "%llu", (unsigned long long)b->epochs[i]);
-		argv[n++] = b->names[i];
-		argv[n++] = eps[i];
-		argv[n++] = ts[i]->claims.tid;
+		av[na++] = eps[i];
+		av[na++] = ts[i]->claims.tid;
 	}
-	for (int i = 0; i < n; i++)
-		argl[i] = strlen(argv[i]);
-	if (redisAsyncCommandArgv(rd->ac, on_renew, b, n, argv, argl) == REDIS_OK)
+	if (eval(rd, keys[0], on_renew, b, renew_lua, 3 * b->n, kv, na, av) == 0)
 		b = NULL;
 out:
-	free(argv);
-	free(argl);
+	free(keys);
 	free(eps);
+	free(kv);
+	free(av);
 	free(b);
 }
 
-void rredis_heartbeat(struct relay *r)
+static void renew_leases(struct relay *r)
 {
 	struct rredis *rd = r->redis;
-	if (!rd || !rd->connected)
-		return;
-	const struct relay_cfg *c = &r->cfg;
-	int ttl = 3 * c->heartbeat_ms / 1000;
-	if (ttl < 3)
-		ttl = 3;
-	char key[160], info[180], zkey[96];
-	snprintf(key, sizeof(key), "%sinstance:%s", c->redis_prefix, c->instance_id);
-	snprintf(info, sizeof(info), "%s:info", key);
-	snprintf(zkey, sizeof(zkey), "%sload:%s", c->redis_prefix, c->region);
-	redisAsyncCommand(rd->ac, count_err, NULL, "SET %s %s EX %d", key,
-			  r->draining ? "draining" : "alive", ttl);
-	redisAsyncCommand(rd->ac, count_err, NULL,
-			  "HSET %s region %s agent_addr %s player_addr %s state %s tunnels %d "
-			  "players %lld dataplane %s",
-			  info, c->region, c->public_agent_addr, c->player_listen,
-			  r->draining ? "draining" : "active", r->ntunnels,
-			  (long long)M_GET(splices_active), r->dp.ops->name);
-	redisAsyncCommand(rd->ac, count_err, NULL, "EXPIRE %s %d", info, c->name_grace_s);
-	/* load score: tunnels weigh more than players (each holds a control channel + pool) */
-	long long score = (long long)r->ntunnels * 4 + M_GET(splices_active);
-	if (r->draining)
-		redisAsyncCommand(rd->ac, count_err, NULL, "ZREM %s %s", zkey, c->instance_id);
-	else
-		redisAsyncCommand(rd->ac, count_err, NULL, "ZADD %s %lld %s", zkey, score,
-				  c->instance_id);
-
+	/* standalone: batch; cluster: one name per call (each call must stay in one slot) */
+	int per_call = rc_is_cluster(rd->rc) ? 1 : RENEW_BATCH;
 	struct renew_batch *b = NULL;
 	struct tunnel *ts[RENEW_BATCH];
+	char grace[16];
+	snprintf(grace, sizeof(grace), "%d", r->cfg.name_grace_s);
 	for (struct dlist *n = r->tunnels.next; n != &r->tunnels; n = n->next) {
 		struct tunnel *t = container_of(n, struct tunnel, node);
 		if (t->state != TS_UP)
 			continue;
+		char kt[160];
+		snprintf(kt, sizeof(kt), K_TUNNEL, r->cfg.redis_prefix, t->claims.tid);
+		rc_command(rd->rc, kt, count_err, NULL, "EXPIRE %s %s", kt, grace);
 		if (!b && !(b = calloc(1, sizeof(*b))))
 			return;
 		b->r = r;
 		snprintf(b->names[b->n], sizeof(b->names[0]), "%s", t->hostname);
 		b->epochs[b->n] = t->epoch;
 		ts[b->n++] = t;
-		if (b->n == RENEW_BATCH) {
+		if (b->n == per_call) {
 			send_renew(r, b, ts);
 			b = NULL;
 		}
@@ -447,53 +627,89 @@ void rredis_heartbeat(struct relay *r)
 		send_renew(r, b, ts);
 }
 
+void rredis_heartbeat(struct relay *r)
+{
+	struct rredis *rd = r->redis;
+	if (!rd || !rd->up)
+		return;
+	const struct relay_cfg *c = &r->cfg;
+	const char *p = c->redis_prefix;
+	int ttl = 3 * c->heartbeat_ms / 1000;
+	if (ttl < 3)
+		ttl = 3;
+	char kl[96], ka[96], kalive[192], kinfo[192], apre[128], ipre[128];
+	char sttl[16], score[24], grace[16], tunnels[16], players[24];
+	snprintf(kl, sizeof(kl), K_LOAD, p, c->region);
+	snprintf(ka, sizeof(ka), K_AGENTS, p, c->region);
+	snprintf(kalive, sizeof(kalive), K_ALIVE, p, c->region, c->instance_id);
+	snprintf(kinfo, sizeof(kinfo), K_INFO, p, c->region, c->instance_id);
+	snprintf(apre, sizeof(apre), K_ALIVE, p, c->region, "");
+	snprintf(ipre, sizeof(ipre), K_INFO, p, c->region, "");
+	snprintf(sttl, sizeof(sttl), "%d", ttl);
+	/* load score: a tunnel weighs more than a player (control channel + pool) */
+	long long players_n = (long long)M_GET(splices_active);
+	snprintf(score, sizeof(score), "%lld", (long long)r->ntunnels * 4 + players_n);
+	snprintf(grace, sizeof(grace), "%d", c->name_grace_s);
+	snprintf(tunnels, sizeof(tunnels), "%d", r->ntunnels);
+	snprintf(players, sizeof(players), "%lld", players_n);
+	const char *keys[] = {kl, ka, kalive, kinfo};
+	const char *args[] = {c->instance_id,
+			      sttl,
+			      r->draining ? "draining" : "alive",
+			      score,
+			      c->public_agent_addr,
+			      grace,
+			      apre,
+			      ipre,
+			      "region", c->region,
+			      "agent_addr", c->public_agent_addr,
+			      "player_addr", c->player_listen,
+			      "internal_addr", r->internal_addr[0] ? r->internal_addr : "-",
+			      "state", r->draining ? "draining" : "active",
+			      "tunnels", tunnels,
+			      "players", players,
+			      "dataplane", r->dp.ops ? r->dp.ops->name : "-"};
+	eval(rd, kl, count_err, NULL, heartbeat_lua, 4, keys, (int)(sizeof(args) / sizeof(args[0])),
+	     args);
+	uint64_t every = (uint64_t)c->lease_ttl_s * 1000 / 3;
+	if (r->loop.now - rd->last_renew_ms >= every) {
+		rd->last_renew_ms = r->loop.now;
+		renew_leases(r);
+	}
+}
+
 /* ---- shutdown ---- */
+
+static bool nothing_pending(void *arg) { return ((struct rredis *)arg)->pending <= 0; }
 
 void rredis_stop(struct relay *r)
 {
 	struct rredis *rd = r->redis;
 	if (!rd)
 		return;
-	rd->stopping = true;
-	loop_timer_cancel(&r->loop, &rd->retry);
-	if (rd->ac) {
-		redisAsyncContext *ac = rd->ac;
-		rd->ac = NULL;
-		ac->ev.data = rd;
-		redisAsyncFree(ac); /* pending callbacks get NULL replies */
-	}
-	/* A short blocking session on the way out: release what we hold so other relays can take
-	 * over at once instead of waiting for lease expiry. */
-	struct timeval tv = {1, 0};
-	redisContext *c = redisConnectWithTimeout(rd->host, rd->port, tv);
-	if (c && !c->err) {
-		redisSetTimeout(c, tv);
-		const struct relay_cfg *cfg = &r->cfg;
-		int n = 0;
+	if (rd->up) {
+		/* release what we hold so other relays can take over at once, and leave the
+		 * registry; wait (bounded) for the replies */
 		for (struct dlist *it = r->tunnels.next; it != &r->tunnels; it = it->next) {
 			struct tunnel *t = container_of(it, struct tunnel, node);
-			if (t->state != TS_UP)
-				continue;
-			char ep[24];
-			snprintf(ep, sizeof(ep), "%llu", (unsigned long long)t->epoch);
-			redisAppendCommand(c, "EVAL %s 0 %s %s %s %s", release_lua, cfg->redis_prefix,
-					   cfg->instance_id, t->hostname, ep);
-			n++;
+			if (t->state == TS_UP)
+				rredis_release_tunnel(r, t->hostname, t->epoch);
 		}
-		redisAppendCommand(c, "DEL %sinstance:%s %sinstance:%s:info", cfg->redis_prefix,
-				   cfg->instance_id, cfg->redis_prefix, cfg->instance_id);
-		redisAppendCommand(c, "ZREM %sload:%s %s", cfg->redis_prefix, cfg->region,
-				   cfg->instance_id);
-		n += 2;
-		for (int i = 0; i < n; i++) {
-			void *rep = NULL;
-			if (redisGetReply(c, &rep) != REDIS_OK)
-				break;
-			freeReplyObject(rep);
-		}
+		const struct relay_cfg *c = &r->cfg;
+		char kl[96], ka[96], kalive[192], kinfo[192];
+		snprintf(kl, sizeof(kl), K_LOAD, c->redis_prefix, c->region);
+		snprintf(ka, sizeof(ka), K_AGENTS, c->redis_prefix, c->region);
+		snprintf(kalive, sizeof(kalive), K_ALIVE, c->redis_prefix, c->region, c->instance_id);
+		snprintf(kinfo, sizeof(kinfo), K_INFO, c->redis_prefix, c->region, c->instance_id);
+		if (!rc_command(rd->rc, kl, count_err, rd, "ZREM %s %s", kl, c->instance_id))
+			rd->pending++;
+		if (!rc_command(rd->rc, kl, count_err, rd, "HDEL %s %s", ka, c->instance_id))
+			rd->pending++;
+		if (!rc_command(rd->rc, kl, count_err, rd, "DEL %s %s", kalive, kinfo))
+			rd->pending++;
+		loop_run_until(&r->loop, nothing_pending, rd, mono_ms() + 1000);
 	}
-	if (c)
-		redisFree(c);
+	rc_free(rd->rc);
 	free(rd);
 	r->redis = NULL;
 	M_SET(redis_up, 0);

@@ -410,6 +410,26 @@ void tunnel_lease_lost(struct relay *r, const char *hostname, uint64_t epoch)
 	tunnel_close(t, NULL, "lease lost");
 }
 
+static int tunnel_register(struct tunnel *t);
+
+static void tunnel_placed(struct relay *r, void *priv, const char *addr)
+{
+	struct tunnel *t = priv;
+	if (t->state == TS_REGISTERING) {
+		if (addr && strcmp(addr, r->cfg.public_agent_addr)) {
+			struct ctl_msg m = {.type = CTL_MOVE};
+			snprintf(m.u.move.addr, sizeof(m.u.move.addr), "%s", addr);
+			snprintf(m.u.move.reason, sizeof(m.u.move.reason), "less loaded relay");
+			send_msg(t, &m);
+			M_INC(tunnels_moved_total);
+			tunnel_close(t, NULL, "moved to a less loaded relay");
+		} else {
+			tunnel_register(t);
+		}
+	}
+	tunnel_put(t);
+}
+
 static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 {
 	struct relay *r = t->r;
@@ -454,7 +474,24 @@ static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 	t->key = t->tid_hn.hash;
 	t->state = TS_REGISTERING;
 	loop_timer_cancel(&r->loop, &t->timer);
-	rc = rredis_register_tunnel(t);
+	/* Placement: unless a MOVE already chose this relay for the agent, ask whether a less
+	 * loaded active relay of the region should take the tunnel (one hop, never a loop). */
+	if (!m->u.hello.placed && rredis_up(r)) {
+		t->refs++;
+		if (rredis_pick_instance(r, tunnel_placed, t) == 0) {
+			loop_timer_arm(&r->loop, &t->timer, (uint64_t)r->cfg.ctl_auth_timeout_ms);
+			return 0;
+		}
+		t->refs--;
+	}
+	return tunnel_register(t);
+}
+
+/* Registration proper: Redis claims the name and the route lease. */
+static int tunnel_register(struct tunnel *t)
+{
+	struct relay *r = t->r;
+	int rc = rredis_register_tunnel(t);
 	if (rc) {
 		M_INC(tunnels_rejected_total);
 		send_error(t, "unavailable", "tunnel registry unavailable, retry shortly", true,
