@@ -25,9 +25,22 @@
 #define K_AGENTS "%s{%s}:agents" /* hash instance -> agent address (for MOVE) */
 #define K_ALIVE "%s{%s}:alive:%s"
 #define K_INFO "%s{%s}:info:%s"
+#define K_PLAN "%suser:{%s}:plan" /* hash: tier, max_players, max_tunnels, bandwidth_kbps (API) */
+
+/* User plans read from Redis are kept this long: a reconnect storm costs no extra round trip,
+ * and a plan change made by the API reaches new registrations within this time. */
+#define PLAN_CACHE_MS 60000
+#define PLAN_CACHE_SLOTS 1024
+
+struct plan_slot {
+	char sub[AUTH_ID_MAX + 1];
+	uint64_t until_ms;
+	struct tunnel_plan plan;
+};
 
 struct rredis {
 	struct relay *r;
+	struct plan_slot plans[PLAN_CACHE_SLOTS]; /* direct-mapped by hash of the user id */
 	struct rc *rc;
 	bool up;
 	int pending;	    /* commands in flight during shutdown */
@@ -209,7 +222,7 @@ static void route_value(const struct relay *r, uint64_t epoch, char *out, size_t
 
 /* ---- registration ---- */
 
-enum reg_stage { REG_GET_TUNNEL, REG_CLAIM_KEEP, REG_CLAIM_NEW, REG_BIND, REG_GET_BOUND };
+enum reg_stage { REG_PLAN, REG_GET_TUNNEL, REG_CLAIM_KEEP, REG_CLAIM_NEW, REG_BIND, REG_GET_BOUND };
 
 struct reg_ctx {
 	struct tunnel *t;
@@ -271,6 +284,73 @@ static void reg_release_old(struct relay *r, const char *name, const char *tid)
 	eval(r->redis, ko, count_err, NULL, unclaim_lua, 2, keys, 1, args);
 }
 
+static struct plan_slot *plan_slot(struct rredis *rd, const char *sub)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a: a cache index, not a security boundary */
+	for (const char *q = sub; *q; q++)
+		h = (h ^ (uint8_t)*q) * 1099511628211ull;
+	return &rd->plans[h % PLAN_CACHE_SLOTS];
+}
+
+static long plan_field(const redisReply *e, long lo, long hi)
+{
+	if (!e || e->type != REDIS_REPLY_STRING)
+		return 0;
+	char *end;
+	errno = 0;
+	long v = strtol(e->str, &end, 10);
+	if (errno || *end || end == e->str || v < lo || v > hi)
+		return -1;
+	return v;
+}
+
+/* HMGET tier max_players max_tunnels bandwidth_kbps -> plan; false if the user has none. */
+static bool plan_parse(const redisReply *rep, struct tunnel_plan *pl, const char *sub)
+{
+	memset(pl, 0, sizeof(*pl));
+	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 4)
+		return false;
+	const redisReply *tier = rep->element[0];
+	if (!tier || tier->type != REDIS_REPLY_STRING)
+		return false;
+	if (strcmp(tier->str, "free") && strcmp(tier->str, "paid")) {
+		pr_rl(LOG_WARN, "redis: user %s has an unknown plan tier: ignored, token decides", sub);
+		return false;
+	}
+	snprintf(pl->tier, sizeof(pl->tier), "%s", tier->str);
+	long v[3];
+	for (int i = 0; i < 3; i++) {
+		v[i] = plan_field(rep->element[i + 1], 0, 1000000000L);
+		if (v[i] < 0) {
+			pr_rl(LOG_WARN, "redis: user %s has a malformed plan limit: treated as unset", sub);
+			v[i] = 0;
+		}
+	}
+	pl->max_players = (uint32_t)v[0];
+	pl->max_tunnels = (uint32_t)v[1];
+	pl->bandwidth_kbps = (uint32_t)v[2];
+	pl->from_redis = true;
+	return true;
+}
+
+/* The user's plan in Redis (written by the API) wins over the token's claim: tokens live long,
+ * upgrades and downgrades happen in between. */
+static void plan_apply(struct tunnel *t, const struct tunnel_plan *pl)
+{
+	t->plan = *pl;
+	if (pl->from_redis)
+		snprintf(t->claims.plan, sizeof(t->claims.plan), "%s", pl->tier);
+}
+
+static int reg_get_tunnel(struct reg_ctx *c)
+{
+	struct tunnel *t = c->t;
+	char kt[160];
+	snprintf(kt, sizeof(kt), K_TUNNEL, t->r->cfg.redis_prefix, t->claims.tid);
+	c->stage = REG_GET_TUNNEL;
+	return rc_command(t->r->redis->rc, kt, reg_cb, c, "GET %s", kt);
+}
+
 static void reg_step(struct reg_ctx *c, redisReply *rep)
 {
 	struct tunnel *t = c->t;
@@ -279,6 +359,15 @@ static void reg_step(struct reg_ctx *c, redisReply *rep)
 	char kt[160];
 	int rc = 0;
 	snprintf(kt, sizeof(kt), K_TUNNEL, p, t->claims.tid);
+	if (rep && rep->type == REDIS_REPLY_ERROR && c->stage == REG_PLAN) {
+		/* a plan key of the wrong type: the token's claim stands, registration goes on */
+		pr_rl(LOG_WARN, "redis: plan of user %s unreadable: %s", t->claims.sub, rep->str);
+		rep = NULL;
+		plan_apply(t, &(struct tunnel_plan){0});
+		if (reg_get_tunnel(c))
+			reg_finish(c, "unavailable", "tunnel registry unavailable, retrying");
+		return;
+	}
 	if (!rep || (rep->type == REDIS_REPLY_ERROR && !strstr(rep->str, "NAMETAKEN"))) {
 		M_INC(redis_errors_total);
 		if (rep)
@@ -288,6 +377,17 @@ static void reg_step(struct reg_ctx *c, redisReply *rep)
 	}
 	bool taken = rep->type == REDIS_REPLY_ERROR;
 	switch (c->stage) {
+	case REG_PLAN: {
+		struct plan_slot *sl = plan_slot(r->redis, t->claims.sub);
+		struct tunnel_plan pl;
+		plan_parse(rep, &pl, t->claims.sub);
+		snprintf(sl->sub, sizeof(sl->sub), "%s", t->claims.sub);
+		sl->plan = pl;
+		sl->until_ms = r->loop.now + PLAN_CACHE_MS;
+		plan_apply(t, &pl);
+		rc = reg_get_tunnel(c);
+		break;
+	}
 	case REG_GET_TUNNEL: {
 		const char *have = rep->type == REDIS_REPLY_STRING ? rep->str : NULL;
 		bool custom = !strcmp(t->claims.plan, "paid") && t->claims.name[0];
@@ -382,11 +482,19 @@ int rredis_register_tunnel(struct tunnel *t)
 	c->t = t;
 	for (unsigned i = 0; i < NCAND; i++)
 		names_random(c->cands[i], sizeof(c->cands[i]), i);
-	char kt[160];
-	snprintf(kt, sizeof(kt), K_TUNNEL, r->cfg.redis_prefix, t->claims.tid);
 	t->refs++;
-	c->stage = REG_GET_TUNNEL;
-	int rc = rc_command(rd->rc, kt, reg_cb, c, "GET %s", kt);
+	int rc;
+	struct plan_slot *sl = plan_slot(rd, t->claims.sub);
+	if (!strcmp(sl->sub, t->claims.sub) && r->loop.now < sl->until_ms) {
+		plan_apply(t, &sl->plan);
+		rc = reg_get_tunnel(c);
+	} else {
+		char kp[160];
+		snprintf(kp, sizeof(kp), K_PLAN, r->cfg.redis_prefix, t->claims.sub);
+		c->stage = REG_PLAN;
+		rc = rc_command(rd->rc, kp, reg_cb, c,
+				"HMGET %s tier max_players max_tunnels bandwidth_kbps", kp);
+	}
 	if (rc) {
 		t->refs--;
 		free(c);
