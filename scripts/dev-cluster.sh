@@ -47,6 +47,9 @@ down() {
     ip netns del "$ns" 2>/dev/null || true
   done
   ip link del "$br" 2>/dev/null || true
+  # relays remove their pins on a clean exit; a relay killed hard leaves them (and the next
+  # start would clean them): remove them here so nothing of ours stays in bpffs
+  rm -rf "/sys/fs/bpf/dvv/dev-cluster-$id" 2>/dev/null || true
   [[ -n ${DVV_KEEP_STATE:-} ]] || rm -rf "$state"   # DVV_KEEP_STATE=1: keep logs for a post-mortem
 }
 
@@ -113,7 +116,7 @@ up() {
       --admin-listen "$ip:9100" --redis "$redis_addr" --region "$region" --base-domain dvv.test \
       --tls-cert "$state/keys/relay.pem" --tls-key "$state/keys/relay.key" \
       --jwt-pubkey "$state/keys/jwt.pub" --cluster-secret-file "$state/cluster.secret" \
-      --instance-id "r$i-$region" --bpf-pin-root /sys/fs/bpf/dvv \
+      --instance-id "r$i-$region" --bpf-pin-root "/sys/fs/bpf/dvv/dev-cluster-$id" \
       ${DVV_RELAY_ARGS:-} >"$state/relay-r$i.log" 2>&1 &
     echo $! >>"$state/pids"
     json_relays+="${json_relays:+,}{\"id\":\"r$i-$region\",\"region\":\"$region\",\"netns\":\"$ns\",\"ip\":\"$ip\",\"player_addr\":\"$ip:25565\",\"agent_addr\":\"$ip:7000\",\"internal_addr\":\"$ip:7001\",\"admin\":\"http://$ip:9100\",\"log\":\"$state/relay-r$i.log\"}"
