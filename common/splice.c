@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -54,8 +56,21 @@ int splice_pair_start(struct loop *l, struct splice_pair *p, int a, int b, splic
 	return 0;
 }
 
+/* End of stream on a TCP socket: a FIN, or a reset whose error an earlier call consumed (a
+ * read after the reset returns 0 like a FIN does). Only asked while we have not sent our own FIN
+ * on that socket: then a FIN leaves it in CLOSE_WAIT and only a reset leaves it CLOSED (after
+ * our FIN, a FIN also ends in CLOSED: the kernel hands the connection to a time-wait socket). */
+static bool eof_was_reset(int fd)
+{
+	struct tcp_info ti;
+	socklen_t sl = sizeof(ti);
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &sl) < 0)
+		return false;
+	return ti.tcpi_state == TCP_CLOSE;
+}
+
 /* Move what can be moved in one direction. Returns 1 if progress, 0 if blocked, -errno. */
-static int pump(struct splice_dir *d)
+static int pump(struct splice_dir *d, bool from_shut)
 {
 	int progress = 0;
 	for (;;) {
@@ -67,6 +82,8 @@ static int pump(struct splice_dir *d)
 				d->inpipe += (uint32_t)n;
 				moved = true;
 			} else if (n == 0) {
+				if (!from_shut && eof_was_reset(d->from))
+					return -ECONNRESET;
 				d->eof = true;
 				moved = true;
 			} else if (errno != EAGAIN && errno != EINTR) {
@@ -101,6 +118,14 @@ static void finish(struct splice_pair *p, int err)
 	p->finished = true;
 	loop_io_del(p->loop, &p->io[0]);
 	loop_io_del(p->loop, &p->io[1]);
+	if (err) {
+		/* a reset or error on one side tears the other down with a reset too, so the far
+		 * end learns at once instead of holding a half-open connection */
+		struct linger lg = {.l_onoff = 1, .l_linger = 0};
+		for (int i = 0; i < 2; i++)
+			if (p->io[i].fd >= 0)
+				setsockopt(p->io[i].fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
 	p->on_done(p, err);
 }
 
@@ -108,8 +133,9 @@ static void pair_run(struct splice_pair *p, uint32_t events)
 {
 	if (p->finished)
 		return;
-	int r0 = pump(&p->dir[0]);
-	int r1 = r0 < 0 ? 0 : pump(&p->dir[1]);
+	/* dir[1] writes to dir[0]'s source and the other way round */
+	int r0 = pump(&p->dir[0], p->dir[1].shut);
+	int r1 = r0 < 0 ? 0 : pump(&p->dir[1], p->dir[0].shut);
 	if (r0 < 0 || r1 < 0) {
 		finish(p, -(r0 < 0 ? r0 : r1));
 		return;
