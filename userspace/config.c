@@ -36,6 +36,7 @@ static const struct opt_def defs[] = {
 	S(cluster_secret_file, "file holding the secret shared by all relays (or env DVV_CLUSTER_SECRET)"),
 	I(route_cache_ms, 0, 60000, "how long a looked-up route is trusted"),
 	I(placement_margin, 0, 1000000, "load-score slack before a new tunnel is moved to a less loaded relay"),
+	I(capacity, 1, 100000000, "load this relay is sized for (4 per tunnel + 1 per player); scales its load score"),
 	S(redis_prefix, "prefix of every Redis key"),
 	S(region, "region of this relay (eu, us, asia)"),
 	S(base_domain, "players use <name>.<region>.<base-domain>"),
@@ -153,6 +154,7 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	c->drain_timeout_s = 30;
 	c->route_cache_ms = 2000;
 	c->placement_margin = 8;
+	c->capacity = RELAY_CAPACITY_DEFAULT;
 	c->max_handshakes = 20000;
 	c->max_tunnels = 100000;
 	c->log_level = LOG_INFO;

@@ -5,6 +5,11 @@
 
 #include <stdbool.h>
 
+/* A relay of default capacity publishes its raw load (4 per tunnel + 1 per player) as its load
+ * score; a relay declared twice as big publishes half, so placement fills relays in proportion
+ * to their size and --placement-margin keeps its meaning in load units of a default relay. */
+#define RELAY_CAPACITY_DEFAULT 20000
+
 struct relay_cfg {
 	char player_listen[128];
 	char agent_listen[128];
@@ -16,6 +21,7 @@ struct relay_cfg {
 	char cluster_secret_file[256]; /* shared HMAC key of the relays of a deployment */
 	int route_cache_ms;	   /* how long a relay trusts a looked-up route */
 	int placement_margin;	   /* load-score slack before a registration is moved elsewhere */
+	int capacity;		   /* load units this relay is sized for; see RELAY_CAPACITY_DEFAULT */
 	char redis_prefix[32];
 	char region[17];
 	char base_domain[128];

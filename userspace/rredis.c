@@ -746,7 +746,7 @@ void rredis_heartbeat(struct relay *r)
 	if (ttl < 3)
 		ttl = 3;
 	char kl[96], ka[96], kalive[192], kinfo[192], apre[128], ipre[128];
-	char sttl[16], score[24], grace[16], tunnels[16], players[24];
+	char sttl[16], score[40], grace[16], tunnels[16], players[24], cap[16];
 	snprintf(kl, sizeof(kl), K_LOAD, p, c->region);
 	snprintf(ka, sizeof(ka), K_AGENTS, p, c->region);
 	snprintf(kalive, sizeof(kalive), K_ALIVE, p, c->region, c->instance_id);
@@ -756,7 +756,10 @@ void rredis_heartbeat(struct relay *r)
 	snprintf(sttl, sizeof(sttl), "%d", ttl);
 	/* load score: a tunnel weighs more than a player (control channel + pool) */
 	long long players_n = (long long)M_GET(splices_active);
-	snprintf(score, sizeof(score), "%lld", (long long)r->ntunnels * 4 + players_n);
+	long long load = (long long)r->ntunnels * 4 + players_n;
+	snprintf(score, sizeof(score), "%.3f",
+		 (double)load * RELAY_CAPACITY_DEFAULT / (double)(c->capacity > 0 ? c->capacity : 1));
+	snprintf(cap, sizeof(cap), "%d", c->capacity);
 	snprintf(grace, sizeof(grace), "%d", c->name_grace_s);
 	snprintf(tunnels, sizeof(tunnels), "%d", r->ntunnels);
 	snprintf(players, sizeof(players), "%lld", players_n);
@@ -776,6 +779,7 @@ void rredis_heartbeat(struct relay *r)
 			      "state", r->draining ? "draining" : "active",
 			      "tunnels", tunnels,
 			      "players", players,
+			      "capacity", cap,
 			      "dataplane", r->dp.ops ? r->dp.ops->name : "-"};
 	eval(rd, kl, count_err, NULL, heartbeat_lua, 4, keys, (int)(sizeof(args) / sizeof(args[0])),
 	     args);
