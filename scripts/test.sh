@@ -30,8 +30,8 @@ cmocka_script() { # NAME CMD...
   out=$("$@" 2>&1)
   rc=$?
   echo "$out" | grep -E '^\[ +(OK|FAILED|PASSED|  ERROR) |^ {5,}' || true
-  p=$(echo "$out" | sed -n 's/.*\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
-  f=$(echo "$out" | sed -n 's/.*\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+  p=$(echo "$out" | sed -n 's/.*\[  PASSED  \] \([0-9][0-9]*\) test.*/\1/p' | tail -1)
+  f=$(echo "$out" | sed -n 's/.*\[  FAILED  \] \([0-9][0-9]*\) test.*/\1/p' | tail -1)
   ok "${p:-0}"
   if [[ -n $f && $f -gt 0 ]]; then
     bad "$f" "$name"
@@ -77,19 +77,7 @@ if want unit; then
   echo "== unit tests (cmocka)"
   for t in build-san/tests/test_*; do
     [[ -x $t ]] || continue
-    out=$("$t" 2>&1)
-    rc=$?
-    echo "$out" | grep -E '^\[ +(RUN|OK|FAILED|PASSED|  ERROR) ' | grep -vE '^\[ RUN' || true
-    p=$(echo "$out" | sed -n 's/.*\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
-    f=$(echo "$out" | sed -n 's/.*\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)
-    ok "${p:-0}"
-    if [[ -n $f && $f -gt 0 ]]; then
-      bad "$f" "$t"
-      echo "$out" | tail -30
-    elif [[ $rc -ne 0 ]]; then
-      bad 1 "$t (exit $rc)"
-      echo "$out" | tail -30
-    fi
+    cmocka_script "$t" "$t"
   done
 fi
 

@@ -12,6 +12,7 @@ import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
 import net from 'node:net'
 import * as h from './harness.mjs'
+import { handshakeBytes } from './mc-client.mjs'
 
 const BULK = Number(process.env.DVV_E2E_BULK_MIB || 1024) * 1024 * 1024
 const MIB = 1024 * 1024
@@ -34,25 +35,8 @@ function * chunks (total, seed = 1) {
   }
 }
 
-function varint (n) {
-  const out = []
-  do {
-    let b = n & 0x7f
-    n >>>= 7
-    if (n) b |= 0x80
-    out.push(b)
-  } while (n)
-  return Buffer.from(out)
-}
-
 /** A login-intent Minecraft handshake for `host`: the relay routes on it and forwards it as is. */
-function handshake (host) {
-  const name = Buffer.from(host, 'utf8')
-  const port = Buffer.alloc(2)
-  port.writeUInt16BE(25565)
-  const body = Buffer.concat([varint(0), varint(767), varint(name.length), name, port, varint(2)])
-  return Buffer.concat([varint(body.length), body])
-}
+const handshake = (host) => handshakeBytes({ hostname: host })
 
 /** Writes a stream with backpressure; resolves with its SHA-256 once everything is queued. */
 async function writeAll (sock, total, seed) {
