@@ -124,6 +124,14 @@ static void render_metrics(struct relay *r, struct sbuf *b)
 		  help, #name, #type, #name, (long long)M_GET(name));
 	METRICS(X)
 #undef X
+	family(b, "accept_errors_total", "counter",
+	       "accept() failures that paused a listener for a moment, by reason");
+#define X(name)                                                                                \
+	sb_printf(b, "dvv_relay_accept_errors_total{reason=\"%s\"} %lld\n", #name,                \
+		  (long long)atomic_load_explicit(&g_metrics.accept_errors[ACCEPT_ERR_##name],  \
+						  memory_order_relaxed));
+	ACCEPT_ERRORS(X)
+#undef X
 	sb_printf(b,
 		  "# HELP dvv_relay_info Static facts about this relay\n# TYPE dvv_relay_info gauge\n"
 		  "dvv_relay_info{instance=\"%s\",region=\"%s\",dataplane=\"%s\",version=\"0.1.0\"} 1\n",

@@ -38,10 +38,20 @@
 	X(redis_errors_total, counter, "Redis commands that failed")                                 \
 	X(draining, gauge, "1 while the relay drains before exit")
 
+/* accept4() failures that paused a listener, by reason: dvv_relay_accept_errors_total{reason} */
+#define ACCEPT_ERRORS(X) X(emfile) X(enfile) X(enobufs) X(enomem) X(other)
+enum accept_error {
+#define X(name) ACCEPT_ERR_##name,
+	ACCEPT_ERRORS(X)
+#undef X
+	ACCEPT_ERR_MAX
+};
+
 struct relay_metrics {
 #define X(name, type, help) _Atomic int64_t name;
 	METRICS(X)
 #undef X
+	_Atomic int64_t accept_errors[ACCEPT_ERR_MAX];
 };
 
 extern struct relay_metrics g_metrics;

@@ -702,14 +702,9 @@ void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 	for (;;) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
-		int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE)
-				pr_rl(LOG_ERROR, "player accept: %s (raise the fd limit)", strerror(errno));
-			else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-				pr_rl(LOG_WARN, "player accept: %s", strerror(errno));
+		int fd = listener_accept(l, io, (struct sockaddr *)&ss, &sl);
+		if (fd < 0)
 			return;
-		}
 		M_INC(players_accepted_total);
 		if (M_GET(handshakes_pending) >= r->cfg.max_handshakes) {
 			M_INC(handshakes_shed_total);

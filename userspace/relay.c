@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -93,8 +94,8 @@ static void tick_cb(struct loop *l, struct loop_timer *t)
 	loop_timer_arm(l, t, next);
 }
 
-static int listen_on(struct relay *r, const char *spec, struct net_addr *a, struct loop_io *io,
-		     loop_io_cb cb)
+static int listen_on(struct relay *r, const char *spec, struct net_addr *a, struct listener *ls,
+		     const char *name, loop_io_cb cb)
 {
 	char err[160];
 	if (net_parse_addr(spec, a, false, err, sizeof(err))) {
@@ -106,18 +107,55 @@ static int listen_on(struct relay *r, const char *spec, struct net_addr *a, stru
 		pr_err("%s", err);
 		return fd;
 	}
-	*io = (struct loop_io){.fd = fd, .cb = cb};
-	return loop_io_set(&r->loop, io, EPOLLIN);
+	return listener_open(&r->loop, ls, fd, name, cb);
+}
+
+/* Every connection costs a descriptor (a joined player two): run with the soft RLIMIT_NOFILE
+ * raised to the hard limit. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		pr_warn("fd limit: getrlimit: %s", strerror(errno));
+		return;
+	}
+	rlim_t want = rl.rlim_max;
+	if (want == RLIM_INFINITY) {
+		/* the kernel caps descriptors per process at fs.nr_open */
+		unsigned long long v;
+		FILE *f = fopen("/proc/sys/fs/nr_open", "re");
+		want = 1048576;
+		if (f) {
+			if (fscanf(f, "%llu", &v) == 1)
+				want = (rlim_t)v;
+			fclose(f);
+		}
+	}
+	if (rl.rlim_cur < want) {
+		struct rlimit n = {.rlim_cur = want, .rlim_max = rl.rlim_max};
+		if (setrlimit(RLIMIT_NOFILE, &n) < 0)
+			pr_warn("fd limit: cannot raise %llu to %llu: %s",
+				(unsigned long long)rl.rlim_cur, (unsigned long long)want,
+				strerror(errno));
+		else
+			rl.rlim_cur = want;
+	}
+	if (rl.rlim_max == RLIM_INFINITY)
+		pr_info("fd limit: %llu (hard: unlimited)", (unsigned long long)rl.rlim_cur);
+	else
+		pr_info("fd limit: %llu (hard %llu)", (unsigned long long)rl.rlim_cur,
+			(unsigned long long)rl.rlim_max);
 }
 
 int relay_init(struct relay *r)
 {
 	char err[256];
 	int rc;
-	r->player_lfd = r->agent_lfd = r->internal_lfd = -1;
+	r->player_l.io.fd = r->agent_l.io.fd = r->internal_l.io.fd = -1;
 	dlist_init(&r->tunnels);
 	dlist_init(&r->players);
 	dlist_init(&r->dataconns);
+	raise_fd_limit();
 	if ((rc = loop_init(&r->loop)))
 		return rc;
 	r->loop.data = r;
@@ -158,13 +196,11 @@ int relay_init(struct relay *r)
 
 	if ((rc = dataplane_select(&r->dp, &r->cfg)))
 		return rc;
-	if ((rc = listen_on(r, r->cfg.player_listen, &r->player_addr, &r->player_lio,
+	if ((rc = listen_on(r, r->cfg.player_listen, &r->player_addr, &r->player_l, "player",
 			    player_accept_cb)) ||
-	    (rc = listen_on(r, r->cfg.agent_listen, &r->agent_addr, &r->agent_lio,
+	    (rc = listen_on(r, r->cfg.agent_listen, &r->agent_addr, &r->agent_l, "agent",
 			    agent_accept_cb)))
 		return rc;
-	r->player_lfd = r->player_lio.fd;
-	r->agent_lfd = r->agent_lio.fd;
 	if ((rc = routing_init(r)))
 		return rc;
 	if (r->cfg.xdp_ifaces[0]) {
@@ -189,14 +225,8 @@ int relay_run(struct relay *r) { return loop_run(&r->loop); }
 void relay_free(struct relay *r)
 {
 	admin_stop(r);
-	if (r->player_lfd >= 0) {
-		loop_io_del(&r->loop, &r->player_lio);
-		close(r->player_lfd);
-	}
-	if (r->agent_lfd >= 0) {
-		loop_io_del(&r->loop, &r->agent_lio);
-		close(r->agent_lfd);
-	}
+	listener_close(&r->loop, &r->player_l);
+	listener_close(&r->loop, &r->agent_l);
 	rredis_stop(r); /* releases our leases while we still know them */
 	while (!dlist_empty(&r->tunnels))
 		tunnel_close(container_of(r->tunnels.next, struct tunnel, node), NULL, "relay exit");

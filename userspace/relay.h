@@ -8,6 +8,7 @@
 #include "ctlconn.h"
 #include "dataplane.h"
 #include "htab.h"
+#include "listener.h"
 #include "loop.h"
 #include "mc.h"
 #include "net.h"
@@ -166,16 +167,14 @@ struct nonce_entry {
 struct relay {
 	struct relay_cfg cfg;
 	struct loop loop;
-	int player_lfd, agent_lfd;
-	struct loop_io player_lio, agent_lio;
+	struct listener player_l, agent_l;
 	SSL_CTX *tls;
 	struct auth_cfg auth;
 	struct htab by_host, by_tid, tokens;
 	struct ratelimit rl;
 	/* forwarding between relays (routing.c) */
 	bool fwd_enabled;
-	int internal_lfd;
-	struct loop_io internal_lio;
+	struct listener internal_l;
 	char internal_addr[130];    /* advertised in route leases; "" when forwarding is off */
 	uint8_t fwd_key[256];
 	size_t fwd_keylen;

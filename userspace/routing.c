@@ -229,12 +229,9 @@ static void internal_accept_cb(struct loop *l, struct loop_io *io, uint32_t even
 {
 	struct relay *r = l->data;
 	for (;;) {
-		int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-				pr_rl(LOG_WARN, "internal accept: %s", strerror(errno));
+		int fd = listener_accept(l, io, NULL, NULL);
+		if (fd < 0)
 			return;
-		}
 		struct fwdin *f = calloc(1, sizeof(*f));
 		if (!f) {
 			close(fd);
@@ -344,7 +341,7 @@ static int derive_internal_addr(struct relay *r, const struct net_addr *la)
 
 int routing_init(struct relay *r)
 {
-	r->internal_lfd = -1;
+	r->internal_l.io.fd = -1;
 	dlist_init(&r->route_fifo);
 	dlist_init(&r->nonce_fifo);
 	dlist_init(&r->fwdins);
@@ -373,9 +370,7 @@ int routing_init(struct relay *r)
 		pr_err("%s", err);
 		return fd;
 	}
-	r->internal_lfd = fd;
-	r->internal_lio = (struct loop_io){.fd = fd, .cb = internal_accept_cb};
-	if ((rc = loop_io_set(&r->loop, &r->internal_lio, EPOLLIN)))
+	if ((rc = listener_open(&r->loop, &r->internal_l, fd, "internal", internal_accept_cb)))
 		return rc;
 	if ((rc = derive_internal_addr(r, &la)))
 		return rc;
@@ -393,11 +388,7 @@ void routing_free(struct relay *r)
 		return; /* routing_init never ran */
 	while (!dlist_empty(&r->fwdins))
 		fwdin_close(container_of(r->fwdins.next, struct fwdin, all), true);
-	if (r->internal_lfd >= 0) {
-		loop_io_del(&r->loop, &r->internal_lio);
-		close(r->internal_lfd);
-		r->internal_lfd = -1;
-	}
+	listener_close(&r->loop, &r->internal_l);
 	while (!dlist_empty(&r->route_fifo))
 		route_del(r, container_of(r->route_fifo.next, struct route_entry, fifo));
 	while (!dlist_empty(&r->nonce_fifo))

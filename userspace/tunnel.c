@@ -199,12 +199,9 @@ void agent_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	struct relay *r = l->data;
 	for (;;) {
-		int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-				pr_rl(LOG_WARN, "agent accept: %s", strerror(errno));
+		int fd = listener_accept(l, io, NULL, NULL);
+		if (fd < 0)
 			return;
-		}
 		M_INC(agents_accepted_total);
 		struct dataconn *d = calloc(1, sizeof(*d));
 		if (!d) {

@@ -451,7 +451,8 @@ export function httpGet (port, urlPath, { host = '127.0.0.1', timeoutMs = 2000 }
 const LOOPBACK_LIMITS = ['--join-rate-v4', '1000000', '--join-rate-v6', '1000000',
   '--join-burst', '1000000', '--max-pending-per-source', '1000000']
 
-export async function startRelay ({ redisPort, keys, extraArgs = [], instanceId = 'e2e-relay', region = 'eu', baseDomain = 'dvv.test', env = {}, readyTimeoutMs = 20000, limits = 'loopback' } = {}) {
+// wrapper: a command that execs the relay (same pid), e.g. ['prlimit', '--nofile=128:128', '--'].
+export async function startRelay ({ redisPort, keys, extraArgs = [], instanceId = 'e2e-relay', region = 'eu', baseDomain = 'dvv.test', env = {}, readyTimeoutMs = 20000, limits = 'loopback', wrapper = [] } = {}) {
   const [playerPort, agentPort, adminPort] = [await freePort(), await freePort(), await freePort()]
   const args = [
     '--player-listen', `127.0.0.1:${playerPort}`,
@@ -471,7 +472,9 @@ export async function startRelay ({ redisPort, keys, extraArgs = [], instanceId 
     ...(process.env.DVV_DATAPLANE ? ['--dataplane', process.env.DVV_DATAPLANE] : []),
     ...extraArgs
   ]
-  const proc = spawnProcess('relay', bin('dvv-relay'), args, { env })
+  const proc = wrapper.length
+    ? spawnProcess('relay', wrapper[0], [...wrapper.slice(1), bin('dvv-relay'), ...args], { env })
+    : spawnProcess('relay', bin('dvv-relay'), args, { env })
   await pollUntil(async () => (await httpGet(adminPort, '/readyz')).status === 200,
     { timeoutMs: readyTimeoutMs, proc, what: `relay /readyz on 127.0.0.1:${adminPort}` })
   const relay = {

@@ -1,0 +1,35 @@
+/* The relay's listening sockets (player, agent, internal) on its event loop.
+ *
+ * They are level-triggered: a connection left in the backlog wakes the loop again at once. When
+ * accept4() fails for lack of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) the
+ * connection stays there, so instead of returning and spinning the listener stops being polled
+ * and a timer re-arms it LISTENER_PAUSE_MS later; connections already accepted keep being served
+ * meanwhile. Each such failure is counted in dvv_relay_accept_errors_total{reason}. */
+#ifndef DVV_LISTENER_H
+#define DVV_LISTENER_H
+
+#include "log.h"
+#include "loop.h"
+
+#include <sys/socket.h>
+
+#define LISTENER_PAUSE_MS 100
+
+struct listener {
+	struct loop_io io;	/* io.fd: the listening socket, -1 when closed */
+	struct loop_timer rearm;
+	const char *name;	/* "player", "agent", "internal": for logs */
+	struct log_rl rl;	/* warnings of this listener */
+};
+
+/* Take over the listening socket fd (closed on failure) and poll it; cb is called on EPOLLIN and
+ * takes connections with listener_accept(). */
+int listener_open(struct loop *l, struct listener *ls, int fd, const char *name, loop_io_cb cb);
+void listener_close(struct loop *l, struct listener *ls);
+
+/* For an accept callback: the next connection (non-blocking, close-on-exec), or -1 when the
+ * callback should return: the backlog is empty, or the listener was just paused. sa/sl may be
+ * NULL as for accept4(). */
+int listener_accept(struct loop *l, struct loop_io *io, struct sockaddr *sa, socklen_t *sl);
+
+#endif
