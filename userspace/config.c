@@ -87,6 +87,11 @@ static void flag_name(const char *field, char *out, char sep)
 static int set_opt(struct relay_cfg *c, const struct opt_def *d, const char *v, const char *src)
 {
 	char *dst = (char *)c + d->off;
+	if (d->off == offsetof(struct relay_cfg, instance_id) && !*v) {
+		fprintf(stderr, "dvv-relay: %s: empty (leave it unset for the default <hostname>-<pid>)\n",
+			src);
+		return -1;
+	}
 	if (d->kind == OPT_STR) {
 		if (strlen(v) >= d->size) {
 			fprintf(stderr, "dvv-relay: %s: value longer than %zu bytes\n", src, d->size - 1);
@@ -117,6 +122,20 @@ static void usage(void)
 	}
 	printf("  --%-22s %s\n  --%-22s\n  --%-22s\n", "log-level", "error|warn|info|debug",
 	       "version", "help");
+}
+
+void relay_cfg_default_host(char *buf, size_t len)
+{
+	if (!len)
+		return;
+	snprintf(buf, len, "relay");
+	gethostname(buf, len - 1); /* a longer name is truncated (glibc copies, then fails) */
+	buf[len - 1] = 0;
+	if (!buf[0])
+		snprintf(buf, len, "relay");
+	for (char *p = buf; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '-')
+			*p = '-';
 }
 
 int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
@@ -226,19 +245,22 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	if (!c->public_agent_addr[0])
 		strcpy(c->public_agent_addr, c->agent_listen);
 	if (!c->instance_id[0]) {
-		char host[48] = "relay";
-		gethostname(host, sizeof(host) - 1);
-		host[sizeof(host) - 1] = 0;
-		for (char *p = host; *p; p++)
-			if (!isalnum((unsigned char)*p) && *p != '-')
-				*p = '-';
+		char host[48];
+		relay_cfg_default_host(host, sizeof(host));
 		snprintf(c->instance_id, sizeof(c->instance_id), "%s-%d", host, (int)getpid());
 	}
+	/* it names the relay's directory under --bpf-pin-root: a plain file name, nothing else */
 	for (const char *p = c->instance_id; *p; p++)
 		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.') {
 			fprintf(stderr, "dvv-relay: --instance-id may hold only [A-Za-z0-9._-]\n");
 			return -1;
 		}
+	if (!strcmp(c->instance_id, ".") || !strcmp(c->instance_id, "..")) {
+		fprintf(stderr, "dvv-relay: --instance-id '%s' is not a usable name (it names a "
+				"directory under --bpf-pin-root)\n",
+			c->instance_id);
+		return -1;
+	}
 	if (strcmp(c->dataplane, "userspace") && strcmp(c->dataplane, "bpf") &&
 	    strcmp(c->dataplane, "auto")) {
 		fprintf(stderr, "dvv-relay: --dataplane %s: want bpf, userspace or auto\n",

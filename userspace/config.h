@@ -4,6 +4,7 @@
 #define DVV_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* A relay of default capacity publishes its raw load (4 per tunnel + 1 per player) as its load
  * score; a relay declared twice as big publishes half, so placement fills relays in proportion
@@ -63,5 +64,9 @@ struct relay_cfg {
 /* Fills defaults, applies env then argv. Returns 0, 1 for --help/--version (printed), or -1 on
  * a usage error (message printed to stderr). */
 int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv);
+
+/* The host part of the default instance id (<host>-<pid>): gethostname() with every character
+ * other than [A-Za-z0-9-] replaced by '-', truncated to len - 1 bytes. */
+void relay_cfg_default_host(char *buf, size_t len);
 
 #endif
