@@ -194,6 +194,12 @@ int relay_init(struct relay *r)
 	if (sig_io.fd < 0 || loop_io_set(&r->loop, &sig_io, EPOLLIN))
 		return -errno;
 
+	if (strcmp(r->cfg.dataplane, "userspace") || r->cfg.xdp_ifaces[0]) {
+		/* before our own pins exist: the bpf parts pin under <root>/<instance-id>/ */
+		char host[48];
+		relay_cfg_default_host(host, sizeof(host));
+		relay_remove_stale_pins(r->cfg.bpf_pin_root, host);
+	}
 	if ((rc = dataplane_select(&r->dp, &r->cfg)))
 		return rc;
 	if ((rc = listen_on(r, r->cfg.player_listen, &r->player_addr, &r->player_l, "player",

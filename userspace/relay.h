@@ -202,6 +202,11 @@ int relay_run(struct relay *r);
 void relay_free(struct relay *r);
 void relay_begin_drain(struct relay *r);
 
+/* stale_pins.c: remove the pin directories <root>/<host>-<pid>/ (default instance ids of this
+ * host) whose relay pid no longer exists (kill(pid, 0) fails with ESRCH). Names of any other form,
+ * live pids and our own are never touched. Logs each removal; returns how many went. */
+int relay_remove_stale_pins(const char *root, const char *host);
+
 /* player.c */
 void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events);
 void player_join_waiting(struct tunnel *t);

@@ -451,7 +451,8 @@ export function httpGet (port, urlPath, { host = '127.0.0.1', timeoutMs = 2000 }
 const LOOPBACK_LIMITS = ['--join-rate-v4', '1000000', '--join-rate-v6', '1000000',
   '--join-burst', '1000000', '--max-pending-per-source', '1000000']
 
-// wrapper: a command that execs the relay (same pid), e.g. ['prlimit', '--nofile=128:128', '--'].
+// instanceId null: no --instance-id, the relay picks its default (hostname-pid). wrapper: a
+// command that execs the relay (same pid), e.g. ['prlimit', '--nofile=128:128', '--'].
 export async function startRelay ({ redisPort, keys, extraArgs = [], instanceId = 'e2e-relay', region = 'eu', baseDomain = 'dvv.test', env = {}, readyTimeoutMs = 20000, limits = 'loopback', wrapper = [] } = {}) {
   const [playerPort, agentPort, adminPort] = [await freePort(), await freePort(), await freePort()]
   const args = [
@@ -466,7 +467,7 @@ export async function startRelay ({ redisPort, keys, extraArgs = [], instanceId 
     '--jwt-pubkey', keys.jwtPub,
     '--jwt-issuer', 'dvv',
     '--jwt-audience', 'dvv-relay',
-    '--instance-id', instanceId,
+    ...(instanceId === null ? [] : ['--instance-id', instanceId]),
     ...(limits === 'loopback' ? LOOPBACK_LIMITS : []),
     // scripts/test.sh runs the suite once per data plane (DVV_DATAPLANE=bpf, then userspace)
     ...(process.env.DVV_DATAPLANE ? ['--dataplane', process.env.DVV_DATAPLANE] : []),
