@@ -21,6 +21,7 @@
  * A pair that cannot be inserted (a socket already half-closed is refused by the maps, or they
  * are full) is relayed with splice(2) on the same loop; a direction whose socket could not get
  * its verdict at all is relayed by plain recv()/send() from the start. */
+#include "bpf_log.h"
 #include "config.h"
 #include "dataplane.h"
 #include "htab.h"
@@ -172,21 +173,6 @@ struct bp_plane {
 };
 
 static void pair_service(struct bp_plane *b, struct bp_pair *p);
-
-/* ---- libbpf logging: demoted one level, as xdp-tools does ---- */
-
-static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
-{
-	enum log_level l = level == LIBBPF_WARN ? LOG_INFO : LOG_DEBUG;
-	char buf[8192];
-	if (log_get_level() < l)
-		return 0;
-	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-	while (n > 0 && (size_t)n < sizeof(buf) && buf[n - 1] == '\n')
-		buf[--n] = 0;
-	log_msg(l, "%s", buf); /* libbpf's lines already start with "libbpf: " */
-	return 0;
-}
 
 /* ---- small socket helpers ---- */
 
@@ -1328,7 +1314,7 @@ static int bpf_start(struct dataplane *dp, const struct relay_cfg *cfg)
 		rc = b->ncpu ? b->ncpu : -EINVAL;
 		goto fail;
 	}
-	libbpf_set_print(libbpf_log);
+	bpf_log_install();
 
 	if ((rc = pin_dir_prepare(b, cfg->bpf_pin_root, cfg->instance_id)))
 		goto fail;
@@ -1345,10 +1331,7 @@ static int bpf_start(struct dataplane *dp, const struct relay_cfg *cfg)
 	b->tighten_lag = max_lag / 2 > 2 * b->throttle_lag ? max_lag / 2 : 2 * b->throttle_lag;
 	if ((rc = splice_skel__load(b->skel))) {
 		pr_err("data plane bpf: cannot load the splice program (%s): %s", strerror(-rc),
-		       rc == -EPERM	 ? "no CAP_BPF/CAP_NET_ADMIN?"
-		       : rc == -EINVAL ? "kernel too old or verifier rejection (details above at "
-					 "info level)"
-				       : "see libbpf messages above");
+		       bpf_load_hint(rc));
 		goto fail;
 	}
 	b->socks_fd = bpf_map__fd(b->skel->maps.dvv_socks);

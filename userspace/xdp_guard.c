@@ -4,6 +4,7 @@
  * detaches the program with it instead of leaving a guard nobody is watching. */
 #include "xdp_guard.h"
 #include "../bpf/xdp_guard.h"
+#include "bpf_log.h"
 #include "config.h"
 #include "log.h"
 
@@ -60,24 +61,6 @@ struct cidr_list {
 	int n;
 	struct dvv_lpm_key keys[DVV_XDP_MAX_CIDRS];
 };
-
-/* libbpf speaks through our log, one level quieter than it asks for. */
-__attribute__((format(printf, 2, 0))) static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
-{
-	enum log_level lv = level == LIBBPF_WARN ? LOG_INFO : LOG_DEBUG;
-	char buf[4096];
-
-	if (lv > log_get_level())
-		return 0;
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	for (char *line = buf, *nl; line && *line; line = nl) {
-		if ((nl = strchr(line, '\n')))
-			*nl++ = 0;
-		if (*line)
-			log_msg(lv, "%s", line);
-	}
-	return 0;
-}
 
 static const char *trim(char *s)
 {
@@ -390,7 +373,7 @@ int xdp_guard_start(struct xdp_guard **out, const struct relay_cfg *cfg, uint16_
 		rc = -ENOMEM;
 		goto out;
 	}
-	libbpf_set_print(libbpf_log);
+	bpf_log_install();
 
 	/* Everything the operator can get wrong is checked before anything is loaded. */
 	if (cfg->xdp_syn_rate < 1 || cfg->xdp_syn_burst < 1 || cfg->xdp_port_syn_budget < 1) {
@@ -430,8 +413,8 @@ int xdp_guard_start(struct xdp_guard **out, const struct relay_cfg *cfg, uint16_
 	g->skel->rodata->port_tolerance_ns =
 		g->skel->rodata->port_interval_ns * (__u64)cfg->xdp_port_syn_budget;
 	if ((rc = xdp_guard_bpf__load(g->skel))) {
-		pr_err("xdp guard: cannot load the BPF program: %s (needs root/CAP_BPF+CAP_NET_ADMIN; "
-		       "--log-level info shows the verifier log)", strerror(-rc));
+		pr_err("xdp guard: cannot load the BPF program (%s): %s", strerror(-rc),
+		       bpf_load_hint(rc));
 		goto out;
 	}
 	if ((rc = cidr_list_load("xdp-allow", allow, g->skel->maps.xdp_allow)) ||

@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "bpf_log.h"
 #include "config.h"
 #include "dataplane.h"
 #include "log.h"
@@ -15,6 +16,7 @@
 #include "../../bpf/splice.h"
 
 #include <arpa/inet.h>
+#include <bpf/libbpf.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -138,6 +140,69 @@ static void forced_failure_falls_back_to_userspace_under_auto(void **state)
 	dp.ops->stop(&dp);
 }
 
+/* Calls libbpf's print callback as libbpf does and returns what reached stderr (malloc'd). */
+static char *libbpf_says(const char *fmt, ...)
+{
+	int pfd[2], saved = dup(STDERR_FILENO);
+	assert_int_equal(pipe(pfd), 0);
+	assert_true(dup2(pfd[1], STDERR_FILENO) >= 0);
+	close(pfd[1]);
+	libbpf_print_fn_t fn = libbpf_set_print(NULL); /* returns ours */
+	libbpf_set_print(fn);
+	assert_non_null(fn);
+	va_list ap;
+	va_start(ap, fmt);
+	fn(LIBBPF_WARN, fmt, ap);
+	va_end(ap);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	size_t cap = 1 << 20, len = 0;
+	char *out = malloc(cap);
+	assert_non_null(out);
+	ssize_t n;
+	while ((n = read(pfd[0], out + len, cap - 1 - len)) > 0)
+		len += (size_t)n;
+	close(pfd[0]);
+	out[len] = 0;
+	return out;
+}
+
+/* A rejected program's verifier log is one libbpf message of many KiB whose last lines say why:
+ * they must reach the log (once cut at a fixed buffer, the reason was lost). */
+static void a_long_verifier_log_keeps_its_reason(void **state)
+{
+	(void)state;
+	enum log_level was = log_get_level();
+	log_set_level(LOG_INFO);
+	bpf_log_install();
+	size_t cap = 64 << 10, len = 0;
+	char *msg = malloc(cap);
+	assert_non_null(msg);
+	len += (size_t)snprintf(msg + len, cap - len, "libbpf: -- BEGIN PROG LOAD LOG --\n");
+	for (int i = 0; i < 1000; i++)
+		len += (size_t)snprintf(msg + len, cap - len, "%d: (b7) r%d = %d ; insn line\n", i,
+					i % 10, i);
+	snprintf(msg + len, cap - len, "R1 invalid mem access 'scalar'\n-- END PROG LOAD LOG --\n");
+	char *out = libbpf_says("%s", msg);
+	assert_non_null(strstr(out, "BEGIN PROG LOAD LOG"));
+	assert_non_null(strstr(out, "R1 invalid mem access 'scalar'"));
+	assert_non_null(strstr(out, "END PROG LOAD LOG"));
+	assert_non_null(strstr(out, "lines of the verifier log left out"));
+	int lines = 0;
+	for (const char *p = out; *p; p++)
+		lines += *p == '\n';
+	assert_true(lines <= BPF_LOG_MAX_LINES + 2);
+	free(out);
+	/* a short message is passed on whole, one line each */
+	out = libbpf_says("libbpf: %s\nlibbpf: %s\n", "first", "second");
+	assert_non_null(strstr(out, "libbpf: first"));
+	assert_non_null(strstr(out, "libbpf: second"));
+	assert_null(strstr(out, "left out"));
+	free(out);
+	free(msg);
+	log_set_level(was);
+}
+
 int main(void)
 {
 	log_init("test_dp_bpf", LOG_WARN);
@@ -145,6 +210,7 @@ int main(void)
 		cmocka_unit_test_setup(plane_starts_pins_readable_maps_and_cleans_up, setup),
 		cmocka_unit_test_setup(a_joined_pair_is_counted_per_tunnel, setup),
 		cmocka_unit_test_setup(forced_failure_falls_back_to_userspace_under_auto, setup),
+		cmocka_unit_test(a_long_verifier_log_keeps_its_reason),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
