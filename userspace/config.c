@@ -40,7 +40,7 @@ static const struct opt_def defs[] = {
 	S(redis_prefix, "prefix of every Redis key"),
 	S(region, "region of this relay (eu, us, asia)"),
 	S(base_domain, "players use <name>.<region>.<base-domain>"),
-	S(instance_id, "unique id of this relay (default: hostname-pid-random)"),
+	S(instance_id, "unique id of this relay, names its bpf pin directory (default: hostname-pid)"),
 	S(tls_cert, "PEM certificate chain for the agent control channel"),
 	S(tls_key, "PEM private key for it"),
 	S(jwt_pubkey, "PEM ES256 public key that verifies agent tokens"),
