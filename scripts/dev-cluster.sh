@@ -111,7 +111,9 @@ up() {
     ip -n "$ns" link set "$peer" up
     ip -n "$ns" link set lo up
     ip -n "$ns" route add default via "$net.1"
-    ip netns exec "$ns" "$build/dvv-relay" \
+    # nsenter, not `ip netns exec`: the latter mounts a fresh /sys for the command, so the
+    # relay would pin its maps in a private bpffs that nobody outside can inspect or clean
+    nsenter --net="/run/netns/$ns" "$build/dvv-relay" \
       --player-listen "$ip:25565" --agent-listen "$ip:7000" --internal-listen "$ip:7001" \
       --admin-listen "$ip:9100" --redis "$redis_addr" --region "$region" --base-domain dvv.test \
       --tls-cert "$state/keys/relay.pem" --tls-key "$state/keys/relay.key" \
@@ -130,7 +132,11 @@ up() {
 }
 
 case $cmd in
-  up) up ;;
+  up)
+    # a failed start (a relay never ready, Redis refusing) leaves nothing behind
+    trap 'rc=$?; if ((rc)); then echo "dev-cluster: up failed, tearing down" >&2; down; fi' EXIT
+    up
+    trap - EXIT ;;
   down) down ;;
   *) echo "usage: $0 up|down [options] (see --help)" >&2; exit 2 ;;
 esac

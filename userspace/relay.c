@@ -74,12 +74,11 @@ void relay_begin_drain(struct relay *r)
 static void tick_cb(struct loop *l, struct loop_timer *t)
 {
 	struct relay *r = l->data;
-	static uint64_t last_hb;
 	atomic_store(&r->loop_alive_ms, l->now);
 	relay_tick_tunnels(r);
 	routing_tick(r);
-	if (l->now - last_hb >= (uint64_t)r->cfg.heartbeat_ms) {
-		last_hb = l->now;
+	if (l->now - r->last_heartbeat_ms >= (uint64_t)r->cfg.heartbeat_ms) {
+		r->last_heartbeat_ms = l->now;
 		rredis_heartbeat(r);
 	}
 	if (r->draining) {

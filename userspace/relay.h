@@ -193,6 +193,7 @@ struct relay {
 	struct net_addr player_addr, agent_addr;
 	bool draining;
 	uint64_t drain_deadline_ms;
+	uint64_t last_heartbeat_ms; /* loop time of the last Redis heartbeat */
 	int ntunnels;
 	_Atomic uint64_t loop_alive_ms; /* for /healthz, read by the admin thread */
 };

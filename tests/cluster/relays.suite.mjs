@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import net from 'node:net'
 import fs from 'node:fs'
 import path from 'node:path'
-import { execFile } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { promisify } from 'node:util'
 import * as h from '../e2e/harness.mjs'
 import { join, ping } from '../e2e/mc-client.mjs'
@@ -42,8 +42,19 @@ export function relaysSuite ({ redisMode, id }) {
   }
   const relayLog = (r) => { try { return fs.readFileSync(r.log, 'utf8') } catch { return '' } }
 
+  // Interrupted (Ctrl-C, a CI timeout): the harness's signal handler exits at once and after()
+  // never runs, so take the cluster down from the exit hook too (synchronously: it is the last
+  // chance). A normal end has already taken it down in after() and skips this.
+  let up = false
+  const downAtExit = () => {
+    if (!up) return
+    try { execFileSync(script, ['down', '--id', String(id)], { stdio: 'ignore', timeout: 30000 }) } catch {}
+  }
+  process.once('exit', downAtExit)
+
   before(h.withLogs('dev cluster up', async () => {
     h.requireBinaries()
+    up = true
     await exec(script, ['down', '--id', String(id)]).catch(() => {})
     const { stdout } = await exec(script, ['up', '--id', String(id), '--relays', '3', '--regions', 'eu',
       '--redis', redisMode, '--build', build], {
@@ -63,6 +74,7 @@ export function relaysSuite ({ redisMode, id }) {
   after(async () => {
     await h.cleanup()
     await exec(script, ['down', '--id', String(id)]).catch(() => {})
+    up = false
   })
 
   const r = (i) => cl.relays[i]
