@@ -198,12 +198,32 @@ h.scenario('the server closes first with data in flight: the player still reads 
   assert.ok(pRead.ended, 'expected the server\'s FIN to reach the player')
 })
 
-async function closesWithin (sock, ms) {
-  if (sock.destroyed) return true
+// Resolves with how the socket ended within ms: 'reset' (ECONNRESET), 'eof', 'closed' (before we
+// looked) or 'open'. The socket must have read everything sent to it first: libuv reports a reset
+// that arrives together with unread data as a plain EOF (POLLHUP after a partial read), which
+// would make a correct reset look like a FIN.
+async function endingWithin (sock, ms) {
+  if (sock.destroyed) return 'closed'
   return new Promise((resolve) => {
-    const t = setTimeout(() => resolve(false), ms)
-    sock.on('error', () => {})
-    sock.on('close', () => { clearTimeout(t); resolve(true) })
+    let how = 'open'
+    const t = setTimeout(() => resolve(how), ms)
+    sock.on('error', (e) => { how = e.code === 'ECONNRESET' ? 'reset' : e.code })
+    sock.on('end', () => { how = 'eof' })
+    sock.on('close', () => { clearTimeout(t); resolve(how === 'open' ? 'closed' : how) })
+    sock.resume()
+  })
+}
+
+// Reads from sock until n bytes arrived (bounded by ms).
+function readN (sock, n, ms = 10000) {
+  return new Promise((resolve, reject) => {
+    let got = 0
+    const t = setTimeout(() => reject(new Error(`read ${got} of ${n} bytes in ${ms} ms`)), ms)
+    const on = (d) => {
+      got += d.length
+      if (got >= n) { clearTimeout(t); sock.off('data', on); resolve(got) }
+    }
+    sock.on('data', on)
     sock.resume()
   })
 }
@@ -213,9 +233,10 @@ h.scenario('a reset from the player tears the server side down', async () => {
   const p = await dial()
   const s = await srvP
   p.write(Buffer.alloc(64 * 1024, 1))
-  await h.sleep(100)
+  await readN(s, 64 * 1024) // everything through first: the reset then follows the data
   p.resetAndDestroy()
-  assert.ok(await closesWithin(s, 5000), 'the server connection stayed open after the player reset')
+  const how = await endingWithin(s, 5000)
+  assert.equal(how, 'reset', `after the player's reset the server connection ended with ${how}, expected a reset`)
 })
 
 h.scenario('a reset from the server tears the player side down', async () => {
@@ -223,9 +244,10 @@ h.scenario('a reset from the server tears the player side down', async () => {
   const p = await dial()
   const s = await srvP
   s.write(Buffer.alloc(64 * 1024, 2))
-  await h.sleep(100)
+  await readN(p, 64 * 1024)
   s.resetAndDestroy()
-  assert.ok(await closesWithin(p, 5000), 'the player connection stayed open after the server reset')
+  const how = await endingWithin(p, 5000)
+  assert.equal(how, 'reset', `after the server's reset the player connection ended with ${how}, expected a reset`)
 })
 
 h.scenario('the relay keeps no pair and no leaked fd once the connections are gone', async () => {
