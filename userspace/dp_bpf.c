@@ -146,6 +146,7 @@ struct bp_job {
 };
 
 struct bp_plane {
+	enum log_level fail_level; /* of start-up failures: a warning when auto falls back */
 	struct splice_skel *skel;
 	int socks_fd, targets_fd, conns_fd, tunnels_fd, verdicts_fd;
 	uint64_t throttle_lag, tighten_lag;
@@ -976,26 +977,26 @@ static int pin_dir_prepare(struct bp_plane *b, const char *root, const char *ins
 	char path[PATH_MAX];
 	struct statfs st;
 	if (snprintf(path, sizeof(path), "%s", root) >= (int)sizeof(path) || path[0] != '/') {
-		pr_err("data plane bpf: --bpf-pin-root %s: want an absolute path", root);
+		log_msg(b->fail_level, "data plane bpf: --bpf-pin-root %s: want an absolute path", root);
 		return -EINVAL;
 	}
 	/* the deepest existing ancestor tells which filesystem the pins will be on */
 	while (statfs(path, &st) < 0) {
 		char *slash = strrchr(path, '/');
 		if (errno != ENOENT || !slash || slash == path) {
-			pr_err("data plane bpf: %s: %s", path, strerror(errno));
+			log_msg(b->fail_level, "data plane bpf: %s: %s", path, strerror(errno));
 			return -errno;
 		}
 		*slash = 0;
 	}
 	if (st.f_type != BPF_FS_MAGIC) {
 		if (strcmp(path, "/sys/fs/bpf")) {
-			pr_err("data plane bpf: %s is not on a bpf filesystem", root);
+			log_msg(b->fail_level, "data plane bpf: %s is not on a bpf filesystem", root);
 			return -ENOTSUP;
 		}
 		if (mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") < 0) {
 			int e = errno;
-			pr_err("data plane bpf: no bpffs at /sys/fs/bpf and mounting one failed: %s",
+			log_msg(b->fail_level, "data plane bpf: no bpffs at /sys/fs/bpf and mounting one failed: %s",
 			       strerror(e));
 			return -e;
 		}
@@ -1010,7 +1011,7 @@ static int pin_dir_prepare(struct bp_plane *b, const char *root, const char *ins
 			*s = 0;
 			if (mkdir(b->pin_dir, 0700) < 0 && errno != EEXIST) {
 				int e = errno;
-				pr_err("data plane bpf: mkdir %s: %s", b->pin_dir, strerror(e));
+				log_msg(b->fail_level, "data plane bpf: mkdir %s: %s", b->pin_dir, strerror(e));
 				return -e;
 			}
 			*s = c;
@@ -1050,7 +1051,7 @@ static int pins_create(struct bp_plane *b)
 #define X(name)                                                                                \
 	snprintf(path, sizeof(path), "%s/%s", b->pin_dir, #name);                             \
 	if ((rc = bpf_map__pin(b->skel->maps.name, path))) {                                   \
-		pr_err("data plane bpf: pin %s: %s", path, strerror(-rc));                     \
+		log_msg(b->fail_level, "data plane bpf: pin %s: %s", path, strerror(-rc));                     \
 		return rc;                                                                     \
 	}
 	DVV_SPLICE_MAPS(X)
@@ -1306,6 +1307,8 @@ static int bpf_start(struct dataplane *dp, const struct relay_cfg *cfg)
 	struct bp_plane *b = calloc(1, sizeof(*b));
 	if (!b)
 		return -ENOMEM;
+	/* under auto a failure here is followed by the fallback: the relay keeps working */
+	b->fail_level = strcmp(cfg->dataplane, "auto") ? LOG_ERROR : LOG_WARN;
 	pthread_mutex_init(&b->lock, NULL);
 	b->pairs.next = b->pairs.prev = &b->pairs;
 	b->demoted.next = b->demoted.prev = &b->demoted;
@@ -1320,7 +1323,7 @@ static int bpf_start(struct dataplane *dp, const struct relay_cfg *cfg)
 		goto fail;
 	if (!(b->skel = splice_skel__open())) {
 		rc = -errno;
-		pr_err("data plane bpf: cannot open the BPF object: %s", strerror(-rc));
+		log_msg(b->fail_level, "data plane bpf: cannot open the BPF object: %s", strerror(-rc));
 		goto fail;
 	}
 	b->max_lag_mb = cfg->max_lag_mb > 0 ? cfg->max_lag_mb : 64;
@@ -1330,7 +1333,7 @@ static int bpf_start(struct dataplane *dp, const struct relay_cfg *cfg)
 	b->skel->rodata->dvv_pause_lag_bytes = b->throttle_lag;
 	b->tighten_lag = max_lag / 2 > 2 * b->throttle_lag ? max_lag / 2 : 2 * b->throttle_lag;
 	if ((rc = splice_skel__load(b->skel))) {
-		pr_err("data plane bpf: cannot load the splice program (%s): %s", strerror(-rc),
+		log_msg(b->fail_level, "data plane bpf: cannot load the splice program (%s): %s", strerror(-rc),
 		       bpf_load_hint(rc));
 		goto fail;
 	}
@@ -1343,7 +1346,7 @@ static int bpf_start(struct dataplane *dp, const struct relay_cfg *cfg)
 	if (bpf_prog_attach(bpf_program__fd(b->skel->progs.dvv_splice_verdict), b->socks_fd,
 			    BPF_SK_SKB_STREAM_VERDICT, 0) < 0) {
 		rc = -errno;
-		pr_err("data plane bpf: cannot attach the stream verdict to the sockhash: %s",
+		log_msg(b->fail_level, "data plane bpf: cannot attach the stream verdict to the sockhash: %s",
 		       strerror(-rc));
 		goto fail;
 	}
@@ -1361,7 +1364,7 @@ static int bpf_start(struct dataplane *dp, const struct relay_cfg *cfg)
 	b->rb = ring_buffer__new(bpf_map__fd(b->skel->maps.dvv_events), event_cb, b, NULL);
 	if (!b->rb) {
 		rc = -errno;
-		pr_err("data plane bpf: ring buffer: %s", strerror(-rc));
+		log_msg(b->fail_level, "data plane bpf: ring buffer: %s", strerror(-rc));
 		goto fail;
 	}
 	b->rb_io = (struct loop_io){.fd = ring_buffer__epoll_fd(b->rb), .cb = rb_io_cb};
@@ -1374,7 +1377,7 @@ static int bpf_start(struct dataplane *dp, const struct relay_cfg *cfg)
 	b->running = true;
 
 	if ((rc = selftest(b))) {
-		pr_err("data plane bpf: self-test splice on loopback failed (%s): not using it",
+		log_msg(b->fail_level, "data plane bpf: self-test splice on loopback failed (%s): not using it",
 		       strerror(-rc));
 		goto fail;
 	}
