@@ -255,9 +255,10 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 			fprintf(stderr, "dvv-relay: --instance-id may hold only [A-Za-z0-9._-]\n");
 			return -1;
 		}
-	if (!strcmp(c->instance_id, ".") || !strcmp(c->instance_id, "..")) {
-		fprintf(stderr, "dvv-relay: --instance-id '%s' is not a usable name (it names a "
-				"directory under --bpf-pin-root)\n",
+	if (!isalnum((unsigned char)c->instance_id[0])) {
+		/* ".", "..", hidden names, names that read as options */
+		fprintf(stderr, "dvv-relay: --instance-id '%s' is not a usable name: it names a "
+				"directory under --bpf-pin-root and must start with a letter or digit\n",
 			c->instance_id);
 		return -1;
 	}

@@ -60,6 +60,10 @@ static void dot_names_are_refused(void **state)
 	setenv("DVV_INSTANCE_ID", "..", 1);
 	assert_int_equal(parse(NULL, NULL), -1);
 	unsetenv("DVV_INSTANCE_ID");
+	/* hidden names and names that read as options: refused too */
+	assert_int_equal(parse("--instance-id", ".hidden"), -1);
+	assert_int_equal(parse("--instance-id", "-x"), -1);
+	assert_int_equal(parse("--instance-id", "relay-1.eu_a"), 0);
 }
 
 static void an_empty_id_is_refused_not_replaced(void **state)
