@@ -36,6 +36,7 @@
 	X(splice_errors_total, counter, "Spliced pairs that ended with an error (RST, EPIPE)")        \
 	X(redis_up, gauge, "1 when the Redis connection is up")                                      \
 	X(redis_errors_total, counter, "Redis commands that failed")                                 \
+	X(redis_script_loads_total, counter, "EVALSHA answered NOSCRIPT: sent again as EVAL")        \
 	X(draining, gauge, "1 while the relay drains before exit")
 
 /* accept4() failures that paused a listener, by reason: dvv_relay_accept_errors_total{reason} */

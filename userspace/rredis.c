@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,26 +149,123 @@ static const char targets_lua[] =
 
 /* ---- plumbing ---- */
 
+/* Scripts go by their SHA1 (EVALSHA): the text crosses the network only when a server does not
+ * have it yet (NOSCRIPT: after a restart, a failover to a fresh replica, SCRIPT FLUSH), and then
+ * the same call is sent again as EVAL, which also loads it. A script that answered NOSCRIPT did
+ * not run, so the retry cannot run it twice. */
+#define SCRIPTS_MAX 16
+
+static const char *script_sha(const char *script)
+{
+	static struct {
+		const char *script;
+		char sha[41];
+	} known[SCRIPTS_MAX];
+	for (int i = 0; i < SCRIPTS_MAX; i++) {
+		if (known[i].script == script)
+			return known[i].sha;
+		if (known[i].script)
+			continue;
+		unsigned char md[EVP_MAX_MD_SIZE];
+		unsigned int len = 0;
+		if (!EVP_Digest(script, strlen(script), md, &len, EVP_sha1(), NULL) || len != 20)
+			return NULL;
+		for (unsigned j = 0; j < len; j++)
+			snprintf(known[i].sha + 2 * j, 3, "%02x", md[j]);
+		known[i].script = script; /* the scripts are static strings */
+		return known[i].sha;
+	}
+	return NULL; /* more scripts than slots: plain EVAL */
+}
+
+/* One EVALSHA in flight: a copy of its arguments, for the EVAL retry. */
+struct eval_call {
+	struct rredis *rd;
+	rc_reply_cb cb;
+	void *priv;
+	const char *script;
+	int argc;
+	const char **argv;
+	size_t *argl;
+	size_t route_len;
+	char *route_key;
+};
+
+static void eval_reply(struct rc *rc, redisReply *rep, void *priv)
+{
+	struct eval_call *e = priv;
+	if (rep && rep->type == REDIS_REPLY_ERROR && rep->str && !strncmp(rep->str, "NOSCRIPT", 8)) {
+		e->argv[0] = "EVAL";
+		e->argv[1] = e->script;
+		e->argl[0] = 4;
+		e->argl[1] = strlen(e->script);
+		M_INC(redis_script_loads_total);
+		if (rc_command_argv(rc, e->route_key, e->route_len, e->cb, e->priv, e->argc, e->argv,
+				    e->argl) == 0) {
+			free(e);
+			return;
+		}
+		rep = NULL; /* could not even queue it: the outcome is a failure */
+	}
+	if (e->cb)
+		e->cb(rc, rep, e->priv);
+	free(e);
+}
+
 static int eval(struct rredis *rd, const char *route_key, rc_reply_cb cb, void *priv,
 		const char *script, int nkeys, const char **keys, int nargs, const char **args)
 {
-	const char *argv[3 + 2 * RENEW_BATCH * 3 + 32];
-	size_t argl[sizeof(argv) / sizeof(argv[0])];
+	int argc = 3 + nkeys + nargs;
 	char nk[12];
-	int n = 0;
-	if (3 + nkeys + nargs > (int)(sizeof(argv) / sizeof(argv[0])))
-		return -E2BIG;
+	const char *sha = script_sha(script);
 	snprintf(nk, sizeof(nk), "%d", nkeys);
-	argv[n++] = "EVAL";
-	argv[n++] = script;
-	argv[n++] = nk;
+	if (!sha) {
+		const char *argv[3 + 2 * RENEW_BATCH * 3 + 32];
+		size_t argl[sizeof(argv) / sizeof(argv[0])];
+		if (argc > (int)(sizeof(argv) / sizeof(argv[0])))
+			return -E2BIG;
+		argv[0] = "EVAL";
+		argv[1] = script;
+		argv[2] = nk;
+		memcpy(argv + 3, keys, (size_t)nkeys * sizeof(*keys));
+		memcpy(argv + 3 + nkeys, args, (size_t)nargs * sizeof(*args));
+		for (int i = 0; i < argc; i++)
+			argl[i] = strlen(argv[i]);
+		return rc_command_argv(rd->rc, route_key, strlen(route_key), cb, priv, argc, argv,
+				       argl);
+	}
+	/* one allocation: the call, the pointer and length arrays, then every string */
+	size_t route_len = strlen(route_key), strings = route_len + 1 + strlen(nk) + 1;
 	for (int i = 0; i < nkeys; i++)
-		argv[n++] = keys[i];
+		strings += strlen(keys[i]) + 1;
 	for (int i = 0; i < nargs; i++)
-		argv[n++] = args[i];
-	for (int i = 0; i < n; i++)
-		argl[i] = strlen(argv[i]);
-	return rc_command_argv(rd->rc, route_key, strlen(route_key), cb, priv, n, argv, argl);
+		strings += strlen(args[i]) + 1;
+	struct eval_call *e = malloc(sizeof(*e) + (size_t)argc * (sizeof(char *) + sizeof(size_t)) +
+				     strings);
+	if (!e)
+		return -ENOMEM;
+	*e = (struct eval_call){.rd = rd, .cb = cb, .priv = priv, .script = script, .argc = argc,
+				.route_len = route_len};
+	e->argv = (const char **)(e + 1);
+	e->argl = (size_t *)(e->argv + argc);
+	char *p = (char *)(e->argl + argc);
+	e->route_key = memcpy(p, route_key, route_len + 1);
+	p += route_len + 1;
+	e->argv[0] = "EVALSHA";
+	e->argv[1] = sha;
+	for (int i = 2; i < argc; i++) {
+		const char *src = i == 2 ? nk : i < 3 + nkeys ? keys[i - 3] : args[i - 3 - nkeys];
+		size_t n = strlen(src);
+		e->argv[i] = memcpy(p, src, n + 1);
+		p += n + 1;
+	}
+	for (int i = 0; i < argc; i++)
+		e->argl[i] = strlen(e->argv[i]);
+	int rc = rc_command_argv(rd->rc, e->route_key, route_len, eval_reply, e, argc, e->argv,
+				 e->argl);
+	if (rc)
+		free(e);
+	return rc;
 }
 
 static void count_err(struct rc *rc, redisReply *rep, void *priv)
