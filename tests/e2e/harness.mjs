@@ -349,7 +349,7 @@ function run (cmd, args, { cwd = REPO_ROOT, env = {}, timeoutMs = 30000 } = {}) 
   })
 }
 
-function tcpRoundTrip (port, payload, { host = '127.0.0.1', timeoutMs = 1000 } = {}) {
+export function tcpRoundTrip (port, payload, { host = '127.0.0.1', timeoutMs = 1000 } = {}) {
   return new Promise((resolve) => {
     const sock = net.connect(port, host)
     let data = ''

@@ -115,6 +115,22 @@ h.scenario('after kill -9 of the agent, the same token brings the same hostname 
   assert.equal(r.ok, true, `expected a player to join through the restarted agent, got ${show(r)}`)
 })
 
+h.scenario('after Redis forgets its scripts (SCRIPT FLUSH) a second tunnel registers and players join, with no Redis error', async () => {
+  const errors0 = await relay.metric('dvv_relay_redis_errors_total')
+  const loads0 = await relay.metric('dvv_relay_redis_script_loads_total')
+  const flushed = await h.tcpRoundTrip(redis.port, 'SCRIPT FLUSH\r\n')
+  assert.ok(flushed && flushed.startsWith('+OK'), `SCRIPT FLUSH answered ${JSON.stringify(flushed)}`)
+  const token2 = await h.mintToken({ keys, sub: 'user-tunnel', tid: 'tunnel-2', plan: 'free', ttl: 3600 })
+  const agent2 = await h.startAgent({ relayAgentPort: relay.agentPort, token: token2, ca: keys.ca, localPort: mc.port })
+  assert.notEqual(agent2.hostname, agent.hostname, 'expected the second tunnel to get its own name')
+  const r = await join({ relayPort: relay.playerPort, hostname: agent2.hostname, username: 'scripted', timeoutMs: 15000 })
+  assert.equal(r.ok, true, `expected a player to join the tunnel registered after the flush, got ${show(r)}`)
+  assert.ok(await relay.metric('dvv_relay_redis_script_loads_total') > loads0,
+    'expected the relay to have re-sent a script as EVAL after NOSCRIPT (dvv_relay_redis_script_loads_total unchanged)')
+  assert.equal(await relay.metric('dvv_relay_redis_errors_total'), errors0, 'expected no failed Redis command after the flush')
+  await h.stopProcess(agent2.proc)
+})
+
 h.scenario('the agent and the relay stop on SIGTERM without sanitizer reports', async () => {
   const a = await h.stopProcess(agent.proc)
   const rl = await h.stopProcess(relay.proc)
