@@ -63,6 +63,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 [[ $(id -u) -eq 0 ]] || { echo "bench/run.sh: needs root (BPF)"; exit 1; }
+for c in python3 redis-server curl clang bpftool; do
+  command -v "$c" >/dev/null || { echo "bench/run.sh: $c missing: running scripts/setup.sh"; bash scripts/setup.sh; break; }
+done
 for c in python3 redis-server curl; do
   command -v "$c" >/dev/null || { echo "bench/run.sh: needs $c"; exit 1; }
 done
