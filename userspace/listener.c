@@ -78,7 +78,9 @@ int listener_accept(struct loop *l, struct loop_io *io, struct sockaddr *sa, soc
 {
 	struct listener *ls = container_of(io, struct listener, io);
 	socklen_t len = sl ? *sl : 0;
-	for (;;) {
+	/* bounded: a listener that keeps failing with one of the "retry" errors must not hold the
+	 * loop; level-triggered polling brings us back for what is left */
+	for (int tries = 0; tries < 64; tries++) {
 		if (sl)
 			*sl = len;
 		int fd = accept4(io->fd, sa, sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -105,4 +107,5 @@ int listener_accept(struct loop *l, struct loop_io *io, struct sockaddr *sa, soc
 			return -1;
 		}
 	}
+	return -1;
 }
