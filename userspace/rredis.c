@@ -178,9 +178,8 @@ static const char *script_sha(const char *script)
 	return NULL; /* more scripts than slots: plain EVAL */
 }
 
-/* One EVALSHA in flight: a copy of its arguments, for the EVAL retry. */
+/* One script call in flight: a copy of its arguments, for the EVAL retry after NOSCRIPT. */
 struct eval_call {
-	struct rredis *rd;
 	rc_reply_cb cb;
 	void *priv;
 	const char *script;
@@ -212,6 +211,7 @@ static void eval_reply(struct rc *rc, redisReply *rep, void *priv)
 	free(e);
 }
 
+/* EVALSHA (EVAL if the script has no SHA slot) of script with its keys and args. */
 static int eval(struct rredis *rd, const char *route_key, rc_reply_cb cb, void *priv,
 		const char *script, int nkeys, const char **keys, int nargs, const char **args)
 {
@@ -219,21 +219,6 @@ static int eval(struct rredis *rd, const char *route_key, rc_reply_cb cb, void *
 	char nk[12];
 	const char *sha = script_sha(script);
 	snprintf(nk, sizeof(nk), "%d", nkeys);
-	if (!sha) {
-		const char *argv[3 + 2 * RENEW_BATCH * 3 + 32];
-		size_t argl[sizeof(argv) / sizeof(argv[0])];
-		if (argc > (int)(sizeof(argv) / sizeof(argv[0])))
-			return -E2BIG;
-		argv[0] = "EVAL";
-		argv[1] = script;
-		argv[2] = nk;
-		memcpy(argv + 3, keys, (size_t)nkeys * sizeof(*keys));
-		memcpy(argv + 3 + nkeys, args, (size_t)nargs * sizeof(*args));
-		for (int i = 0; i < argc; i++)
-			argl[i] = strlen(argv[i]);
-		return rc_command_argv(rd->rc, route_key, strlen(route_key), cb, priv, argc, argv,
-				       argl);
-	}
 	/* one allocation: the call, the pointer and length arrays, then every string */
 	size_t route_len = strlen(route_key), strings = route_len + 1 + strlen(nk) + 1;
 	for (int i = 0; i < nkeys; i++)
@@ -244,15 +229,15 @@ static int eval(struct rredis *rd, const char *route_key, rc_reply_cb cb, void *
 				     strings);
 	if (!e)
 		return -ENOMEM;
-	*e = (struct eval_call){.rd = rd, .cb = cb, .priv = priv, .script = script, .argc = argc,
-				.route_len = route_len};
+	*e = (struct eval_call){
+		.cb = cb, .priv = priv, .script = script, .argc = argc, .route_len = route_len};
 	e->argv = (const char **)(e + 1);
 	e->argl = (size_t *)(e->argv + argc);
 	char *p = (char *)(e->argl + argc);
 	e->route_key = memcpy(p, route_key, route_len + 1);
 	p += route_len + 1;
-	e->argv[0] = "EVALSHA";
-	e->argv[1] = sha;
+	e->argv[0] = sha ? "EVALSHA" : "EVAL";
+	e->argv[1] = sha ? sha : script;
 	for (int i = 2; i < argc; i++) {
 		const char *src = i == 2 ? nk : i < 3 + nkeys ? keys[i - 3] : args[i - 3 - nkeys];
 		size_t n = strlen(src);
