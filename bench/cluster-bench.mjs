@@ -798,21 +798,20 @@ function render (r) {
       ` the idle background is ${f2(bgRate)} round trips/s for three relays and one tunnel.`)
     L.push('')
   }
-  L.push(`| join latency, ms (${r.direct.length} each, interleaved) | min | p50 | p90 | max |`)
-  L.push('|---|---|---|---|---|')
-  L.push(`| entering at the owner B | ${f1(sd.min)} | ${f1(sd.p50)} | ${f1(sd.p90)} | ${f1(sd.max)} |`)
-  L.push(`| entering at A, forwarded A -> B | ${f1(sf.min)} | ${f1(sf.p50)} | ${f1(sf.p90)} | ${f1(sf.max)} |`)
-  L.push(`| added by forwarding (forwarded - direct) | ${signed(sf.min - sd.min)} | ${signed(sf.p50 - sd.p50)} | | |`)
-  L.push(`| same, per interleaved pair | ${signed(sp.min)} | ${signed(sp.p50)} | ${signed(sp.p90)} | ${signed(sp.max)} |`)
-  L.push('')
+  // owner vs forwarded, the difference of the two and the per-pair distribution
+  const forwardTable = (title, d, f, pair, fmt, sgn) => {
+    L.push(`| ${title} | min | p50 | p90 | max |`)
+    L.push('|---|---|---|---|---|')
+    L.push(`| entering at the owner B | ${fmt(d.min)} | ${fmt(d.p50)} | ${fmt(d.p90)} | ${fmt(d.max)} |`)
+    L.push(`| entering at A, forwarded A -> B | ${fmt(f.min)} | ${fmt(f.p50)} | ${fmt(f.p90)} | ${fmt(f.max)} |`)
+    L.push(`| added by forwarding (forwarded - direct) | ${sgn(f.min - d.min)} | ${sgn(f.p50 - d.p50)} | | |`)
+    L.push(`| same, per interleaved pair | ${sgn(pair.min)} | ${sgn(pair.p50)} | ${sgn(pair.p90)} | ${sgn(pair.max)} |`)
+    L.push('')
+  }
+  forwardTable(`join latency, ms (${r.direct.length} each, interleaved)`, sd, sf, sp, f1, signed)
   const td = stats(r.sDirect); const tf = stats(r.sFwd); const tp = stats(r.sPair)
-  L.push(`| status request, ms to the first answer byte (raw socket, ${r.sDirect.length} each, interleaved) | min | p50 | p90 | max |`)
-  L.push('|---|---|---|---|---|')
-  L.push(`| entering at the owner B | ${f2r(td.min)} | ${f2r(td.p50)} | ${f2r(td.p90)} | ${f2r(td.max)} |`)
-  L.push(`| entering at A, forwarded A -> B | ${f2r(tf.min)} | ${f2r(tf.p50)} | ${f2r(tf.p90)} | ${f2r(tf.max)} |`)
-  L.push(`| added by forwarding (forwarded - direct) | ${signed2(tf.min - td.min)} | ${signed2(tf.p50 - td.p50)} | | |`)
-  L.push(`| same, per interleaved pair | ${signed2(tp.min)} | ${signed2(tp.p50)} | ${signed2(tp.p90)} | ${signed2(tp.max)} |`)
-  L.push('')
+  forwardTable(`status request, ms to the first answer byte (raw socket, ${r.sDirect.length} each, interleaved)`,
+    td, tf, tp, f2r, signed2)
   const sc = stats(r.coldMs); const sw = stats(r.warmMs); const so = stats(r.ownerMs)
   const tc = stats(r.sColdMs); const tw = stats(r.sWarmMs); const to = stats(r.sOwnerMs)
   const hit = r.fwdHit.length ? stats(r.fwdHit) : null
