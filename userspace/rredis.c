@@ -238,14 +238,15 @@ static int eval(struct rredis *rd, const char *route_key, rc_reply_cb cb, void *
 	p += route_len + 1;
 	e->argv[0] = sha ? "EVALSHA" : "EVAL";
 	e->argv[1] = sha ? sha : script;
+	e->argl[0] = strlen(e->argv[0]);
+	e->argl[1] = strlen(e->argv[1]);
 	for (int i = 2; i < argc; i++) {
 		const char *src = i == 2 ? nk : i < 3 + nkeys ? keys[i - 3] : args[i - 3 - nkeys];
 		size_t n = strlen(src);
 		e->argv[i] = memcpy(p, src, n + 1);
+		e->argl[i] = n;
 		p += n + 1;
 	}
-	for (int i = 0; i < argc; i++)
-		e->argl[i] = strlen(e->argv[i]);
 	int rc = rc_command_argv(rd->rc, e->route_key, route_len, eval_reply, e, argc, e->argv,
 				 e->argl);
 	if (rc)

@@ -536,7 +536,7 @@ export async function startAgent ({
 }
 
 /**
- * tests/e2e/mc-server.mjs as a child process. Resolves {proc, pid, port, motd, logins, waitForLogin(username)}.
+ * tests/e2e/mc-server.mjs as a child process. Resolves {proc, pid, port, motd, waitForLogin(username)}.
  */
 export async function startMcServer ({ port = 0, motd = 'DVV e2e server', version, maxPlayers, host = '127.0.0.1' } = {}) {
   const args = [MC_SERVER, '--port', String(port), '--host', host, '--motd', motd]
@@ -549,7 +549,6 @@ export async function startMcServer ({ port = 0, motd = 'DVV e2e server', versio
     pid: proc.pid,
     port: ev.port,
     motd,
-    logins: () => proc.events.filter((e) => e.event === 'login'),
     waitForLogin: (username, timeoutMs = 5000) =>
       waitForLine(proc, (_l, e) => e && e.event === 'login' && e.username === username, { timeoutMs, what: `a login event for ${username}` }).then((r) => r.ev)
   }
