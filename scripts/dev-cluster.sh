@@ -91,13 +91,21 @@ up() {
     redis_addr=$(IFS=,; echo "${ports[*]}")
   else
     local p=$((6400 + id))
-    redis-server --port "$p" --bind "$net.1" --protected-mode no --save '' --appendonly no --dir "$state" \
-      >"$state/redis.log" 2>&1 &
-    echo $! >>"$state/pids"
+    # redis.start starts it (again, empty: failure tests stop and restart Redis); pid in redis.pid
+    {
+      echo '#!/usr/bin/env bash'
+      printf '%q ' redis-server --port "$p" --bind "$net.1" --protected-mode no --save '' --appendonly no --dir "$state"
+      printf '>>%q 2>&1 &\n' "$state/redis.log"
+      printf 'echo $! >%q; echo $! >>%q\n' "$state/redis.pid" "$state/pids"
+    } >"$state/redis.start"
+    chmod +x "$state/redis.start"
+    "$state/redis.start"
     wait_for 5 redis-cli -h "$net.1" -p "$p" ping
     redis_addr="$net.1:$p"
   fi
 
+  local bindir=$build
+  [[ $bindir == /* ]] || bindir=$root/$build
   IFS=, read -ra regs <<<"$regions"
   local json_relays="" i
   for ((i = 1; i <= relays; i++)); do
@@ -112,16 +120,26 @@ up() {
     ip -n "$ns" link set lo up
     ip -n "$ns" route add default via "$net.1"
     # nsenter, not `ip netns exec`: the latter mounts a fresh /sys for the command, so the
-    # relay would pin its maps in a private bpffs that nobody outside can inspect or clean
-    nsenter --net="/run/netns/$ns" "$build/dvv-relay" \
-      --player-listen "$ip:25565" --agent-listen "$ip:7000" --internal-listen "$ip:7001" \
-      --admin-listen "$ip:9100" --redis "$redis_addr" --region "$region" --base-domain dvv.test \
-      --tls-cert "$state/keys/relay.pem" --tls-key "$state/keys/relay.key" \
-      --jwt-pubkey "$state/keys/jwt.pub" --cluster-secret-file "$state/cluster.secret" \
-      --instance-id "r$i-$region" --bpf-pin-root "/sys/fs/bpf/dvv/dev-cluster-$id" \
-      ${DVV_RELAY_ARGS:-} >"$state/relay-r$i.log" 2>&1 &
-    echo $! >>"$state/pids"
-    json_relays+="${json_relays:+,}{\"id\":\"r$i-$region\",\"region\":\"$region\",\"netns\":\"$ns\",\"ip\":\"$ip\",\"player_addr\":\"$ip:25565\",\"agent_addr\":\"$ip:7000\",\"internal_addr\":\"$ip:7001\",\"admin\":\"http://$ip:9100\",\"log\":\"$state/relay-r$i.log\"}"
+    # relay would pin its maps in a private bpffs that nobody outside can inspect or clean.
+    # relay-rN.start starts it (again: failure tests restart relays they killed); its pid is
+    # in relay-rN.pid.
+    local argv=(nsenter --net="/run/netns/$ns" "$bindir/dvv-relay"
+      --player-listen "$ip:25565" --agent-listen "$ip:7000" --internal-listen "$ip:7001"
+      --admin-listen "$ip:9100" --redis "$redis_addr" --region "$region" --base-domain dvv.test
+      --tls-cert "$state/keys/relay.pem" --tls-key "$state/keys/relay.key"
+      --jwt-pubkey "$state/keys/jwt.pub" --cluster-secret-file "$state/cluster.secret"
+      --instance-id "r$i-$region" --bpf-pin-root "/sys/fs/bpf/dvv/dev-cluster-$id")
+    # shellcheck disable=SC2206 # DVV_RELAY_ARGS is a list of options, split on purpose
+    argv+=(${DVV_RELAY_ARGS:-})
+    {
+      echo '#!/usr/bin/env bash'
+      printf '%q ' "${argv[@]}"
+      printf '>>%q 2>&1 &\n' "$state/relay-r$i.log"
+      printf 'echo $! >%q; echo $! >>%q\n' "$state/relay-r$i.pid" "$state/pids"
+    } >"$state/relay-r$i.start"
+    chmod +x "$state/relay-r$i.start"
+    "$state/relay-r$i.start"
+    json_relays+="${json_relays:+,}{\"id\":\"r$i-$region\",\"region\":\"$region\",\"netns\":\"$ns\",\"ip\":\"$ip\",\"player_addr\":\"$ip:25565\",\"agent_addr\":\"$ip:7000\",\"internal_addr\":\"$ip:7001\",\"admin\":\"http://$ip:9100\",\"log\":\"$state/relay-r$i.log\",\"start\":\"$state/relay-r$i.start\",\"pidfile\":\"$state/relay-r$i.pid\"}"
   done
   for ((i = 1; i <= relays; i++)); do
     wait_for 20 curl -fsS "http://$net.$((10 + i)):9100/readyz" ||

@@ -11,7 +11,7 @@ PKGS=(
   libssl-dev libjwt-dev libjansson-dev libhiredis-dev libmicrohttpd-dev libpq-dev
   libcmocka-dev
   redis-server redis-tools haproxy
-  iproute2 hping3 ethtool curl ca-certificates openssl procps psmisc python3
+  iproute2 nftables hping3 ethtool curl ca-certificates openssl procps psmisc python3
   nodejs npm
 )
 
