@@ -48,9 +48,9 @@ struct rredis {
 	uint64_t last_renew_ms;
 };
 
-/* Name claim. mode "keep": the tunnel already has this name (or insists on it: custom label);
- * "new": a random candidate, refused if any other tunnel holds it.
- * KEYS route epoch owner; ARGV tid instance addr lease grace mode */
+/* Name claim, for the tunnel's own name (or the custom label it insists on) and for a random
+ * candidate alike: refused if another tunnel holds the name.
+ * KEYS route epoch owner; ARGV tid instance addr lease grace */
 static const char claim_lua[] =
 	"local owner = redis.call('GET', KEYS[3])\n"
 	"if owner and owner ~= ARGV[1] then return redis.error_reply('NAMETAKEN') end\n"
@@ -333,7 +333,7 @@ static void reg_finish(struct reg_ctx *c, const char *code, const char *msg)
 	free(c);
 }
 
-static int reg_claim(struct reg_ctx *c, const char *mode)
+static int reg_claim(struct reg_ctx *c)
 {
 	struct relay *r = c->t->r;
 	const char *p = r->cfg.redis_prefix;
@@ -345,8 +345,8 @@ static int reg_claim(struct reg_ctx *c, const char *mode)
 	snprintf(grace, sizeof(grace), "%d", r->cfg.name_grace_s);
 	const char *keys[] = {kr, ke, ko};
 	const char *args[] = {c->t->claims.tid, r->cfg.instance_id,
-			      r->internal_addr[0] ? r->internal_addr : "-", lease, grace, mode};
-	return eval(r->redis, kr, reg_cb, c, claim_lua, 3, keys, 6, args);
+			      r->internal_addr[0] ? r->internal_addr : "-", lease, grace};
+	return eval(r->redis, kr, reg_cb, c, claim_lua, 3, keys, 5, args);
 }
 
 static int reg_next_candidate(struct reg_ctx *c)
@@ -355,7 +355,7 @@ static int reg_next_candidate(struct reg_ctx *c)
 		return -ENOENT;
 	snprintf(c->name, sizeof(c->name), "%s%s", c->cands[c->cand++], c->t->r->suffix);
 	c->stage = REG_CLAIM_NEW;
-	return reg_claim(c, "new");
+	return reg_claim(c);
 }
 
 static void reg_release_old(struct relay *r, const char *name, const char *tid)
@@ -486,7 +486,7 @@ static void reg_step(struct reg_ctx *c, redisReply *rep)
 			break;
 		}
 		c->stage = REG_CLAIM_KEEP;
-		rc = reg_claim(c, "keep");
+		rc = reg_claim(c);
 		break;
 	}
 	case REG_CLAIM_KEEP:
@@ -547,7 +547,7 @@ static void reg_step(struct reg_ctx *c, redisReply *rep)
 		}
 		snprintf(c->name, sizeof(c->name), "%s", rep->str);
 		c->stage = REG_CLAIM_KEEP;
-		rc = reg_claim(c, "keep");
+		rc = reg_claim(c);
 		break;
 	}
 	if (rc)
