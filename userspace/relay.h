@@ -101,15 +101,6 @@ enum tunnel_state {
 	TS_CLOSED	/* being torn down (memory freed when no Redis reply is pending) */
 };
 
-/* The user's plan as the API wrote it in Redis (dvv:user:{sub}:plan), read at registration and
- * cached; from_redis false: the user has none there and the token's plan claim stands.
- * Limits of 0 are unset. Enforcement comes with plans and billing. */
-struct tunnel_plan {
-	char tier[17];
-	uint32_t max_players, max_tunnels, bandwidth_kbps;
-	bool from_redis;
-};
-
 struct tunnel {
 	struct loop_io io;
 	struct loop_timer timer;    /* auth deadline, then keepalive */
@@ -118,7 +109,6 @@ struct tunnel {
 	int refs;		    /* 1 for the connection + 1 per Redis call in flight */
 	struct ctl_conn ctl;
 	struct auth_claims claims;
-	struct tunnel_plan plan;
 	struct hnode host_hn;	    /* r->by_host, while TS_UP */
 	struct hnode tid_hn;	    /* r->by_tid, from TS_REGISTERING */
 	struct dlist node;	    /* r->tunnels */

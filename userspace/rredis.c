@@ -26,7 +26,7 @@
 #define K_AGENTS "%s{%s}:agents" /* hash instance -> agent address (for MOVE) */
 #define K_ALIVE "%s{%s}:alive:%s"
 #define K_INFO "%s{%s}:info:%s"
-#define K_PLAN "%suser:{%s}:plan" /* hash: tier, max_players, max_tunnels, bandwidth_kbps (API) */
+#define K_PLAN "%suser:{%s}:plan" /* hash written by the API; the relay reads its tier */
 
 /* User plans read from Redis are kept this long: a reconnect storm costs no extra round trip,
  * and a plan change made by the API reaches new registrations within this time. */
@@ -36,7 +36,7 @@
 struct plan_slot {
 	char sub[AUTH_ID_MAX + 1];
 	uint64_t until_ms;
-	struct tunnel_plan plan;
+	const char *tier; /* "free", "paid", or NULL: no (valid) plan in Redis, the token decides */
 };
 
 struct rredis {
@@ -376,54 +376,25 @@ static struct plan_slot *plan_slot(struct rredis *rd, const char *sub)
 	return &rd->plans[h % PLAN_CACHE_SLOTS];
 }
 
-static long plan_field(const redisReply *e, long lo, long hi)
+/* The tier of an HGET plan tier reply: "free", "paid", or NULL when the user has none. */
+static const char *plan_tier(const redisReply *rep, const char *sub)
 {
-	if (!e || e->type != REDIS_REPLY_STRING)
-		return 0;
-	char *end;
-	errno = 0;
-	long v = strtol(e->str, &end, 10);
-	if (errno || *end || end == e->str || v < lo || v > hi)
-		return -1;
-	return v;
-}
-
-/* HMGET tier max_players max_tunnels bandwidth_kbps -> plan; false if the user has none. */
-static bool plan_parse(const redisReply *rep, struct tunnel_plan *pl, const char *sub)
-{
-	memset(pl, 0, sizeof(*pl));
-	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 4)
-		return false;
-	const redisReply *tier = rep->element[0];
-	if (!tier || tier->type != REDIS_REPLY_STRING)
-		return false;
-	if (strcmp(tier->str, "free") && strcmp(tier->str, "paid")) {
-		pr_rl(LOG_WARN, "redis: user %s has an unknown plan tier: ignored, token decides", sub);
-		return false;
-	}
-	snprintf(pl->tier, sizeof(pl->tier), "%s", tier->str);
-	long v[3];
-	for (int i = 0; i < 3; i++) {
-		v[i] = plan_field(rep->element[i + 1], 0, 1000000000L);
-		if (v[i] < 0) {
-			pr_rl(LOG_WARN, "redis: user %s has a malformed plan limit: treated as unset", sub);
-			v[i] = 0;
-		}
-	}
-	pl->max_players = (uint32_t)v[0];
-	pl->max_tunnels = (uint32_t)v[1];
-	pl->bandwidth_kbps = (uint32_t)v[2];
-	pl->from_redis = true;
-	return true;
+	if (!rep || rep->type != REDIS_REPLY_STRING)
+		return NULL;
+	if (!strcmp(rep->str, "free"))
+		return "free";
+	if (!strcmp(rep->str, "paid"))
+		return "paid";
+	pr_rl(LOG_WARN, "redis: user %s has an unknown plan tier: ignored, token decides", sub);
+	return NULL;
 }
 
 /* The user's plan in Redis (written by the API) wins over the token's claim: tokens live long,
  * upgrades and downgrades happen in between. */
-static void plan_apply(struct tunnel *t, const struct tunnel_plan *pl)
+static void plan_apply(struct tunnel *t, const char *tier)
 {
-	t->plan = *pl;
-	if (pl->from_redis)
-		snprintf(t->claims.plan, sizeof(t->claims.plan), "%s", pl->tier);
+	if (tier)
+		snprintf(t->claims.plan, sizeof(t->claims.plan), "%s", tier);
 }
 
 static int reg_get_tunnel(struct reg_ctx *c)
@@ -447,7 +418,6 @@ static void reg_step(struct reg_ctx *c, redisReply *rep)
 		/* a plan key of the wrong type: the token's claim stands, registration goes on */
 		pr_rl(LOG_WARN, "redis: plan of user %s unreadable: %s", t->claims.sub, rep->str);
 		rep = NULL;
-		plan_apply(t, &(struct tunnel_plan){0});
 		if (reg_get_tunnel(c))
 			reg_finish(c, "unavailable", "tunnel registry unavailable, retrying");
 		return;
@@ -463,12 +433,10 @@ static void reg_step(struct reg_ctx *c, redisReply *rep)
 	switch (c->stage) {
 	case REG_PLAN: {
 		struct plan_slot *sl = plan_slot(r->redis, t->claims.sub);
-		struct tunnel_plan pl;
-		plan_parse(rep, &pl, t->claims.sub);
 		snprintf(sl->sub, sizeof(sl->sub), "%s", t->claims.sub);
-		sl->plan = pl;
+		sl->tier = plan_tier(rep, t->claims.sub);
 		sl->until_ms = r->loop.now + PLAN_CACHE_MS;
-		plan_apply(t, &pl);
+		plan_apply(t, sl->tier);
 		rc = reg_get_tunnel(c);
 		break;
 	}
@@ -570,14 +538,13 @@ int rredis_register_tunnel(struct tunnel *t)
 	int rc;
 	struct plan_slot *sl = plan_slot(rd, t->claims.sub);
 	if (!strcmp(sl->sub, t->claims.sub) && r->loop.now < sl->until_ms) {
-		plan_apply(t, &sl->plan);
+		plan_apply(t, sl->tier);
 		rc = reg_get_tunnel(c);
 	} else {
 		char kp[160];
 		snprintf(kp, sizeof(kp), K_PLAN, r->cfg.redis_prefix, t->claims.sub);
 		c->stage = REG_PLAN;
-		rc = rc_command(rd->rc, kp, reg_cb, c,
-				"HMGET %s tier max_players max_tunnels bandwidth_kbps", kp);
+		rc = rc_command(rd->rc, kp, reg_cb, c, "HGET %s tier", kp);
 	}
 	if (rc) {
 		t->refs--;
