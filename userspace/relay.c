@@ -216,7 +216,7 @@ int relay_init(struct relay *r)
 		if (rc)
 			return rc;
 	}
-	if ((rc = rredis_start(r)) || (rc = admin_start(r)))
+	if ((rc = rredis_start(r, tunnel_each_lease, tunnel_lease_lost)) || (rc = admin_start(r)))
 		return rc ? rc : -EINVAL;
 	r->tick.cb = tick_cb;
 	loop_timer_arm(&r->loop, &r->tick, 0);

@@ -14,6 +14,7 @@
 #include "net.h"
 #include "proto.h"
 #include "ratelimit.h"
+#include "rredis.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -227,7 +228,10 @@ struct dataconn *tunnel_take_idle(struct tunnel *t);
 void tunnel_refill(struct tunnel *t);
 void tunnel_note_join(struct tunnel *t);
 void tunnel_close(struct tunnel *t, const char *code, const char *why);
-void tunnel_put(struct tunnel *t);
+/* For rredis_start: the route leases this relay holds (tunnels up), and the one a renewal found
+ * held by another relay (that session is closed). */
+void tunnel_each_lease(struct relay *r, rredis_lease_fn fn, void *ctx);
+void tunnel_lease_lost(struct relay *r, const char *hostname, uint64_t epoch);
 void dataconn_close(struct dataconn *d);
 void dataconn_close_all(struct relay *r);
 void relay_tick_tunnels(struct relay *r);

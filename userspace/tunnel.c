@@ -233,7 +233,7 @@ static void tunnel_free(void *arg)
 	free(t);
 }
 
-void tunnel_put(struct tunnel *t)
+static void tunnel_put(struct tunnel *t)
 {
 	if (--t->refs == 0)
 		loop_defer(&t->r->loop, tunnel_free, t);
@@ -350,21 +350,27 @@ void tunnel_refill(struct tunnel *t)
 	OPENSSL_cleanse(&m, sizeof(m));
 }
 
-void tunnel_registered(struct tunnel *t, const char *hostname, uint64_t epoch, const char *code,
-		       const char *msg)
+/* Registration finished (rredis_register_tunnel's callback): the tunnel goes up under its name,
+ * or the agent hears why not. */
+static void tunnel_registered(struct relay *r, void *priv, const struct rredis_reg_result *res)
 {
-	struct relay *r = t->r;
+	struct tunnel *t = priv;
+	const char *hostname = res->hostname;
+	uint64_t epoch = res->epoch;
 	if (t->state != TS_REGISTERING) {
-		if (!code && hostname)
+		if (!res->code)
 			rredis_release_tunnel(r, hostname, epoch); /* agent left meanwhile */
-		return;
+		goto out;
 	}
-	if (code) {
-		bool retry = strcmp(code, "name_taken") != 0;
+	/* the user's plan in Redis, if any, has replaced the token's claim */
+	snprintf(t->claims.plan, sizeof(t->claims.plan), "%s", res->plan);
+	if (res->code) {
+		bool retry = strcmp(res->code, "name_taken") != 0;
 		M_INC(tunnels_rejected_total);
-		send_error(t, code, msg, retry, retry ? 1000 + (uint32_t)(rand_u64() % 2000) : 0);
-		tunnel_close(t, NULL, msg);
-		return;
+		send_error(t, res->code, res->msg, retry,
+			   retry ? 1000 + (uint32_t)(rand_u64() % 2000) : 0);
+		tunnel_close(t, NULL, res->msg);
+		goto out;
 	}
 	size_t len = strlen(hostname);
 	struct tunnel *other = tunnel_lookup_host(r, hostname, len);
@@ -388,6 +394,18 @@ void tunnel_registered(struct tunnel *t, const char *hostname, uint64_t epoch, c
 	t->last_rx_ms = r->loop.now;
 	loop_timer_arm(&r->loop, &t->timer, PING_INTERVAL_MS);
 	tunnel_refill(t);
+out:
+	tunnel_put(t);
+}
+
+/* The route leases we hold, for rredis's renewals and clean exit. */
+void tunnel_each_lease(struct relay *r, rredis_lease_fn fn, void *ctx)
+{
+	for (struct dlist *n = r->tunnels.next; n != &r->tunnels; n = n->next) {
+		struct tunnel *t = container_of(n, struct tunnel, node);
+		if (t->state == TS_UP)
+			fn(ctx, &(struct rredis_lease){t->hostname, t->claims.tid, t->epoch});
+	}
 }
 
 void tunnel_lease_lost(struct relay *r, const char *hostname, uint64_t epoch)
@@ -488,8 +506,13 @@ static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 static int tunnel_register(struct tunnel *t)
 {
 	struct relay *r = t->r;
-	int rc = rredis_register_tunnel(t);
+	const struct rredis_reg req = {
+		.tid = t->claims.tid, .sub = t->claims.sub, .plan = t->claims.plan,
+		.label = t->claims.name};
+	t->refs++;
+	int rc = rredis_register_tunnel(r, &req, tunnel_registered, t);
 	if (rc) {
+		t->refs--;
 		M_INC(tunnels_rejected_total);
 		send_error(t, "unavailable", "tunnel registry unavailable, retry shortly", true,
 			   2000 + (uint32_t)(rand_u64() % 3000));
