@@ -87,14 +87,6 @@ struct dataconn {
 	uint8_t prelen;
 };
 
-struct attach_token {
-	struct hnode hn;	    /* keyed by the 8-byte id */
-	struct dlist node;	    /* in tunnel->tokens */
-	struct tunnel *tunnel;
-	uint64_t expires_ms;
-	uint8_t tok[ATTACH_TOKEN_LEN];
-};
-
 enum tunnel_state {
 	TS_AUTH,	/* TLS handshake / waiting for HELLO */
 	TS_REGISTERING, /* HELLO accepted; Redis registration in flight */
@@ -119,12 +111,11 @@ struct tunnel {
 	uint64_t epoch;		    /* fencing epoch of our route lease */
 	struct dlist idle;	    /* struct dataconn, DS_IDLE */
 	struct dlist waiting;	    /* struct player, PS_WAIT_AGENT */
-	struct dlist tokens;	    /* struct attach_token issued, not yet used */
+	struct dlist tokens;	    /* attach tokens issued, not yet used (tunnel.c) */
 	int nidle, ntokens;
-	uint64_t last_rx_ms, last_ping_ms;
+	uint64_t last_rx_ms;
 	uint32_t joins_window;	    /* joins in the current 10 s window: sizes the pool */
 	uint64_t window_start_ms;
-	uint64_t players_total;
 };
 
 /* A connection on the internal port, until its forward header is verified. */

@@ -16,6 +16,16 @@
 #define PING_INTERVAL_MS 15000
 #define POOL_WINDOW_MS 10000
 
+/* A data connection's ticket into its tunnel's pool: sent to the agent in ATTACH, presented
+ * once in the connection's preamble. */
+struct attach_token {
+	struct hnode hn;	    /* r->tokens, keyed by the 8-byte id */
+	struct dlist node;	    /* in tunnel->tokens */
+	struct tunnel *tunnel;
+	uint64_t expires_ms;
+	uint8_t tok[ATTACH_TOKEN_LEN];
+};
+
 static void tunnel_io_cb(struct loop *l, struct loop_io *io, uint32_t events);
 static void tunnel_timer_cb(struct loop *l, struct loop_timer *tm);
 static void data_io_cb(struct loop *l, struct loop_io *io, uint32_t events);
@@ -305,7 +315,6 @@ void tunnel_note_join(struct tunnel *t)
 		t->joins_window = 0;
 	}
 	t->joins_window++;
-	t->players_total++;
 }
 
 /* Pool target: the minimum plus half the joins of the last window, capped. A server that sees
