@@ -218,7 +218,10 @@ struct dataconn *tunnel_take_idle(struct tunnel *t);
 /* Ask the agent for more data connections if the pool is below its target. */
 void tunnel_refill(struct tunnel *t);
 void tunnel_note_join(struct tunnel *t);
-void tunnel_close(struct tunnel *t, const char *code, const char *why);
+/* Draining: MOVE every agent to addrs (round robin), or GOODBYE when n is 0 (the agent
+ * reconnects through its region endpoint), and close every tunnel. */
+void tunnel_send_all_away(struct relay *r, const char **addrs, size_t n);
+void tunnel_close_all(struct relay *r, const char *why);
 /* For rredis_start: the route leases this relay holds (tunnels up), and the one a renewal found
  * held by another relay (that session is closed). */
 void tunnel_each_lease(struct relay *r, rredis_lease_fn fn, void *ctx);

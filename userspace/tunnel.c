@@ -275,7 +275,7 @@ static void send_error(struct tunnel *t, const char *code, const char *msg, bool
 	send_msg(t, &m);
 }
 
-void tunnel_close(struct tunnel *t, const char *code, const char *why)
+static void tunnel_close(struct tunnel *t, const char *code, const char *why)
 {
 	struct relay *r = t->r;
 	if (t->state == TS_CLOSED)
@@ -305,6 +305,35 @@ void tunnel_close(struct tunnel *t, const char *code, const char *why)
 	dlist_del(&t->node);
 	r->ntunnels--;
 	tunnel_put(t);
+}
+
+void tunnel_close_all(struct relay *r, const char *why)
+{
+	while (!dlist_empty(&r->tunnels))
+		tunnel_close(container_of(r->tunnels.next, struct tunnel, node), NULL, why);
+}
+
+void tunnel_send_all_away(struct relay *r, const char **addrs, size_t n)
+{
+	size_t k = 0;
+	while (!dlist_empty(&r->tunnels)) {
+		struct tunnel *t = container_of(r->tunnels.next, struct tunnel, node);
+		if (t->state == TS_UP) {
+			struct ctl_msg m;
+			if (n) {
+				m = (struct ctl_msg){.type = CTL_MOVE};
+				snprintf(m.u.move.addr, sizeof(m.u.move.addr), "%s", addrs[k++ % n]);
+				snprintf(m.u.move.reason, sizeof(m.u.move.reason), "relay draining");
+			} else {
+				m = (struct ctl_msg){.type = CTL_GOODBYE};
+				snprintf(m.u.goodbye.code, sizeof(m.u.goodbye.code), "draining");
+				snprintf(m.u.goodbye.reason, sizeof(m.u.goodbye.reason), "relay draining");
+			}
+			if (!ctl_conn_send(&t->ctl, &m))
+				ctl_conn_flush(&t->ctl);
+		}
+		tunnel_close(t, NULL, "relay draining");
+	}
 }
 
 void tunnel_note_join(struct tunnel *t)
