@@ -1,3 +1,6 @@
+/* The relay's lifetime: start-up (listeners, TLS, JWT key, data plane, Redis, admin), the tick
+ * (attach tokens, route cache, Redis heartbeat, end of a drain), draining on the first signal,
+ * and the ordered shut-down. relay.h holds the types the control plane's files share. */
 #include "relay.h"
 #include "admin.h"
 #include "log.h"
