@@ -8,8 +8,8 @@
  * Contract:
  * - A call that takes a callback either returns 0 and calls it exactly once, later, on the loop
  *   (never from inside the call), or returns -errno and never calls it: -ENOTCONN while Redis is
- *   down, -ENOMEM, or rcluster's refusals (-ENOBUFS...). Strings handed to a callback are valid
- *   during the callback only.
+ *   down, -EINVAL for an argument out of bounds, -ENOMEM, or rcluster's refusals (-ENOBUFS...).
+ *   Strings handed to a callback are valid during the callback only.
  * - Errors come back as answers, never as Redis replies: a registration ends with a code for the
  *   agent ("unavailable" ...), a route lookup with err, placement with "stay here". A command
  *   whose outcome is unknown (rcluster.h: connection lost, deadline) counts as failed; every
@@ -67,7 +67,8 @@ typedef void (*rredis_reg_cb)(struct relay *r, void *priv, const struct rredis_r
  * through each_lease and gives it back with rredis_release_tunnel(). */
 int rredis_register_tunnel(struct relay *r, const struct rredis_reg *req, rredis_reg_cb cb,
 			   void *priv);
-/* Drop our route lease for hostname if we still hold it at epoch (the name stays reserved). */
+/* Drop our route lease for hostname if we still hold it at epoch (the name stays reserved).
+ * Nothing is sent while Redis is down: the lease expires by itself. */
 void rredis_release_tunnel(struct relay *r, const char *hostname, uint64_t epoch);
 /* Periodic: instance heartbeat and load, reaping of dead instances, lease renewal. */
 void rredis_heartbeat(struct relay *r);
