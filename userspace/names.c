@@ -1,9 +1,9 @@
+/* Random tunnel names (names.h): an adjective and a noun from two fixed word lists. */
 #include "names.h"
 #include "net.h"
 
 #include <stdint.h>
 #include <stdio.h>
-#include <string.h>
 
 static const char *const adjectives[] = {
 	"able",	   "agile",   "amber",	 "ancient", "arctic",  "azure",	  "bold",    "brave",
@@ -46,8 +46,6 @@ static const char *const nouns[] = {
 #define NADJ (sizeof(adjectives) / sizeof(adjectives[0]))
 #define NNOUN (sizeof(nouns) / sizeof(nouns[0]))
 
-size_t names_space(void) { return NADJ * NNOUN; }
-
 void names_random(char *out, size_t outlen, unsigned attempt)
 {
 	uint64_t r = rand_u64();
@@ -57,15 +55,4 @@ void names_random(char *out, size_t outlen, unsigned attempt)
 		snprintf(out, outlen, "%s-%s-%u", a, n, (unsigned)((r >> 32) % 90 + 10));
 	else
 		snprintf(out, outlen, "%s-%s", a, n);
-}
-
-int names_valid_label(const char *s)
-{
-	size_t n = strlen(s);
-	if (n < 3 || n > 40 || s[0] == '-' || s[n - 1] == '-')
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
-			return 0;
-	return 1;
 }

@@ -7,8 +7,5 @@
 /* Writes a random "adjective-noun" label; with attempt >= 4 a two-digit suffix is added
  * ("sleepy-creeper-42") so registration still succeeds when the plain space is crowded. */
 void names_random(char *out, size_t outlen, unsigned attempt);
-size_t names_space(void); /* number of distinct plain labels */
-/* A label a user may ask for (paid plans): [a-z0-9-], 3..40 chars, no leading/trailing '-'. */
-int names_valid_label(const char *s);
 
 #endif

@@ -1,3 +1,6 @@
+/* The relay's lifetime: start-up (listeners, TLS, JWT key, data plane, Redis, admin), the tick
+ * (attach tokens, route cache, Redis heartbeat, end of a drain), draining on the first signal,
+ * and the ordered shut-down. relay.h holds the types the control plane's files share. */
 #include "relay.h"
 #include "admin.h"
 #include "log.h"
@@ -33,30 +36,11 @@ static void sig_cb(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 }
 
-/* Send every agent away: MOVE to the region's other relays (least loaded first, round robin)
- * when we know them, else GOODBYE (the agent reconnects through its region endpoint). Players
- * already joined keep playing: their sockets do not depend on the control channel. */
+/* Send every agent away, to the region's other relays (least loaded first) when we know them.
+ * Players already joined keep playing: their sockets do not depend on the control channel. */
 static void drain_tunnels(struct relay *r, void *priv, const char **addrs, size_t n)
 {
-	size_t k = 0;
-	while (!dlist_empty(&r->tunnels)) {
-		struct tunnel *t = container_of(r->tunnels.next, struct tunnel, node);
-		if (t->state == TS_UP) {
-			struct ctl_msg m;
-			if (n) {
-				m = (struct ctl_msg){.type = CTL_MOVE};
-				snprintf(m.u.move.addr, sizeof(m.u.move.addr), "%s", addrs[k++ % n]);
-				snprintf(m.u.move.reason, sizeof(m.u.move.reason), "relay draining");
-			} else {
-				m = (struct ctl_msg){.type = CTL_GOODBYE};
-				snprintf(m.u.goodbye.code, sizeof(m.u.goodbye.code), "draining");
-				snprintf(m.u.goodbye.reason, sizeof(m.u.goodbye.reason), "relay draining");
-			}
-			if (!ctl_conn_send(&t->ctl, &m))
-				ctl_conn_flush(&t->ctl);
-		}
-		tunnel_close(t, NULL, "relay draining");
-	}
+	tunnel_send_all_away(r, addrs, n);
 }
 
 void relay_begin_drain(struct relay *r)
@@ -216,7 +200,7 @@ int relay_init(struct relay *r)
 		if (rc)
 			return rc;
 	}
-	if ((rc = rredis_start(r)) || (rc = admin_start(r)))
+	if ((rc = rredis_start(r, tunnel_each_lease, tunnel_lease_lost)) || (rc = admin_start(r)))
 		return rc ? rc : -EINVAL;
 	r->tick.cb = tick_cb;
 	loop_timer_arm(&r->loop, &r->tick, 0);
@@ -233,8 +217,7 @@ void relay_free(struct relay *r)
 	listener_close(&r->loop, &r->player_l);
 	listener_close(&r->loop, &r->agent_l);
 	rredis_stop(r); /* releases our leases while we still know them */
-	while (!dlist_empty(&r->tunnels))
-		tunnel_close(container_of(r->tunnels.next, struct tunnel, node), NULL, "relay exit");
+	tunnel_close_all(r, "relay exit");
 	player_close_all(r);
 	dataconn_close_all(r);
 	routing_free(r);

@@ -14,6 +14,7 @@
 #include "net.h"
 #include "proto.h"
 #include "ratelimit.h"
+#include "rredis.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -86,28 +87,11 @@ struct dataconn {
 	uint8_t prelen;
 };
 
-struct attach_token {
-	struct hnode hn;	    /* keyed by the 8-byte id */
-	struct dlist node;	    /* in tunnel->tokens */
-	struct tunnel *tunnel;
-	uint64_t expires_ms;
-	uint8_t tok[ATTACH_TOKEN_LEN];
-};
-
 enum tunnel_state {
 	TS_AUTH,	/* TLS handshake / waiting for HELLO */
 	TS_REGISTERING, /* HELLO accepted; Redis registration in flight */
 	TS_UP,		/* routable */
 	TS_CLOSED	/* being torn down (memory freed when no Redis reply is pending) */
-};
-
-/* The user's plan as the API wrote it in Redis (dvv:user:{sub}:plan), read at registration and
- * cached; from_redis false: the user has none there and the token's plan claim stands.
- * Limits of 0 are unset. Enforcement comes with plans and billing. */
-struct tunnel_plan {
-	char tier[17];
-	uint32_t max_players, max_tunnels, bandwidth_kbps;
-	bool from_redis;
 };
 
 struct tunnel {
@@ -118,7 +102,6 @@ struct tunnel {
 	int refs;		    /* 1 for the connection + 1 per Redis call in flight */
 	struct ctl_conn ctl;
 	struct auth_claims claims;
-	struct tunnel_plan plan;
 	struct hnode host_hn;	    /* r->by_host, while TS_UP */
 	struct hnode tid_hn;	    /* r->by_tid, from TS_REGISTERING */
 	struct dlist node;	    /* r->tunnels */
@@ -128,12 +111,11 @@ struct tunnel {
 	uint64_t epoch;		    /* fencing epoch of our route lease */
 	struct dlist idle;	    /* struct dataconn, DS_IDLE */
 	struct dlist waiting;	    /* struct player, PS_WAIT_AGENT */
-	struct dlist tokens;	    /* struct attach_token issued, not yet used */
+	struct dlist tokens;	    /* attach tokens issued, not yet used (tunnel.c) */
 	int nidle, ntokens;
-	uint64_t last_rx_ms, last_ping_ms;
+	uint64_t last_rx_ms;
 	uint32_t joins_window;	    /* joins in the current 10 s window: sizes the pool */
 	uint64_t window_start_ms;
-	uint64_t players_total;
 };
 
 /* A connection on the internal port, until its forward header is verified. */
@@ -236,8 +218,14 @@ struct dataconn *tunnel_take_idle(struct tunnel *t);
 /* Ask the agent for more data connections if the pool is below its target. */
 void tunnel_refill(struct tunnel *t);
 void tunnel_note_join(struct tunnel *t);
-void tunnel_close(struct tunnel *t, const char *code, const char *why);
-void tunnel_put(struct tunnel *t);
+/* Draining: MOVE every agent to addrs (round robin), or GOODBYE when n is 0 (the agent
+ * reconnects through its region endpoint), and close every tunnel. */
+void tunnel_send_all_away(struct relay *r, const char **addrs, size_t n);
+void tunnel_close_all(struct relay *r, const char *why);
+/* For rredis_start: the route leases this relay holds (tunnels up), and the one a renewal found
+ * held by another relay (that session is closed). */
+void tunnel_each_lease(struct relay *r, rredis_lease_fn fn, void *ctx);
+void tunnel_lease_lost(struct relay *r, const char *hostname, uint64_t epoch);
 void dataconn_close(struct dataconn *d);
 void dataconn_close_all(struct relay *r);
 void relay_tick_tunnels(struct relay *r);

@@ -1,4 +1,7 @@
+/* The relay's Redis side: key schema, Lua scripts, registration, lease renewal, instance
+ * heartbeat, route lookups and placement. rredis.h states the contract; docs/redis.md the keys. */
 #include "rredis.h"
+#include "auth.h"
 #include "log.h"
 #include "metrics.h"
 #include "names.h"
@@ -26,7 +29,7 @@
 #define K_AGENTS "%s{%s}:agents" /* hash instance -> agent address (for MOVE) */
 #define K_ALIVE "%s{%s}:alive:%s"
 #define K_INFO "%s{%s}:info:%s"
-#define K_PLAN "%suser:{%s}:plan" /* hash: tier, max_players, max_tunnels, bandwidth_kbps (API) */
+#define K_PLAN "%suser:{%s}:plan" /* hash written by the API; the relay reads its tier */
 
 /* User plans read from Redis are kept this long: a reconnect storm costs no extra round trip,
  * and a plan change made by the API reaches new registrations within this time. */
@@ -36,11 +39,13 @@
 struct plan_slot {
 	char sub[AUTH_ID_MAX + 1];
 	uint64_t until_ms;
-	struct tunnel_plan plan;
+	const char *tier; /* "free", "paid", or NULL: no (valid) plan in Redis, the token decides */
 };
 
 struct rredis {
 	struct relay *r;
+	rredis_each_lease_fn each_lease; /* the tunnel side, from rredis_start */
+	rredis_lost_fn lease_lost;
 	struct plan_slot plans[PLAN_CACHE_SLOTS]; /* direct-mapped by hash of the user id */
 	struct rc *rc;
 	bool up;
@@ -48,9 +53,9 @@ struct rredis {
 	uint64_t last_renew_ms;
 };
 
-/* Name claim. mode "keep": the tunnel already has this name (or insists on it: custom label);
- * "new": a random candidate, refused if any other tunnel holds it.
- * KEYS route epoch owner; ARGV tid instance addr lease grace mode */
+/* Name claim, for the tunnel's own name (or the custom label it insists on) and for a random
+ * candidate alike: refused if another tunnel holds the name.
+ * KEYS route epoch owner; ARGV tid instance addr lease grace */
 static const char claim_lua[] =
 	"local owner = redis.call('GET', KEYS[3])\n"
 	"if owner and owner ~= ARGV[1] then return redis.error_reply('NAMETAKEN') end\n"
@@ -279,12 +284,14 @@ static void on_state(struct rc *rc, bool up, void *data)
 	}
 }
 
-int rredis_start(struct relay *r)
+int rredis_start(struct relay *r, rredis_each_lease_fn each_lease, rredis_lost_fn lease_lost)
 {
 	struct rredis *rd = calloc(1, sizeof(*rd));
 	if (!rd)
 		return -ENOMEM;
 	rd->r = r;
+	rd->each_lease = each_lease;
+	rd->lease_lost = lease_lost;
 	r->redis = rd;
 	rd->rc = rc_new(&r->loop, r->cfg.redis, on_state, r);
 	if (!rd->rc) {
@@ -309,10 +316,16 @@ static void route_value(const struct relay *r, uint64_t epoch, char *out, size_t
 enum reg_stage { REG_PLAN, REG_GET_TUNNEL, REG_CLAIM_KEEP, REG_CLAIM_NEW, REG_BIND, REG_GET_BOUND };
 
 struct reg_ctx {
-	struct tunnel *t;
+	struct relay *r;
+	rredis_reg_cb cb;
+	void *priv;
 	enum reg_stage stage;
 	int cand;
 	uint64_t epoch;
+	char tid[AUTH_ID_MAX + 1];
+	char sub[AUTH_ID_MAX + 1];
+	char plan[17];	 /* the claim; the plan key's tier replaces it */
+	char label[AUTH_LABEL_MAX + 1];
 	char cands[NCAND][96];
 	char name[256];	 /* the hostname being claimed */
 	char old[256];	 /* previous name of a tunnel switching to a custom label */
@@ -324,18 +337,21 @@ static void reg_cb(struct rc *rc, redisReply *rep, void *priv) { reg_step(priv, 
 
 static void reg_finish(struct reg_ctx *c, const char *code, const char *msg)
 {
-	struct tunnel *t = c->t;
-	if (code)
-		tunnel_registered(t, NULL, 0, code, msg);
-	else
-		tunnel_registered(t, c->name, c->epoch, NULL, NULL);
-	tunnel_put(t);
+	struct rredis_reg_result res = {.code = code, .msg = msg, .plan = c->plan};
+	if (!code) {
+		res.hostname = c->name;
+		res.epoch = c->epoch;
+	}
+	c->cb(c->r, c->priv, &res);
 	free(c);
 }
 
-static int reg_claim(struct reg_ctx *c, const char *mode)
+/* A custom label is the paid plan's: with any other plan the tunnel gets a random name. */
+static bool reg_custom(const struct reg_ctx *c) { return !strcmp(c->plan, "paid") && c->label[0]; }
+
+static int reg_claim(struct reg_ctx *c)
 {
-	struct relay *r = c->t->r;
+	struct relay *r = c->r;
 	const char *p = r->cfg.redis_prefix;
 	char kr[320], ke[320], ko[320], lease[16], grace[16];
 	snprintf(kr, sizeof(kr), K_ROUTE, p, c->name);
@@ -344,18 +360,18 @@ static int reg_claim(struct reg_ctx *c, const char *mode)
 	snprintf(lease, sizeof(lease), "%d", r->cfg.lease_ttl_s);
 	snprintf(grace, sizeof(grace), "%d", r->cfg.name_grace_s);
 	const char *keys[] = {kr, ke, ko};
-	const char *args[] = {c->t->claims.tid, r->cfg.instance_id,
-			      r->internal_addr[0] ? r->internal_addr : "-", lease, grace, mode};
-	return eval(r->redis, kr, reg_cb, c, claim_lua, 3, keys, 6, args);
+	const char *args[] = {c->tid, r->cfg.instance_id,
+			      r->internal_addr[0] ? r->internal_addr : "-", lease, grace};
+	return eval(r->redis, kr, reg_cb, c, claim_lua, 3, keys, 5, args);
 }
 
 static int reg_next_candidate(struct reg_ctx *c)
 {
 	if (c->cand >= NCAND)
 		return -ENOENT;
-	snprintf(c->name, sizeof(c->name), "%s%s", c->cands[c->cand++], c->t->r->suffix);
+	snprintf(c->name, sizeof(c->name), "%s%s", c->cands[c->cand++], c->r->suffix);
 	c->stage = REG_CLAIM_NEW;
-	return reg_claim(c, "new");
+	return reg_claim(c);
 }
 
 static void reg_release_old(struct relay *r, const char *name, const char *tid)
@@ -376,78 +392,46 @@ static struct plan_slot *plan_slot(struct rredis *rd, const char *sub)
 	return &rd->plans[h % PLAN_CACHE_SLOTS];
 }
 
-static long plan_field(const redisReply *e, long lo, long hi)
+/* The tier of an HGET plan tier reply: "free", "paid", or NULL when the user has none. */
+static const char *plan_tier(const redisReply *rep, const char *sub)
 {
-	if (!e || e->type != REDIS_REPLY_STRING)
-		return 0;
-	char *end;
-	errno = 0;
-	long v = strtol(e->str, &end, 10);
-	if (errno || *end || end == e->str || v < lo || v > hi)
-		return -1;
-	return v;
-}
-
-/* HMGET tier max_players max_tunnels bandwidth_kbps -> plan; false if the user has none. */
-static bool plan_parse(const redisReply *rep, struct tunnel_plan *pl, const char *sub)
-{
-	memset(pl, 0, sizeof(*pl));
-	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 4)
-		return false;
-	const redisReply *tier = rep->element[0];
-	if (!tier || tier->type != REDIS_REPLY_STRING)
-		return false;
-	if (strcmp(tier->str, "free") && strcmp(tier->str, "paid")) {
-		pr_rl(LOG_WARN, "redis: user %s has an unknown plan tier: ignored, token decides", sub);
-		return false;
-	}
-	snprintf(pl->tier, sizeof(pl->tier), "%s", tier->str);
-	long v[3];
-	for (int i = 0; i < 3; i++) {
-		v[i] = plan_field(rep->element[i + 1], 0, 1000000000L);
-		if (v[i] < 0) {
-			pr_rl(LOG_WARN, "redis: user %s has a malformed plan limit: treated as unset", sub);
-			v[i] = 0;
-		}
-	}
-	pl->max_players = (uint32_t)v[0];
-	pl->max_tunnels = (uint32_t)v[1];
-	pl->bandwidth_kbps = (uint32_t)v[2];
-	pl->from_redis = true;
-	return true;
+	if (!rep || rep->type != REDIS_REPLY_STRING)
+		return NULL;
+	if (!strcmp(rep->str, "free"))
+		return "free";
+	if (!strcmp(rep->str, "paid"))
+		return "paid";
+	pr_rl(LOG_WARN, "redis: user %s has an unknown plan tier: ignored, token decides", sub);
+	return NULL;
 }
 
 /* The user's plan in Redis (written by the API) wins over the token's claim: tokens live long,
  * upgrades and downgrades happen in between. */
-static void plan_apply(struct tunnel *t, const struct tunnel_plan *pl)
+static void plan_apply(struct reg_ctx *c, const char *tier)
 {
-	t->plan = *pl;
-	if (pl->from_redis)
-		snprintf(t->claims.plan, sizeof(t->claims.plan), "%s", pl->tier);
+	if (tier)
+		snprintf(c->plan, sizeof(c->plan), "%s", tier);
 }
 
 static int reg_get_tunnel(struct reg_ctx *c)
 {
-	struct tunnel *t = c->t;
 	char kt[160];
-	snprintf(kt, sizeof(kt), K_TUNNEL, t->r->cfg.redis_prefix, t->claims.tid);
+	snprintf(kt, sizeof(kt), K_TUNNEL, c->r->cfg.redis_prefix, c->tid);
 	c->stage = REG_GET_TUNNEL;
-	return rc_command(t->r->redis->rc, kt, reg_cb, c, "GET %s", kt);
+	return rc_command(c->r->redis->rc, kt, reg_cb, c, "GET %s", kt);
 }
 
 static void reg_step(struct reg_ctx *c, redisReply *rep)
 {
-	struct tunnel *t = c->t;
-	struct relay *r = t->r;
+	struct relay *r = c->r;
 	const char *p = r->cfg.redis_prefix;
 	char kt[160];
 	int rc = 0;
-	snprintf(kt, sizeof(kt), K_TUNNEL, p, t->claims.tid);
+	snprintf(kt, sizeof(kt), K_TUNNEL, p, c->tid);
 	if (rep && rep->type == REDIS_REPLY_ERROR && c->stage == REG_PLAN) {
 		/* a plan key of the wrong type: the token's claim stands, registration goes on */
-		pr_rl(LOG_WARN, "redis: plan of user %s unreadable: %s", t->claims.sub, rep->str);
+		pr_rl(LOG_WARN, "redis: plan of user %s unreadable: %s", c->sub, rep->str);
 		rep = NULL;
-		plan_apply(t, &(struct tunnel_plan){0});
 		if (reg_get_tunnel(c))
 			reg_finish(c, "unavailable", "tunnel registry unavailable, retrying");
 		return;
@@ -455,28 +439,25 @@ static void reg_step(struct reg_ctx *c, redisReply *rep)
 	if (!rep || (rep->type == REDIS_REPLY_ERROR && !strstr(rep->str, "NAMETAKEN"))) {
 		M_INC(redis_errors_total);
 		if (rep)
-			pr_rl(LOG_WARN, "redis: register %s: %s", t->claims.tid, rep->str);
+			pr_rl(LOG_WARN, "redis: register %s: %s", c->tid, rep->str);
 		reg_finish(c, "unavailable", "tunnel registry unavailable, retrying");
 		return;
 	}
 	bool taken = rep->type == REDIS_REPLY_ERROR;
 	switch (c->stage) {
 	case REG_PLAN: {
-		struct plan_slot *sl = plan_slot(r->redis, t->claims.sub);
-		struct tunnel_plan pl;
-		plan_parse(rep, &pl, t->claims.sub);
-		snprintf(sl->sub, sizeof(sl->sub), "%s", t->claims.sub);
-		sl->plan = pl;
+		struct plan_slot *sl = plan_slot(r->redis, c->sub);
+		snprintf(sl->sub, sizeof(sl->sub), "%s", c->sub);
+		sl->tier = plan_tier(rep, c->sub);
 		sl->until_ms = r->loop.now + PLAN_CACHE_MS;
-		plan_apply(t, &pl);
+		plan_apply(c, sl->tier);
 		rc = reg_get_tunnel(c);
 		break;
 	}
 	case REG_GET_TUNNEL: {
 		const char *have = rep->type == REDIS_REPLY_STRING ? rep->str : NULL;
-		bool custom = !strcmp(t->claims.plan, "paid") && t->claims.name[0];
-		if (custom) {
-			snprintf(c->name, sizeof(c->name), "%s%s", t->claims.name, r->suffix);
+		if (reg_custom(c)) {
+			snprintf(c->name, sizeof(c->name), "%s%s", c->label, r->suffix);
 			if (have && strcmp(have, c->name))
 				snprintf(c->old, sizeof(c->old), "%s", have);
 		} else if (have && strlen(have) < sizeof(c->name)) {
@@ -486,12 +467,12 @@ static void reg_step(struct reg_ctx *c, redisReply *rep)
 			break;
 		}
 		c->stage = REG_CLAIM_KEEP;
-		rc = reg_claim(c, "keep");
+		rc = reg_claim(c);
 		break;
 	}
 	case REG_CLAIM_KEEP:
 		if (taken) {
-			if (!strcmp(t->claims.plan, "paid") && t->claims.name[0]) {
+			if (reg_custom(c)) {
 				reg_finish(c, "name_taken", "that name belongs to another tunnel");
 				return;
 			}
@@ -506,7 +487,7 @@ static void reg_step(struct reg_ctx *c, redisReply *rep)
 			rc = rc_command(r->redis->rc, kt, count_err, NULL, "SET %s %s EX %s", kt,
 					c->name, grace);
 			if (c->old[0])
-				reg_release_old(r, c->old, t->claims.tid);
+				reg_release_old(r, c->old, c->tid);
 		}
 		if (rc)
 			break;
@@ -536,7 +517,7 @@ static void reg_step(struct reg_ctx *c, redisReply *rep)
 			return;
 		}
 		/* another session of this tunnel bound a name meanwhile: use that one */
-		reg_release_old(r, c->name, t->claims.tid);
+		reg_release_old(r, c->name, c->tid);
 		c->stage = REG_GET_BOUND;
 		rc = rc_command(r->redis->rc, kt, reg_cb, c, "GET %s", kt);
 		break;
@@ -547,42 +528,47 @@ static void reg_step(struct reg_ctx *c, redisReply *rep)
 		}
 		snprintf(c->name, sizeof(c->name), "%s", rep->str);
 		c->stage = REG_CLAIM_KEEP;
-		rc = reg_claim(c, "keep");
+		rc = reg_claim(c);
 		break;
 	}
 	if (rc)
 		reg_finish(c, "unavailable", "tunnel registry unavailable, retrying");
 }
 
-int rredis_register_tunnel(struct tunnel *t)
+int rredis_register_tunnel(struct relay *r, const struct rredis_reg *req, rredis_reg_cb cb,
+			   void *priv)
 {
-	struct relay *r = t->r;
 	struct rredis *rd = r->redis;
 	if (!rd || !rd->up)
 		return -ENOTCONN;
-	struct reg_ctx *c = calloc(1, sizeof(*c));
-	if (!c)
+	struct reg_ctx *c;
+	if (strlen(req->tid) >= sizeof(c->tid) || strlen(req->sub) >= sizeof(c->sub) ||
+	    strlen(req->plan) >= sizeof(c->plan) || strlen(req->label) >= sizeof(c->label))
+		return -EINVAL;
+	if (!(c = calloc(1, sizeof(*c))))
 		return -ENOMEM;
-	c->t = t;
+	c->r = r;
+	c->cb = cb;
+	c->priv = priv;
+	snprintf(c->tid, sizeof(c->tid), "%s", req->tid);
+	snprintf(c->sub, sizeof(c->sub), "%s", req->sub);
+	snprintf(c->plan, sizeof(c->plan), "%s", req->plan);
+	snprintf(c->label, sizeof(c->label), "%s", req->label);
 	for (unsigned i = 0; i < NCAND; i++)
 		names_random(c->cands[i], sizeof(c->cands[i]), i);
-	t->refs++;
 	int rc;
-	struct plan_slot *sl = plan_slot(rd, t->claims.sub);
-	if (!strcmp(sl->sub, t->claims.sub) && r->loop.now < sl->until_ms) {
-		plan_apply(t, &sl->plan);
+	struct plan_slot *sl = plan_slot(rd, c->sub);
+	if (!strcmp(sl->sub, c->sub) && r->loop.now < sl->until_ms) {
+		plan_apply(c, sl->tier);
 		rc = reg_get_tunnel(c);
 	} else {
 		char kp[160];
-		snprintf(kp, sizeof(kp), K_PLAN, r->cfg.redis_prefix, t->claims.sub);
+		snprintf(kp, sizeof(kp), K_PLAN, r->cfg.redis_prefix, c->sub);
 		c->stage = REG_PLAN;
-		rc = rc_command(rd->rc, kp, reg_cb, c,
-				"HMGET %s tier max_players max_tunnels bandwidth_kbps", kp);
+		rc = rc_command(rd->rc, kp, reg_cb, c, "HGET %s tier", kp);
 	}
-	if (rc) {
-		t->refs--;
+	if (rc)
 		free(c);
-	}
 	return rc;
 }
 
@@ -725,9 +711,10 @@ int rredis_move_targets(struct relay *r, rredis_targets_cb cb, void *priv)
 /* ---- heartbeat and lease renewal ---- */
 
 struct renew_batch {
-	struct relay *r;
+	struct rredis *rd;
 	int n;
 	char names[RENEW_BATCH][256];
+	char tids[RENEW_BATCH][AUTH_ID_MAX + 1];
 	uint64_t epochs[RENEW_BATCH];
 };
 
@@ -744,14 +731,14 @@ static void on_renew(struct rc *rc, redisReply *rep, void *priv)
 	for (size_t i = 0; i < rep->elements; i++) {
 		long long k = rep->element[i]->integer;
 		if (rep->element[i]->type == REDIS_REPLY_INTEGER && k >= 1 && k <= b->n)
-			tunnel_lease_lost(b->r, b->names[k - 1], b->epochs[k - 1]);
+			b->rd->lease_lost(b->rd->r, b->names[k - 1], b->epochs[k - 1]);
 	}
 	free(b);
 }
 
-static void send_renew(struct relay *r, struct renew_batch *b, struct tunnel **ts)
+static void send_renew(struct rredis *rd, struct renew_batch *b)
 {
-	struct rredis *rd = r->redis;
+	struct relay *r = rd->r;
 	const char *p = r->cfg.redis_prefix;
 	char(*keys)[320] = malloc((size_t)b->n * 3 * sizeof(*keys));
 	char(*eps)[24] = malloc((size_t)b->n * sizeof(*eps));
@@ -776,7 +763,7 @@ static void send_renew(struct relay *r, struct renew_batch *b, struct tunnel **t
 		kv[3 * i + 2] = keys[3 * i + 2];
 		snprintf(eps[i], sizeof(eps[i]), "%llu", (unsigned long long)b->epochs[i]);
 		av[na++] = eps[i];
-		av[na++] = ts[i]->claims.tid;
+		av[na++] = b->tids[i];
 	}
 	if (eval(rd, keys[0], on_renew, b, renew_lua, 3 * b->n, kv, na, av) == 0)
 		b = NULL;
@@ -788,35 +775,47 @@ out:
 	free(b);
 }
 
-static void renew_leases(struct relay *r)
-{
-	struct rredis *rd = r->redis;
-	/* standalone: batch; cluster: one name per call (each call must stay in one slot) */
-	int per_call = rc_is_cluster(rd->rc) ? 1 : RENEW_BATCH;
-	struct renew_batch *b = NULL;
-	struct tunnel *ts[RENEW_BATCH];
+/* One renewal pass over the leases the tunnel side reports. */
+struct renew_pass {
+	struct rredis *rd;
+	int per_call;
+	bool stop;		    /* out of memory: the rest waits for the next pass */
+	struct renew_batch *b;	    /* being filled */
 	char grace[16];
-	snprintf(grace, sizeof(grace), "%d", r->cfg.name_grace_s);
-	for (struct dlist *n = r->tunnels.next; n != &r->tunnels; n = n->next) {
-		struct tunnel *t = container_of(n, struct tunnel, node);
-		if (t->state != TS_UP)
-			continue;
-		char kt[160];
-		snprintf(kt, sizeof(kt), K_TUNNEL, r->cfg.redis_prefix, t->claims.tid);
-		rc_command(rd->rc, kt, count_err, NULL, "EXPIRE %s %s", kt, grace);
-		if (!b && !(b = calloc(1, sizeof(*b))))
-			return;
-		b->r = r;
-		snprintf(b->names[b->n], sizeof(b->names[0]), "%s", t->hostname);
-		b->epochs[b->n] = t->epoch;
-		ts[b->n++] = t;
-		if (b->n == per_call) {
-			send_renew(r, b, ts);
-			b = NULL;
-		}
+};
+
+static void renew_one(void *ctx, const struct rredis_lease *l)
+{
+	struct renew_pass *ps = ctx;
+	struct rredis *rd = ps->rd;
+	if (ps->stop)
+		return;
+	char kt[160];
+	snprintf(kt, sizeof(kt), K_TUNNEL, rd->r->cfg.redis_prefix, l->tid);
+	rc_command(rd->rc, kt, count_err, NULL, "EXPIRE %s %s", kt, ps->grace);
+	struct renew_batch *b = ps->b;
+	if (!b && !(b = ps->b = calloc(1, sizeof(*b)))) {
+		ps->stop = true;
+		return;
 	}
-	if (b)
-		send_renew(r, b, ts);
+	b->rd = rd;
+	snprintf(b->names[b->n], sizeof(b->names[0]), "%s", l->hostname);
+	snprintf(b->tids[b->n], sizeof(b->tids[0]), "%s", l->tid);
+	b->epochs[b->n++] = l->epoch;
+	if (b->n == ps->per_call) {
+		send_renew(rd, b);
+		ps->b = NULL;
+	}
+}
+
+static void renew_leases(struct rredis *rd)
+{
+	/* standalone: batch; cluster: one name per call (each call must stay in one slot) */
+	struct renew_pass ps = {.rd = rd, .per_call = rc_is_cluster(rd->rc) ? 1 : RENEW_BATCH};
+	snprintf(ps.grace, sizeof(ps.grace), "%d", rd->r->cfg.name_grace_s);
+	rd->each_lease(rd->r, renew_one, &ps);
+	if (ps.b)
+		send_renew(rd, ps.b);
 }
 
 void rredis_heartbeat(struct relay *r)
@@ -870,13 +869,18 @@ void rredis_heartbeat(struct relay *r)
 	uint64_t every = (uint64_t)c->lease_ttl_s * 1000 / 3;
 	if (r->loop.now - rd->last_renew_ms >= every) {
 		rd->last_renew_ms = r->loop.now;
-		renew_leases(r);
+		renew_leases(rd);
 	}
 }
 
 /* ---- shutdown ---- */
 
 static bool nothing_pending(void *arg) { return ((struct rredis *)arg)->pending <= 0; }
+
+static void release_one(void *ctx, const struct rredis_lease *l)
+{
+	rredis_release_tunnel(ctx, l->hostname, l->epoch);
+}
 
 void rredis_stop(struct relay *r)
 {
@@ -886,11 +890,7 @@ void rredis_stop(struct relay *r)
 	if (rd->up) {
 		/* release what we hold so other relays can take over at once, and leave the
 		 * registry; wait (bounded) for the replies */
-		for (struct dlist *it = r->tunnels.next; it != &r->tunnels; it = it->next) {
-			struct tunnel *t = container_of(it, struct tunnel, node);
-			if (t->state == TS_UP)
-				rredis_release_tunnel(r, t->hostname, t->epoch);
-		}
+		rd->each_lease(r, release_one, r);
 		const struct relay_cfg *c = &r->cfg;
 		char kl[96], ka[96], kalive[192], kinfo[192];
 		snprintf(kl, sizeof(kl), K_LOAD, c->redis_prefix, c->region);

@@ -1,6 +1,25 @@
-/* The relay's view of Redis (standalone or Cluster, through rcluster.c): the Lua scripts that
- * keep tunnel ownership consistent, instance registry and load, route lookups for forwarding,
- * placement. docs/redis.md describes every key and its hash slot. */
+/* rredis: the relay's view of Redis (standalone or Cluster, through rcluster.c). It owns the key
+ * schema (docs/redis.md: every key, its hash slot, who writes it) and the Lua scripts that keep
+ * tunnel ownership consistent: name claims and route leases fenced by an epoch, the instance
+ * registry and load, route lookups for forwarding, placement. It knows nothing of tunnel
+ * sessions: the tunnel side hands it plain values (a registration request, the leases this relay
+ * holds) and gets plain values back through callbacks.
+ *
+ * Contract:
+ * - A call that takes a callback either returns 0 and calls it exactly once, later, on the loop
+ *   (never from inside the call), or returns -errno and never calls it: -ENOTCONN while Redis is
+ *   down, -EINVAL for an argument out of bounds, -ENOMEM, or rcluster's refusals (-ENOBUFS...).
+ *   Strings handed to a callback are valid during the callback only.
+ * - Errors come back as answers, never as Redis replies: a registration ends with a code for the
+ *   agent ("unavailable" ...), a route lookup with err, placement with "stay here". A command
+ *   whose outcome is unknown (rcluster.h: connection lost, deadline) counts as failed; every
+ *   write is idempotent or fenced by an epoch, so the caller's own retry is safe.
+ * - Fire-and-forget writes (release, heartbeat, renewals) report failures only through
+ *   dvv_relay_redis_errors_total and a rate-limited log line: leases expire by themselves.
+ * - Lease renewal is rredis's job: every lease/3, and at once whenever Redis comes back, it asks
+ *   the tunnel side (rredis_start's each_lease) for the leases held and renews them; a lease
+ *   another relay took over meanwhile is reported through lease_lost.
+ * Single-threaded, on the relay's loop. */
 #ifndef DVV_RREDIS_H
 #define DVV_RREDIS_H
 
@@ -9,23 +28,53 @@
 #include <stdint.h>
 
 struct relay;
-struct tunnel;
 
-int rredis_start(struct relay *r);
+/* A route lease this relay holds: hostname (with the relay's suffix) for tunnel tid at epoch. */
+struct rredis_lease {
+	const char *hostname;
+	const char *tid;
+	uint64_t epoch;
+};
+typedef void (*rredis_lease_fn)(void *ctx, const struct rredis_lease *l);
+/* Calls fn once per lease held (every tunnel that is up). fn sends commands and returns. */
+typedef void (*rredis_each_lease_fn)(struct relay *r, rredis_lease_fn fn, void *ctx);
+/* A renewal found the lease of hostname at epoch held by another relay, or fencing refused it. */
+typedef void (*rredis_lost_fn)(struct relay *r, const char *hostname, uint64_t epoch);
+
+/* Connects in the background. -EINVAL (bad --redis, logged) or -ENOMEM. */
+int rredis_start(struct relay *r, rredis_each_lease_fn each_lease, rredis_lost_fn lease_lost);
 /* Best-effort clean exit: release our leases and instance keys (bounded by ~1 s). */
 void rredis_stop(struct relay *r);
 bool rredis_up(const struct relay *r);
 
-/* Claim a name for t (its token's tunnel keeps its name; otherwise a random one) and take the
- * route lease with a new fencing epoch. Completion: tunnel_registered(). 0 if started. */
-int rredis_register_tunnel(struct tunnel *t);
-/* Drop our route lease for hostname if we still hold it at epoch (the name stays reserved). */
+/* A registration; the call copies it. */
+struct rredis_reg {
+	const char *tid;   /* the tunnel: a name belongs to it and survives its reconnects */
+	const char *sub;   /* the user, whose plan key is read (cached 60 s per user) */
+	const char *plan;  /* the token's plan claim: stands unless the plan key says otherwise */
+	const char *label; /* custom label asked for, "" none: granted on the paid plan only */
+};
+struct rredis_reg_result {
+	const char *code;     /* NULL: registered; else "busy", "unavailable" or "name_taken" */
+	const char *msg;      /* for the agent, with code */
+	const char *hostname; /* registered: the name (with the relay's suffix), ours... */
+	uint64_t epoch;	      /* ...at this fencing epoch */
+	const char *plan;     /* the plan that applied: the plan key's tier, else the claim */
+};
+typedef void (*rredis_reg_cb)(struct relay *r, void *priv, const struct rredis_reg_result *res);
+/* Claim a name (the tunnel's own, its custom label, or a random new one) and take the route
+ * lease with a new fencing epoch. The caller owns the lease from the callback on: it renews
+ * through each_lease and gives it back with rredis_release_tunnel(). */
+int rredis_register_tunnel(struct relay *r, const struct rredis_reg *req, rredis_reg_cb cb,
+			   void *priv);
+/* Drop our route lease for hostname if we still hold it at epoch (the name stays reserved).
+ * Nothing is sent while Redis is down: the lease expires by itself. */
 void rredis_release_tunnel(struct relay *r, const char *hostname, uint64_t epoch);
 /* Periodic: instance heartbeat and load, reaping of dead instances, lease renewal. */
 void rredis_heartbeat(struct relay *r);
 
 /* Where is this name served? cb gets found=false when no relay holds it; err=true when Redis
- * could not answer. instance/addr are valid during the callback only. */
+ * could not answer. */
 typedef void (*rredis_route_cb)(struct relay *r, void *priv, bool err, bool found,
 				const char *instance, uint64_t epoch, const char *addr);
 int rredis_lookup_route(struct relay *r, const char *hostname, rredis_route_cb cb, void *priv);
@@ -38,12 +87,5 @@ int rredis_pick_instance(struct relay *r, rredis_pick_cb cb, void *priv);
 /* Draining: the agent addresses of the region's other active relays, least loaded first. */
 typedef void (*rredis_targets_cb)(struct relay *r, void *priv, const char **addrs, size_t n);
 int rredis_move_targets(struct relay *r, rredis_targets_cb cb, void *priv);
-
-/* tunnel.c: registration finished. code NULL on success; else "busy", "unavailable" or
- * "name_taken" with a message. */
-void tunnel_registered(struct tunnel *t, const char *hostname, uint64_t epoch, const char *code,
-		       const char *msg);
-/* tunnel.c: our lease for this tunnel was taken by another instance (or fencing failed). */
-void tunnel_lease_lost(struct relay *r, const char *hostname, uint64_t epoch);
 
 #endif

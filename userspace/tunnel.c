@@ -16,6 +16,16 @@
 #define PING_INTERVAL_MS 15000
 #define POOL_WINDOW_MS 10000
 
+/* A data connection's ticket into its tunnel's pool: sent to the agent in ATTACH, presented
+ * once in the connection's preamble. */
+struct attach_token {
+	struct hnode hn;	    /* r->tokens, keyed by the 8-byte id */
+	struct dlist node;	    /* in tunnel->tokens */
+	struct tunnel *tunnel;
+	uint64_t expires_ms;
+	uint8_t tok[ATTACH_TOKEN_LEN];
+};
+
 static void tunnel_io_cb(struct loop *l, struct loop_io *io, uint32_t events);
 static void tunnel_timer_cb(struct loop *l, struct loop_timer *tm);
 static void data_io_cb(struct loop *l, struct loop_io *io, uint32_t events);
@@ -233,7 +243,7 @@ static void tunnel_free(void *arg)
 	free(t);
 }
 
-void tunnel_put(struct tunnel *t)
+static void tunnel_put(struct tunnel *t)
 {
 	if (--t->refs == 0)
 		loop_defer(&t->r->loop, tunnel_free, t);
@@ -265,7 +275,7 @@ static void send_error(struct tunnel *t, const char *code, const char *msg, bool
 	send_msg(t, &m);
 }
 
-void tunnel_close(struct tunnel *t, const char *code, const char *why)
+static void tunnel_close(struct tunnel *t, const char *code, const char *why)
 {
 	struct relay *r = t->r;
 	if (t->state == TS_CLOSED)
@@ -297,6 +307,35 @@ void tunnel_close(struct tunnel *t, const char *code, const char *why)
 	tunnel_put(t);
 }
 
+void tunnel_close_all(struct relay *r, const char *why)
+{
+	while (!dlist_empty(&r->tunnels))
+		tunnel_close(container_of(r->tunnels.next, struct tunnel, node), NULL, why);
+}
+
+void tunnel_send_all_away(struct relay *r, const char **addrs, size_t n)
+{
+	size_t k = 0;
+	while (!dlist_empty(&r->tunnels)) {
+		struct tunnel *t = container_of(r->tunnels.next, struct tunnel, node);
+		if (t->state == TS_UP) {
+			struct ctl_msg m;
+			if (n) {
+				m = (struct ctl_msg){.type = CTL_MOVE};
+				snprintf(m.u.move.addr, sizeof(m.u.move.addr), "%s", addrs[k++ % n]);
+				snprintf(m.u.move.reason, sizeof(m.u.move.reason), "relay draining");
+			} else {
+				m = (struct ctl_msg){.type = CTL_GOODBYE};
+				snprintf(m.u.goodbye.code, sizeof(m.u.goodbye.code), "draining");
+				snprintf(m.u.goodbye.reason, sizeof(m.u.goodbye.reason), "relay draining");
+			}
+			if (!ctl_conn_send(&t->ctl, &m))
+				ctl_conn_flush(&t->ctl);
+		}
+		tunnel_close(t, NULL, "relay draining");
+	}
+}
+
 void tunnel_note_join(struct tunnel *t)
 {
 	uint64_t now = t->r->loop.now;
@@ -305,7 +344,6 @@ void tunnel_note_join(struct tunnel *t)
 		t->joins_window = 0;
 	}
 	t->joins_window++;
-	t->players_total++;
 }
 
 /* Pool target: the minimum plus half the joins of the last window, capped. A server that sees
@@ -350,21 +388,27 @@ void tunnel_refill(struct tunnel *t)
 	OPENSSL_cleanse(&m, sizeof(m));
 }
 
-void tunnel_registered(struct tunnel *t, const char *hostname, uint64_t epoch, const char *code,
-		       const char *msg)
+/* Registration finished (rredis_register_tunnel's callback): the tunnel goes up under its name,
+ * or the agent hears why not. */
+static void tunnel_registered(struct relay *r, void *priv, const struct rredis_reg_result *res)
 {
-	struct relay *r = t->r;
+	struct tunnel *t = priv;
+	const char *hostname = res->hostname;
+	uint64_t epoch = res->epoch;
 	if (t->state != TS_REGISTERING) {
-		if (!code && hostname)
+		if (!res->code)
 			rredis_release_tunnel(r, hostname, epoch); /* agent left meanwhile */
-		return;
+		goto out;
 	}
-	if (code) {
-		bool retry = strcmp(code, "name_taken") != 0;
+	/* the user's plan in Redis, if any, has replaced the token's claim */
+	snprintf(t->claims.plan, sizeof(t->claims.plan), "%s", res->plan);
+	if (res->code) {
+		bool retry = strcmp(res->code, "name_taken") != 0;
 		M_INC(tunnels_rejected_total);
-		send_error(t, code, msg, retry, retry ? 1000 + (uint32_t)(rand_u64() % 2000) : 0);
-		tunnel_close(t, NULL, msg);
-		return;
+		send_error(t, res->code, res->msg, retry,
+			   retry ? 1000 + (uint32_t)(rand_u64() % 2000) : 0);
+		tunnel_close(t, NULL, res->msg);
+		goto out;
 	}
 	size_t len = strlen(hostname);
 	struct tunnel *other = tunnel_lookup_host(r, hostname, len);
@@ -388,6 +432,18 @@ void tunnel_registered(struct tunnel *t, const char *hostname, uint64_t epoch, c
 	t->last_rx_ms = r->loop.now;
 	loop_timer_arm(&r->loop, &t->timer, PING_INTERVAL_MS);
 	tunnel_refill(t);
+out:
+	tunnel_put(t);
+}
+
+/* The route leases we hold, for rredis's renewals and clean exit. */
+void tunnel_each_lease(struct relay *r, rredis_lease_fn fn, void *ctx)
+{
+	for (struct dlist *n = r->tunnels.next; n != &r->tunnels; n = n->next) {
+		struct tunnel *t = container_of(n, struct tunnel, node);
+		if (t->state == TS_UP)
+			fn(ctx, &(struct rredis_lease){t->hostname, t->claims.tid, t->epoch});
+	}
 }
 
 void tunnel_lease_lost(struct relay *r, const char *hostname, uint64_t epoch)
@@ -488,8 +544,13 @@ static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 static int tunnel_register(struct tunnel *t)
 {
 	struct relay *r = t->r;
-	int rc = rredis_register_tunnel(t);
+	const struct rredis_reg req = {
+		.tid = t->claims.tid, .sub = t->claims.sub, .plan = t->claims.plan,
+		.label = t->claims.name};
+	t->refs++;
+	int rc = rredis_register_tunnel(r, &req, tunnel_registered, t);
 	if (rc) {
+		t->refs--;
 		M_INC(tunnels_rejected_total);
 		send_error(t, "unavailable", "tunnel registry unavailable, retry shortly", true,
 			   2000 + (uint32_t)(rand_u64() % 3000));
