@@ -25,6 +25,7 @@
 #include "config.h"
 #include "dataplane.h"
 #include "htab.h"
+#include "list.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -116,7 +117,7 @@ struct bp_side {
 
 struct bp_pair {
 	struct bp_side s[2]; /* [0] player, [1] agent; bytes received on s[i] leave through s[!i] */
-	struct bp_pair *prev, *next;
+	struct dlist node; /* bp_plane.pairs */
 	struct bp_plane *b;
 	struct bp_tunnel *tun;
 	struct loop_timer timer; /* polls while a queue drains, watches owing directions */
@@ -129,7 +130,7 @@ struct bp_pair {
 /* A pair the map refused, relayed with splice(2) by the same loop. */
 struct bp_demoted {
 	struct splice_pair sp;
-	struct bp_demoted *prev, *next;
+	struct dlist node; /* bp_plane.demoted */
 	bool internal;
 };
 
@@ -163,8 +164,7 @@ struct bp_plane {
 	struct bp_job *q;
 	size_t nq, capq;
 	struct htab by_cookie, tunnels;
-	struct bp_pair pairs;	  /* list head */
-	struct bp_demoted demoted; /* list head */
+	struct dlist pairs, demoted;
 	int ncpu;
 	int max_lag_mb;
 	char pin_dir[PATH_MAX];
@@ -312,8 +312,7 @@ static void pair_finish(struct bp_plane *b, struct bp_pair *p, int err)
 			bpf_map_delete_elem(b->conns_fd, &p->s[i].cookie);
 	tunnel_put(b, p->tun);
 	p->tun = NULL;
-	p->prev->next = p->next;
-	p->next->prev = p->prev;
+	dlist_del(&p->node);
 	atomic_fetch_sub(&b->n_pairs, 1);
 	if (!p->internal) {
 		atomic_fetch_sub(&b->n_active, 1);
@@ -653,8 +652,7 @@ static void demoted_done(struct splice_pair *sp, int err)
 		M_DEC(splices_active);
 	}
 	splice_pair_close(sp);
-	d->prev->next = d->next;
-	d->next->prev = d->prev;
+	dlist_del(&d->node);
 	loop_defer(sp->loop, pair_free, d);
 }
 
@@ -687,10 +685,7 @@ static void pair_demote(struct bp_plane *b, int pfd, int afd, bool internal, int
 	      "relaying this pair with splice(2)", which, strerror(why),
 	      tcp_state(which[0] == 'p' ? pfd : afd));
 	d->internal = internal;
-	d->next = b->demoted.next;
-	d->prev = &b->demoted;
-	b->demoted.next->prev = d;
-	b->demoted.next = d;
+	dlist_add_head(&b->demoted, &d->node);
 	if (!internal)
 		atomic_fetch_add(&b->n_demoted, 1);
 }
@@ -716,10 +711,7 @@ static void pair_attach(struct bp_plane *b, const struct bp_job *j)
 	p->s[1].io = (struct loop_io){.fd = j->agent_fd, .cb = side_io_cb};
 	p->s[0].pair = p->s[1].pair = p;
 	p->timer.cb = pair_timer_cb;
-	p->next = b->pairs.next;
-	p->prev = &b->pairs;
-	b->pairs.next->prev = p;
-	b->pairs.next = p;
+	dlist_add_head(&b->pairs, &p->node);
 	atomic_fetch_add(&b->n_pairs, 1);
 	if (!p->internal) {
 		atomic_fetch_add(&b->n_active, 1);
@@ -935,9 +927,8 @@ static void sweep_cb(struct loop *l, struct loop_timer *t)
 	ring_buffer__consume(b->rb);
 	if (!verdicts_read(b, v) && v[DVV_V_EVENT_LOST].skbs != b->events_lost_seen) {
 		b->events_lost_seen = v[DVV_V_EVENT_LOST].skbs;
-		struct bp_pair *p = b->pairs.next, *next;
-		for (; p != &b->pairs; p = next) {
-			next = p->next;
+		dlist_for_each_safe(it, next, &b->pairs) {
+			struct bp_pair *p = container_of(it, struct bp_pair, node);
 			for (int i = 0; i < 2 && !p->dead; i++) {
 				struct dvv_conn c;
 				if (!p->conns_written || conn_get(b, &p->s[i], &c))
@@ -1070,10 +1061,11 @@ static void plane_destroy(struct bp_plane *b)
 		b->running = false;
 	}
 	if (b->loop_ready) {
-		while (b->pairs.next != &b->pairs)
-			pair_finish(b, b->pairs.next, 0);
-		while (b->demoted.next != &b->demoted) {
-			struct bp_demoted *d = b->demoted.next;
+		struct bp_pair *p;
+		while ((p = dlist_first(&b->pairs, struct bp_pair, node)))
+			pair_finish(b, p, 0);
+		struct bp_demoted *d;
+		while ((d = dlist_first(&b->demoted, struct bp_demoted, node))) {
 			d->sp.finished = true;
 			demoted_done(&d->sp, 0);
 		}
@@ -1310,8 +1302,8 @@ static int bpf_start(struct dataplane *dp, const struct relay_cfg *cfg)
 	/* under auto a failure here is followed by the fallback: the relay keeps working */
 	b->fail_level = strcmp(cfg->dataplane, "auto") ? LOG_ERROR : LOG_WARN;
 	pthread_mutex_init(&b->lock, NULL);
-	b->pairs.next = b->pairs.prev = &b->pairs;
-	b->demoted.next = b->demoted.prev = &b->demoted;
+	dlist_init(&b->pairs);
+	dlist_init(&b->demoted);
 	b->ncpu = libbpf_num_possible_cpus();
 	if (b->ncpu <= 0) {
 		rc = b->ncpu ? b->ncpu : -EINVAL;

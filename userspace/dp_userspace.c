@@ -3,6 +3,7 @@
  * own small queue: there is no lock shared by all connections. */
 #include "config.h"
 #include "dataplane.h"
+#include "list.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -17,7 +18,7 @@
 
 struct us_pair {
 	struct splice_pair sp;
-	struct us_pair *prev, *next;
+	struct dlist node; /* us_worker.pairs */
 	struct us_worker *w;
 };
 
@@ -31,7 +32,7 @@ struct us_worker {
 	pthread_mutex_t lock; /* protects the queue only */
 	struct us_job *q;
 	size_t nq, capq;
-	struct us_pair head; /* list of live pairs, for shutdown */
+	struct dlist pairs; /* live pairs, for shutdown */
 	bool started;
 };
 
@@ -53,8 +54,7 @@ static void pair_done(struct splice_pair *sp, int err)
 		M_INC(splice_errors_total);
 	M_DEC(splices_active);
 	splice_pair_close(sp);
-	p->prev->next = p->next;
-	p->next->prev = p->prev;
+	dlist_del(&p->node);
 	loop_defer(sp->loop, pair_free, p);
 }
 
@@ -87,10 +87,7 @@ static void worker_take_jobs(struct loop *l)
 				continue;
 			}
 			p->w = w;
-			p->next = w->head.next;
-			p->prev = &w->head;
-			w->head.next->prev = p;
-			w->head.next = p;
+			dlist_add_head(&w->pairs, &p->node);
 		}
 	}
 }
@@ -122,7 +119,7 @@ static int us_start(struct dataplane *dp, const struct relay_cfg *cfg)
 			return rc;
 		w->loop.data = w;
 		w->loop.on_wake = worker_take_jobs;
-		w->head.next = w->head.prev = &w->head;
+		dlist_init(&w->pairs);
 		pthread_mutex_init(&w->lock, NULL);
 		if ((rc = pthread_create(&w->thread, NULL, worker_main, w)))
 			return -rc;
@@ -179,9 +176,9 @@ static void us_stop(struct dataplane *dp)
 		w->loop.on_wake = stop_cb;
 		loop_wake(&w->loop);
 		pthread_join(w->thread, NULL);
-		while (w->head.next != &w->head) {
-			struct us_pair *p = w->head.next;
-			w->head.next = p->next;
+		struct us_pair *p;
+		while ((p = dlist_first(&w->pairs, struct us_pair, node))) {
+			dlist_del(&p->node);
 			M_DEC(splices_active);
 			splice_pair_close(&p->sp);
 			free(p);
