@@ -24,6 +24,7 @@
 #include "bpf_log.h"
 #include "config.h"
 #include "dataplane.h"
+#include "handoff.h"
 #include "htab.h"
 #include "list.h"
 #include "log.h"
@@ -140,12 +141,6 @@ struct bp_tunnel {
 	uint32_t refs;
 };
 
-struct bp_job {
-	int player_fd, agent_fd;
-	uint64_t key;
-	bool internal;
-};
-
 struct bp_plane {
 	enum log_level fail_level; /* of start-up failures: a warning when auto falls back */
 	struct splice_skel *skel;
@@ -160,9 +155,7 @@ struct bp_plane {
 	uint64_t events_lost_seen;
 	pthread_t thread;
 	bool running;
-	pthread_mutex_t lock; /* protects the job queue only */
-	struct bp_job *q;
-	size_t nq, capq;
+	struct handoff jobs;
 	struct htab by_cookie, tunnels;
 	struct dlist pairs, demoted;
 	int ncpu;
@@ -692,8 +685,9 @@ static void pair_demote(struct bp_plane *b, int pfd, int afd, bool internal, int
 
 /* ---- join, in the plane's thread ---- */
 
-static void pair_attach(struct bp_plane *b, const struct bp_job *j)
+static void pair_attach(void *arg, const struct handoff_job *j)
 {
+	struct bp_plane *b = arg;
 	struct bp_pair *p = calloc(1, sizeof(*p));
 	int rc = 0, one = 1;
 	if (!p) {
@@ -741,12 +735,12 @@ static void pair_attach(struct bp_plane *b, const struct bp_job *j)
 		htab_add(&b->by_cookie, &s->hn, htab_hash(&b->by_cookie, &s->cookie, 8));
 		s->in_htab = true;
 	}
-	if (!(p->tun = tunnel_get(b, j->key, &rc)))
+	if (!(p->tun = tunnel_get(b, j->tunnel_key, &rc)))
 		goto fail;
 	for (int i = 0; i < 2; i++) {
 		struct dvv_conn c = {
 			.peer_cookie = p->s[!i].cookie,
-			.tunnel_key = j->key,
+			.tunnel_key = j->tunnel_key,
 			.peer_base = p->s[!i].base,
 			.dir = i == 0 ? DVV_DIR_TO_AGENT : DVV_DIR_TO_PLAYER,
 		};
@@ -806,47 +800,28 @@ fail:
 static void take_jobs(struct loop *l)
 {
 	struct bp_plane *b = l->data;
-	struct bp_job jobs[64];
-	for (;;) {
-		pthread_mutex_lock(&b->lock);
-		size_t n = b->nq < 64 ? b->nq : 64;
-		if (n) {
-			memcpy(jobs, b->q, n * sizeof(*jobs));
-			memmove(b->q, b->q + n, (b->nq - n) * sizeof(*jobs));
-			b->nq -= n;
-		}
-		pthread_mutex_unlock(&b->lock);
-		if (!n)
-			return;
-		for (size_t i = 0; i < n; i++)
-			pair_attach(b, &jobs[i]);
-	}
+	handoff_drain(&b->jobs, pair_attach, b);
+}
+
+/* A job the stopped plane never took. */
+static void job_drop(void *arg, const struct handoff_job *j)
+{
+	close(j->player_fd);
+	close(j->agent_fd);
+	if (!j->internal)
+		M_DEC(splices_active);
 }
 
 static int enqueue(struct bp_plane *b, int player_fd, int agent_fd, uint64_t key, bool internal)
 {
-	int rc = 0;
-	pthread_mutex_lock(&b->lock);
-	if (b->nq == b->capq) {
-		size_t cap = b->capq ? b->capq * 2 : 64;
-		struct bp_job *q = realloc(b->q, cap * sizeof(*q));
-		if (!q) {
-			rc = -ENOMEM;
-			goto unlock;
-		}
-		b->q = q;
-		b->capq = cap;
-	}
-	b->q[b->nq++] = (struct bp_job){player_fd, agent_fd, key, internal};
-unlock:
-	pthread_mutex_unlock(&b->lock);
+	struct handoff_job j = {.player_fd = player_fd, .agent_fd = agent_fd, .tunnel_key = key,
+				.internal = internal};
+	int rc = handoff_push(&b->jobs, &j);
 	if (rc) {
 		close_abort(player_fd);
 		close_abort(agent_fd);
-		return rc;
 	}
-	loop_wake(&b->loop);
-	return 0;
+	return rc;
 }
 
 /* ---- requests from the verdict program ---- */
@@ -1069,19 +1044,11 @@ static void plane_destroy(struct bp_plane *b)
 			d->sp.finished = true;
 			demoted_done(&d->sp, 0);
 		}
-		for (size_t j = 0; j < b->nq; j++) {
-			close(b->q[j].player_fd);
-			close(b->q[j].agent_fd);
-			if (!b->q[j].internal)
-				M_DEC(splices_active);
-		}
-		b->nq = 0;
+		handoff_drain(&b->jobs, job_drop, NULL);
 		loop_timer_cancel(&b->loop, &b->sweep);
 		loop_free(&b->loop);
 		b->loop_ready = false;
 	}
-	free(b->q);
-	b->q = NULL;
 	ring_buffer__free(b->rb);
 	b->rb = NULL;
 	if (b->attached)
@@ -1093,7 +1060,7 @@ static void plane_destroy(struct bp_plane *b)
 		htab_free(&b->by_cookie);
 		htab_free(&b->tunnels); /* empty: every pair released its tunnel */
 	}
-	pthread_mutex_destroy(&b->lock);
+	handoff_free(&b->jobs);
 	free(b);
 }
 
@@ -1301,7 +1268,7 @@ static int bpf_start(struct dataplane *dp, const struct relay_cfg *cfg)
 		return -ENOMEM;
 	/* under auto a failure here is followed by the fallback: the relay keeps working */
 	b->fail_level = strcmp(cfg->dataplane, "auto") ? LOG_ERROR : LOG_WARN;
-	pthread_mutex_init(&b->lock, NULL);
+	handoff_init(&b->jobs, &b->loop);
 	dlist_init(&b->pairs);
 	dlist_init(&b->demoted);
 	b->ncpu = libbpf_num_possible_cpus();
