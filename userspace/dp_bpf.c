@@ -30,6 +30,7 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "pins.h"
 #include "splice.h"
 
 #include "../bpf/splice.h"
@@ -160,7 +161,7 @@ struct bp_plane {
 	struct dlist pairs, demoted;
 	int ncpu;
 	int max_lag_mb;
-	char pin_dir[PATH_MAX];
+	struct pin_dir pins;
 	_Atomic uint64_t n_pairs;     /* live pairs, self-test included */
 	_Atomic uint64_t n_active, n_total, n_demoted, n_cut_lag, n_cut_error, n_drain_timeouts;
 	_Atomic uint64_t n_throttles, n_unthrottles, n_throttled, n_user_bytes;
@@ -933,98 +934,6 @@ static void stop_cb(struct loop *l)
 	loop_stop(l);
 }
 
-/* ---- bpffs and pins ---- */
-
-/* Make sure root lives on a bpffs (mounting one at /sys/fs/bpf if nothing is mounted there, as
- * bpftool does), create <root>/<instance> and remove our pins a previous run left behind (only
- * ours: the XDP guard pins into the same directory). */
-static int pin_dir_prepare(struct bp_plane *b, const char *root, const char *instance)
-{
-	char path[PATH_MAX];
-	struct statfs st;
-	if (snprintf(path, sizeof(path), "%s", root) >= (int)sizeof(path) || path[0] != '/') {
-		log_msg(b->fail_level, "data plane bpf: --bpf-pin-root %s: want an absolute path", root);
-		return -EINVAL;
-	}
-	/* the deepest existing ancestor tells which filesystem the pins will be on */
-	while (statfs(path, &st) < 0) {
-		char *slash = strrchr(path, '/');
-		if (errno != ENOENT || !slash || slash == path) {
-			log_msg(b->fail_level, "data plane bpf: %s: %s", path, strerror(errno));
-			return -errno;
-		}
-		*slash = 0;
-	}
-	if (st.f_type != BPF_FS_MAGIC) {
-		if (strcmp(path, "/sys/fs/bpf")) {
-			log_msg(b->fail_level, "data plane bpf: %s is not on a bpf filesystem", root);
-			return -ENOTSUP;
-		}
-		if (mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") < 0) {
-			int e = errno;
-			log_msg(b->fail_level, "data plane bpf: no bpffs at /sys/fs/bpf and mounting one failed: %s",
-			       strerror(e));
-			return -e;
-		}
-		pr_info("data plane bpf: mounted bpffs at /sys/fs/bpf");
-	}
-	if (snprintf(b->pin_dir, sizeof(b->pin_dir), "%s/%s", root, instance) >=
-	    (int)sizeof(b->pin_dir) - 32)
-		return -ENAMETOOLONG;
-	for (char *s = b->pin_dir + 1;; s++) {
-		if (*s == '/' || !*s) {
-			char c = *s;
-			*s = 0;
-			if (mkdir(b->pin_dir, 0700) < 0 && errno != EEXIST) {
-				int e = errno;
-				log_msg(b->fail_level, "data plane bpf: mkdir %s: %s", b->pin_dir, strerror(e));
-				return -e;
-			}
-			*s = c;
-			if (!c)
-				break;
-		}
-	}
-	int stale = 0;
-	char pin[PATH_MAX + 32];
-#define X(name)                                                                                \
-	snprintf(pin, sizeof(pin), "%s/%s", b->pin_dir, #name);                               \
-	stale += unlink(pin) == 0;
-	DVV_SPLICE_MAPS(X)
-#undef X
-	if (stale)
-		pr_warn("data plane bpf: removed %d stale pin(s) from %s", stale, b->pin_dir);
-	return 0;
-}
-
-static void pins_remove(struct bp_plane *b)
-{
-	char path[PATH_MAX + 32];
-	if (!b->pin_dir[0])
-		return;
-#define X(name)                                                                                \
-	snprintf(path, sizeof(path), "%s/%s", b->pin_dir, #name);                             \
-	unlink(path);
-	DVV_SPLICE_MAPS(X)
-#undef X
-	rmdir(b->pin_dir);
-}
-
-static int pins_create(struct bp_plane *b)
-{
-	char path[PATH_MAX + 32];
-	int rc;
-#define X(name)                                                                                \
-	snprintf(path, sizeof(path), "%s/%s", b->pin_dir, #name);                             \
-	if ((rc = bpf_map__pin(b->skel->maps.name, path))) {                                   \
-		log_msg(b->fail_level, "data plane bpf: pin %s: %s", path, strerror(-rc));                     \
-		return rc;                                                                     \
-	}
-	DVV_SPLICE_MAPS(X)
-#undef X
-	return 0;
-}
-
 /* ---- teardown ---- */
 
 static void plane_destroy(struct bp_plane *b)
@@ -1054,7 +963,7 @@ static void plane_destroy(struct bp_plane *b)
 	if (b->attached)
 		bpf_prog_detach2(bpf_program__fd(b->skel->progs.dvv_splice_verdict), b->socks_fd,
 				 BPF_SK_SKB_STREAM_VERDICT);
-	pins_remove(b);
+	pins_remove(&b->pins, b->skel ? b->skel->obj : NULL, NULL);
 	splice_skel__destroy(b->skel);
 	if (b->by_cookie.b) {
 		htab_free(&b->by_cookie);
@@ -1278,7 +1187,13 @@ static int bpf_start(struct dataplane *dp, const struct relay_cfg *cfg)
 	}
 	bpf_log_install();
 
-	if ((rc = pin_dir_prepare(b, cfg->bpf_pin_root, cfg->instance_id)))
+	char dir[PATH_MAX];
+	if (snprintf(dir, sizeof(dir), "%s/%s", cfg->bpf_pin_root, cfg->instance_id) >=
+	    (int)sizeof(dir)) {
+		rc = -ENAMETOOLONG;
+		goto fail;
+	}
+	if ((rc = pins_prepare(&b->pins, dir, "data plane bpf", b->fail_level)))
 		goto fail;
 	if (!(b->skel = splice_skel__open())) {
 		rc = -errno;
@@ -1310,7 +1225,7 @@ static int bpf_start(struct dataplane *dp, const struct relay_cfg *cfg)
 		goto fail;
 	}
 	b->attached = true;
-	if ((rc = pins_create(b)))
+	if ((rc = pins_create(&b->pins, b->skel->obj, NULL, NULL)))
 		goto fail;
 
 	if ((rc = loop_init(&b->loop)))
@@ -1342,7 +1257,7 @@ static int bpf_start(struct dataplane *dp, const struct relay_cfg *cfg)
 	}
 	dp->priv = b;
 	pr_info("data plane: bpf sockhash splice, lag limit %d MiB, maps pinned in %s",
-		b->max_lag_mb, b->pin_dir);
+		b->max_lag_mb, b->pins.path);
 	return 0;
 fail:
 	plane_destroy(b);
