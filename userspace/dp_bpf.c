@@ -59,20 +59,6 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
-/* bpftool names the skeleton after `name` in the Makefile's gen-skeleton call: today the file
- * stem ("splice" -> struct splice); accept the "splice_bpf" spelling too. */
-#ifdef __SPLICE_BPF_SKEL_H__
-#define splice_skel splice_bpf
-#define splice_skel__open splice_bpf__open
-#define splice_skel__load splice_bpf__load
-#define splice_skel__destroy splice_bpf__destroy
-#else
-#define splice_skel splice
-#define splice_skel__open splice__open
-#define splice_skel__load splice__load
-#define splice_skel__destroy splice__destroy
-#endif
-
 #define POLL_MAX_MS 50		/* waiting for a redirect queue to drain: 1, 2, 4 .. 50 ms */
 #define STALL_MS 15000		/* bytes owed to a reader that acknowledges nothing: cut */
 #define WATCH_MS 1000		/* how often an owing direction is checked for a stall */
@@ -144,7 +130,7 @@ struct bp_tunnel {
 
 struct bp_plane {
 	enum log_level fail_level; /* of start-up failures: a warning when auto falls back */
-	struct splice_skel *skel;
+	struct splice_bpf *skel;
 	int socks_fd, targets_fd, conns_fd, tunnels_fd, verdicts_fd;
 	uint64_t throttle_lag, tighten_lag;
 	bool attached;
@@ -964,7 +950,7 @@ static void plane_destroy(struct bp_plane *b)
 		bpf_prog_detach2(bpf_program__fd(b->skel->progs.dvv_splice_verdict), b->socks_fd,
 				 BPF_SK_SKB_STREAM_VERDICT);
 	pins_remove(&b->pins, b->skel ? b->skel->obj : NULL, NULL);
-	splice_skel__destroy(b->skel);
+	splice_bpf__destroy(b->skel);
 	if (b->by_cookie.b) {
 		htab_free(&b->by_cookie);
 		htab_free(&b->tunnels); /* empty: every pair released its tunnel */
@@ -1195,7 +1181,7 @@ static int bpf_start(struct dataplane *dp, const struct relay_cfg *cfg)
 	}
 	if ((rc = pins_prepare(&b->pins, dir, "data plane bpf", b->fail_level)))
 		goto fail;
-	if (!(b->skel = splice_skel__open())) {
+	if (!(b->skel = splice_bpf__open())) {
 		rc = -errno;
 		log_msg(b->fail_level, "data plane bpf: cannot open the BPF object: %s", strerror(-rc));
 		goto fail;
@@ -1206,7 +1192,7 @@ static int bpf_start(struct dataplane *dp, const struct relay_cfg *cfg)
 	b->throttle_lag = max_lag / 2 < THROTTLE_LAG_MAX ? max_lag / 2 : THROTTLE_LAG_MAX;
 	b->skel->rodata->dvv_pause_lag_bytes = b->throttle_lag;
 	b->tighten_lag = max_lag / 2 > 2 * b->throttle_lag ? max_lag / 2 : 2 * b->throttle_lag;
-	if ((rc = splice_skel__load(b->skel))) {
+	if ((rc = splice_bpf__load(b->skel))) {
 		log_msg(b->fail_level, "data plane bpf: cannot load the splice program (%s): %s", strerror(-rc),
 		       bpf_load_hint(rc));
 		goto fail;

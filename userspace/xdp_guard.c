@@ -8,17 +8,7 @@
 #include "config.h"
 #include "log.h"
 #include "pins.h"
-
-/* The Makefile names a skeleton after its file (struct xdp_guard, xdp_guard__open()), which
- * clashes with this module's own handle: rename the skeleton's struct on the way in. */
-#define xdp_guard xdp_guard_bpf
 #include "xdp_guard.skel.h"
-#undef xdp_guard
-#ifndef __XDP_GUARD_BPF_SKEL_H__
-#define xdp_guard_bpf__open xdp_guard__open
-#define xdp_guard_bpf__load xdp_guard__load
-#define xdp_guard_bpf__destroy xdp_guard__destroy
-#endif
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
