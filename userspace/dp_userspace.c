@@ -20,7 +20,6 @@
 struct us_pair {
 	struct splice_pair sp;
 	struct dlist node; /* us_worker.pairs */
-	struct us_worker *w;
 };
 
 struct us_worker {
@@ -67,7 +66,6 @@ static void pair_start(void *arg, const struct handoff_job *j)
 		M_DEC(splices_active);
 		return;
 	}
-	p->w = w;
 	dlist_add_head(&w->pairs, &p->node);
 }
 

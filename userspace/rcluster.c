@@ -1472,7 +1472,6 @@ int rc_command(struct rc *rc, const char *route_key, rc_reply_cb cb, void *priv,
 }
 
 bool rc_is_up(const struct rc *rc) { return rc && rc->up; }
-size_t rc_pending(const struct rc *rc) { return rc ? rc->npending : 0; }
 bool rc_is_cluster(const struct rc *rc) { return rc && rc->mode == RC_MODE_CLUSTER; }
 
 void rc_set_timeout(struct rc *rc, uint32_t ms)
