@@ -98,7 +98,7 @@ struct agent {
 	/* data connections */
 	struct dlist pool;	    /* CONNECTING + IDLE */
 	struct dlist players;	    /* LOCAL + SPLICE */
-	unsigned npool;
+	unsigned npool;		    /* entries in pool, against AGENT_MAX_POOL */
 	unsigned connecting;
 	uint8_t (*queue)[ATTACH_TOKEN_LEN]; /* tokens waiting for a connect slot (ring) */
 	size_t qhead, qlen;

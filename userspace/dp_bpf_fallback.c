@@ -89,8 +89,10 @@ static int tcp_state(int fd)
 	return ti.tcpi_state;
 }
 
+/* Relay the pair with splice(2): the maps refused its `which` ("player"/"agent") socket with
+ * errno why. Takes both fds (RST on failure). */
 void bp_pair_demote(struct bp_plane *b, int pfd, int afd, bool internal, int why,
-			const char *which)
+		    const char *which)
 {
 	struct bp_demoted *d = calloc(1, sizeof(*d));
 	int rc = d ? splice_pair_start(&b->loop, &d->sp, pfd, afd, demoted_done) : -ENOMEM;

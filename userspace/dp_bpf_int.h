@@ -125,15 +125,19 @@ void bp_close_abort(int fd);
 void bp_throttle_limits(struct bp_plane *b, uint64_t max_lag);
 /* The program asked to throttle s's sender, its peer being lag bytes behind. 0 or -errno. */
 int bp_throttle_request(struct bp_plane *b, struct bp_side *s, uint64_t lag);
+/* Give s[i]'s sender its window back once the peer caught up: 1 while still throttled, 0,
+ * -errno. */
 int bp_dir_release(struct bp_plane *b, struct bp_pair *p, int i);
 
 /* dp_bpf_fallback.c */
+/* Relay s[i] -> s[!i] with recv()/send() (s[i] has no verdict): -errno, 1 again soon, 0. */
 int bp_dir_copy(struct bp_plane *b, struct bp_pair *p, int i, uint64_t *moved);
 void bp_pair_demote(struct bp_plane *b, int pfd, int afd, bool internal, int why,
 		    const char *which);
-void bp_demoted_close_all(struct bp_plane *b);
+void bp_demoted_close_all(struct bp_plane *b); /* at stop */
 
 /* dp_bpf_selftest.c */
+/* Splice a pair on loopback through the running plane: 0, or -errno with the reason logged. */
 int bp_selftest(struct bp_plane *b);
 
 /* dp_bpf_stats.c */

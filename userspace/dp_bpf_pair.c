@@ -434,10 +434,10 @@ static void pair_attach(void *arg, const struct handoff_job *j)
 		}
 	}
 	p->conns_written = true;
-	/* Both into dvv_targets first: from then on either may be redirected to, so no byte can meet
-	 * a missing peer (the window docs/sockmap.md section 6 orders around is gone). A socket
-	 * refused here (its FIN already arrived: only ESTABLISHED sockets enter a sockmap) means the
-	 * pair is relayed with splice(2); nothing has been redirected yet. */
+	/* Both into dvv_targets first: from then on either may be redirected to, so no byte can
+	 * meet a missing peer (the window docs/sockmap.md section 6 orders around is gone). A
+	 * socket refused here (its FIN already arrived: only ESTABLISHED sockets enter a sockmap)
+	 * means the pair is relayed with splice(2); nothing has been redirected yet. */
 	const char *refused = NULL;
 	for (int i = 1; i >= 0; i--) {
 		struct bp_side *s = &p->s[i];

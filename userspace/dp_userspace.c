@@ -126,7 +126,8 @@ static int us_join(struct dataplane *dp, int player_fd, int agent_fd, uint64_t t
 	struct us_worker *w = &u->w[atomic_fetch_add(&u->rr, 1) % (unsigned)u->nw];
 	/* counted before the worker can end it */
 	M_INC(splices_active);
-	struct handoff_job j = {.player_fd = player_fd, .agent_fd = agent_fd, .tunnel_key = tunnel_key};
+	struct handoff_job j = {
+		.player_fd = player_fd, .agent_fd = agent_fd, .tunnel_key = tunnel_key};
 	int rc = handoff_push(&w->jobs, &j);
 	if (rc) {
 		M_DEC(splices_active);

@@ -43,8 +43,9 @@ static int bpffs_check(struct pin_dir *pd)
 	}
 	if (mount("bpf", BPFFS_ROOT, "bpf", 0, "mode=0700") < 0) {
 		int e = errno;
-		log_msg(pd->fail_level, "%s: no bpffs at " BPFFS_ROOT " and mounting one failed: %s",
-			pd->who, strerror(e));
+		log_msg(pd->fail_level,
+			"%s: no bpffs at " BPFFS_ROOT " and mounting one failed: %s", pd->who,
+			strerror(e));
 		return -e;
 	}
 	pr_info("%s: mounted bpffs at " BPFFS_ROOT, pd->who);

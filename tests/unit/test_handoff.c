@@ -39,7 +39,7 @@ static void jobs_come_out_once_in_order(void **state)
 	handoff_drain(&h, record, &s); /* empty: nothing */
 	assert_int_equal(s.n, 0);
 	for (int i = 1; i <= NJOBS; i++) {
-		struct handoff_job j = {.player_fd = i, .agent_fd = -i, .tunnel_key = (uint64_t)i * 3};
+		struct handoff_job j = {.player_fd = i, .agent_fd = -i, .tunnel_key = i * 3ull};
 		assert_int_equal(handoff_push(&h, &j), 0);
 	}
 	handoff_drain(&h, record, &s);
@@ -70,7 +70,7 @@ static void *producer(void *arg)
 {
 	struct consumer *c = arg;
 	for (int i = 1; i <= NJOBS; i++) {
-		struct handoff_job j = {.player_fd = i, .agent_fd = -i, .tunnel_key = (uint64_t)i * 3};
+		struct handoff_job j = {.player_fd = i, .agent_fd = -i, .tunnel_key = i * 3ull};
 		if (handoff_push(&c->jobs, &j))
 			return "push failed";
 	}
