@@ -77,9 +77,12 @@ $(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) $(VMLINUX)
 	  -c $< -o $@.tmp
 	$(Q)$(BPFTOOL) gen object $@ $@.tmp && rm -f $@.tmp
 
-$(BUILD)/gen/%.skel.h: $(BUILD)/bpf/%.bpf.o
+# bpf/X.bpf.c -> struct X_bpf, X_bpf__open() ... (bpftool's default for X.bpf.o): the loaders' own
+# names (struct xdp_guard is the guard's handle) stay free. libbpf names the object and its
+# internal maps after it too (splice_b.rodata). The Makefile chooses the name: a prerequisite.
+$(BUILD)/gen/%.skel.h: $(BUILD)/bpf/%.bpf.o Makefile
 	$(call msg,SKEL,$@)
-	$(Q)$(BPFTOOL) gen skeleton $< name $(subst .,_,$*) > $@
+	$(Q)$(BPFTOOL) gen skeleton $< name $*_bpf > $@
 
 $(RELAY_OBJ) $(call obj,userspace/main.c): | $(SKELS)
 $(patsubst tests/unit/%.c,$(BUILD)/obj/tests/unit/%.o,$(UNIT_SRC)): | $(SKELS)

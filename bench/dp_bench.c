@@ -41,11 +41,10 @@
 #include "config.h"
 #include "ctlconn.h"
 #include "dataplane.h"
+#include "dp_bpf.h"
 #include "log.h"
 #include "mc.h"
 #include "proto.h"
-
-#include "../bpf/splice.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -1,10 +1,10 @@
-/* In-kernel splice (bpf/splice.bpf.c) and its driver (userspace/dp_bpf.c): the types both
- * sides read and write. Every map value is a dvv_ struct so that
- * `bpftool map dump pinned <pin-root>/<instance>/<map>` prints readable fields. */
+/* In-kernel splice (bpf/splice.bpf.c) and its driver (userspace/dp_bpf*.c): the types both
+ * sides read and write; the driver's own API is userspace/dp_bpf.h. Every map value is a dvv_
+ * struct so that `bpftool map dump pinned <pin-root>/<instance>/<map>` prints readable fields. */
 #ifndef DVV_BPF_SPLICE_H
 #define DVV_BPF_SPLICE_H
 
-#ifndef __bpf__
+#ifndef __bpf__ /* userspace only: BPF programs get the __u types from vmlinux.h */
 #include <linux/types.h>
 #endif
 
@@ -80,8 +80,8 @@ struct dvv_conn {
 	__u32 flags;	     /* enum dvv_conn_flag */
 };
 
-/* Per tunnel, keyed by tunnel_key: bytes relayed each way (kernel and userspace path). Created and deleted by userspace
- * (first join / last pair gone), counted by the verdict program. */
+/* Per tunnel, keyed by tunnel_key: bytes relayed each way (kernel and userspace path). Created
+ * and deleted by userspace (first join / last pair gone), counted by the verdict program. */
 struct dvv_tunnel_bytes {
 	__u64 to_agent;
 	__u64 to_player;
@@ -101,44 +101,5 @@ struct dvv_splice_event {
 	__u32 reason;	   /* enum dvv_event_reason */
 	__u32 pad;
 };
-
-#ifndef __bpf__
-/* Userspace API of the bpf data plane (userspace/dp_bpf.c), for /metrics and tests. */
-#include <stdbool.h>
-#include <stdint.h>
-
-struct dataplane;
-
-struct dvv_splice_stats {
-	struct dvv_verdict_count verdicts[DVV_V_MAX]; /* summed over CPUs */
-	uint64_t pairs_active;	  /* pairs spliced in the kernel right now */
-	uint64_t pairs_total;	  /* pairs joined since start (self-test excluded) */
-	uint64_t pairs_demoted;	  /* pairs that could not be inserted and were relayed with splice(2) */
-	uint64_t throttles;	  /* senders whose window was clamped because their reader lagged */
-	uint64_t unthrottles;	  /* ... and opened again */
-	uint64_t throttled_now;	  /* sockets clamped right now */
-	uint64_t user_bytes;	  /* bytes relayed by userspace (a direction that could not be hooked) */
-	uint64_t cut_lag;	  /* pairs cut: reader over max_lag_mb, or acknowledging nothing */
-	uint64_t cut_error;	  /* pairs torn down by RST, socket error or a failed redirect */
-	uint64_t drain_timeouts;  /* half-closes abandoned: redirected bytes never left */
-	uint64_t sockets_in_map;  /* entries in dvv_targets (walk of the map): sockets of live pairs */
-	uint64_t active_in_map;	  /* entries in dvv_socks: sockets whose bytes the kernel splices */
-	uint64_t conns_in_map;	  /* entries in dvv_conns */
-	uint64_t tunnels_in_map;  /* entries in dvv_tunnels */
-};
-
-extern const char *const dvv_verdict_names[DVV_V_MAX];
-
-/* Fills *st. Thread-safe (map reads are syscalls); call it only while the plane runs (between
- * start and stop). walk_maps: also count the map entries (*_in_map), one syscall per entry: for
- * tests and diagnostics, not for every /metrics scrape. Returns 0 or -errno (-ENODEV when dp is
- * not a started bpf plane). */
-int dp_bpf_stats(const struct dataplane *dp, struct dvv_splice_stats *st, bool walk_maps);
-
-/* Bytes redirected so far for one tunnel (both zero when it has no live pair). Returns 0,
- * -ENOENT when the tunnel has no live pair, or -errno. */
-int dp_bpf_tunnel_bytes(const struct dataplane *dp, uint64_t tunnel_key, uint64_t *to_agent,
-			uint64_t *to_player);
-#endif
 
 #endif

@@ -4,7 +4,7 @@
 #ifndef DVV_BPF_XDP_GUARD_H
 #define DVV_BPF_XDP_GUARD_H
 
-#ifndef __VMLINUX_H__
+#ifndef __bpf__ /* userspace only: BPF programs get the __u types from vmlinux.h */
 #include <linux/types.h>
 #endif
 

@@ -15,6 +15,7 @@
  * LOCAL and SPLICE are players and outlive it. */
 #include "agent.h"
 #include "ctlconn.h"
+#include "list.h"
 #include "log.h"
 #include "splice.h"
 
@@ -48,7 +49,7 @@ enum dc_state { DC_CONNECTING, DC_IDLE, DC_LOCAL, DC_SPLICE };
 
 struct agent_dc {
 	struct agent *a;
-	struct agent_dc *prev, *next;
+	struct dlist node; /* a->pool while CONNECTING or IDLE, then a->players */
 	enum dc_state state;
 	struct loop_io io;	 /* the data connection to the relay */
 	struct loop_io local_io; /* the local server, while connecting to it */
@@ -63,11 +64,6 @@ struct agent_dc {
 	struct splice_pair pair;
 	uint64_t start_ms;
 	char player_str[64];
-};
-
-struct agent_dclist {
-	struct agent_dc *head;
-	unsigned n;
 };
 
 struct agent {
@@ -100,8 +96,9 @@ struct agent {
 	char down_reason[320];
 
 	/* data connections */
-	struct agent_dclist pool;   /* CONNECTING + IDLE */
-	struct agent_dclist players; /* LOCAL + SPLICE */
+	struct dlist pool;	    /* CONNECTING + IDLE */
+	struct dlist players;	    /* LOCAL + SPLICE */
+	unsigned npool;		    /* entries in pool, against AGENT_MAX_POOL */
 	unsigned connecting;
 	uint8_t (*queue)[ATTACH_TOKEN_LEN]; /* tokens waiting for a connect slot (ring) */
 	size_t qhead, qlen;
@@ -166,30 +163,6 @@ int agent_hdr_read(struct agent_hdr_reader *r, int fd, struct data_hdr *out)
 	}
 }
 
-/* ---- lists ---- */
-
-static void dclist_add(struct agent_dclist *l, struct agent_dc *d)
-{
-	d->prev = NULL;
-	d->next = l->head;
-	if (l->head)
-		l->head->prev = d;
-	l->head = d;
-	l->n++;
-}
-
-static void dclist_del(struct agent_dclist *l, struct agent_dc *d)
-{
-	if (d->prev)
-		d->prev->next = d->next;
-	else
-		l->head = d->next;
-	if (d->next)
-		d->next->prev = d->prev;
-	d->prev = d->next = NULL;
-	l->n--;
-}
-
 /* ---- events for the user ---- */
 
 static void report_error(const char *code, const char *message)
@@ -232,7 +205,9 @@ static void dc_close(struct agent_dc *d)
 	}
 	if (d->state == DC_CONNECTING)
 		a->connecting--;
-	dclist_del(d->state <= DC_IDLE ? &a->pool : &a->players, d);
+	dlist_del(&d->node);
+	if (d->state <= DC_IDLE)
+		a->npool--;
 	loop_defer(&a->loop, dc_free, d);
 	if (d->state == DC_CONNECTING)
 		pool_refill(a);
@@ -267,7 +242,8 @@ static void dc_open(struct agent *a, const uint8_t token[ATTACH_TOKEN_LEN])
 	}
 	d->state = DC_CONNECTING;
 	a->connecting++;
-	dclist_add(&a->pool, d);
+	dlist_add_head(&a->pool, &d->node);
+	a->npool++;
 	loop_timer_arm(&a->loop, &d->timer, AGENT_DATA_CONNECT_TIMEOUT_MS);
 }
 
@@ -284,7 +260,7 @@ static void pool_refill(struct agent *a)
 
 static void pool_add(struct agent *a, const uint8_t token[ATTACH_TOKEN_LEN])
 {
-	if (a->pool.n + a->qlen >= AGENT_MAX_POOL) {
+	if (a->npool + a->qlen >= AGENT_MAX_POOL) {
 		pr_rl(LOG_WARN, "relay asked for more than %d pooled data connections: ignored",
 		      AGENT_MAX_POOL);
 		return;
@@ -302,8 +278,8 @@ static void pool_close(struct agent *a)
 {
 	a->qlen = 0;
 	a->qhead = 0;
-	while (a->pool.head)
-		dc_close(a->pool.head);
+	while (!dlist_empty(&a->pool))
+		dc_close(dlist_first(&a->pool, struct agent_dc, node));
 }
 
 static void dc_splice_done(struct splice_pair *p, int err)
@@ -406,9 +382,10 @@ static void dc_player(struct agent_dc *d)
 	loop_io_del(&a->loop, &d->io); /* the player's bytes wait in the socket for splice */
 	net_addr_fmt((const struct sockaddr *)&d->player.src, d->player_str,
 		     sizeof(d->player_str));
-	dclist_del(&a->pool, d);
+	dlist_del(&d->node);
+	a->npool--;
 	d->state = DC_LOCAL;
-	dclist_add(&a->players, d);
+	dlist_add_head(&a->players, &d->node);
 	pr_debug("player %s assigned, connecting to %s", d->player_str, a->cfg->local);
 
 	int fd, rc = net_connect(&a->local_addr, &fd);
@@ -997,6 +974,8 @@ int agent_new(const struct agent_config *cfg, struct agent **out, char *err, siz
 		return -ENOMEM;
 	}
 	a->cfg = cfg;
+	dlist_init(&a->pool);
+	dlist_init(&a->players);
 	a->ctl_io = (struct loop_io){.fd = -1, .cb = ctl_io_cb};
 	a->stop_io = (struct loop_io){.fd = -1};
 	a->ctl_timer.cb = ctl_timer_cb;
@@ -1072,8 +1051,8 @@ int agent_run(struct agent *a, int stop_fd)
 		agent_report(&ev);
 	}
 	a->state = AG_WAIT;
-	while (a->players.head)
-		dc_close(a->players.head);
+	while (!dlist_empty(&a->players))
+		dc_close(dlist_first(&a->players, struct agent_dc, node));
 	loop_io_del(&a->loop, &a->stop_io);
 	a->stop_io.fd = -1;
 	return a->exit_code;
@@ -1087,8 +1066,8 @@ void agent_free(struct agent *a)
 		agent_probe_free(a->probe);
 		a->probe = NULL;
 		ctl_close(a);
-		while (a->players.head)
-			dc_close(a->players.head);
+		while (!dlist_empty(&a->players))
+			dc_close(dlist_first(&a->players, struct agent_dc, node));
 		loop_free(&a->loop); /* runs the deferred frees */
 	}
 	if (a->tls)

@@ -3,6 +3,8 @@
 #ifndef DVV_LOOP_H
 #define DVV_LOOP_H
 
+#include "list.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -66,7 +68,5 @@ void loop_defer(struct loop *l, void (*fn)(void *arg), void *arg);
 void loop_timer_arm(struct loop *l, struct loop_timer *t, uint64_t delay_ms);
 void loop_timer_cancel(struct loop *l, struct loop_timer *t);
 static inline bool loop_timer_armed(const struct loop_timer *t) { return t->idx != 0; }
-
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 #endif

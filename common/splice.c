@@ -1,5 +1,5 @@
+/* Two sockets joined with splice(2) on an event loop (contract in splice.h). */
 #include "splice.h"
-#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +13,6 @@
 
 static void pair_io_cb_a(struct loop *l, struct loop_io *io, uint32_t events);
 static void pair_io_cb_b(struct loop *l, struct loop_io *io, uint32_t events);
-static void pair_run(struct splice_pair *p, uint32_t events);
 
 static int make_pipe(int p[2])
 {
@@ -42,7 +41,6 @@ int splice_pair_start(struct loop *l, struct splice_pair *p, int a, int b, splic
 	}
 	p->io[0] = (struct loop_io){.fd = a, .cb = pair_io_cb_a};
 	p->io[1] = (struct loop_io){.fd = b, .cb = pair_io_cb_b};
-	p->last_active_ms = l->now;
 	uint32_t ev = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 	if ((rc = loop_io_set(l, &p->io[0], ev)) || (rc = loop_io_set(l, &p->io[1], ev))) {
 		loop_io_del(l, &p->io[0]);
@@ -69,10 +67,9 @@ static bool eof_was_reset(int fd)
 	return ti.tcpi_state == TCP_CLOSE;
 }
 
-/* Move what can be moved in one direction. Returns 1 if progress, 0 if blocked, -errno. */
+/* Move what can be moved in one direction, until it blocks. Returns 0 or -errno. */
 static int pump(struct splice_dir *d, bool from_shut)
 {
-	int progress = 0;
 	for (;;) {
 		bool moved = false;
 		if (!d->eof && d->inpipe < PIPE_CAP) {
@@ -106,8 +103,7 @@ static int pump(struct splice_dir *d, bool from_shut)
 			d->shut = true;
 		}
 		if (!moved)
-			return progress;
-		progress = 1;
+			return 0;
 	}
 }
 
@@ -140,8 +136,6 @@ static void pair_run(struct splice_pair *p, uint32_t events)
 		finish(p, -(r0 < 0 ? r0 : r1));
 		return;
 	}
-	if (r0 > 0 || r1 > 0)
-		p->last_active_ms = p->loop->now;
 	if ((events & EPOLLERR) && !(events & EPOLLIN)) {
 		int fd = p->io[0].fd, e = 0;
 		socklen_t sl = sizeof(e);

@@ -30,7 +30,6 @@ struct splice_pair {
 	struct loop *loop;
 	splice_done_cb on_done;
 	bool finished;
-	uint64_t last_active_ms; /* for idle timeouts */
 	void *data;
 };
 

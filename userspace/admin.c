@@ -4,9 +4,9 @@
 #include "relay.h"
 #include "rredis.h"
 #include "xdp_guard.h"
+#include "dp_bpf.h"
 
 #include <linux/types.h>
-#include "../bpf/splice.h"
 #include "../bpf/xdp_guard.h"
 
 #include <microhttpd.h>

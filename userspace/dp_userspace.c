@@ -1,8 +1,10 @@
 /* Userspace data plane: N worker threads, each with its own epoll loop, moving bytes with
  * splice(2) (common/splice.c). The control loop hands a pair to a worker through that worker's
- * own small queue: there is no lock shared by all connections. */
+ * own hand-off queue (handoff.h): there is no lock shared by all connections. */
 #include "config.h"
 #include "dataplane.h"
+#include "handoff.h"
+#include "list.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -17,21 +19,14 @@
 
 struct us_pair {
 	struct splice_pair sp;
-	struct us_pair *prev, *next;
-	struct us_worker *w;
-};
-
-struct us_job {
-	int player_fd, agent_fd;
+	struct dlist node; /* us_worker.pairs */
 };
 
 struct us_worker {
 	struct loop loop;
 	pthread_t thread;
-	pthread_mutex_t lock; /* protects the queue only */
-	struct us_job *q;
-	size_t nq, capq;
-	struct us_pair head; /* list of live pairs, for shutdown */
+	struct handoff jobs;
+	struct dlist pairs; /* live pairs, for shutdown */
 	bool started;
 };
 
@@ -53,46 +48,39 @@ static void pair_done(struct splice_pair *sp, int err)
 		M_INC(splice_errors_total);
 	M_DEC(splices_active);
 	splice_pair_close(sp);
-	p->prev->next = p->next;
-	p->next->prev = p->prev;
+	dlist_del(&p->node);
 	loop_defer(sp->loop, pair_free, p);
+}
+
+static void pair_start(void *arg, const struct handoff_job *j)
+{
+	struct us_worker *w = arg;
+	struct us_pair *p = calloc(1, sizeof(*p));
+	int rc = p ? splice_pair_start(&w->loop, &p->sp, j->player_fd, j->agent_fd, pair_done)
+		   : -ENOMEM;
+	if (rc) {
+		pr_rl(LOG_WARN, "cannot start splice: %s", strerror(-rc));
+		close(j->player_fd);
+		close(j->agent_fd);
+		free(p);
+		M_DEC(splices_active);
+		return;
+	}
+	dlist_add_head(&w->pairs, &p->node);
+}
+
+/* A job the stopped worker never took. */
+static void job_drop(void *arg, const struct handoff_job *j)
+{
+	close(j->player_fd);
+	close(j->agent_fd);
+	M_DEC(splices_active);
 }
 
 static void worker_take_jobs(struct loop *l)
 {
 	struct us_worker *w = l->data;
-	struct us_job jobs[256];
-	for (;;) {
-		pthread_mutex_lock(&w->lock);
-		size_t n = w->nq < 256 ? w->nq : 256;
-		if (n) {
-			memcpy(jobs, w->q, n * sizeof(*jobs));
-			memmove(w->q, w->q + n, (w->nq - n) * sizeof(*jobs));
-			w->nq -= n;
-		}
-		pthread_mutex_unlock(&w->lock);
-		if (!n)
-			return;
-		for (size_t i = 0; i < n; i++) {
-			struct us_pair *p = calloc(1, sizeof(*p));
-			int rc = p ? splice_pair_start(l, &p->sp, jobs[i].player_fd, jobs[i].agent_fd,
-						       pair_done)
-				   : -ENOMEM;
-			if (rc) {
-				pr_rl(LOG_WARN, "cannot start splice: %s", strerror(-rc));
-				close(jobs[i].player_fd);
-				close(jobs[i].agent_fd);
-				free(p);
-				M_DEC(splices_active);
-				continue;
-			}
-			p->w = w;
-			p->next = w->head.next;
-			p->prev = &w->head;
-			w->head.next->prev = p;
-			w->head.next = p;
-		}
-	}
+	handoff_drain(&w->jobs, pair_start, w);
 }
 
 static void *worker_main(void *arg)
@@ -122,8 +110,8 @@ static int us_start(struct dataplane *dp, const struct relay_cfg *cfg)
 			return rc;
 		w->loop.data = w;
 		w->loop.on_wake = worker_take_jobs;
-		w->head.next = w->head.prev = &w->head;
-		pthread_mutex_init(&w->lock, NULL);
+		dlist_init(&w->pairs);
+		handoff_init(&w->jobs, &w->loop);
 		if ((rc = pthread_create(&w->thread, NULL, worker_main, w)))
 			return -rc;
 		w->started = true;
@@ -136,29 +124,17 @@ static int us_join(struct dataplane *dp, int player_fd, int agent_fd, uint64_t t
 {
 	struct us_plane *u = dp->priv;
 	struct us_worker *w = &u->w[atomic_fetch_add(&u->rr, 1) % (unsigned)u->nw];
-	int rc = 0;
-	pthread_mutex_lock(&w->lock);
-	if (w->nq == w->capq) {
-		size_t cap = w->capq ? w->capq * 2 : 64;
-		struct us_job *q = realloc(w->q, cap * sizeof(*q));
-		if (!q) {
-			rc = -ENOMEM;
-			goto unlock;
-		}
-		w->q = q;
-		w->capq = cap;
-	}
-	w->q[w->nq++] = (struct us_job){player_fd, agent_fd};
+	/* counted before the worker can end it */
 	M_INC(splices_active);
-unlock:
-	pthread_mutex_unlock(&w->lock);
+	struct handoff_job j = {
+		.player_fd = player_fd, .agent_fd = agent_fd, .tunnel_key = tunnel_key};
+	int rc = handoff_push(&w->jobs, &j);
 	if (rc) {
+		M_DEC(splices_active);
 		close(player_fd);
 		close(agent_fd);
-		return rc;
 	}
-	loop_wake(&w->loop);
-	return 0;
+	return rc;
 }
 
 static void stop_cb(struct loop *l)
@@ -179,20 +155,16 @@ static void us_stop(struct dataplane *dp)
 		w->loop.on_wake = stop_cb;
 		loop_wake(&w->loop);
 		pthread_join(w->thread, NULL);
-		while (w->head.next != &w->head) {
-			struct us_pair *p = w->head.next;
-			w->head.next = p->next;
+		struct us_pair *p;
+		while ((p = dlist_first(&w->pairs, struct us_pair, node))) {
+			dlist_del(&p->node);
 			M_DEC(splices_active);
 			splice_pair_close(&p->sp);
 			free(p);
 		}
-		for (size_t j = 0; j < w->nq; j++) {
-			close(w->q[j].player_fd);
-			close(w->q[j].agent_fd);
-		}
-		free(w->q);
+		handoff_drain(&w->jobs, job_drop, NULL);
+		handoff_free(&w->jobs);
 		loop_free(&w->loop);
-		pthread_mutex_destroy(&w->lock);
 	}
 	free(u->w);
 	free(u);

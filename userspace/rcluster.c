@@ -13,6 +13,7 @@
  * - Only hiredis reply callbacks, timers and rc_free call user code. onConnect/onDisconnect
  *   never do (0.14 runs them without its in-callback guard, so freeing there would crash). */
 #include "rcluster.h"
+#include "list.h"
 #include "log.h"
 #include "net.h"
 
@@ -41,38 +42,6 @@
 #define RC_REFRESH_TIMEOUT_MS 2000
 #define RC_MAX_NODES 1024
 
-/* ---- lists ---- */
-
-struct rc_list {
-	struct rc_list *prev, *next;
-};
-
-static void list_init(struct rc_list *h) { h->prev = h->next = h; }
-static bool list_empty(const struct rc_list *h) { return h->next == h; }
-static void list_add_tail(struct rc_list *h, struct rc_list *n)
-{
-	n->prev = h->prev;
-	n->next = h;
-	h->prev->next = n;
-	h->prev = n;
-}
-static void list_del(struct rc_list *n)
-{
-	n->prev->next = n->next;
-	n->next->prev = n->prev;
-	n->prev = n->next = n;
-}
-static void list_move_all(struct rc_list *from, struct rc_list *to) /* to: empty */
-{
-	if (list_empty(from))
-		return;
-	to->next = from->next;
-	to->prev = from->prev;
-	to->next->prev = to;
-	to->prev->next = to;
-	list_init(from);
-}
-
 /* ---- types ---- */
 
 enum rc_mode { RC_MODE_UNKNOWN, RC_MODE_STANDALONE, RC_MODE_CLUSTER };
@@ -84,7 +53,7 @@ struct rc_conn {
 	struct loop *l;
 	redisAsyncContext *ac;	  /* NULL once hiredis tore it down */
 	struct rc_node *node;	  /* NULL once lost: late callbacks then touch nothing else */
-	struct rc_list inflight;  /* rc_cmd sent here, oldest first (replies come in order) */
+	struct dlist inflight;	  /* rc_cmd sent here, oldest first (replies come in order) */
 	bool ready;		  /* connected and PING answered: commands may be sent */
 	bool dead;
 	bool quiet;		  /* closed on purpose (unused node): not an outage */
@@ -92,7 +61,7 @@ struct rc_conn {
 };
 
 struct rc_node {
-	struct rc_list link;	  /* rc->nodes */
+	struct dlist link;	  /* rc->nodes */
 	struct rc *rc;
 	struct rc_addr addr;
 	char name[RC_HOST_MAX + 8]; /* "ip:port" / "[v6]:port" for logs */
@@ -108,8 +77,8 @@ struct rc_node {
 };
 
 struct rc_cmd {
-	struct rc_list all;	  /* rc->all until answered, earliest deadline first */
-	struct rc_list q;	  /* rc->waitq, or conn->inflight while sent */
+	struct dlist all;	  /* rc->all until answered, earliest deadline first */
+	struct dlist q;		  /* rc->waitq, or conn->inflight while sent */
 	struct rc *rc;
 	rc_reply_cb cb;
 	void *priv;
@@ -130,10 +99,10 @@ struct rc {
 	void *data;
 	enum rc_mode mode;
 	struct rc_node *standalone;
-	struct rc_list nodes;
+	struct dlist nodes;
 	unsigned nnodes;
-	struct rc_list all;	  /* unanswered commands */
-	struct rc_list waitq;	  /* unanswered commands not in flight */
+	struct dlist all;	  /* unanswered commands */
+	struct dlist waitq;	  /* unanswered commands not in flight */
 	size_t npending;
 	uint32_t timeout_ms;
 	unsigned depth;		  /* entry points on the stack */
@@ -480,7 +449,7 @@ static bool node_needed(const struct rc_node *n)
 
 static struct rc_node *node_find(struct rc *rc, const struct rc_addr *a)
 {
-	for (struct rc_list *it = rc->nodes.next; it != &rc->nodes; it = it->next) {
+	dlist_for_each(it, &rc->nodes) {
 		struct rc_node *n = container_of(it, struct rc_node, link);
 		if (n->addr.port == a->port && !strcmp(n->addr.host, a->host))
 			return n;
@@ -507,7 +476,7 @@ static struct rc_node *node_get(struct rc *rc, const struct rc_addr *a)
 	snprintf(n->name, sizeof(n->name), strchr(a->host, ':') ? "[%s]:%u" : "%s:%u", a->host,
 		 a->port);
 	n->timer.cb = node_timer_cb;
-	list_add_tail(&rc->nodes, &n->link);
+	dlist_add_tail(&rc->nodes, &n->link);
 	rc->nnodes++;
 	return n;
 }
@@ -516,7 +485,7 @@ static void node_free(struct rc_node *n)
 {
 	struct rc *rc = n->rc;
 	loop_timer_cancel(rc->l, &n->timer);
-	list_del(&n->link);
+	dlist_del(&n->link);
 	rc->nnodes--;
 	free(n);
 }
@@ -637,7 +606,7 @@ static void node_connect(struct rc_node *n)
 	conn->l = rc->l;
 	conn->ac = ac;
 	conn->node = n;
-	list_init(&conn->inflight);
+	dlist_init(&conn->inflight);
 	conn->io = (struct loop_io){.fd = ac->c.fd, .cb = conn_io_cb};
 	ac->ev.data = conn;
 	ac->ev.addRead = ad_add_read;
@@ -710,9 +679,9 @@ static void node_timer_cb(struct loop *l, struct loop_timer *t)
 /* Nodes nothing refers to any more (left the map, not a seed) are closed and forgotten. */
 static void nodes_gc(struct rc *rc)
 {
-	struct rc_list *it, *next;
-	for (it = rc->nodes.next; it != &rc->nodes && !rc->freeing; it = next) {
-		next = it->next;
+	dlist_for_each_safe(it, next, &rc->nodes) {
+		if (rc->freeing)
+			break;
 		struct rc_node *n = container_of(it, struct rc_node, link);
 		bool keep = n->seed || n->nslots || n->replica || n->ask_refs ||
 			    n == rc->standalone || n == rc->refresh_node;
@@ -722,7 +691,7 @@ static void nodes_gc(struct rc *rc)
 				node_free(n);
 			continue;
 		}
-		if (!list_empty(&n->conn->inflight))
+		if (!dlist_empty(&n->conn->inflight))
 			continue;
 		n->conn->quiet = true;
 		conn_drop(n->conn, NULL);
@@ -753,7 +722,7 @@ static void cmd_answer(struct rc *rc, struct rc_cmd *c, redisReply *r)
 {
 	c->answered = true;
 	cmd_set_ask(c, NULL);
-	list_del(&c->all);
+	dlist_del(&c->all);
 	rc->npending--;
 	if (!r)
 		rc->st.failed++;
@@ -765,7 +734,7 @@ static struct rc_node *any_master(struct rc *rc)
 {
 	struct rc_node *fallback = NULL;
 	unsigned ready = 0;
-	for (struct rc_list *it = rc->nodes.next; it != &rc->nodes; it = it->next) {
+	dlist_for_each(it, &rc->nodes) {
 		struct rc_node *n = container_of(it, struct rc_node, link);
 		if (n->nslots && node_ready(n))
 			ready++;
@@ -775,7 +744,7 @@ static struct rc_node *any_master(struct rc *rc)
 	if (!ready)
 		return fallback;
 	unsigned want = rc->rr++ % ready;
-	for (struct rc_list *it = rc->nodes.next; it != &rc->nodes; it = it->next) {
+	dlist_for_each(it, &rc->nodes) {
 		struct rc_node *n = container_of(it, struct rc_node, link);
 		if (n->nslots && node_ready(n) && want-- == 0)
 			return n;
@@ -807,26 +776,26 @@ static void cmd_send(struct rc *rc, struct rc_cmd *c)
 		    redisAsyncFormattedCommand(ac, on_reply, c, c->buf, c->len) == REDIS_OK) {
 			c->conn = n->conn;
 			c->sent_at = now;
-			list_add_tail(&n->conn->inflight, &c->q);
+			dlist_add_tail(&n->conn->inflight, &c->q);
 			cmd_set_ask(c, NULL); /* ASK holds for one send */
 			return;
 		}
 	}
 	if (n && !n->conn)
 		node_want(n);
-	list_add_tail(&rc->waitq, &c->q);
+	dlist_add_tail(&rc->waitq, &c->q);
 }
 
 static void waitq_flush(struct rc *rc)
 {
-	struct rc_list tmp;
-	if (rc->mode == RC_MODE_UNKNOWN || rc->freeing || list_empty(&rc->waitq))
+	struct dlist tmp;
+	if (rc->mode == RC_MODE_UNKNOWN || rc->freeing || dlist_empty(&rc->waitq))
 		return;
-	list_init(&tmp);
-	list_move_all(&rc->waitq, &tmp);
-	while (!list_empty(&tmp)) {
+	dlist_init(&tmp);
+	dlist_splice_tail(&rc->waitq, &tmp);
+	while (!dlist_empty(&tmp)) {
 		struct rc_cmd *c = container_of(tmp.next, struct rc_cmd, q);
-		list_del(&c->q);
+		dlist_del(&c->q);
 		cmd_send(rc, c);
 	}
 }
@@ -893,7 +862,7 @@ static bool cmd_refused(struct rc *rc, struct rc_conn *conn, struct rc_cmd *c, c
 	c->not_before = mono_ms() + b;
 	if (k == RF_RETRY_REFRESH && rc->mode == RC_MODE_CLUSTER)
 		refresh_arm(rc, 0);
-	list_add_tail(&rc->waitq, &c->q);
+	dlist_add_tail(&rc->waitq, &c->q);
 	tick_arm(rc, b);
 	return true;
 fail:
@@ -907,7 +876,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
 	struct rc_conn *conn = ac->ev.data;
 	struct rc_cmd *c = priv;
 	redisReply *r = reply;
-	list_del(&c->q);
+	dlist_del(&c->q);
 	c->conn = NULL;
 	if (!r)
 		conn_lost(conn, NULL); /* the first NULL of a dying connection */
@@ -947,13 +916,10 @@ static bool cmd_forbidden(const char *buf, size_t len)
 
 static void all_insert(struct rc *rc, struct rc_cmd *c)
 {
-	struct rc_list *pos = rc->all.prev;
+	struct dlist *pos = rc->all.prev;
 	while (pos != &rc->all && container_of(pos, struct rc_cmd, all)->deadline > c->deadline)
 		pos = pos->prev;
-	c->all.prev = pos;
-	c->all.next = pos->next;
-	pos->next->prev = &c->all;
-	pos->next = &c->all;
+	dlist_add_head(pos, &c->all);
 }
 
 static int cmd_submit(struct rc *rc, const char *key, size_t keylen, rc_reply_cb cb, void *priv,
@@ -976,7 +942,7 @@ static int cmd_submit(struct rc *rc, const char *key, size_t keylen, rc_reply_cb
 	c->keyed = key != NULL;
 	c->slot = key ? rc_key_slot(key, keylen) : 0;
 	c->deadline = mono_ms() + rc->timeout_ms;
-	list_init(&c->q);
+	dlist_init(&c->q);
 	all_insert(rc, c);
 	rc->npending++;
 	rc->st.commands++;
@@ -995,7 +961,7 @@ static void state_update(struct rc *rc)
 	} else if (rc->mode == RC_MODE_CLUSTER && rc->map_loaded) {
 		unsigned masters = 0, covered = 0;
 		bool all_ready = true;
-		for (struct rc_list *it = rc->nodes.next; it != &rc->nodes; it = it->next) {
+		dlist_for_each(it, &rc->nodes) {
 			struct rc_node *n = container_of(it, struct rc_node, link);
 			if (!n->nslots)
 				continue;
@@ -1009,7 +975,7 @@ static void state_update(struct rc *rc)
 			/* Hysteresis: once up, a master we are connecting to for the first time
 			 * (MOVED to a new node, a new map) is not "down" unless that fails. */
 			up = true;
-			for (struct rc_list *it = rc->nodes.next; it != &rc->nodes; it = it->next) {
+			dlist_for_each(it, &rc->nodes) {
 				struct rc_node *n = container_of(it, struct rc_node, link);
 				if (n->nslots && !node_ready(n) &&
 				    !(n->conn && !n->backoff_ms && !n->logged_down))
@@ -1034,7 +1000,7 @@ static void log_state(struct rc *rc)
 	}
 	unsigned masters = 0, covered = 0;
 	const struct rc_node *down = NULL;
-	for (struct rc_list *it = rc->nodes.next; it != &rc->nodes; it = it->next) {
+	dlist_for_each(it, &rc->nodes) {
 		struct rc_node *n = container_of(it, struct rc_node, link);
 		if (!n->nslots)
 			continue;
@@ -1115,12 +1081,12 @@ static void refresh_done(struct rc *rc, bool ok)
 static struct rc_node *refresh_source(struct rc *rc)
 {
 	unsigned ready = 0;
-	for (struct rc_list *it = rc->nodes.next; it != &rc->nodes; it = it->next)
+	dlist_for_each(it, &rc->nodes)
 		ready += node_ready(container_of(it, struct rc_node, link));
 	if (!ready)
 		return NULL;
 	unsigned want = rc->rr++ % ready;
-	for (struct rc_list *it = rc->nodes.next; it != &rc->nodes; it = it->next) {
+	dlist_for_each(it, &rc->nodes) {
 		struct rc_node *n = container_of(it, struct rc_node, link);
 		if (node_ready(n) && want-- == 0)
 			return n;
@@ -1133,14 +1099,14 @@ static void refresh_connect_candidate(struct rc *rc)
 {
 	uint64_t now = mono_ms();
 	unsigned idle = 0;
-	for (struct rc_list *it = rc->nodes.next; it != &rc->nodes; it = it->next) {
+	dlist_for_each(it, &rc->nodes) {
 		struct rc_node *n = container_of(it, struct rc_node, link);
 		idle += !n->conn && now >= n->retry_at;
 	}
 	if (!idle)
 		return;
 	unsigned want = rc->rr++ % idle;
-	for (struct rc_list *it = rc->nodes.next; it != &rc->nodes; it = it->next) {
+	dlist_for_each(it, &rc->nodes) {
 		struct rc_node *n = container_of(it, struct rc_node, link);
 		if (!n->conn && now >= n->retry_at && want-- == 0) {
 			node_connect(n);
@@ -1214,7 +1180,7 @@ static bool map_apply(struct rc *rc, const struct rc_slots *s)
 	unsigned moved = 0;
 	for (unsigned k = 0; k < RC_SLOTS; k++)
 		moved += table[k] != rc->slots[k];
-	for (struct rc_list *it = rc->nodes.next; it != &rc->nodes; it = it->next) {
+	dlist_for_each(it, &rc->nodes) {
 		struct rc_node *n = container_of(it, struct rc_node, link);
 		n->nslots = 0;
 		n->replica = false;
@@ -1234,7 +1200,7 @@ static bool map_apply(struct rc *rc, const struct rc_slots *s)
 				rn->replica = true;
 		}
 	unsigned nmasters = 0;
-	for (struct rc_list *it = rc->nodes.next; it != &rc->nodes; it = it->next) {
+	dlist_for_each(it, &rc->nodes) {
 		struct rc_node *n = container_of(it, struct rc_node, link);
 		if (n->nslots) {
 			nmasters++;
@@ -1327,9 +1293,9 @@ static void tick_arm(struct rc *rc, uint32_t delay_ms)
 
 static bool any_inflight(const struct rc *rc)
 {
-	for (const struct rc_list *it = rc->nodes.next; it != &rc->nodes; it = it->next) {
+	dlist_for_each(it, &rc->nodes) {
 		const struct rc_node *n = container_of(it, struct rc_node, link);
-		if (n->conn && !list_empty(&n->conn->inflight))
+		if (n->conn && !dlist_empty(&n->conn->inflight))
 			return true;
 	}
 	return false;
@@ -1348,7 +1314,7 @@ static void tick_cb(struct loop *l, struct loop_timer *t)
 		if (rc->freeing)
 			goto out;
 	}
-	while (!list_empty(&rc->all)) {
+	while (!dlist_empty(&rc->all)) {
 		struct rc_cmd *c = container_of(rc->all.next, struct rc_cmd, all);
 		if (c->deadline > now)
 			break;
@@ -1356,7 +1322,7 @@ static void tick_cb(struct loop *l, struct loop_timer *t)
 		if (c->conn) {
 			cmd_answer(rc, c, NULL); /* orphan: its reply callback frees it */
 		} else {
-			list_del(&c->q);
+			dlist_del(&c->q);
 			cmd_answer(rc, c, NULL);
 			cmd_free(c);
 		}
@@ -1375,9 +1341,9 @@ static void tick_cb(struct loop *l, struct loop_timer *t)
 	}
 	/* re-read the clock: waitq_flush() above just sent commands */
 	now = mono_ms();
-	for (struct rc_list *it = rc->nodes.next; it != &rc->nodes && !rc->freeing; it = it->next) {
+	for (struct dlist *it = rc->nodes.next; it != &rc->nodes && !rc->freeing; it = it->next) {
 		struct rc_node *n = container_of(it, struct rc_node, link);
-		if (!n->conn || !n->conn->ready || list_empty(&n->conn->inflight))
+		if (!n->conn || !n->conn->ready || dlist_empty(&n->conn->inflight))
 			continue;
 		struct rc_cmd *oldest = container_of(n->conn->inflight.next, struct rc_cmd, q);
 		uint64_t late = (uint64_t)rc->timeout_ms + RC_STALL_GRACE_MS;
@@ -1394,7 +1360,7 @@ static void tick_cb(struct loop *l, struct loop_timer *t)
 		rc->gc_due = false;
 		nodes_gc(rc);
 	}
-	if (!list_empty(&rc->all) || rc->refresh_inflight || any_inflight(rc))
+	if (!dlist_empty(&rc->all) || rc->refresh_inflight || any_inflight(rc))
 		tick_arm(rc, RC_TICK_MS);
 out:
 	rc_unhold(rc);
@@ -1417,9 +1383,9 @@ struct rc *rc_new(struct loop *l, const char *seeds, rc_state_cb cb, void *data)
 	rc->state_cb = cb;
 	rc->data = data;
 	rc->timeout_ms = RC_CMD_TIMEOUT_MS;
-	list_init(&rc->nodes);
-	list_init(&rc->all);
-	list_init(&rc->waitq);
+	dlist_init(&rc->nodes);
+	dlist_init(&rc->all);
+	dlist_init(&rc->waitq);
 	rc->tick.cb = tick_cb;
 	rc->refresh.cb = refresh_timer_cb;
 	int err = 0;
@@ -1459,7 +1425,7 @@ struct rc *rc_new(struct loop *l, const char *seeds, rc_state_cb cb, void *data)
 	loop_timer_arm(l, &rc->refresh, 0); /* probe: CLUSTER SLOTS tells cluster from standalone */
 	return rc;
 fail:
-	while (!list_empty(&rc->nodes))
+	while (!dlist_empty(&rc->nodes))
 		node_free(container_of(rc->nodes.next, struct rc_node, link));
 	free(rc);
 	errno = err;
@@ -1506,7 +1472,6 @@ int rc_command(struct rc *rc, const char *route_key, rc_reply_cb cb, void *priv,
 }
 
 bool rc_is_up(const struct rc *rc) { return rc && rc->up; }
-size_t rc_pending(const struct rc *rc) { return rc ? rc->npending : 0; }
 bool rc_is_cluster(const struct rc *rc) { return rc && rc->mode == RC_MODE_CLUSTER; }
 
 void rc_set_timeout(struct rc *rc, uint32_t ms)
@@ -1521,7 +1486,7 @@ static void rc_destroy(struct rc *rc)
 {
 	loop_timer_cancel(rc->l, &rc->tick);
 	loop_timer_cancel(rc->l, &rc->refresh);
-	while (!list_empty(&rc->nodes)) {
+	while (!dlist_empty(&rc->nodes)) {
 		struct rc_node *n = container_of(rc->nodes.next, struct rc_node, link);
 		if (n->conn) /* not reached: rc_free dropped them; detach anyway */
 			conn_drop(n->conn, NULL);
@@ -1538,18 +1503,18 @@ void rc_free(struct rc *rc)
 	rc->freeing = true;
 	loop_timer_cancel(rc->l, &rc->tick);
 	loop_timer_cancel(rc->l, &rc->refresh);
-	while (!list_empty(&rc->all)) {
+	while (!dlist_empty(&rc->all)) {
 		struct rc_cmd *c = container_of(rc->all.next, struct rc_cmd, all);
 		if (c->conn) {
 			cmd_answer(rc, c, NULL);
 		} else {
-			list_del(&c->q);
+			dlist_del(&c->q);
 			cmd_answer(rc, c, NULL);
 			cmd_free(c);
 		}
 	}
 	/* everything is answered: what hiredis still calls back are orphans and detached conns */
-	for (struct rc_list *it = rc->nodes.next; it != &rc->nodes; it = it->next) {
+	dlist_for_each(it, &rc->nodes) {
 		struct rc_node *n = container_of(it, struct rc_node, link);
 		loop_timer_cancel(rc->l, &n->timer);
 		if (n->conn)

@@ -77,9 +77,6 @@ int rc_command(struct rc *rc, const char *route_key, rc_reply_cb cb, void *priv,
 	       ...);
 bool rc_is_up(const struct rc *rc);
 bool rc_is_cluster(const struct rc *rc);
-/* Commands not answered yet. A clean exit can send its last commands, run the loop until this
- * is 0 (bounded by a timer), then rc_free(). */
-size_t rc_pending(const struct rc *rc);
 /* Answers every pending command with NULL (before it returns), closes every connection. No
  * callback of any kind after it returns. Safe from inside an rc callback. */
 void rc_free(struct rc *rc);

@@ -8,6 +8,7 @@
 #include "ctlconn.h"
 #include "dataplane.h"
 #include "htab.h"
+#include "list.h"
 #include "listener.h"
 #include "loop.h"
 #include "mc.h"
@@ -22,29 +23,6 @@
 struct rredis;
 struct admin;
 struct tunnel;
-
-/* A list head used for intrusive doubly linked lists. */
-struct dlist {
-	struct dlist *prev, *next;
-};
-
-static inline void dlist_init(struct dlist *h) { h->prev = h->next = h; }
-static inline bool dlist_empty(const struct dlist *h) { return h->next == h; }
-static inline void dlist_add_tail(struct dlist *h, struct dlist *n)
-{
-	n->prev = h->prev;
-	n->next = h;
-	h->prev->next = n;
-	h->prev = n;
-}
-static inline void dlist_del(struct dlist *n)
-{
-	if (!n->next)
-		return;
-	n->prev->next = n->next;
-	n->next->prev = n->prev;
-	n->prev = n->next = NULL;
-}
 
 /* A player connection the control plane still owns (handshake, waiting, or being answered). */
 enum player_state {

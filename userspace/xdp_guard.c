@@ -7,39 +7,24 @@
 #include "bpf_log.h"
 #include "config.h"
 #include "log.h"
-
-/* The Makefile names a skeleton after its file (struct xdp_guard, xdp_guard__open()), which
- * clashes with this module's own handle: rename the skeleton's struct on the way in. */
-#define xdp_guard xdp_guard_bpf
+#include "pins.h"
 #include "xdp_guard.skel.h"
-#undef xdp_guard
-#ifndef __XDP_GUARD_BPF_SKEL_H__
-#define xdp_guard_bpf__open xdp_guard__open
-#define xdp_guard_bpf__load xdp_guard__load
-#define xdp_guard_bpf__destroy xdp_guard__destroy
-#endif
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <ctype.h>
 #include <errno.h>
-#include <limits.h>
 #include <linux/if_link.h>
-#include <linux/magic.h>
 #include <net/if.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mount.h>
-#include <sys/stat.h>
-#include <sys/statfs.h>
 #include <unistd.h>
 
 #define XDP_MAX_IFACES 16
-#define BPFFS_ROOT "/sys/fs/bpf"
 #define PROG_PIN_NAME "xdp_guard_prog"
 
 struct guard_iface {
@@ -51,8 +36,7 @@ struct guard_iface {
 
 struct xdp_guard {
 	struct xdp_guard_bpf *skel;
-	char pin_dir[PATH_MAX];
-	bool pinned;
+	struct pin_dir pins;
 	int n_ifaces;
 	struct guard_iface ifaces[XDP_MAX_IFACES];
 };
@@ -215,109 +199,6 @@ static int cidr_list_load(const char *flag, const struct cidr_list *l, struct bp
 	return 0;
 }
 
-/* mkdir -p, 0700. */
-static int mkdirs(const char *path)
-{
-	char buf[PATH_MAX];
-
-	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
-		return -ENAMETOOLONG;
-	for (char *p = buf + 1;; p++) {
-		if (*p == '/' || !*p) {
-			char c = *p;
-			*p = 0;
-			if (mkdir(buf, 0700) && errno != EEXIST)
-				return -errno;
-			if (!(*p = c))
-				break;
-		}
-	}
-	return 0;
-}
-
-static bool on_bpffs(const char *path)
-{
-	struct statfs st;
-
-	return !statfs(path, &st) && st.f_type == BPF_FS_MAGIC;
-}
-
-/* Like bpftool: mount bpffs on /sys/fs/bpf if the pin directory lives there and nothing is
- * mounted yet; then create the directory (removed again by xdp_guard_stop). */
-static int pin_dir_prepare(struct xdp_guard *g)
-{
-	const char *dir = g->pin_dir;
-
-	if (!strncmp(dir, BPFFS_ROOT "/", sizeof(BPFFS_ROOT)) && !on_bpffs(BPFFS_ROOT)) {
-		if (mount("bpf", BPFFS_ROOT, "bpf", 0, "mode=0700")) {
-			int rc = -errno;
-			pr_err("xdp guard: %s is not a bpf filesystem and mounting one failed: %s",
-			       BPFFS_ROOT, strerror(-rc));
-			return rc;
-		}
-		pr_info("xdp guard: mounted a bpf filesystem on %s", BPFFS_ROOT);
-	}
-	int rc = mkdirs(dir);
-	if (rc) {
-		pr_err("xdp guard: cannot create pin directory %s: %s", dir, strerror(-rc));
-		return rc;
-	}
-	g->pinned = true;
-	if (!on_bpffs(dir)) {
-		pr_err("xdp guard: pin directory %s is not on a bpf filesystem "
-		       "(mount -t bpf bpf /sys/fs/bpf)", dir);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-static int pin_path(char *buf, size_t len, const char *dir, const char *name)
-{
-	return snprintf(buf, len, "%s/%s", dir, name) >= (int)len ? -ENAMETOOLONG : 0;
-}
-
-/* Removes this guard's pins (the maps' names and the program's) from dir: the stale ones of an
- * earlier run of the same instance at start, ours at stop. Other pins in dir are not ours. */
-static void pins_remove(struct xdp_guard *g, const char *dir)
-{
-	char path[PATH_MAX];
-	struct bpf_map *map;
-
-	bpf_object__for_each_map(map, g->skel->obj)
-	{
-		if (bpf_map__is_internal(map))
-			continue;
-		if (!pin_path(path, sizeof(path), dir, bpf_map__name(map)) && !unlink(path))
-			pr_debug("xdp guard: removed pin %s", path);
-	}
-	if (!pin_path(path, sizeof(path), dir, PROG_PIN_NAME))
-		unlink(path);
-}
-
-static int pins_create(struct xdp_guard *g)
-{
-	char path[PATH_MAX];
-	struct bpf_map *map;
-	int rc;
-
-	pins_remove(g, g->pin_dir);
-	bpf_object__for_each_map(map, g->skel->obj)
-	{
-		if (bpf_map__is_internal(map))
-			continue;
-		if ((rc = pin_path(path, sizeof(path), g->pin_dir, bpf_map__name(map))) ||
-		    (rc = bpf_map__pin(map, path)))
-			goto fail;
-	}
-	if ((rc = pin_path(path, sizeof(path), g->pin_dir, PROG_PIN_NAME)) ||
-	    (rc = bpf_program__pin(g->skel->progs.xdp_syn_guard, path)))
-		goto fail;
-	return 0;
-fail:
-	pr_err("xdp guard: cannot pin %s: %s", path, strerror(-rc));
-	return rc;
-}
-
 static int attach_mode(struct xdp_guard *g, struct guard_iface *ifc, __u32 flags)
 {
 	LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = flags);
@@ -388,15 +269,10 @@ int xdp_guard_start(struct xdp_guard **out, const struct relay_cfg *cfg, uint16_
 		rc = -EINVAL;
 		goto out;
 	}
-	if (snprintf(g->pin_dir, sizeof(g->pin_dir), "%s", pin_dir) >= (int)sizeof(g->pin_dir) ||
-	    pin_dir[0] != '/') {
-		pr_err("xdp guard: pin directory '%s' must be an absolute path", pin_dir);
-		rc = -EINVAL;
-		goto out;
-	}
 	if ((rc = cidr_list_parse("xdp-allow", cfg->xdp_allow, allow)) ||
 	    (rc = cidr_list_parse("xdp-deny", cfg->xdp_deny, deny)) ||
-	    (rc = ifaces_parse(g, cfg->xdp_ifaces)))
+	    (rc = ifaces_parse(g, cfg->xdp_ifaces)) ||
+	    (rc = pins_prepare(&g->pins, pin_dir, "xdp guard", LOG_ERROR)))
 		goto out;
 
 	if (!(g->skel = xdp_guard_bpf__open())) {
@@ -419,7 +295,7 @@ int xdp_guard_start(struct xdp_guard **out, const struct relay_cfg *cfg, uint16_
 	}
 	if ((rc = cidr_list_load("xdp-allow", allow, g->skel->maps.xdp_allow)) ||
 	    (rc = cidr_list_load("xdp-deny", deny, g->skel->maps.xdp_deny)) ||
-	    (rc = pin_dir_prepare(g)) || (rc = pins_create(g)))
+	    (rc = pins_create(&g->pins, g->skel->obj, g->skel->progs.xdp_syn_guard, PROG_PIN_NAME)))
 		goto out;
 	for (int i = 0; i < g->n_ifaces; i++)
 		if ((rc = attach_iface(g, &g->ifaces[i], cfg->xdp_mode)))
@@ -428,7 +304,7 @@ int xdp_guard_start(struct xdp_guard **out, const struct relay_cfg *cfg, uint16_
 	pr_info("xdp guard: ports %u/%u, %d SYN/s per source (burst %d), %d SYN/s per port, "
 		"%d allow / %d deny prefixes, %d interface(s), maps in %s",
 		player_port, agent_port, cfg->xdp_syn_rate, cfg->xdp_syn_burst,
-		cfg->xdp_port_syn_budget, allow->n, deny->n, g->n_ifaces, g->pin_dir);
+		cfg->xdp_port_syn_budget, allow->n, deny->n, g->n_ifaces, g->pins.path);
 	*out = g;
 	g = NULL;
 out:
@@ -448,11 +324,7 @@ void xdp_guard_stop(struct xdp_guard *g)
 			close(g->ifaces[i].link_fd); /* detaches */
 			pr_info("xdp guard: %s: detached", g->ifaces[i].name);
 		}
-	if (g->skel && g->pinned) {
-		pins_remove(g, g->pin_dir);
-		if (rmdir(g->pin_dir) && errno != ENOTEMPTY && errno != ENOENT)
-			pr_warn("xdp guard: cannot remove %s: %s", g->pin_dir, strerror(errno));
-	}
+	pins_remove(&g->pins, g->skel ? g->skel->obj : NULL, PROG_PIN_NAME);
 	xdp_guard_bpf__destroy(g->skel);
 	free(g);
 }

@@ -14,10 +14,9 @@
 
 #include "config.h"
 #include "dataplane.h"
+#include "dp_bpf.h"
 #include "log.h"
 #include "metrics.h"
-
-#include "../../bpf/splice.h"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>

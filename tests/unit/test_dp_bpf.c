@@ -10,10 +10,9 @@
 #include "bpf_log.h"
 #include "config.h"
 #include "dataplane.h"
+#include "dp_bpf.h"
 #include "log.h"
 #include "metrics.h"
-
-#include "../../bpf/splice.h"
 
 #include <arpa/inet.h>
 #include <bpf/libbpf.h>
