@@ -420,10 +420,12 @@ static void fwdin_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		fwdin_refuse(f, "replayed forward header");
 		return;
 	}
-	/* A's route is stale (the agent moved, or is between relays): say so, so that A drops
-	 * its cached route and asks Redis once more instead of failing the player. */
+	/* A's route is stale: the agent moved or is between relays, or the name is live here
+	 * under another lease than the one A read (a route names one session, by its fencing
+	 * epoch). Say so, so that A drops its cached route and asks Redis once more instead of
+	 * failing the player. */
 	struct tunnel *t = tunnel_lookup_host(r, h.host, strlen(h.host));
-	if (!t || t->state != TS_UP) {
+	if (!t || t->state != TS_UP || t->epoch != h.epoch) {
 		static const uint8_t not_here = FWD_NOT_HERE;
 		M_INC(forward_not_here_total);
 		(void)!send(io->fd, &not_here, 1, MSG_NOSIGNAL | MSG_DONTWAIT);

@@ -5,9 +5,10 @@
  * The header is authenticated with HMAC-SHA256 under the cluster secret every relay of the
  * deployment shares, carries a timestamp (+-30 s) and a random nonce (replays refused), the
  * player's real address, the name, the fencing epoch of the route A acted on, and A's instance
- * id. B takes the player only if it holds a live tunnel for the name; otherwise it says so
- * (FWD_NOT_HERE) so that A asks Redis again. A forwarded connection is never forwarded again: B
- * serves it from its own tunnels or answers the player itself. Players cannot reach the internal
+ * id. B takes the player only if it holds a live tunnel for the name at that same epoch; a route
+ * to an older or newer session of the name is stale, and B says so (FWD_NOT_HERE) so that A asks
+ * Redis again. A forwarded connection is never forwarded again: B serves it from its own tunnels
+ * or answers the player itself. Players cannot reach the internal
  * port's parser through the player port, and cannot forge a header without the secret.
  *
  * B answers a header it accepts with one byte, FWD_ACCEPT, and A sends nothing of the player's
@@ -40,7 +41,7 @@ struct player;
 #define FWD_SKEW_MS 30000     /* accepted clock difference between relays */
 #define FWD_SECRET_MIN 16
 #define FWD_ACCEPT 0x06	      /* B -> A: header accepted, send the player's bytes */
-#define FWD_NOT_HERE 0x15     /* B -> A: no live tunnel for that name here (A's route is stale) */
+#define FWD_NOT_HERE 0x15     /* B -> A: no live tunnel for that name and epoch here (stale route) */
 
 struct fwd_hdr {
 	uint64_t ts_ms;		   /* sender's wall clock, ms */
