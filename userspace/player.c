@@ -304,11 +304,14 @@ void player_join_waiting(struct tunnel *t)
 
 void player_fail_waiting(struct tunnel *t, const char *reason)
 {
+	int n = 0;
 	/* each answer takes the player off the list (it lingers, answers a status, or is closed) */
-	while (!dlist_empty(&t->waiting))
+	for (; !dlist_empty(&t->waiting); n++)
 		player_answer(container_of(t->waiting.next, struct player, wait_node), ANS_OFFLINE,
 			      "its tunnel went offline");
-	(void)reason;
+	if (n)
+		pr_rl(LOG_INFO, "%s: %d waiting player%s answered offline: %s", t->hostname, n,
+		      n == 1 ? "" : "s", reason);
 }
 
 static void route(struct player *p)

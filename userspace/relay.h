@@ -156,6 +156,7 @@ int relay_remove_stale_pins(const char *root, const char *host);
 /* player.c */
 void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events);
 void player_join_waiting(struct tunnel *t);
+/* t is going away: answer its waiting players ourselves (offline); reason goes to the log. */
 void player_fail_waiting(struct tunnel *t, const char *reason);
 void player_close_all(struct relay *r);
 
