@@ -1,7 +1,13 @@
 /* Relay-to-relay forwarding, both ends: the forward header (encode, verify), the sending end
  * that looks up a player's owning relay and hands the player to it, and the receiving end (the
  * internal port, the replay cache of nonces) that verifies the header and adopts the player.
- * forward.h is the contract; the route cache it consults is route_cache.c. */
+ * forward.h is the contract; the route cache it consults is route_cache.c.
+ *
+ * A forwarded player, in the order it happens (each section reads bottom-up):
+ *   sending end:   forward_player -> on_route -> route_found -> forward_to -> fwd_conn_cb
+ *                  (header out, answer byte in) -> forward_splice
+ *   receiving end: internal_accept_cb -> fwdin_io_cb (header, nonce, epoch) -> answer byte ->
+ *                  player_adopt_forwarded (player.c) */
 #include "forward.h"
 #include "log.h"
 #include "metrics.h"
