@@ -8,8 +8,8 @@
  * id. B takes the player only if it holds a live tunnel for the name at that same epoch; a route
  * to an older or newer session of the name is stale, and B says so (FWD_NOT_HERE) so that A asks
  * Redis again. A forwarded connection is never forwarded again: B serves it from its own tunnels
- * or answers the player itself. Players cannot reach the internal
- * port's parser through the player port, and cannot forge a header without the secret.
+ * or answers the player itself. Players cannot reach the internal port's parser through the
+ * player port, and cannot forge a header without the secret.
  *
  * B answers a header it accepts with one byte, FWD_ACCEPT, and A sends nothing of the player's
  * before reading it. That keeps the header alone in B's receive queue: B reads it with recv()
@@ -18,9 +18,10 @@
  * section 5).
  *
  * Contract: relay.c calls forward_init/tick/free; player.c hands a player whose name has no live
- * tunnel here to forward_player() (only when r->fwd_enabled), and calls forward_timeout() and
- * forward_cancel() for players in PS_LOOKUP / PS_FORWARD. The receiving end gives accepted
- * players to player_adopt_forwarded(). The codec (fwd_encode/fwd_fixed/fwd_verify) is pure. */
+ * tunnel here to forward_player() (only when r->fwd_enabled), calls forward_timeout() at the
+ * deadline of a player in PS_LOOKUP / PS_FORWARD, and forward_cancel() whenever it lets a player
+ * go. The receiving end gives accepted players to player_adopt_forwarded(). The codec
+ * (fwd_encode/fwd_fixed/fwd_verify) is pure. */
 #ifndef DVV_FORWARD_H
 #define DVV_FORWARD_H
 
@@ -79,7 +80,8 @@ void forward_free(struct relay *r);
 void forward_player(struct player *p);
 /* p's deadline passed while it was looked up (PS_LOOKUP) or forwarded (PS_FORWARD). */
 void forward_timeout(struct player *p);
-/* p is being closed: close its connection to the owning relay, if any. */
+/* p is being let go (closed or handed to the data plane): close its connection to the owning
+ * relay, if any. */
 void forward_cancel(struct player *p);
 
 #endif
