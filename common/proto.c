@@ -1,3 +1,5 @@
+/* The agent <-> relay wire codec (control frames, data header, PROXY v2) and the byte codec the
+ * relay-to-relay forward header shares; proto.h is the contract. */
 #include "proto.h"
 #include "net.h"
 
@@ -274,15 +276,29 @@ out:
 	return rc;
 }
 
-/* ---- data connection header ---- */
+/* ---- byte codec ---- */
 
-static void put16(uint8_t *p, uint16_t v)
+void proto_put16(uint8_t *p, uint16_t v)
 {
 	p[0] = (uint8_t)(v >> 8);
 	p[1] = (uint8_t)v;
 }
 
-static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+uint16_t proto_get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+
+void proto_put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
+uint64_t proto_get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
 
 /* Store an address as 16 bytes (IPv4 mapped into ::ffff:a.b.c.d) + port. */
 static void addr_put(const struct sockaddr_storage *ss, uint8_t a16[16], uint16_t *port)
@@ -318,20 +334,37 @@ static void addr_get(const uint8_t a16[16], uint16_t port, struct sockaddr_stora
 	}
 }
 
-size_t data_hdr_encode(const struct data_hdr *h, uint8_t out[DATA_HDR_LEN])
+void proto_addrs_put(uint8_t out[PROTO_ADDRS_LEN], const struct sockaddr_storage *src,
+		     const struct sockaddr_storage *dst)
 {
 	uint16_t sp, dp;
+	out[0] = src->ss_family == AF_INET ? 4 : 6;
+	out[1] = 0;
+	addr_put(src, out + 6, &sp);
+	addr_put(dst, out + 22, &dp);
+	proto_put16(out + 2, sp);
+	proto_put16(out + 4, dp);
+}
+
+int proto_addrs_get(const uint8_t in[PROTO_ADDRS_LEN], struct sockaddr_storage *src,
+		    struct sockaddr_storage *dst)
+{
+	if (in[0] != 4 && in[0] != 6)
+		return -EPROTO;
+	addr_get(in + 6, proto_get16(in + 2), src);
+	addr_get(in + 22, proto_get16(in + 4), dst);
+	return 0;
+}
+
+/* ---- data connection header ---- */
+
+size_t data_hdr_encode(const struct data_hdr *h, uint8_t out[DATA_HDR_LEN])
+{
 	memcpy(out, DATA_HDR_MAGIC, 4);
 	out[4] = 1; /* version */
 	out[5] = 0; /* flags */
-	put16(out + 6, DATA_HDR_BODY);
-	uint8_t *b = out + DATA_HDR_FIXED;
-	b[0] = h->src.ss_family == AF_INET ? 4 : 6;
-	b[1] = 0;
-	addr_put(&h->src, b + 6, &sp);
-	addr_put(&h->dst, b + 22, &dp);
-	put16(b + 2, sp);
-	put16(b + 4, dp);
+	proto_put16(out + 6, DATA_HDR_BODY);
+	proto_addrs_put(out + DATA_HDR_FIXED, &h->src, &h->dst);
 	return DATA_HDR_LEN;
 }
 
@@ -339,7 +372,7 @@ int data_hdr_fixed(const uint8_t fixed[DATA_HDR_FIXED])
 {
 	if (memcmp(fixed, DATA_HDR_MAGIC, 4) || fixed[4] != 1)
 		return -EPROTO;
-	uint16_t n = get16(fixed + 6);
+	uint16_t n = proto_get16(fixed + 6);
 	if (n < DATA_HDR_BODY || n > DATA_HDR_BODY_MAX)
 		return -EPROTO;
 	return n;
@@ -347,11 +380,9 @@ int data_hdr_fixed(const uint8_t fixed[DATA_HDR_FIXED])
 
 int data_hdr_body(const uint8_t *body, size_t len, struct data_hdr *h)
 {
-	if (len < DATA_HDR_BODY || (body[0] != 4 && body[0] != 6))
+	if (len < DATA_HDR_BODY)
 		return -EPROTO;
-	addr_get(body + 6, get16(body + 2), &h->src);
-	addr_get(body + 22, get16(body + 4), &h->dst);
-	return 0;
+	return proto_addrs_get(body, &h->src, &h->dst);
 }
 
 /* ---- PROXY protocol v2 ---- */
@@ -371,7 +402,7 @@ size_t proxy_v2_build(uint8_t *out, size_t cap, const struct sockaddr *src,
 	if (src->sa_family == AF_INET && dst->sa_family == AF_INET) {
 		const struct sockaddr_in *s = (const void *)src, *d = (const void *)dst;
 		out[13] = 0x11; /* TCP over IPv4 */
-		put16(out + 14, 12);
+		proto_put16(out + 14, 12);
 		memcpy(out + 16, &s->sin_addr, 4);
 		memcpy(out + 20, &d->sin_addr, 4);
 		memcpy(out + 24, &s->sin_port, 2);
@@ -388,12 +419,12 @@ size_t proxy_v2_build(uint8_t *out, size_t cap, const struct sockaddr *src,
 		memcpy(&d6, dst, dst->sa_family == AF_INET ? sizeof(struct sockaddr_in)
 							   : sizeof(struct sockaddr_in6));
 	out[13] = 0x21; /* TCP over IPv6 */
-	put16(out + 14, 36);
+	proto_put16(out + 14, 36);
 	addr_put(&s6, a, &sp);
 	memcpy(out + 16, a, 16);
 	addr_put(&d6, a, &dp);
 	memcpy(out + 32, a, 16);
-	put16(out + 48, sp);
-	put16(out + 50, dp);
+	proto_put16(out + 48, sp);
+	proto_put16(out + 50, dp);
 	return 52;
 }

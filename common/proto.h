@@ -84,6 +84,23 @@ int ctl_decode(const uint8_t *buf, size_t len, struct ctl_msg *m, size_t *consum
 int ctl_encode(const struct ctl_msg *m, uint8_t *out, size_t cap);
 const char *ctl_type_name(uint8_t type);
 
+/* Byte codec shared by the data header, PROXY v2 and the relay-to-relay forward header
+ * (userspace/forward.c): big-endian integers, and the 38-byte address block both headers carry:
+ * [family u8: 4|6][reserved u8][src port u16][dst port u16][src addr 16][dst addr 16], an IPv4
+ * address stored v4-mapped (::ffff:a.b.c.d). */
+#define PROTO_ADDRS_LEN 38
+
+void proto_put16(uint8_t *p, uint16_t v);
+uint16_t proto_get16(const uint8_t *p);
+void proto_put64(uint8_t *p, uint64_t v);
+uint64_t proto_get64(const uint8_t *p);
+/* The family byte says whether src is IPv4 (a v6 src, or any other family, writes 6). */
+void proto_addrs_put(uint8_t out[PROTO_ADDRS_LEN], const struct sockaddr_storage *src,
+		     const struct sockaddr_storage *dst);
+/* Returns 0, or -EPROTO when the family byte is neither 4 nor 6. */
+int proto_addrs_get(const uint8_t in[PROTO_ADDRS_LEN], struct sockaddr_storage *src,
+		    struct sockaddr_storage *dst);
+
 /* Data connection: attach preamble sent by the agent. */
 #define DATA_ATTACH_MAGIC "DVVA"
 #define DATA_ATTACH_LEN (4 + ATTACH_TOKEN_LEN)
@@ -91,7 +108,7 @@ const char *ctl_type_name(uint8_t type);
 /* Player header sent by the relay on a data connection when a player is joined to it. */
 #define DATA_HDR_MAGIC "DVVP"
 #define DATA_HDR_FIXED 8     /* magic, version, flags, u16 body length */
-#define DATA_HDR_BODY 38     /* family, pad, sport, dport, saddr[16], daddr[16] */
+#define DATA_HDR_BODY PROTO_ADDRS_LEN /* the address block, nothing else (version 1) */
 #define DATA_HDR_BODY_MAX 256
 #define DATA_HDR_LEN (DATA_HDR_FIXED + DATA_HDR_BODY)
 

@@ -1,65 +1,41 @@
+/* Relay-to-relay forwarding, both ends: the forward header (encode, verify), the sending end
+ * that looks up a player's owning relay and hands the player to it, and the receiving end (the
+ * internal port, the replay cache of nonces) that verifies the header and adopts the player.
+ * forward.h is the contract; the route cache it consults is route_cache.c.
+ *
+ * A forwarded player, in the order it happens (each section reads bottom-up):
+ *   sending end:   forward_player -> on_route -> route_found -> forward_to -> fwd_conn_cb
+ *                  (header out, answer byte in) -> forward_splice
+ *   receiving end: internal_accept_cb -> fwdin_io_cb (header, nonce, epoch) -> answer byte ->
+ *                  player_adopt_forwarded (player.c) */
 #include "forward.h"
+#include "log.h"
+#include "metrics.h"
+#include "player.h"
+#include "route_cache.h"
+#include "rredis.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (uint8_t)v;
-}
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
+#define LOOKUP_TIMEOUT_MS 3000	   /* Redis route lookup */
+#define FORWARD_CONNECT_MS 3000	   /* connect to the owning relay and get its answer byte */
+#define FWD_HEADER_TIMEOUT_MS 3000 /* a header must arrive whole on the internal port */
+#define NONCE_CACHE_MAX 262144
 
-static void addr_put(const struct sockaddr_storage *ss, uint8_t a16[16], uint16_t *port)
-{
-	memset(a16, 0, 16);
-	*port = 0;
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *s = (const void *)ss;
-		a16[10] = a16[11] = 0xff;
-		memcpy(a16 + 12, &s->sin_addr, 4);
-		*port = ntohs(s->sin_port);
-	} else if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *s = (const void *)ss;
-		memcpy(a16, &s->sin6_addr, 16);
-		*port = ntohs(s->sin6_port);
-	}
-}
-
-static void addr_get(const uint8_t a16[16], uint16_t port, struct sockaddr_storage *ss)
-{
-	static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-	memset(ss, 0, sizeof(*ss));
-	if (!memcmp(a16, mapped, 12)) {
-		struct sockaddr_in *s = (void *)ss;
-		s->sin_family = AF_INET;
-		memcpy(&s->sin_addr, a16 + 12, 4);
-		s->sin_port = htons(port);
-	} else {
-		struct sockaddr_in6 *s = (void *)ss;
-		s->sin6_family = AF_INET6;
-		memcpy(&s->sin6_addr, a16, 16);
-		s->sin6_port = htons(port);
-	}
-}
+/* ---- the header ---- */
 
 static void mac(const uint8_t *key, size_t keylen, const uint8_t *data, size_t len,
 		uint8_t out[FWD_MAC_LEN])
@@ -74,27 +50,21 @@ size_t fwd_encode(const struct fwd_hdr *h, const uint8_t *key, size_t keylen, ui
 	size_t hl = strlen(h->host), fl = strlen(h->from);
 	if (hl > 255 || fl > 64)
 		return 0;
-	size_t body = 8 + 16 + 8 + 38 + 1 + hl + 1 + fl + FWD_MAC_LEN;
+	size_t body = 8 + 16 + 8 + PROTO_ADDRS_LEN + 1 + hl + 1 + fl + FWD_MAC_LEN;
 	if (body > FWD_BODY_MAX || cap < FWD_FIXED + body)
 		return 0;
 	uint8_t *p = out;
 	memcpy(p, FWD_MAGIC, 4);
 	p[4] = 1;
 	p[5] = 0;
-	put16(p + 6, (uint16_t)body);
+	proto_put16(p + 6, (uint16_t)body);
 	p += FWD_FIXED;
-	put64(p, h->ts_ms);
+	proto_put64(p, h->ts_ms);
 	memcpy(p + 8, h->nonce, 16);
-	put64(p + 24, h->epoch);
+	proto_put64(p + 24, h->epoch);
 	p += 32;
-	uint16_t sp, dp;
-	p[0] = h->src.ss_family == AF_INET ? 4 : 6;
-	p[1] = 0;
-	addr_put(&h->src, p + 6, &sp);
-	addr_put(&h->dst, p + 22, &dp);
-	put16(p + 2, sp);
-	put16(p + 4, dp);
-	p += 38;
+	proto_addrs_put(p, &h->src, &h->dst);
+	p += PROTO_ADDRS_LEN;
 	*p++ = (uint8_t)hl;
 	memcpy(p, h->host, hl);
 	p += hl;
@@ -109,7 +79,7 @@ int fwd_fixed(const uint8_t fixed[FWD_FIXED])
 {
 	if (memcmp(fixed, FWD_MAGIC, 4) || fixed[4] != 1)
 		return -EPROTO;
-	uint16_t n = get16(fixed + 6);
+	uint16_t n = proto_get16(fixed + 6);
 	if (n < FWD_BODY_MIN || n > FWD_BODY_MAX)
 		return -EPROTO;
 	return n;
@@ -132,15 +102,13 @@ int fwd_verify(const uint8_t *whole, size_t len, const uint8_t *key, size_t keyl
 	/* authenticated from here on: parse with bounds anyway */
 	const uint8_t *p = whole + FWD_FIXED, *end = whole + len - FWD_MAC_LEN;
 	memset(out, 0, sizeof(*out));
-	out->ts_ms = get64(p);
+	out->ts_ms = proto_get64(p);
 	memcpy(out->nonce, p + 8, 16);
-	out->epoch = get64(p + 24);
+	out->epoch = proto_get64(p + 24);
 	p += 32;
-	if (p[0] != 4 && p[0] != 6)
+	if (proto_addrs_get(p, &out->src, &out->dst))
 		goto bad;
-	addr_get(p + 6, get16(p + 2), &out->src);
-	addr_get(p + 22, get16(p + 4), &out->dst);
-	p += 38;
+	p += PROTO_ADDRS_LEN;
 	size_t hl = *p++;
 	if (hl == 0 || (size_t)(end - p) < hl + 1)
 		goto bad;
@@ -162,4 +130,499 @@ int fwd_verify(const uint8_t *whole, size_t len, const uint8_t *key, size_t keyl
 bad:
 	snprintf(err, errlen, "malformed forward header body");
 	return -EPROTO;
+}
+
+/* ---- sending end (relay A) ---- */
+
+void forward_cancel(struct player *p)
+{
+	if (p->fwd.io.fd < 0)
+		return;
+	loop_io_del(&p->r->loop, &p->fwd.io);
+	close(p->fwd.io.fd);
+	p->fwd.io.fd = -1;
+}
+
+static void forward_fail(struct player *p, const char *why)
+{
+	M_INC(forward_failures_total);
+	route_cache_drop(p->r, p->hs.host);
+	forward_cancel(p);
+	pr_rl(LOG_INFO, "forward of %s failed: %s", p->hs.host, why);
+	player_answer(p, ANS_MOVING, why);
+}
+
+void forward_timeout(struct player *p)
+{
+	if (p->state == PS_LOOKUP)
+		player_answer(p, ANS_UNAVAILABLE, "the tunnel registry did not answer in time");
+	else
+		forward_fail(p, "the owning relay did not answer in time");
+}
+
+/* The owner accepted: both sockets go to the data plane, which forwards the player's peeked
+ * handshake like any other byte. */
+static void forward_splice(struct player *p)
+{
+	struct relay *r = p->r;
+	int ffd = p->fwd.io.fd;
+	loop_io_del(&r->loop, &p->fwd.io);
+	p->fwd.io.fd = -1;
+	int pfd = player_release(p);
+	M_INC(players_forwarded_total);
+	r->dp.ops->join(&r->dp, pfd, ffd, 0);
+}
+
+static void fwd_conn_cb(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct player *p = container_of(io, struct player, fwd.io);
+	struct relay *r = p->r;
+	if (p->fwd.sent) {
+		/* waiting for the owner's answer byte; the owner sends nothing else before the
+		 * player's bytes reach it, so this recv empties the receive queue */
+		uint8_t b;
+		ssize_t n = recv(io->fd, &b, 1, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n == 1 && b == FWD_NOT_HERE && !p->fwd.relooked) {
+			/* our route was stale: forget it and ask Redis once more (at most two
+			 * forwards per player, never a loop) */
+			p->fwd.relooked = true;
+			forward_cancel(p);
+			route_cache_drop(r, p->hs.host);
+			M_INC(route_stale_total);
+			forward_player(p);
+			return;
+		}
+		if (n != 1 || b != FWD_ACCEPT) {
+			forward_fail(p, n == 0 ? "the owning relay refused the forward"
+					       : "the owning relay answered the forward wrongly");
+			return;
+		}
+		forward_splice(p);
+		return;
+	}
+	int e = net_so_error(io->fd);
+	if (e || (events & (EPOLLERR | EPOLLHUP))) {
+		forward_fail(p, e ? strerror(e) : "connection to the owning relay failed");
+		return;
+	}
+	if (!(events & EPOLLOUT))
+		return;
+	struct fwd_hdr h = {.ts_ms = wall_ms(), .epoch = p->fwd.epoch};
+	rand_bytes(h.nonce, sizeof(h.nonce));
+	memcpy(&h.src, &p->peer, sizeof(h.src));
+	memcpy(&h.dst, &p->local, sizeof(h.dst));
+	snprintf(h.host, sizeof(h.host), "%s", p->hs.host);
+	snprintf(h.from, sizeof(h.from), "%s", r->cfg.instance_id);
+	uint8_t buf[FWD_FIXED + FWD_BODY_MAX];
+	size_t n = fwd_encode(&h, r->fwd_key, r->fwd_keylen, buf, sizeof(buf));
+	if (!n || send(io->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)n) {
+		forward_fail(p, "cannot write the forward header");
+		return;
+	}
+	p->fwd.sent = true;
+	if (loop_io_set(l, io, EPOLLIN | EPOLLRDHUP))
+		forward_fail(p, "out of resources");
+}
+
+static void forward_to(struct player *p, const char *addr, uint64_t epoch)
+{
+	struct relay *r = p->r;
+	struct net_addr a;
+	char err[160];
+	int fd = -1;
+	if (net_parse_addr(addr, &a, false, err, sizeof(err)) || net_connect(&a, &fd)) {
+		forward_fail(p, "the owning relay's address is unusable");
+		return;
+	}
+	p->fwd.epoch = epoch;
+	p->fwd.sent = false;
+	p->fwd.io = (struct loop_io){.fd = fd, .cb = fwd_conn_cb};
+	if (loop_io_set(&r->loop, &p->fwd.io, EPOLLOUT | EPOLLRDHUP)) {
+		close(fd);
+		p->fwd.io.fd = -1;
+		forward_fail(p, "out of resources");
+		return;
+	}
+	player_enter(p, PS_FORWARD);
+	loop_io_set(&r->loop, &p->io, EPOLLRDHUP | EPOLLET);
+	loop_timer_arm(&r->loop, &p->timer, FORWARD_CONNECT_MS);
+}
+
+static void route_found(struct player *p, bool found, const char *instance, uint64_t epoch,
+			const char *addr)
+{
+	struct relay *r = p->r;
+	if (!found || !strcmp(instance, r->cfg.instance_id) || !strcmp(addr, "-")) {
+		/* nobody holds it, or Redis says we do but we no longer have the session */
+		player_answer(p, ANS_OFFLINE, "no tunnel is connected for this name");
+		return;
+	}
+	forward_to(p, addr, epoch);
+}
+
+static void on_route(struct relay *r, void *priv, bool err, bool found, const char *instance,
+		     uint64_t epoch, const char *addr)
+{
+	struct player *p = priv;
+	/* closed, or answered at the lookup deadline: nothing left to do with the reply */
+	bool waiting = p->io.fd >= 0 && p->state == PS_LOOKUP;
+	player_put(p); /* the lookup's reference; p stays while it is open */
+	if (!waiting)
+		return;
+	if (err) {
+		player_answer(p, ANS_UNAVAILABLE, "the tunnel registry is unreachable");
+		return;
+	}
+	route_cache_put(r, p->hs.host, found, instance, epoch, addr);
+	route_found(p, found, instance, epoch, addr);
+}
+
+void forward_player(struct player *p)
+{
+	struct relay *r = p->r;
+	const struct route_entry *e = route_cache_get(r, p->hs.host);
+	player_enter(p, PS_LOOKUP);
+	if (e) {
+		/* copies: a failed forward drops the entry */
+		char inst[66], addr[130];
+		snprintf(inst, sizeof(inst), "%s", e->instance);
+		snprintf(addr, sizeof(addr), "%s", e->addr);
+		route_found(p, e->found, inst, e->epoch, addr);
+		return;
+	}
+	M_INC(route_lookups_total);
+	p->refs++;
+	if (rredis_lookup_route(r, p->hs.host, on_route, p)) {
+		p->refs--;
+		player_answer(p, ANS_UNAVAILABLE, "the tunnel registry is unreachable");
+		return;
+	}
+	loop_io_set(&r->loop, &p->io, EPOLLRDHUP | EPOLLET);
+	loop_timer_arm(&r->loop, &p->timer, LOOKUP_TIMEOUT_MS);
+}
+
+/* ---- receiving end (relay B): the replay cache ---- */
+
+struct nonce_entry {
+	struct hnode hn;	    /* r->nonces */
+	struct dlist fifo;	    /* r->nonce_fifo: oldest first */
+	uint64_t expires_ms;
+	uint8_t nonce[16];
+};
+
+static bool nonce_eq(const struct hnode *n, const void *key, size_t len)
+{
+	return !memcmp(container_of(n, struct nonce_entry, hn)->nonce, key, 16);
+}
+
+static void nonce_del(struct relay *r, struct nonce_entry *e)
+{
+	htab_del(&r->nonces, &e->hn);
+	dlist_del(&e->fifo);
+	r->nnonces--;
+	free(e);
+}
+
+static void nonce_expire(struct relay *r)
+{
+	while (!dlist_empty(&r->nonce_fifo)) {
+		struct nonce_entry *e = container_of(r->nonce_fifo.next, struct nonce_entry, fifo);
+		if (e->expires_ms > r->loop.now && r->nnonces < NONCE_CACHE_MAX)
+			break;
+		nonce_del(r, e);
+	}
+}
+
+/* true if the nonce was seen within the validity window (a replay); records it otherwise */
+static bool nonce_replayed(struct relay *r, const uint8_t nonce[16])
+{
+	uint64_t h = htab_hash(&r->nonces, nonce, 16);
+	if (htab_find(&r->nonces, h, nonce, 16, nonce_eq))
+		return true;
+	nonce_expire(r);
+	struct nonce_entry *e = calloc(1, sizeof(*e));
+	if (!e)
+		return false;
+	memcpy(e->nonce, nonce, 16);
+	e->expires_ms = r->loop.now + 2 * FWD_SKEW_MS;
+	htab_add(&r->nonces, &e->hn, h);
+	dlist_add_tail(&r->nonce_fifo, &e->fifo);
+	r->nnonces++;
+	return false;
+}
+
+/* ---- receiving end: the internal port ---- */
+
+/* A connection on the internal port, until its forward header is verified. */
+struct fwdin {
+	struct loop_io io;
+	struct loop_timer timer;
+	struct relay *r;
+	struct dlist all;	    /* r->fwdins */
+	uint16_t len, need;
+	uint8_t buf[FWD_FIXED + FWD_BODY_MAX];
+};
+
+static void fwdin_free(void *arg) { free(arg); }
+
+static void fwdin_close(struct fwdin *f, bool close_fd)
+{
+	struct relay *r = f->r;
+	if (f->io.fd < 0)
+		return;
+	loop_timer_cancel(&r->loop, &f->timer);
+	loop_io_del(&r->loop, &f->io);
+	if (close_fd)
+		close(f->io.fd);
+	f->io.fd = -1;
+	dlist_del(&f->all);
+	loop_defer(&r->loop, fwdin_free, f);
+}
+
+static void fwdin_refuse(struct fwdin *f, const char *why)
+{
+	char peer[64] = "?";
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	if (getpeername(f->io.fd, (struct sockaddr *)&ss, &sl) == 0)
+		net_addr_fmt((struct sockaddr *)&ss, peer, sizeof(peer));
+	M_INC(forward_refused_total);
+	pr_rl(LOG_WARN, "internal port: refused %s: %s", peer, why);
+	fwdin_close(f, true);
+}
+
+static void fwdin_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct fwdin *f = container_of(io, struct fwdin, io);
+	struct relay *r = f->r;
+	/* read exactly the header: what follows is the player's stream */
+	while (f->len < f->need) {
+		ssize_t n = recv(io->fd, f->buf + f->len, f->need - f->len, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n <= 0) {
+			fwdin_close(f, true);
+			return;
+		}
+		f->len = (uint16_t)(f->len + n);
+		if (f->len == FWD_FIXED && f->need == FWD_FIXED) {
+			int body = fwd_fixed(f->buf);
+			if (body < 0) {
+				fwdin_refuse(f, "not a forward header");
+				return;
+			}
+			f->need = (uint16_t)(FWD_FIXED + body);
+		}
+	}
+	struct fwd_hdr h;
+	char err[160];
+	if (fwd_verify(f->buf, f->len, r->fwd_key, r->fwd_keylen, wall_ms(), &h, err, sizeof(err))) {
+		fwdin_refuse(f, err);
+		return;
+	}
+	if (nonce_replayed(r, h.nonce)) {
+		fwdin_refuse(f, "replayed forward header");
+		return;
+	}
+	/* A's route is stale: the agent moved or is between relays, or the name is live here
+	 * under another lease than the one A read (a route names one session, by its fencing
+	 * epoch). Say so, so that A drops its cached route and asks Redis once more instead of
+	 * failing the player. */
+	struct tunnel *t = tunnel_lookup_host(r, h.host, strlen(h.host));
+	if (!t || t->state != TS_UP || t->epoch != h.epoch) {
+		static const uint8_t not_here = FWD_NOT_HERE;
+		M_INC(forward_not_here_total);
+		(void)!send(io->fd, &not_here, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+		fwdin_close(f, true);
+		return;
+	}
+	/* A sends the player's bytes only after this byte, so nothing is queued behind the
+	 * header we just read (see forward.h). A fresh socket's send buffer takes one byte. */
+	static const uint8_t accept_byte = FWD_ACCEPT;
+	if (send(io->fd, &accept_byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1) {
+		fwdin_close(f, true);
+		return;
+	}
+	int fd = io->fd;
+	fwdin_close(f, false);
+	M_INC(players_adopted_total);
+	player_adopt_forwarded(r, fd, &h.src, &h.dst);
+}
+
+static void fwdin_timer_cb(struct loop *l, struct loop_timer *t)
+{
+	fwdin_refuse(container_of(t, struct fwdin, timer), "no forward header in time");
+}
+
+static void internal_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct relay *r = l->data;
+	for (;;) {
+		int fd = listener_accept(l, io, NULL, NULL);
+		if (fd < 0)
+			return;
+		struct fwdin *f = calloc(1, sizeof(*f));
+		if (!f) {
+			close(fd);
+			continue;
+		}
+		net_tune_stream(fd);
+		f->r = r;
+		f->need = FWD_FIXED;
+		f->io = (struct loop_io){.fd = fd, .cb = fwdin_io_cb};
+		f->timer.cb = fwdin_timer_cb;
+		if (loop_io_set(l, &f->io, EPOLLIN | EPOLLRDHUP | EPOLLET)) {
+			close(fd);
+			free(f);
+			continue;
+		}
+		loop_timer_arm(l, &f->timer, FWD_HEADER_TIMEOUT_MS);
+		dlist_add_tail(&r->fwdins, &f->all);
+	}
+}
+
+/* ---- set-up ---- */
+
+static int load_secret(struct relay *r)
+{
+	const char *env = getenv("DVV_CLUSTER_SECRET");
+	size_t n = 0;
+	if (r->cfg.cluster_secret_file[0]) {
+		int fd = open(r->cfg.cluster_secret_file, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			pr_err("--cluster-secret-file %s: %s", r->cfg.cluster_secret_file, strerror(errno));
+			return -errno;
+		}
+		ssize_t got = read(fd, r->fwd_key, sizeof(r->fwd_key));
+		close(fd);
+		if (got < 0)
+			return -EIO;
+		n = (size_t)got;
+		while (n && (r->fwd_key[n - 1] == '\n' || r->fwd_key[n - 1] == '\r'))
+			n--;
+	} else if (env) {
+		n = strlen(env);
+		if (n > sizeof(r->fwd_key))
+			n = sizeof(r->fwd_key);
+		memcpy(r->fwd_key, env, n);
+	}
+	if (n == 0)
+		return 0;
+	if (n < FWD_SECRET_MIN) {
+		pr_err("cluster secret is %zu bytes: use at least %d random bytes", n, FWD_SECRET_MIN);
+		return -EINVAL;
+	}
+	r->fwd_keylen = n;
+	return 1;
+}
+
+/* The address other relays dial: explicit, else the listen address, else the first
+ * non-loopback address of this host (a container's private address, e.g. on Railway). */
+static int derive_internal_addr(struct relay *r, const struct net_addr *la)
+{
+	if (r->cfg.internal_addr[0]) {
+		snprintf(r->internal_addr, sizeof(r->internal_addr), "%s", r->cfg.internal_addr);
+		return 0;
+	}
+	uint16_t port = net_addr_port((const struct sockaddr *)&la->ss);
+	bool wildcard = false;
+	if (la->ss.ss_family == AF_INET)
+		wildcard = ((const struct sockaddr_in *)(const void *)&la->ss)->sin_addr.s_addr == 0;
+	else
+		wildcard = !memcmp(&((const struct sockaddr_in6 *)(const void *)&la->ss)->sin6_addr,
+				   &in6addr_any, 16);
+	if (!wildcard) {
+		net_addr_fmt((const struct sockaddr *)&la->ss, r->internal_addr, sizeof(r->internal_addr));
+		return 0;
+	}
+	struct ifaddrs *ifs = NULL, *best = NULL;
+	if (getifaddrs(&ifs) == 0) {
+		for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
+			if (!i->ifa_addr || (i->ifa_flags & IFF_LOOPBACK) || !(i->ifa_flags & IFF_UP))
+				continue;
+			if (i->ifa_addr->sa_family == AF_INET) {
+				best = i;
+				break;
+			}
+			if (i->ifa_addr->sa_family == AF_INET6 && !best &&
+			    !IN6_IS_ADDR_LINKLOCAL(&((struct sockaddr_in6 *)(void *)i->ifa_addr)->sin6_addr))
+				best = i;
+		}
+	}
+	if (!best) {
+		freeifaddrs(ifs);
+		pr_err("cannot derive --internal-addr (no non-loopback address): set it");
+		return -EADDRNOTAVAIL;
+	}
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	memcpy(&ss, best->ifa_addr, best->ifa_addr->sa_family == AF_INET
+					    ? sizeof(struct sockaddr_in)
+					    : sizeof(struct sockaddr_in6));
+	if (ss.ss_family == AF_INET)
+		((struct sockaddr_in *)&ss)->sin_port = htons(port);
+	else
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
+	net_addr_fmt((struct sockaddr *)&ss, r->internal_addr, sizeof(r->internal_addr));
+	freeifaddrs(ifs);
+	return 0;
+}
+
+int forward_init(struct relay *r)
+{
+	int rc;
+	r->internal_l.io.fd = -1;
+	dlist_init(&r->nonce_fifo);
+	dlist_init(&r->fwdins);
+	if ((rc = route_cache_init(r)) || htab_init(&r->nonces, 1024))
+		return rc ? rc : -ENOMEM;
+	if (!r->cfg.internal_listen[0]) {
+		pr_info("forwarding between relays: off (no --internal-listen)");
+		return 0;
+	}
+	rc = load_secret(r);
+	if (rc < 0)
+		return rc;
+	if (rc == 0) {
+		pr_err("--internal-listen needs a cluster secret (--cluster-secret-file or "
+		       "DVV_CLUSTER_SECRET) shared by all relays");
+		return -EINVAL;
+	}
+	struct net_addr la;
+	char err[160];
+	if (net_parse_addr(r->cfg.internal_listen, &la, false, err, sizeof(err))) {
+		pr_err("--internal-listen: %s", err);
+		return -EINVAL;
+	}
+	int fd = net_listen(&la, 4096, err, sizeof(err));
+	if (fd < 0) {
+		pr_err("%s", err);
+		return fd;
+	}
+	if ((rc = listener_open(&r->loop, &r->internal_l, fd, "internal", internal_accept_cb)))
+		return rc;
+	if ((rc = derive_internal_addr(r, &la)))
+		return rc;
+	r->fwd_enabled = true;
+	pr_info("forwarding between relays: on, internal port %s, advertised as %s",
+		r->cfg.internal_listen, r->internal_addr);
+	return 0;
+}
+
+void forward_tick(struct relay *r) { nonce_expire(r); }
+
+void forward_free(struct relay *r)
+{
+	if (!r->nonce_fifo.next)
+		return; /* forward_init never ran */
+	while (!dlist_empty(&r->fwdins))
+		fwdin_close(container_of(r->fwdins.next, struct fwdin, all), true);
+	listener_close(&r->loop, &r->internal_l);
+	route_cache_free(r);
+	while (!dlist_empty(&r->nonce_fifo))
+		nonce_del(r, container_of(r->nonce_fifo.next, struct nonce_entry, fifo));
+	htab_free(&r->nonces);
+	OPENSSL_cleanse(r->fwd_key, sizeof(r->fwd_key));
 }

@@ -1,11 +1,12 @@
 /* Player side of the relay: accept, read the Minecraft handshake with MSG_PEEK (the bytes stay
  * in the socket and reach the server untouched), route by hostname, and either join the player
- * to an agent data connection or answer for an offline name ourselves. */
+ * to an agent data connection, hand it to forward.c (the name's tunnel is on another relay), or
+ * answer for an offline name ourselves. Read from player_accept_cb at the bottom upwards:
+ * player_start -> handshake_step -> route -> join_or_wait -> do_join. */
+#include "forward.h"
 #include "log.h"
 #include "metrics.h"
-#include "forward.h"
-#include "relay.h"
-#include "rredis.h"
+#include "player.h"
 #include "ratelimit.h"
 
 #include <errno.h>
@@ -18,18 +19,9 @@
 #define LEGACY_WAIT_MS 300   /* a bare 0xFE / 0xFE01 ping: wait this long for the 1.6 part */
 #define ANSWER_TIMEOUT_MS 5000
 #define LINGER_MS 2000
-#define LOOKUP_TIMEOUT_MS 3000	/* Redis route lookup */
-#define FORWARD_CONNECT_MS 3000	/* connect to the owning relay */
 
 static void player_io_cb(struct loop *l, struct loop_io *io, uint32_t events);
 static void player_timer_cb(struct loop *l, struct loop_timer *tm);
-
-enum answer_kind {
-	ANS_OFFLINE,	 /* no live tunnel for the name */
-	ANS_LIMITED,	 /* over the per-network join rate */
-	ANS_MOVING,	 /* the tunnel is between relays (ownership changing) */
-	ANS_UNAVAILABLE	 /* we cannot tell where the tunnel is (Redis unreachable) */
-};
 
 /* The three forms of our own answer: status MOTD, login disconnect, legacy kick. */
 enum answer_form { FORM_STATUS, FORM_KICK, FORM_LEGACY };
@@ -73,21 +65,6 @@ static void answer_text(enum answer_kind k, enum answer_form f, const char *host
 		snprintf(out, outlen, "%s is offline (%s)", host, why);
 }
 
-struct player_ext {
-	struct player p;
-	struct mc_handshake hs; /* valid once routed */
-	bool legacy_wait;
-	enum answer_kind answer; /* what we tell the player when we answer ourselves */
-	struct loop_io fwd_io;	/* connection to the owning relay while forwarding */
-	bool fwd_sent;		/* header sent, waiting for FWD_ACCEPT */
-	bool fwd_relooked;	/* the owner said FWD_NOT_HERE once: Redis asked again */
-	uint64_t fwd_epoch;
-	int refs;		/* 1 + Redis lookups in flight */
-	bool closed;
-};
-
-static struct player_ext *ext(struct player *p) { return container_of(p, struct player_ext, p); }
-
 /* The player stops counting as an unfinished handshake (routed, answered or closed). */
 static void leave_handshake(struct player *p)
 {
@@ -97,39 +74,46 @@ static void leave_handshake(struct player *p)
 	rl_pending_done(&p->r->rl, p->rl_slot, &p->peer);
 }
 
-/* A player is freed when it is closed and no Redis lookup still points at it. */
-static void player_put(void *arg)
+static void leave_state(struct player *p)
 {
-	struct player_ext *x = arg;
-	if (--x->refs == 0)
-		free(x);
-}
-
-static void fwd_io_close(struct player_ext *x)
-{
-	if (x->fwd_io.fd < 0)
-		return;
-	loop_io_del(&x->p.r->loop, &x->fwd_io);
-	close(x->fwd_io.fd);
-	x->fwd_io.fd = -1;
-}
-
-static void player_close(struct player *p)
-{
-	struct relay *r = p->r;
-	if (p->io.fd < 0)
-		return;
 	leave_handshake(p);
 	if (p->state == PS_WAIT_AGENT)
 		dlist_del(&p->wait_node);
+}
+
+void player_enter(struct player *p, enum player_state s)
+{
+	leave_state(p);
+	p->state = s;
+}
+
+void player_put(struct player *p)
+{
+	if (--p->refs == 0)
+		free(p);
+}
+
+static void put_deferred(void *arg) { player_put(arg); }
+
+int player_release(struct player *p)
+{
+	struct relay *r = p->r;
+	int fd = p->io.fd;
+	leave_state(p);
 	loop_timer_cancel(&r->loop, &p->timer);
 	loop_io_del(&r->loop, &p->io);
-	close(p->io.fd);
 	p->io.fd = -1;
-	fwd_io_close(ext(p));
-	ext(p)->closed = true;
+	forward_cancel(p);
 	dlist_del(&p->all);
-	loop_defer(&r->loop, player_put, ext(p));
+	/* its loop_io may still be in this batch of events: free it after the batch */
+	loop_defer(&r->loop, put_deferred, p);
+	return fd;
+}
+
+void player_close(struct player *p)
+{
+	if (p->io.fd >= 0)
+		close(player_release(p));
 }
 
 void player_close_all(struct relay *r)
@@ -148,10 +132,7 @@ static void answer_and_linger(struct player *p, const uint8_t *buf, size_t len)
 		return;
 	}
 	shutdown(p->io.fd, SHUT_WR);
-	leave_handshake(p);
-	if (p->state == PS_WAIT_AGENT)
-		dlist_del(&p->wait_node);
-	p->state = PS_LINGER;
+	player_enter(p, PS_LINGER);
 	loop_io_set(&r->loop, &p->io, EPOLLIN | EPOLLRDHUP | EPOLLET);
 	loop_timer_arm(&r->loop, &p->timer, LINGER_MS);
 	player_io_cb(&r->loop, &p->io, EPOLLIN);
@@ -171,20 +152,19 @@ static int consume(struct player *p, size_t n)
 }
 
 static void status_pump(struct player *p);
-static void route_remote(struct player *p);
 
 /* No live tunnel for this name (or it did not answer): tell the player clearly, at once. */
-static void answer_offline(struct player *p, const char *why)
+void player_answer(struct player *p, enum answer_kind kind, const char *why)
 {
-	struct player_ext *x = ext(p);
-	struct mc_handshake *hs = &x->hs;
+	struct mc_handshake *hs = &p->hs;
 	uint8_t out[1024];
 	char text[512];
 	M_INC(players_offline_total);
+	p->answer = kind;
 	const char *host = hs->host_len ? hs->host : "this address";
 	if (hs->kind != MC_KIND_MODERN) {
 		size_t n;
-		answer_text(x->answer, FORM_LEGACY, host, why, text, sizeof(text));
+		answer_text(kind, FORM_LEGACY, host, why, text, sizeof(text));
 		/* legacy: whatever the client sent is consumed by lingering */
 		n = mc_build_legacy_kick(out, sizeof(out), hs->protocol > 0 ? hs->protocol : 127,
 					 "dvv", text);
@@ -196,18 +176,14 @@ static void answer_offline(struct player *p, const char *why)
 		return;
 	}
 	if (hs->next_state == MC_NEXT_STATUS) {
-		leave_handshake(p);
-		if (p->state == PS_WAIT_AGENT)
-			dlist_del(&p->wait_node);
-		p->state = PS_ANSWER_STATUS;
+		player_enter(p, PS_ANSWER_STATUS);
 		p->rxlen = 0;
-		p->protocol = hs->protocol;
 		loop_io_set(&p->r->loop, &p->io, EPOLLIN | EPOLLRDHUP | EPOLLET);
 		loop_timer_arm(&p->r->loop, &p->timer, ANSWER_TIMEOUT_MS);
 		status_pump(p);
 		return;
 	}
-	answer_text(x->answer, FORM_KICK, host, why, text, sizeof(text));
+	answer_text(kind, FORM_KICK, host, why, text, sizeof(text));
 	size_t n = mc_build_login_disconnect(out, sizeof(out), text);
 	answer_and_linger(p, out, n);
 }
@@ -216,7 +192,6 @@ static void answer_offline(struct player *p, const char *why)
  * ping (0x01) with a pong, then linger. */
 static void status_pump(struct player *p)
 {
-	struct player_ext *x = ext(p);
 	for (;;) {
 		if (p->rxlen < sizeof(p->rx)) {
 			ssize_t n = recv(p->io.fd, p->rx + p->rxlen, sizeof(p->rx) - p->rxlen, 0);
@@ -249,9 +224,9 @@ static void status_pump(struct player *p)
 		uint8_t out[1024];
 		if (id == 0x00 && plen == 0 && !p->status_sent) {
 			char motd[400];
-			answer_text(x->answer, FORM_STATUS, x->hs.host_len ? x->hs.host : "this address",
+			answer_text(p->answer, FORM_STATUS, p->hs.host_len ? p->hs.host : "this address",
 				    "", motd, sizeof(motd));
-			size_t n = mc_build_status_response(out, sizeof(out), p->protocol, "dvv", motd);
+			size_t n = mc_build_status_response(out, sizeof(out), p->hs.protocol, "dvv", motd);
 			if (!n || send(p->io.fd, out, n, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)n) {
 				player_close(p);
 				return;
@@ -286,22 +261,14 @@ static int do_join(struct player *p, struct dataconn *d, struct tunnel *t)
 		dataconn_close(d);
 		return -1;
 	}
-	int pfd = p->io.fd, afd = d->io.fd;
+	int afd = d->io.fd;
 	/* detach both from the control loop without closing */
 	loop_timer_cancel(&r->loop, &d->timer);
 	loop_io_del(&r->loop, &d->io);
 	d->io.fd = -1;
 	dlist_del(&d->all);
 	loop_defer(&r->loop, free, d);
-	leave_handshake(p);
-	if (p->state == PS_WAIT_AGENT)
-		dlist_del(&p->wait_node);
-	loop_timer_cancel(&r->loop, &p->timer);
-	loop_io_del(&r->loop, &p->io);
-	p->io.fd = -1;
-	ext(p)->closed = true;
-	dlist_del(&p->all);
-	loop_defer(&r->loop, player_put, ext(p));
+	int pfd = player_release(p);
 	M_INC(players_joined_total);
 	tunnel_note_join(t);
 	r->dp.ops->join(&r->dp, pfd, afd, t->key);
@@ -318,9 +285,7 @@ static void join_or_wait(struct player *p, struct tunnel *t)
 			return;
 		}
 	/* no idle connection: wait (bounded) for the agent to open one */
-	leave_handshake(p);
-	p->state = PS_WAIT_AGENT;
-	p->tunnel = t;
+	player_enter(p, PS_WAIT_AGENT);
 	dlist_add_tail(&t->waiting, &p->wait_node);
 	loop_io_set(&r->loop, &p->io, EPOLLRDHUP | EPOLLET);
 	loop_timer_arm(&r->loop, &p->timer, (uint64_t)r->cfg.join_wait_ms);
@@ -329,214 +294,39 @@ static void join_or_wait(struct player *p, struct tunnel *t)
 
 void player_join_waiting(struct tunnel *t)
 {
+	/* a dead connection is closed by do_join and the player stays first in line */
 	while (!dlist_empty(&t->waiting) && t->nidle > 0) {
 		struct player *p = container_of(t->waiting.next, struct player, wait_node);
-		struct dataconn *d = tunnel_take_idle(t);
-		if (do_join(p, d, t) == 0)
-			continue;
+		do_join(p, tunnel_take_idle(t), t);
 	}
 	tunnel_refill(t);
 }
 
 void player_fail_waiting(struct tunnel *t, const char *reason)
 {
-	while (!dlist_empty(&t->waiting)) {
-		struct player *p = container_of(t->waiting.next, struct player, wait_node);
-		answer_offline(p, "its tunnel went offline");
-		if (p->io.fd >= 0 && p->state == PS_WAIT_AGENT) {
-			dlist_del(&p->wait_node); /* answer failed half-way */
-			p->state = PS_LINGER;
-		}
-	}
-	(void)reason;
-}
-
-/* ---- forwarding to the relay that holds the tunnel ---- */
-
-static void forward_fail(struct player *p, const char *why)
-{
-	struct player_ext *x = ext(p);
-	M_INC(forward_failures_total);
-	route_cache_drop(p->r, x->hs.host);
-	fwd_io_close(x);
-	pr_rl(LOG_INFO, "forward of %s failed: %s", x->hs.host, why);
-	x->answer = ANS_MOVING;
-	answer_offline(p, why);
-}
-
-static void route_remote(struct player *p);
-
-/* Both sockets go to the data plane: the player's peeked handshake is forwarded by it. */
-static void forward_splice(struct player *p)
-{
-	struct player_ext *x = ext(p);
-	struct relay *r = p->r;
-	struct loop *l = &r->loop;
-	int pfd = p->io.fd, ffd = x->fwd_io.fd;
-	loop_io_del(l, &x->fwd_io);
-	x->fwd_io.fd = -1;
-	loop_timer_cancel(l, &p->timer);
-	loop_io_del(l, &p->io);
-	p->io.fd = -1;
-	x->closed = true;
-	dlist_del(&p->all);
-	loop_defer(l, player_put, x);
-	M_INC(players_forwarded_total);
-	r->dp.ops->join(&r->dp, pfd, ffd, 0);
-}
-
-static void fwd_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
-{
-	struct player_ext *x = container_of(io, struct player_ext, fwd_io);
-	struct player *p = &x->p;
-	struct relay *r = p->r;
-	if (x->fwd_sent) {
-		/* waiting for the owner's accept byte; the owner sends nothing else before the
-		 * player's bytes reach it, so this recv empties the receive queue */
-		uint8_t b;
-		ssize_t n = recv(io->fd, &b, 1, 0);
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return;
-		if (n == 1 && b == FWD_NOT_HERE && !x->fwd_relooked) {
-			/* our route was stale: forget it and ask Redis once more (at most two
-			 * forwards per player, never a loop) */
-			x->fwd_relooked = true;
-			fwd_io_close(x);
-			route_cache_drop(r, x->hs.host);
-			M_INC(route_stale_total);
-			route_remote(p);
-			return;
-		}
-		if (n != 1 || b != FWD_ACCEPT) {
-			forward_fail(p, n == 0 ? "the owning relay refused the forward"
-					       : "the owning relay answered the forward wrongly");
-			return;
-		}
-		forward_splice(p);
-		return;
-	}
-	int e = net_so_error(io->fd);
-	if (e || (events & (EPOLLERR | EPOLLHUP))) {
-		forward_fail(p, e ? strerror(e) : "connection to the owning relay failed");
-		return;
-	}
-	if (!(events & EPOLLOUT))
-		return;
-	struct fwd_hdr h = {.ts_ms = wall_ms(), .epoch = x->fwd_epoch};
-	rand_bytes(h.nonce, sizeof(h.nonce));
-	memcpy(&h.src, &p->peer, sizeof(h.src));
-	memcpy(&h.dst, &p->local, sizeof(h.dst));
-	snprintf(h.host, sizeof(h.host), "%s", x->hs.host);
-	snprintf(h.from, sizeof(h.from), "%s", r->cfg.instance_id);
-	uint8_t buf[FWD_FIXED + FWD_BODY_MAX];
-	size_t n = fwd_encode(&h, r->fwd_key, r->fwd_keylen, buf, sizeof(buf));
-	if (!n || send(io->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)n) {
-		forward_fail(p, "cannot write the forward header");
-		return;
-	}
-	x->fwd_sent = true;
-	if (loop_io_set(l, io, EPOLLIN | EPOLLRDHUP))
-		forward_fail(p, "out of resources");
-}
-
-static void forward_to(struct player *p, const char *addr, uint64_t epoch)
-{
-	struct player_ext *x = ext(p);
-	struct relay *r = p->r;
-	struct net_addr a;
-	char err[160];
-	int fd = -1;
-	if (net_parse_addr(addr, &a, false, err, sizeof(err)) || net_connect(&a, &fd)) {
-		forward_fail(p, "the owning relay's address is unusable");
-		return;
-	}
-	x->fwd_epoch = epoch;
-	x->fwd_sent = false;
-	x->fwd_io = (struct loop_io){.fd = fd, .cb = fwd_io_cb};
-	if (loop_io_set(&r->loop, &x->fwd_io, EPOLLOUT | EPOLLRDHUP)) {
-		close(fd);
-		x->fwd_io.fd = -1;
-		forward_fail(p, "out of resources");
-		return;
-	}
-	p->state = PS_FORWARD;
-	loop_io_set(&r->loop, &p->io, EPOLLRDHUP | EPOLLET);
-	loop_timer_arm(&r->loop, &p->timer, FORWARD_CONNECT_MS);
-}
-
-static void route_found(struct player *p, bool found, const char *instance, uint64_t epoch,
-			const char *addr)
-{
-	struct relay *r = p->r;
-	if (!found || !strcmp(instance, r->cfg.instance_id) || !strcmp(addr, "-")) {
-		/* nobody holds it, or Redis says we do but we no longer have the session */
-		answer_offline(p, "no tunnel is connected for this name");
-		return;
-	}
-	forward_to(p, addr, epoch);
-}
-
-static void on_route(struct relay *r, void *priv, bool err, bool found, const char *instance,
-		     uint64_t epoch, const char *addr)
-{
-	struct player_ext *x = priv;
-	struct player *p = &x->p;
-	if (x->closed || p->state != PS_LOOKUP) {
-		player_put(x);
-		return;
-	}
-	x->refs--;
-	if (err) {
-		x->answer = ANS_UNAVAILABLE;
-		answer_offline(p, "the tunnel registry is unreachable");
-		return;
-	}
-	route_cache_put(r, x->hs.host, found, instance, epoch, addr);
-	route_found(p, found, instance, epoch, addr);
-}
-
-static void route_remote(struct player *p)
-{
-	struct player_ext *x = ext(p);
-	struct relay *r = p->r;
-	const struct route_entry *e = route_cache_get(r, x->hs.host);
-	leave_handshake(p);
-	if (e) {
-		char inst[66], addr[130];
-		snprintf(inst, sizeof(inst), "%s", e->instance);
-		snprintf(addr, sizeof(addr), "%s", e->addr);
-		p->state = PS_LOOKUP;
-		route_found(p, e->found, inst, e->epoch, addr);
-		return;
-	}
-	M_INC(route_lookups_total);
-	if (rredis_lookup_route(r, x->hs.host, on_route, x)) {
-		p->state = PS_LOOKUP;
-		x->answer = ANS_UNAVAILABLE;
-		answer_offline(p, "the tunnel registry is unreachable");
-		return;
-	}
-	x->refs++;
-	p->state = PS_LOOKUP;
-	loop_io_set(&r->loop, &p->io, EPOLLRDHUP | EPOLLET);
-	loop_timer_arm(&r->loop, &p->timer, LOOKUP_TIMEOUT_MS);
+	int n = 0;
+	/* each answer takes the player off the list (it lingers, answers a status, or is closed) */
+	for (; !dlist_empty(&t->waiting); n++)
+		player_answer(container_of(t->waiting.next, struct player, wait_node), ANS_OFFLINE,
+			      "its tunnel went offline");
+	if (n)
+		pr_rl(LOG_INFO, "%s: %d waiting player%s answered offline: %s", t->hostname, n,
+		      n == 1 ? "" : "s", reason);
 }
 
 static void route(struct player *p)
 {
-	struct player_ext *x = ext(p);
 	struct relay *r = p->r;
 	if (!p->forwarded && !rl_join_allow(&r->rl, &p->peer, r->loop.now)) {
 		M_INC(players_rate_limited_total);
-		x->answer = ANS_LIMITED;
-		answer_offline(p, "rate limited");
+		player_answer(p, ANS_LIMITED, "rate limited");
 		return;
 	}
-	if (x->hs.kind == MC_KIND_LEGACY_PING) {
-		answer_offline(p, "this client is too old to reach a server by name");
+	if (p->hs.kind == MC_KIND_LEGACY_PING) {
+		player_answer(p, ANS_OFFLINE, "this client is too old to reach a server by name");
 		return;
 	}
-	struct tunnel *t = tunnel_lookup_host(r, x->hs.host, x->hs.host_len);
+	struct tunnel *t = tunnel_lookup_host(r, p->hs.host, p->hs.host_len);
 	if (t && t->state == TS_UP) {
 		join_or_wait(p, t);
 		return;
@@ -544,20 +334,18 @@ static void route(struct player *p)
 	if (p->forwarded) {
 		/* Another relay believed we hold this name; we do not (any more). Never forward a
 		 * forwarded player: tell it the tunnel is moving. */
-		x->answer = ANS_MOVING;
-		answer_offline(p, "the tunnel is moving between relays");
+		player_answer(p, ANS_MOVING, "the tunnel is moving between relays");
 		return;
 	}
 	if (!r->fwd_enabled) {
-		answer_offline(p, "no tunnel is connected for this name");
+		player_answer(p, ANS_OFFLINE, "no tunnel is connected for this name");
 		return;
 	}
-	route_remote(p);
+	forward_player(p);
 }
 
 static void handshake_step(struct player *p, uint32_t events)
 {
-	struct player_ext *x = ext(p);
 	uint8_t buf[MC_HANDSHAKE_MAX];
 	ssize_t n = recv(p->io.fd, buf, sizeof(buf), MSG_PEEK);
 	if (n < 0) {
@@ -571,22 +359,22 @@ static void handshake_step(struct player *p, uint32_t events)
 		return;
 	}
 	char err[128];
-	int rc = mc_parse_handshake(buf, (size_t)n, &x->hs, err, sizeof(err));
+	int rc = mc_parse_handshake(buf, (size_t)n, &p->hs, err, sizeof(err));
 	if (rc == 0) {
 		route(p);
 		return;
 	}
 	if (rc == MC_NEED_MORE) {
 		if (mc_is_legacy_prefix(buf, (size_t)n)) {
-			memset(&x->hs, 0, sizeof(x->hs));
-			x->hs.kind = MC_KIND_LEGACY_PING;
-			x->hs.protocol = -1;
+			memset(&p->hs, 0, sizeof(p->hs));
+			p->hs.kind = MC_KIND_LEGACY_PING;
+			p->hs.protocol = -1;
 			if (events & (EPOLLRDHUP | EPOLLHUP)) {
 				route(p);
 				return;
 			}
-			if (!x->legacy_wait) {
-				x->legacy_wait = true;
+			if (!p->legacy_wait) {
+				p->legacy_wait = true;
 				loop_timer_arm(&p->r->loop, &p->timer, LEGACY_WAIT_MS);
 			}
 			return;
@@ -644,10 +432,9 @@ static void player_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 static void player_timer_cb(struct loop *l, struct loop_timer *tm)
 {
 	struct player *p = container_of(tm, struct player, timer);
-	struct player_ext *x = ext(p);
 	switch (p->state) {
 	case PS_HANDSHAKE:
-		if (x->legacy_wait) {
+		if (p->legacy_wait) {
 			route(p);
 			return;
 		}
@@ -656,14 +443,11 @@ static void player_timer_cb(struct loop *l, struct loop_timer *tm)
 		return;
 	case PS_WAIT_AGENT:
 		M_INC(players_join_timeout_total);
-		answer_offline(p, "the server's agent did not answer in time");
+		player_answer(p, ANS_OFFLINE, "the server's agent did not answer in time");
 		return;
 	case PS_LOOKUP:
-		x->answer = ANS_UNAVAILABLE;
-		answer_offline(p, "the tunnel registry did not answer in time");
-		return;
 	case PS_FORWARD:
-		forward_fail(p, "the owning relay did not answer in time");
+		forward_timeout(p);
 		return;
 	case PS_ANSWER_STATUS:
 	case PS_LINGER:
@@ -672,14 +456,13 @@ static void player_timer_cb(struct loop *l, struct loop_timer *tm)
 	}
 }
 
-static int player_start(struct relay *r, struct player_ext *x, int fd,
+static int player_start(struct relay *r, struct player *p, int fd,
 			const struct sockaddr_storage *peer, const struct sockaddr_storage *local,
 			long slot, bool forwarded)
 {
-	struct player *p = &x->p;
 	net_tune_stream(fd);
-	x->refs = 1;
-	x->fwd_io.fd = -1;
+	p->refs = 1;
+	p->fwd.io.fd = -1; /* no connection to another relay */
 	p->r = r;
 	p->state = PS_HANDSHAKE;
 	p->rl_slot = slot;
@@ -717,8 +500,8 @@ void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 			close(fd);
 			continue;
 		}
-		struct player_ext *x = calloc(1, sizeof(*x));
-		if (!x) {
+		struct player *p = calloc(1, sizeof(*p));
+		if (!p) {
 			rl_pending_done(&r->rl, slot, &ss);
 			close(fd);
 			continue;
@@ -726,10 +509,10 @@ void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		struct sockaddr_storage local;
 		sl = sizeof(local);
 		getsockname(fd, (struct sockaddr *)&local, &sl);
-		if (player_start(r, x, fd, &ss, &local, slot, false)) {
+		if (player_start(r, p, fd, &ss, &local, slot, false)) {
 			rl_pending_done(&r->rl, slot, &ss);
 			close(fd);
-			free(x);
+			free(p);
 		}
 	}
 }
@@ -737,9 +520,9 @@ void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 void player_adopt_forwarded(struct relay *r, int fd, const struct sockaddr_storage *src,
 			    const struct sockaddr_storage *dst)
 {
-	struct player_ext *x = calloc(1, sizeof(*x));
-	if (!x || player_start(r, x, fd, src, dst, -1, true)) {
+	struct player *p = calloc(1, sizeof(*p));
+	if (!p || player_start(r, p, fd, src, dst, -1, true)) {
 		close(fd);
-		free(x);
+		free(p);
 	}
 }

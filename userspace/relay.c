@@ -3,6 +3,7 @@
  * and the ordered shut-down. relay.h holds the types the control plane's files share. */
 #include "relay.h"
 #include "admin.h"
+#include "forward.h"
 #include "log.h"
 #include "metrics.h"
 #include "rredis.h"
@@ -60,7 +61,7 @@ static void tick_cb(struct loop *l, struct loop_timer *t)
 	struct relay *r = l->data;
 	atomic_store(&r->loop_alive_ms, l->now);
 	relay_tick_tunnels(r);
-	routing_tick(r);
+	forward_tick(r);
 	if (l->now - r->last_heartbeat_ms >= (uint64_t)r->cfg.heartbeat_ms) {
 		r->last_heartbeat_ms = l->now;
 		rredis_heartbeat(r);
@@ -190,7 +191,7 @@ int relay_init(struct relay *r)
 	    (rc = listen_on(r, r->cfg.agent_listen, &r->agent_addr, &r->agent_l, "agent",
 			    agent_accept_cb)))
 		return rc;
-	if ((rc = routing_init(r)))
+	if ((rc = forward_init(r)))
 		return rc;
 	if (r->cfg.xdp_ifaces[0]) {
 		char pin[300];
@@ -220,7 +221,7 @@ void relay_free(struct relay *r)
 	tunnel_close_all(r, "relay exit");
 	player_close_all(r);
 	dataconn_close_all(r);
-	routing_free(r);
+	forward_free(r);
 	if (r->dp.ops)
 		r->dp.ops->stop(&r->dp);
 	if (r->xdp)

@@ -24,32 +24,6 @@ struct rredis;
 struct admin;
 struct tunnel;
 
-/* A player connection the control plane still owns (handshake, waiting, or being answered). */
-enum player_state {
-	PS_HANDSHAKE,	 /* peeking for a complete handshake */
-	PS_WAIT_AGENT,	 /* routed; waiting for an agent data connection */
-	PS_LOOKUP,	 /* asking Redis which relay holds the name */
-	PS_FORWARD,	 /* connecting to the owning relay's internal port */
-	PS_ANSWER_STATUS, /* no tunnel: we answer the status exchange ourselves */
-	PS_LINGER	 /* final answer sent, draining input until the client closes */
-};
-
-struct player {
-	struct loop_io io;
-	struct loop_timer timer;
-	struct relay *r;
-	enum player_state state;
-	struct dlist wait_node;	    /* in tunnel->waiting while PS_WAIT_AGENT */
-	struct dlist all;	    /* r->players: everything the control plane owns */
-	struct tunnel *tunnel;
-	struct sockaddr_storage peer, local;
-	int32_t protocol;
-	long rl_slot;		    /* ratelimit pending slot while PS_HANDSHAKE */
-	bool forwarded;		    /* arrived from another relay: never forwarded again */
-	uint16_t rxlen;		    /* PS_ANSWER_STATUS: bytes buffered in rx */
-	uint8_t rx[32];		    /* status request / ping packets are tiny */
-	bool status_sent;
-};
 
 /* An agent data connection, from accept until it is joined to a player. */
 enum data_state { DS_SNIFF, DS_ATTACH, DS_IDLE };
@@ -96,34 +70,6 @@ struct tunnel {
 	uint64_t window_start_ms;
 };
 
-/* A connection on the internal port, until its forward header is verified. */
-struct fwdin {
-	struct loop_io io;
-	struct loop_timer timer;
-	struct relay *r;
-	struct dlist all;	    /* r->fwdins */
-	uint16_t len, need;
-	uint8_t buf[8 + 600];
-};
-
-struct route_entry {
-	struct hnode hn;	    /* r->routes, keyed by hostname */
-	struct dlist fifo;	    /* r->route_fifo: oldest first, for the size cap */
-	uint64_t expires_ms;
-	bool found;
-	uint64_t epoch;
-	char instance[66];
-	char addr[130];
-	char host[256];
-};
-
-struct nonce_entry {
-	struct hnode hn;
-	struct dlist fifo;
-	uint64_t expires_ms;
-	uint8_t nonce[16];
-};
-
 struct relay {
 	struct relay_cfg cfg;
 	struct loop loop;
@@ -132,7 +78,7 @@ struct relay {
 	struct auth_cfg auth;
 	struct htab by_host, by_tid, tokens;
 	struct ratelimit rl;
-	/* forwarding between relays (routing.c) */
+	/* forwarding between relays (forward.c) and its route cache (route_cache.c) */
 	bool fwd_enabled;
 	struct listener internal_l;
 	char internal_addr[130];    /* advertised in route leases; "" when forwarding is off */
@@ -171,22 +117,9 @@ int relay_remove_stale_pins(const char *root, const char *host);
 /* player.c */
 void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events);
 void player_join_waiting(struct tunnel *t);
+/* t is going away: answer its waiting players ourselves (offline); reason goes to the log. */
 void player_fail_waiting(struct tunnel *t, const char *reason);
 void player_close_all(struct relay *r);
-
-/* Take over a connection forwarded by another relay (header verified): it becomes a player
- * whose real address is src, handled like any other but never forwarded again. */
-void player_adopt_forwarded(struct relay *r, int fd, const struct sockaddr_storage *src,
-			    const struct sockaddr_storage *dst);
-
-/* routing.c */
-int routing_init(struct relay *r);
-void routing_free(struct relay *r);
-void routing_tick(struct relay *r);
-const struct route_entry *route_cache_get(struct relay *r, const char *host);
-void route_cache_put(struct relay *r, const char *host, bool found, const char *instance,
-		     uint64_t epoch, const char *addr);
-void route_cache_drop(struct relay *r, const char *host);
 
 /* tunnel.c */
 void agent_accept_cb(struct loop *l, struct loop_io *io, uint32_t events);

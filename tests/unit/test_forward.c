@@ -1,32 +1,46 @@
-/* The relay-to-relay forward header: authenticity, freshness, bounds. */
+/* Relay-to-relay forwarding: the forward header (authenticity, freshness, bounds), and the
+ * receiving end's answer on a real internal port: a header is taken only for a live tunnel at the
+ * epoch it names (fencing), anything else is told FWD_NOT_HERE. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
 #include "forward.h"
+#include "metrics.h"
+#include "relay.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const uint8_t key[] = "a-cluster-secret-of-enough-bytes";
 static const uint64_t now = 1800000000000ULL;
 
-static size_t make(uint8_t *buf, size_t cap, const char *host, uint64_t ts)
+static size_t make_at(uint8_t *buf, size_t cap, const char *host, uint64_t ts, uint64_t epoch,
+		      uint8_t nonce)
 {
-	struct fwd_hdr h = {.ts_ms = ts, .epoch = 42};
+	struct fwd_hdr h = {.ts_ms = ts, .epoch = epoch};
 	struct sockaddr_in *s = (void *)&h.src, *d = (void *)&h.dst;
 	s->sin_family = d->sin_family = AF_INET;
 	s->sin_port = htons(50000);
 	d->sin_port = htons(25565);
 	inet_pton(AF_INET, "203.0.113.9", &s->sin_addr);
 	inet_pton(AF_INET, "10.0.0.1", &d->sin_addr);
-	memset(h.nonce, 7, sizeof(h.nonce));
+	memset(h.nonce, nonce, sizeof(h.nonce));
 	strcpy(h.host, host);
 	strcpy(h.from, "relay-a");
 	return fwd_encode(&h, key, sizeof(key) - 1, buf, cap);
+}
+
+static size_t make(uint8_t *buf, size_t cap, const char *host, uint64_t ts)
+{
+	return make_at(buf, cap, host, ts, 42, 7);
 }
 
 static void a_signed_header_verifies_and_carries_the_player(void **state)
@@ -106,6 +120,135 @@ static void malformed_lengths_are_refused(void **state)
 	assert_int_equal(make(buf, 100, host, now), 0);
 }
 
+/* ---- the receiving end ---- */
+
+#define LIVE_HOST "brave-otter.eu.dvv.one"
+#define LIVE_EPOCH 7
+
+struct owner {
+	struct relay r;
+	struct tunnel t; /* LIVE_HOST, up at LIVE_EPOCH */
+	struct sockaddr_in internal;
+};
+
+static int owner_up(void **state)
+{
+	struct owner *o = calloc(1, sizeof(*o));
+	struct relay *r = &o->r;
+	assert_non_null(o);
+	setenv("DVV_CLUSTER_SECRET", (const char *)key, 1);
+	snprintf(r->cfg.internal_listen, sizeof(r->cfg.internal_listen), "127.0.0.1:0");
+	snprintf(r->cfg.internal_addr, sizeof(r->cfg.internal_addr), "127.0.0.1:7001");
+	snprintf(r->cfg.instance_id, sizeof(r->cfg.instance_id), "relay-b");
+	r->cfg.handshake_timeout_ms = 10000;
+	dlist_init(&r->players);
+	assert_int_equal(loop_init(&r->loop), 0);
+	r->loop.data = r;
+	assert_int_equal(htab_init(&r->by_host, 16), 0);
+	assert_int_equal(forward_init(r), 0);
+	assert_true(r->fwd_enabled);
+	o->t.state = TS_UP;
+	o->t.epoch = LIVE_EPOCH;
+	snprintf(o->t.hostname, sizeof(o->t.hostname), "%s", LIVE_HOST);
+	htab_add(&r->by_host, &o->t.host_hn, htab_hash(&r->by_host, LIVE_HOST, strlen(LIVE_HOST)));
+	socklen_t sl = sizeof(o->internal);
+	assert_int_equal(getsockname(r->internal_l.io.fd, (struct sockaddr *)&o->internal, &sl), 0);
+	*state = o;
+	return 0;
+}
+
+static bool never(void *arg) { return false; }
+
+static int owner_down(void **state)
+{
+	struct owner *o = *state;
+	struct relay *r = &o->r;
+	player_close_all(r);
+	forward_free(r);
+	loop_run_until(&r->loop, never, NULL, mono_ms() + 10); /* deferred frees */
+	htab_free(&r->by_host);
+	loop_free(&r->loop);
+	free(o);
+	return 0;
+}
+
+static bool readable(void *arg)
+{
+	struct pollfd pfd = {.fd = *(int *)arg, .events = POLLIN};
+	return poll(&pfd, 1, 0) == 1;
+}
+
+/* Send one header to the owner's internal port as relay A would; returns the answer byte, or -1
+ * if the owner closed without one. *conn: the connection, still open. */
+static int forward_once(struct owner *o, const char *host, uint64_t epoch, uint8_t nonce,
+			int *conn)
+{
+	uint8_t buf[FWD_FIXED + FWD_BODY_MAX];
+	size_t n = make_at(buf, sizeof(buf), host, wall_ms(), epoch, nonce);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&o->internal, sizeof(o->internal)), 0);
+	assert_int_equal(send(fd, buf, n, 0), (ssize_t)n);
+	assert_int_equal(loop_run_until(&o->r.loop, readable, &fd, mono_ms() + 2000), 0);
+	uint8_t b;
+	*conn = fd;
+	return recv(fd, &b, 1, 0) == 1 ? b : -1;
+}
+
+static void a_live_tunnel_at_the_routed_epoch_takes_the_player(void **state)
+{
+	struct owner *o = *state;
+	int64_t adopted = M_GET(players_adopted_total);
+	int fd;
+	assert_int_equal(forward_once(o, LIVE_HOST, LIVE_EPOCH, 1, &fd), FWD_ACCEPT);
+	assert_int_equal(M_GET(players_adopted_total), adopted + 1);
+	assert_false(dlist_empty(&o->r.players)); /* now a player of this relay */
+	close(fd);
+}
+
+/* Fencing: a route read before the agent re-registered (older epoch), or one this relay has not
+ * caught up with (newer), names another session of the name: A must look it up again. */
+static void a_route_to_another_epoch_is_not_here(void **state)
+{
+	struct owner *o = *state;
+	int64_t not_here = M_GET(forward_not_here_total);
+	static const uint64_t stale[] = {LIVE_EPOCH - 1, LIVE_EPOCH + 1, 0};
+	for (size_t i = 0; i < sizeof(stale) / sizeof(stale[0]); i++) {
+		int fd;
+		assert_int_equal(forward_once(o, LIVE_HOST, stale[i], (uint8_t)(10 + i), &fd),
+				 FWD_NOT_HERE);
+		uint8_t b;
+		assert_int_equal(recv(fd, &b, 1, 0), 0); /* and the owner closed it */
+		close(fd);
+	}
+	assert_int_equal(M_GET(forward_not_here_total), not_here + 3);
+	assert_true(dlist_empty(&o->r.players));
+}
+
+static void a_name_without_a_live_tunnel_is_not_here(void **state)
+{
+	struct owner *o = *state;
+	int fd;
+	assert_int_equal(forward_once(o, "other.eu.dvv.one", LIVE_EPOCH, 20, &fd), FWD_NOT_HERE);
+	close(fd);
+	o->t.state = TS_REGISTERING; /* between sessions */
+	assert_int_equal(forward_once(o, LIVE_HOST, LIVE_EPOCH, 21, &fd), FWD_NOT_HERE);
+	close(fd);
+	assert_true(dlist_empty(&o->r.players));
+}
+
+static void a_replayed_header_is_refused(void **state)
+{
+	struct owner *o = *state;
+	int fd;
+	assert_int_equal(forward_once(o, LIVE_HOST, LIVE_EPOCH, 30, &fd), FWD_ACCEPT);
+	close(fd);
+	int64_t refused = M_GET(forward_refused_total);
+	assert_int_equal(forward_once(o, LIVE_HOST, LIVE_EPOCH, 30, &fd), -1);
+	close(fd);
+	assert_int_equal(M_GET(forward_refused_total), refused + 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -114,6 +257,13 @@ int main(void)
 		cmocka_unit_test(a_wrong_secret_is_refused),
 		cmocka_unit_test(stale_or_future_headers_are_refused),
 		cmocka_unit_test(malformed_lengths_are_refused),
+		cmocka_unit_test_setup_teardown(a_live_tunnel_at_the_routed_epoch_takes_the_player,
+						owner_up, owner_down),
+		cmocka_unit_test_setup_teardown(a_route_to_another_epoch_is_not_here, owner_up,
+						owner_down),
+		cmocka_unit_test_setup_teardown(a_name_without_a_live_tunnel_is_not_here, owner_up,
+						owner_down),
+		cmocka_unit_test_setup_teardown(a_replayed_header_is_refused, owner_up, owner_down),
 	};
 	return cmocka_run_group_tests_name("forward", tests, NULL, NULL);
 }

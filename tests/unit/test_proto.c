@@ -1,4 +1,5 @@
-/* Control protocol framing, message validation, the data connection header and PROXY v2. */
+/* Control protocol framing, message validation, the data connection header, the byte codec and
+ * PROXY v2. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -174,6 +175,39 @@ static void data_header_round_trip(void **state)
 	assert_true(data_hdr_fixed(buf) < 0);
 }
 
+static void byte_codec_round_trips_and_refuses_unknown_families(void **state)
+{
+	uint8_t b[PROTO_ADDRS_LEN];
+	proto_put64(b, 0x0102030405060708ULL);
+	assert_int_equal(b[0], 1);
+	assert_int_equal(b[7], 8);
+	assert_int_equal(proto_get64(b), 0x0102030405060708ULL);
+	proto_put16(b, 0xBEEF);
+	assert_int_equal(b[0], 0xBE);
+	assert_int_equal(proto_get16(b), 0xBEEF);
+
+	struct sockaddr_storage src = {0}, dst = {0}, s2, d2;
+	struct sockaddr_in6 *s = (void *)&src;
+	struct sockaddr_in *d = (void *)&dst;
+	s->sin6_family = AF_INET6;
+	s->sin6_port = htons(1234);
+	inet_pton(AF_INET6, "2001:db8::7", &s->sin6_addr);
+	d->sin_family = AF_INET;
+	d->sin_port = htons(25565);
+	inet_pton(AF_INET, "192.0.2.9", &d->sin_addr);
+	proto_addrs_put(b, &src, &dst);
+	assert_int_equal(b[0], 6);
+	assert_int_equal(proto_addrs_get(b, &s2, &d2), 0);
+	assert_int_equal(s2.ss_family, AF_INET6);
+	assert_memory_equal(&((struct sockaddr_in6 *)&s2)->sin6_addr, &s->sin6_addr, 16);
+	assert_int_equal(((struct sockaddr_in6 *)&s2)->sin6_port, htons(1234));
+	assert_int_equal(d2.ss_family, AF_INET);
+	assert_memory_equal(&((struct sockaddr_in *)&d2)->sin_addr, &d->sin_addr, 4);
+	assert_int_equal(((struct sockaddr_in *)&d2)->sin_port, htons(25565));
+	b[0] = 5;
+	assert_int_equal(proto_addrs_get(b, &s2, &d2), -EPROTO);
+}
+
 static void proxy_v2_ipv4_header(void **state)
 {
 	struct sockaddr_in s = {.sin_family = AF_INET, .sin_port = htons(40000)};
@@ -214,6 +248,7 @@ int main(void)
 		cmocka_unit_test(malformed_frames_are_rejected),
 		cmocka_unit_test(unknown_types_are_skipped),
 		cmocka_unit_test(data_header_round_trip),
+		cmocka_unit_test(byte_codec_round_trips_and_refuses_unknown_families),
 		cmocka_unit_test(proxy_v2_ipv4_header),
 		cmocka_unit_test(proxy_v2_mixed_families_use_ipv6),
 	};
