@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static size_t frame(uint8_t *out, uint8_t type, const char *json)
@@ -150,6 +151,157 @@ static void unknown_types_are_skipped(void **state)
 	assert_int_equal(used, n);
 }
 
+/* A STATUS frame big enough to need the 32 KiB limit: the server's JSON as the agent read it. */
+static char *status_json(size_t total)
+{
+	static const char head[] = "{\"version\":{\"name\":\"1.21.1\",\"protocol\":767},"
+				   "\"players\":{\"max\":20,\"online\":3},\"favicon\":\"";
+	char *s = malloc(total + 1);
+	assert_non_null(s);
+	size_t h = strlen(head);
+	assert_true(total > h + 2);
+	memcpy(s, head, h);
+	memset(s + h, 'A', total - h - 2);
+	memcpy(s + total - 2, "\"}", 2);
+	s[total] = 0;
+	return s;
+}
+
+static void status_round_trip_points_into_the_frame(void **state)
+{
+	static uint8_t buf[CTL_HDR_LEN + CTL_PAYLOAD_MAX];
+	/* the largest payload there is */
+	char *json = status_json(CTL_PAYLOAD_MAX);
+	struct ctl_msg in = {.type = CTL_STATUS};
+	in.u.status.json = json;
+	in.u.status.len = strlen(json);
+	int n = ctl_encode(&in, buf, sizeof(buf));
+	assert_int_equal(n, CTL_HDR_LEN + CTL_PAYLOAD_MAX);
+	assert_int_equal(buf[1], CTL_STATUS);
+	size_t used;
+	char err[160] = "";
+	assert_int_equal(ctl_decode(buf, (size_t)n - 1, &m, &used, err, sizeof(err)),
+			 CTL_NEED_MORE);
+	assert_int_equal(ctl_decode(buf, (size_t)n, &m, &used, err, sizeof(err)), 0);
+	assert_int_equal(used, n);
+	assert_int_equal(m.type, CTL_STATUS);
+	/* no copy: the payload is read where it lies */
+	assert_ptr_equal(m.u.status.json, (const char *)buf + CTL_HDR_LEN);
+	assert_int_equal(m.u.status.len, CTL_PAYLOAD_MAX);
+	assert_memory_equal(m.u.status.json, json, CTL_PAYLOAD_MAX);
+	assert_string_equal(ctl_type_name(CTL_STATUS), "STATUS");
+	/* a small one, and the buffer must hold it */
+	in.u.status.json = "{\"description\":\"hi\"}";
+	in.u.status.len = strlen(in.u.status.json);
+	assert_int_equal(ctl_encode(&in, buf, CTL_HDR_LEN + in.u.status.len - 1), -ENOSPC);
+	assert_int_equal(ctl_encode(&in, buf, CTL_HDR_LEN + in.u.status.len),
+			 (int)(CTL_HDR_LEN + in.u.status.len));
+	free(json);
+}
+
+static void status_too_big_or_not_an_object_is_refused(void **state)
+{
+	static uint8_t buf[CTL_HDR_LEN + CTL_PAYLOAD_MAX + 64];
+	char *json = status_json(CTL_PAYLOAD_MAX + 1);
+	struct ctl_msg in = {.type = CTL_STATUS};
+	in.u.status.json = json;
+	in.u.status.len = strlen(json);
+	assert_int_equal(ctl_encode(&in, buf, sizeof(buf)), -EMSGSIZE);
+	/* on the wire: one byte over the limit is refused as soon as the header is read */
+	buf[0] = CTL_VERSION;
+	buf[1] = CTL_STATUS;
+	buf[2] = (uint8_t)((CTL_PAYLOAD_MAX + 1) >> 8);
+	buf[3] = (uint8_t)(CTL_PAYLOAD_MAX + 1);
+	expect_reject(buf, CTL_HDR_LEN, "exceeds 32768");
+	free(json);
+	/* the encoder never emits what the relay would reject as a protocol error */
+	const char *bad[] = {"[1,2,3]", "\"text\"", "{\"a\":1", "{\"a\":1,\"a\":2}", "{\"a\":\"\xff\"}", ""};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		in.u.status.json = bad[i];
+		in.u.status.len = strlen(bad[i]);
+		if (ctl_encode(&in, buf, sizeof(buf)) != -EINVAL)
+			fail_msg("STATUS '%s' was encoded", bad[i]);
+	}
+	in.u.status.json = NULL;
+	assert_int_equal(ctl_encode(&in, buf, sizeof(buf)), -EINVAL);
+	/* and the decoder refuses them */
+	size_t n = frame(buf, CTL_STATUS, "[1,2,3]");
+	expect_reject(buf, n, "STATUS payload is not a JSON object");
+	n = frame(buf, CTL_STATUS, "{\"players\":");
+	expect_reject(buf, n, "STATUS payload is not a JSON object");
+	n = frame(buf, CTL_STATUS, "{}");
+	size_t used;
+	char err[160];
+	assert_int_equal(ctl_decode(buf, n, &m, &used, err, sizeof(err)), 0);
+	assert_int_equal(m.u.status.len, 2);
+}
+
+static void welcome_peers(void **state)
+{
+	uint8_t buf[CTL_HDR_LEN + CTL_PAYLOAD_MAX];
+	size_t used;
+	char err[160] = "";
+	/* without peers (today's relays) */
+	size_t n = frame(buf, CTL_WELCOME, "{\"hostname\":\"a.eu.dvv.one\",\"ping_ms\":15000}");
+	assert_int_equal(ctl_decode(buf, n, &m, &used, err, sizeof(err)), 0);
+	assert_int_equal(m.u.welcome.npeers, 0);
+	/* round trip */
+	struct ctl_msg in = {.type = CTL_WELCOME};
+	strcpy(in.u.welcome.hostname, "a.eu.dvv.one");
+	in.u.welcome.npeers = 3;
+	strcpy(in.u.welcome.peers[0], "10.0.0.2:7000");
+	strcpy(in.u.welcome.peers[1], "[2001:db8::1]:7000");
+	strcpy(in.u.welcome.peers[2], "relay-3.eu.dvv.one:7000");
+	int k = ctl_encode(&in, buf, sizeof(buf));
+	assert_true(k > 0);
+	assert_int_equal(ctl_decode(buf, (size_t)k, &m, &used, err, sizeof(err)), 0);
+	assert_int_equal(m.u.welcome.npeers, 3);
+	for (int i = 0; i < 3; i++)
+		assert_string_equal(m.u.welcome.peers[i], in.u.welcome.peers[i]);
+	/* junk is dropped one entry at a time, never the WELCOME; at most 8 are kept */
+	char big[200], json[2048];
+	memset(big, 'a', sizeof(big));
+	snprintf(json, sizeof(json),
+		 "{\"hostname\":\"h\",\"peers\":[1,null,\"nocolon\",\"h:0\",\"h:70000\",\"h:p\","
+		 "\"bad host:1\",\"tab\\there:1\",\"2001:db8::1:7000\",\"[nonsense]:1\",\"%.*s:7000\","
+		 "\"ok-1.example:1\",{},\"1.2.3.4:2\",\"p3:3\",\"p4:4\",\"p5:5\",\"p6:6\",\"p7:7\","
+		 "\"p8:8\",\"p9:9\"]}",
+		 CTL_PEER_ADDR_MAX - 5, big);
+	n = frame(buf, CTL_WELCOME, json);
+	assert_int_equal(ctl_decode(buf, n, &m, &used, err, sizeof(err)), 0);
+	assert_string_equal(m.u.welcome.hostname, "h");
+	assert_int_equal(m.u.welcome.npeers, CTL_PEERS_MAX);
+	assert_int_equal(strlen(m.u.welcome.peers[0]), CTL_PEER_ADDR_MAX);
+	assert_string_equal(m.u.welcome.peers[1], "ok-1.example:1");
+	assert_string_equal(m.u.welcome.peers[2], "1.2.3.4:2");
+	assert_string_equal(m.u.welcome.peers[7], "p7:7"); /* p8, p9: beyond the 8 kept */
+	/* one byte longer than CTL_PEER_ADDR_MAX is dropped */
+	snprintf(json, sizeof(json), "{\"hostname\":\"h\",\"peers\":[\"%.*s:7000\"]}",
+		 CTL_PEER_ADDR_MAX - 4, big);
+	n = frame(buf, CTL_WELCOME, json);
+	assert_int_equal(ctl_decode(buf, n, &m, &used, err, sizeof(err)), 0);
+	assert_int_equal(m.u.welcome.npeers, 0);
+	/* not an array: ignored too */
+	n = frame(buf, CTL_WELCOME, "{\"hostname\":\"h\",\"peers\":\"1.2.3.4:5\"}");
+	assert_int_equal(ctl_decode(buf, n, &m, &used, err, sizeof(err)), 0);
+	assert_int_equal(m.u.welcome.npeers, 0);
+}
+
+static void goodbye_moved_round_trip(void **state)
+{
+	uint8_t buf[512];
+	struct ctl_msg in = {.type = CTL_GOODBYE};
+	strcpy(in.u.goodbye.code, "moved");
+	strcpy(in.u.goodbye.reason, "session moved to 10.0.0.2:7000");
+	int n = ctl_encode(&in, buf, sizeof(buf));
+	assert_true(n > 0);
+	size_t used;
+	char err[160];
+	assert_int_equal(ctl_decode(buf, (size_t)n, &m, &used, err, sizeof(err)), 0);
+	assert_string_equal(m.u.goodbye.code, "moved");
+	assert_string_equal(m.u.goodbye.reason, in.u.goodbye.reason);
+}
+
 static void data_header_round_trip(void **state)
 {
 	struct data_hdr h = {0}, back;
@@ -213,6 +365,10 @@ int main(void)
 		cmocka_unit_test(two_frames_in_one_buffer),
 		cmocka_unit_test(malformed_frames_are_rejected),
 		cmocka_unit_test(unknown_types_are_skipped),
+		cmocka_unit_test(status_round_trip_points_into_the_frame),
+		cmocka_unit_test(status_too_big_or_not_an_object_is_refused),
+		cmocka_unit_test(welcome_peers),
+		cmocka_unit_test(goodbye_moved_round_trip),
 		cmocka_unit_test(data_header_round_trip),
 		cmocka_unit_test(proxy_v2_ipv4_header),
 		cmocka_unit_test(proxy_v2_mixed_families_use_ipv6),
