@@ -4,7 +4,16 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "ctlconn.h"
 #include "proto.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -302,6 +311,124 @@ static void goodbye_moved_round_trip(void **state)
 	assert_string_equal(m.u.goodbye.reason, in.u.goodbye.reason);
 }
 
+/* ---- the TLS transport with full-size frames ---- */
+
+/* A throwaway self-signed P-256 certificate and key as PEM files (tls_server_ctx wants paths). */
+static void make_cert(char cert_path[64], char key_path[64])
+{
+	EVP_PKEY *pk = EVP_EC_gen("P-256");
+	assert_non_null(pk);
+	X509 *x = X509_new();
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+	X509_gmtime_adj(X509_getm_notBefore(x), -60);
+	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+	X509_set_pubkey(x, pk);
+	X509_NAME *n = X509_get_subject_name(x);
+	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1, 0);
+	X509_set_issuer_name(x, n);
+	assert_true(X509_sign(x, pk, EVP_sha256()) > 0);
+	strcpy(cert_path, "/tmp/dvv-test-cert-XXXXXX");
+	strcpy(key_path, "/tmp/dvv-test-key-XXXXXX");
+	int cfd = mkstemp(cert_path), kfd = mkstemp(key_path);
+	assert_true(cfd >= 0 && kfd >= 0);
+	FILE *cf = fdopen(cfd, "w"), *kf = fdopen(kfd, "w");
+	assert_true(PEM_write_X509(cf, x) == 1);
+	assert_true(PEM_write_PrivateKey(kf, pk, NULL, NULL, 0, NULL, NULL) == 1);
+	fclose(cf);
+	fclose(kf);
+	X509_free(x);
+	EVP_PKEY_free(pk);
+}
+
+static struct {
+	int n;
+	size_t status_len;
+	bool status_ok;
+	uint64_t last_ping;
+} got;
+static const char *want_status;
+
+static int collect(struct ctl_conn *c, const struct ctl_msg *msg)
+{
+	got.n++;
+	if (msg->type == CTL_STATUS) {
+		got.status_len = msg->u.status.len;
+		got.status_ok = msg->u.status.len == strlen(want_status) &&
+				!memcmp(msg->u.status.json, want_status, msg->u.status.len);
+	} else if (msg->type == CTL_PING) {
+		got.last_ping = msg->u.ping.t;
+	}
+	return 0;
+}
+
+static void ctlconn_carries_full_size_frames_buffering_only_what_arrived(void **state)
+{
+	char cert[64], key[64], err[256];
+	make_cert(cert, key);
+	SSL_CTX *sctx = tls_server_ctx(cert, key, err, sizeof(err));
+	SSL_CTX *cctx = tls_client_ctx(cert, NULL, err, sizeof(err));
+	assert_non_null(sctx);
+	assert_non_null(cctx);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	int small = 4096; /* the frame crosses in many pieces */
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	for (int i = 0; i < 2; i++)
+		fcntl(sv[i], F_SETFL, fcntl(sv[i], F_GETFL) | O_NONBLOCK);
+	struct ctl_conn srv, cli;
+	assert_int_equal(ctl_conn_init(&srv, sctx, sv[1], true, NULL), 0);
+	assert_int_equal(ctl_conn_init(&cli, cctx, sv[0], false, NULL), 0);
+	srv.on_msg = collect;
+	cli.on_msg = collect;
+	char *json = status_json(CTL_PAYLOAD_MAX);
+	want_status = json;
+	memset(&got, 0, sizeof(got));
+	struct ctl_msg st = {.type = CTL_STATUS};
+	st.u.status.json = json;
+	st.u.status.len = CTL_PAYLOAD_MAX;
+	struct ctl_msg ping = {.type = CTL_PING};
+	ping.u.ping.t = 77;
+	/* queued before the handshake: a full frame and a small one fit the 64 KiB queue */
+	assert_int_equal(ctl_conn_send(&cli, &st), 0);
+	assert_int_equal(ctl_conn_send(&cli, &ping), 0);
+	bool partial_seen = false;
+	for (int i = 0; i < 20000 && got.n < 2; i++) {
+		assert_true(ctl_conn_io(&cli) >= 0);
+		assert_true(ctl_conn_io(&srv) >= 0);
+		if (srv.inlen > CTL_HDR_LEN) {
+			/* a partial frame is held in a buffer the size of what arrived */
+			partial_seen = true;
+			if (srv.incap < srv.inlen || srv.incap - srv.inlen >= 512)
+				fail_msg("holding %zu bytes of a partial frame in %zu", srv.inlen,
+					 srv.incap);
+		}
+	}
+	assert_true(partial_seen);
+	assert_int_equal(got.n, 2);
+	assert_int_equal(got.status_len, CTL_PAYLOAD_MAX);
+	assert_true(got.status_ok);
+	assert_int_equal(got.last_ping, 77);
+	/* nothing held once the frames are delivered */
+	assert_null(srv.in);
+	assert_int_equal(srv.incap, 0);
+	/* over the 64 KiB queue cap: refused, not buffered (a peer that does not read is cut) */
+	srv.on_msg = NULL; /* nothing is read from here on */
+	assert_int_equal(ctl_conn_send(&cli, &st), 0);
+	assert_int_equal(ctl_conn_send(&cli, &st), -ENOBUFS);
+	assert_int_equal(cli.outlen, CTL_HDR_LEN + CTL_PAYLOAD_MAX);
+	assert_int_equal(ctl_conn_send(&cli, &ping), 0); /* small ones still fit behind it */
+	ctl_conn_free(&cli);
+	ctl_conn_free(&srv);
+	close(sv[0]);
+	close(sv[1]);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+	unlink(cert);
+	unlink(key);
+	free(json);
+}
+
 static void data_header_round_trip(void **state)
 {
 	struct data_hdr h = {0}, back;
@@ -369,6 +496,7 @@ int main(void)
 		cmocka_unit_test(status_too_big_or_not_an_object_is_refused),
 		cmocka_unit_test(welcome_peers),
 		cmocka_unit_test(goodbye_moved_round_trip),
+		cmocka_unit_test(ctlconn_carries_full_size_frames_buffering_only_what_arrived),
 		cmocka_unit_test(data_header_round_trip),
 		cmocka_unit_test(proxy_v2_ipv4_header),
 		cmocka_unit_test(proxy_v2_mixed_families_use_ipv6),
