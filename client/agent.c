@@ -1469,6 +1469,7 @@ int agent_new(const struct agent_config *cfg, struct agent **out, char *err, siz
 	}
 	a->loop.data = a;
 	agent_status_poll_init(&a->status, &a->loop, status_done, a);
+	a->status.proxy_protocol = cfg->proxy_protocol;
 	*out = a;
 	return 0;
 out:

@@ -229,7 +229,8 @@ struct agent_status_poll {
 	struct loop *loop;
 	struct loop_io io;
 	struct loop_timer timer;
-	uint8_t req[MC_HANDSHAKE_MAX + 8]; /* handshake + status request */
+	bool proxy_protocol; /* --proxy-protocol: a PROXY v2 LOCAL header goes first */
+	uint8_t req[16 + MC_HANDSHAKE_MAX + 8]; /* [PROXY LOCAL] handshake, status request */
 	size_t reqlen, reqoff;
 	uint8_t *buf; /* the response so far, allocated while a poll reads */
 	size_t len, cap;

@@ -192,10 +192,17 @@ int agent_status_poll_start(struct agent_status_poll *p, const struct net_addr *
 {
 	if (agent_status_poll_busy(p))
 		return -EBUSY;
-	size_t n = mc_build_handshake(p->req, sizeof(p->req), AGENT_STATUS_PROTOCOL, host,
+	/* A server behind --proxy-protocol refuses a connection without the header. This one
+	 * relays no player: the LOCAL command (a health check by the proxy itself), no addresses. */
+	static const uint8_t pp2_local[16] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51,
+					      0x55, 0x49, 0x54, 0x0A, 0x20, 0x00, 0x00, 0x00};
+	size_t pp = p->proxy_protocol ? sizeof(pp2_local) : 0;
+	memcpy(p->req, pp2_local, pp);
+	size_t n = mc_build_handshake(p->req + pp, sizeof(p->req) - pp, AGENT_STATUS_PROTOCOL, host,
 				      AGENT_STATUS_PORT, MC_NEXT_STATUS);
 	if (!n)
 		return -EINVAL;
+	n += pp;
 	size_t k = mc_build_status_request(p->req + n, sizeof(p->req) - n);
 	if (!k)
 		return -EINVAL;

@@ -174,6 +174,7 @@ struct fake_server {
 	uint16_t port;
 	enum script script;
 	const char *json;
+	size_t skip; /* bytes in front of the handshake (a PROXY header) */
 	/* what the agent sent, for checking the handshake */
 	uint8_t got[600];
 	size_t got_len;
@@ -194,8 +195,10 @@ static void *server_main(void *arg)
 		if (n <= 0)
 			break;
 		f->got_len += (size_t)n;
-		if (mc_parse_handshake(f->got, f->got_len, &hs, err, sizeof(err)) == 0 &&
-		    f->got_len >= hs.frame_len + 2)
+		if (f->got_len > f->skip &&
+		    mc_parse_handshake(f->got + f->skip, f->got_len - f->skip, &hs, err,
+				       sizeof(err)) == 0 &&
+		    f->got_len >= f->skip + hs.frame_len + 2)
 			break;
 	}
 	static uint8_t pkt[AGENT_STATUS_READ_MAX + 64];
@@ -230,9 +233,11 @@ static void *server_main(void *arg)
 	return NULL;
 }
 
-static void server_start(struct fake_server *f, enum script script, const char *json)
+static void server_start_skip(struct fake_server *f, enum script script, const char *json,
+			      size_t skip)
 {
 	memset(f, 0, sizeof(*f));
+	f->skip = skip;
 	f->script = script;
 	f->json = json;
 	f->lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -244,6 +249,11 @@ static void server_start(struct fake_server *f, enum script script, const char *
 	getsockname(f->lfd, (struct sockaddr *)&sa, &l);
 	f->port = ntohs(sa.sin_port);
 	assert_int_equal(pthread_create(&f->thread, NULL, server_main, f), 0);
+}
+
+static void server_start(struct fake_server *f, enum script script, const char *json)
+{
+	server_start_skip(f, script, json, 0);
 }
 
 static void server_stop(struct fake_server *f)
@@ -271,7 +281,7 @@ static void on_done(struct agent_status_poll *p, int err, const char *json, size
 static bool called(void *arg) { return ((struct result *)arg)->calls > 0; }
 
 /* Run one poll to its end (or 3 s). */
-static struct result poll_once(uint16_t port, uint32_t timeout_ms, int *start_rc)
+static struct result poll_once(uint16_t port, uint32_t timeout_ms, int *start_rc, bool proxy)
 {
 	struct loop l;
 	assert_int_equal(loop_init(&l), 0);
@@ -280,6 +290,7 @@ static struct result poll_once(uint16_t port, uint32_t timeout_ms, int *start_rc
 	struct agent_status_poll p;
 	agent_status_poll_init(&p, &l, on_done, &r);
 	p.timeout_ms = timeout_ms;
+	p.proxy_protocol = proxy;
 	char addr[32], err[160];
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
 	struct net_addr local;
@@ -301,7 +312,7 @@ static void poll_reads_a_split_answer_and_sends_a_proper_handshake(void **state)
 	struct fake_server f;
 	server_start(&f, SERVE_SPLIT, sample);
 	int rc;
-	struct result r = poll_once(f.port, 2000, &rc);
+	struct result r = poll_once(f.port, 2000, &rc, false);
 	server_stop(&f);
 	assert_int_equal(rc, 0);
 	assert_int_equal(r.calls, 1);
@@ -317,6 +328,18 @@ static void poll_reads_a_split_answer_and_sends_a_proper_handshake(void **state)
 	assert_int_equal(hs.port, AGENT_STATUS_PORT);
 	assert_int_equal(f.got_len, hs.frame_len + 2);
 	assert_memory_equal(f.got + hs.frame_len, "\x01\x00", 2);
+
+	/* behind --proxy-protocol: a PROXY v2 LOCAL header first (no player to name), then the same */
+	server_start_skip(&f, SERVE_SPLIT, sample, 16);
+	r = poll_once(f.port, 2000, &rc, true);
+	server_stop(&f);
+	assert_int_equal(r.err, 0);
+	assert_string_equal(r.json, sample);
+	static const uint8_t local[16] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51,
+					  0x55, 0x49, 0x54, 0x0A, 0x20, 0x00, 0x00, 0x00};
+	assert_memory_equal(f.got, local, 16);
+	assert_int_equal(mc_parse_handshake(f.got + 16, f.got_len - 16, &hs, err, sizeof(err)), 0);
+	assert_int_equal(f.got_len, 16 + hs.frame_len + 2);
 }
 
 static void poll_gives_up_on_silence_size_garbage_and_refusal(void **state)
@@ -325,20 +348,20 @@ static void poll_gives_up_on_silence_size_garbage_and_refusal(void **state)
 	int rc;
 	uint64_t t0 = mono_ms();
 	server_start(&f, SERVE_SILENT, NULL);
-	struct result r = poll_once(f.port, 200, &rc);
+	struct result r = poll_once(f.port, 200, &rc, false);
 	server_stop(&f);
 	assert_int_equal(r.calls, 1);
 	assert_int_equal(r.err, -ETIMEDOUT);
 	assert_true(mono_ms() - t0 < 2000);
 
 	server_start(&f, SERVE_TOO_BIG, NULL);
-	r = poll_once(f.port, 2000, &rc);
+	r = poll_once(f.port, 2000, &rc, false);
 	server_stop(&f);
 	assert_int_equal(r.calls, 1);
 	assert_int_equal(r.err, -EMSGSIZE);
 
 	server_start(&f, SERVE_GARBAGE, NULL);
-	r = poll_once(f.port, 2000, &rc);
+	r = poll_once(f.port, 2000, &rc, false);
 	server_stop(&f);
 	assert_int_equal(r.calls, 1);
 	assert_int_equal(r.err, -EPROTO);
@@ -348,7 +371,7 @@ static void poll_gives_up_on_silence_size_garbage_and_refusal(void **state)
 	uint16_t port = f.port;
 	close(f.lfd); /* the accept in the thread fails */
 	pthread_join(f.thread, NULL);
-	r = poll_once(port, 2000, &rc);
+	r = poll_once(port, 2000, &rc, false);
 	if (rc == 0) {
 		assert_int_equal(r.calls, 1);
 		assert_int_equal(r.err, -ECONNREFUSED);
