@@ -115,6 +115,7 @@ struct agent_sess {
 	/* the last STATUS sent on this session (a keyed hash of it: equal = unchanged) */
 	bool status_sent;
 	uint64_t status_sent_hash, status_sent_ms;
+	uint64_t big_status_ms;	    /* when a STATUS over AGENT_STATUS_LEGACY_MAX went out */
 };
 
 struct agent {
@@ -157,6 +158,7 @@ struct agent {
 	struct loop_timer status_timer;
 	char *status_json;	    /* the last payload polled, sent when cur can take it */
 	size_t status_json_len;
+	size_t status_max;	    /* CTL_PAYLOAD_MAX, or the legacy 8192 once a relay choked */
 	bool status_failing;	    /* logged once per streak of failed polls */
 	uint64_t hash_key[2];
 
@@ -589,6 +591,7 @@ static void sess_close(struct agent *a, struct agent_sess *s)
 	s->up = false; /* before the pool: a closing connection must not refill it */
 	s->quiet = false;
 	s->status_sent = false;
+	s->big_status_ms = 0;
 	pool_close(s);
 }
 
@@ -708,6 +711,24 @@ static void pick_target(struct agent *a)
 
 static int sess_dial(struct agent *a, struct agent_sess *s, char *err, size_t errlen);
 
+/* A relay that predates 32 KiB frames closes the session on a bigger STATUS, right after it,
+ * without a word: without this the agent would come back and be cut again after every
+ * WELCOME. Keeping STATUS small costs at worst the favicon in the relay's cache. */
+static void legacy_relay_check(struct agent *a, struct agent_sess *s)
+{
+	if (!s->big_status_ms || a->status_max <= AGENT_STATUS_LEGACY_MAX)
+		return;
+	if (s->last_rx_ms > s->big_status_ms ||
+	    mono_ms() - s->big_status_ms > AGENT_STATUS_LEGACY_WINDOW_MS)
+		return;
+	a->status_max = AGENT_STATUS_LEGACY_MAX;
+	free(a->status_json); /* the next poll builds it again under the new limit */
+	a->status_json = NULL;
+	pr_warn("relay %s closed the session right after a STATUS over %u bytes: it may predate "
+		"larger control frames; keeping STATUS under %u bytes from now on",
+		s->relay_str, AGENT_STATUS_LEGACY_MAX, AGENT_STATUS_LEGACY_MAX);
+}
+
 /* The current session is finished (failure, ERROR, GOODBYE, MOVE before WELCOME, silence). */
 static void ctl_down(struct agent *a, const char *reason)
 {
@@ -726,6 +747,7 @@ static void ctl_down(struct agent *a, const char *reason)
 			return;
 	}
 	s->naddrs = 0;
+	legacy_relay_check(a, s);
 	sess_close(a, s);
 	if (!was_up) {
 		a->fails++; /* counts towards measuring the regions again */
@@ -765,6 +787,8 @@ static void old_down(struct agent *a, const char *reason)
 	bool quiet = o->quiet;
 	char relay[96];
 	snprintf(relay, sizeof(relay), "%s", o->relay_str);
+	if (!quiet)
+		legacy_relay_check(a, o);
 	sess_close(a, o);
 	a->old = NULL;
 	if (quiet) {
@@ -1219,6 +1243,8 @@ static void status_send(struct agent *a)
 	s->status_sent = true;
 	s->status_sent_hash = h;
 	s->status_sent_ms = now;
+	if (a->status_json_len > AGENT_STATUS_LEGACY_MAX)
+		s->big_status_ms = now;
 	pr_debug("sent the local server's status (%zu bytes)", a->status_json_len);
 }
 
@@ -1249,11 +1275,15 @@ static void status_done(struct agent_status_poll *p, int err, const char *json, 
 	}
 	char *out;
 	size_t n;
-	int rc = agent_status_payload(json, len, CTL_PAYLOAD_MAX, &out, &n);
+	int rc = agent_status_payload(json, len, a->status_max, &out, &n);
 	if (rc) {
-		status_failed(a, rc == -EMSGSIZE ? "status larger than 32 KiB even without its favicon"
-				 : rc == -EPROTO  ? "the status is not a JSON object"
-						  : strerror(-rc));
+		if (rc == -EMSGSIZE)
+			snprintf(why, sizeof(why), "status over %zu bytes even without its favicon",
+				 a->status_max);
+		else
+			snprintf(why, sizeof(why), "%s",
+				 rc == -EPROTO ? "the status is not a JSON object" : strerror(-rc));
+		status_failed(a, why);
 		return;
 	}
 	if (a->status_failing)
@@ -1470,6 +1500,7 @@ int agent_new(const struct agent_config *cfg, struct agent **out, char *err, siz
 	a->loop.data = a;
 	agent_status_poll_init(&a->status, &a->loop, status_done, a);
 	a->status.proxy_protocol = cfg->proxy_protocol;
+	a->status_max = CTL_PAYLOAD_MAX;
 	*out = a;
 	return 0;
 out:

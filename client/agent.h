@@ -67,6 +67,11 @@
  * makes it too big can still be read and sent without it. */
 #define AGENT_STATUS_READ_MAX (2 * CTL_PAYLOAD_MAX)
 #define AGENT_STATUS_PROTOCOL (-1)	/* the Server List Ping convention for "any version" */
+/* Relays from before STATUS refuse frames over 8192 bytes as a protocol error and close the
+ * session. A session that ends right after a bigger STATUS, with nothing heard since, makes
+ * the agent keep its STATUS under this from then on (favicon dropped if need be). */
+#define AGENT_STATUS_LEGACY_MAX 8192u
+#define AGENT_STATUS_LEGACY_WINDOW_MS 3000u
 #define AGENT_STATUS_PORT 25565		/* what players dial: servers may route on host:port */
 
 /* Process exit statuses (main returns them). */

@@ -423,6 +423,29 @@ h.scenario('make-before-break: the old session serves until the new WELCOME, the
   assert.ok(r3s.got(T.GOODBYE), 'expected GOODBYE from the stopping agent')
 })
 
+h.scenario('a relay from before 32 KiB frames that cuts the session on a big STATUS is not fed one again', async () => {
+  // a server whose status alone is over 8192 bytes (a long MOTD); the old relay refuses frames
+  // over 8192 bytes as a protocol error: it just closes
+  const big = await h.startMcServer({ motd: 'long motd '.repeat(1000) })
+  const old = await new FakeRelay({ name: 'old', keys }).start()
+  fakes.push(old)
+  old.onHello = (s) => old.welcome(s)
+  const agent = await h.startAgent({ relayAgentPort: old.port, token: 'fake.token.value', ca: keys.ca, localPort: big.port })
+  await old.until(() => old.sessions[0].frames.some((f) => f.type === T.STATUS), 'the first (big) STATUS')
+  assert.ok(old.sessions[0].got(T.STATUS).len > 8192)
+  old.sessions[0].raw.destroy() // what a relay limited to 8192-byte frames does
+  await old.until(() => old.sessions.length >= 2 && old.sessions[1].welcomedAt, 'the agent back')
+  await h.sleep(1500) // the poll after WELCOME has answered by now
+  const s2 = old.sessions[1]
+  assert.equal(s2.closed, false)
+  assert.equal(s2.frames.some((f) => f.type === T.STATUS && f.len > 8192), false, 'a big STATUS was sent to the old relay again')
+  assert.equal(s2.got(T.STATUS), undefined, 'a status over 8192 bytes even without a favicon is not sent at all')
+  assert.match(fs.readFileSync(agent.proc.stderrLog, 'utf8'), /keeping STATUS under 8192 bytes/)
+  const a = await h.stopProcess(agent.proc)
+  assert.ok(!a.forced && a.code === 0, `expected the agent to exit 0 on SIGTERM, got ${show(a)}`)
+  await h.stopProcess(big.proc)
+})
+
 h.scenario('the agent tries every address its relay name resolves to', async (t) => {
   // a private mount namespace for the agent only: its /etc/hosts gives multi.dvv.test two
   // addresses, ::1 first; the relay listens on 127.0.0.1 only
