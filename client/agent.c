@@ -1029,6 +1029,7 @@ static int ctl_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 		ctl_welcome(a, m);
 		return 0;
 	case CTL_ERROR:
+		a->mig_pending = false; /* the relay's last word wins over a MOVE before it */
 		ctl_error(a, m);
 		return 1;
 	case CTL_ATTACH:
@@ -1078,6 +1079,7 @@ static int ctl_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 			migrate_request(a, a->home, false, "relay draining");
 			return 0;
 		}
+		a->mig_pending = false;
 		snprintf(s->down_reason, sizeof(s->down_reason), "relay said goodbye (%s)",
 			 m->u.goodbye.reason[0] ? m->u.goodbye.reason : "no reason");
 		if (!strcmp(m->u.goodbye.code, "replaced") ||
