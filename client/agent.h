@@ -7,11 +7,13 @@
  *   agent.c     the session: control channel, reconnect backoff, pool, players
  *   report.c    what the user sees on stdout: human status or JSON lines
  *   regions.c   region list parsing and latency measurement (picks the relay to use)
+ *   status.c    the local server's status, polled for the relay's edge cache
  */
 #ifndef DVV_AGENT_H
 #define DVV_AGENT_H
 
 #include "loop.h"
+#include "mc.h"
 #include "net.h"
 #include "proto.h"
 
@@ -53,6 +55,24 @@
 #define AGENT_LOCAL_CONNECT_TIMEOUT_MS 5000u
 #define AGENT_MAX_CONNECTING 64		/* data connections in TCP connect at once */
 #define AGENT_MAX_POOL 1024		/* idle + connecting + queued tokens, whatever the relay asks */
+
+/* Make-before-break and re-homing. */
+#define AGENT_MAX_ADDRS 8	/* addresses of one relay name tried in turn (DNS round robin) */
+
+/* Edge status: the local server's status response, polled for the relay's cache. */
+#define AGENT_STATUS_POLL_MS 30000u	/* after WELCOME, then this often */
+#define AGENT_STATUS_MIN_GAP_MS 10000u	/* at most one STATUS per this on a session */
+#define AGENT_STATUS_TIMEOUT_MS 5000u	/* connect + answer */
+/* The response read is bounded above a control frame so that a status whose favicon alone
+ * makes it too big can still be read and sent without it. */
+#define AGENT_STATUS_READ_MAX (2 * CTL_PAYLOAD_MAX)
+#define AGENT_STATUS_PROTOCOL (-1)	/* the Server List Ping convention for "any version" */
+/* Relays from before STATUS refuse frames over 8192 bytes as a protocol error and close the
+ * session. A session that ends right after a bigger STATUS, with nothing heard since, makes
+ * the agent keep its STATUS under this from then on (favicon dropped if need be). */
+#define AGENT_STATUS_LEGACY_MAX 8192u
+#define AGENT_STATUS_LEGACY_WINDOW_MS 3000u
+#define AGENT_STATUS_PORT 25565		/* what players dial: servers may route on host:port */
 
 /* Process exit statuses (main returns them). */
 #define AGENT_EXIT_OK 0
@@ -145,13 +165,17 @@ enum agent_event_type {
 	AGENT_EV_ERROR,
 	AGENT_EV_MEASURING, /* a region measurement starts (no JSON event) */
 	AGENT_EV_REGIONS,   /* a region measurement ended */
+	AGENT_EV_MIGRATING, /* make-before-break: a new session is being opened, the old serves */
 };
 
 struct agent_event {
 	enum agent_event_type type;
-	const char *relay;	     /* connecting, tunnel_up */
+	const char *relay;	     /* connecting, tunnel_up; migrating: the relay left */
+	const char *to;		     /* migrating: where the new session goes */
+	const char *from;	     /* tunnel_up replacing a live session: its relay */
+	bool migrating;		     /* reconnecting while the old session still serves */
 	const char *hostname, *tunnel, *region; /* tunnel_up */
-	const char *reason;	     /* tunnel_down; reconnecting after a failed attempt */
+	const char *reason;	     /* tunnel_down, migrating; reconnecting after a failure */
 	const char *code, *message;  /* error */
 	const char *player;	     /* player_open / player_close */
 	uint64_t in_ms;		     /* reconnecting */
@@ -189,6 +213,46 @@ void agent_hdr_reset(struct agent_hdr_reader *r);
 /* Read from a non-blocking fd. Returns 1 with *out filled when the header is complete, 0 when
  * more bytes are needed (EAGAIN), -ECONNRESET on EOF, -EPROTO on a bad header, or -errno. */
 int agent_hdr_read(struct agent_hdr_reader *r, int fd, struct data_hdr *out);
+
+/* ---- status.c: the local server's status for the relay's edge cache ---- */
+
+/* The Status Response at buf: 1 with *json / *jlen pointing into buf, 0 when more bytes are
+ * needed, -EMSGSIZE when the packet is longer than max, -EPROTO when malformed. */
+int agent_status_parse(const uint8_t *buf, size_t len, size_t max, const char **json,
+		       size_t *jlen);
+/* The STATUS payload from the server's JSON: an object, re-serialized compactly; without
+ * "favicon" if it is longer than max. 0 with *out (malloc'd, NUL-terminated), -EPROTO when not
+ * a JSON object, -EMSGSIZE when still too long. */
+int agent_status_payload(const char *json, size_t len, size_t max, char **out, size_t *outlen);
+
+struct agent_status_poll;
+/* err 0: json (not NUL-terminated, valid only during the call) is the server's answer. The
+ * poll is finished when done runs; it may not be restarted from inside done. */
+typedef void (*agent_status_done_cb)(struct agent_status_poll *p, int err, const char *json,
+				     size_t len);
+struct agent_status_poll {
+	struct loop *loop;
+	struct loop_io io;
+	struct loop_timer timer;
+	bool proxy_protocol; /* --proxy-protocol: a PROXY v2 LOCAL header goes first */
+	uint8_t req[16 + MC_HANDSHAKE_MAX + 8]; /* [PROXY LOCAL] handshake, status request */
+	size_t reqlen, reqoff;
+	uint8_t *buf; /* the response so far, allocated while a poll reads */
+	size_t len, cap;
+	bool connected;
+	uint32_t timeout_ms; /* AGENT_STATUS_TIMEOUT_MS (tests shorten it) */
+	size_t read_max;     /* AGENT_STATUS_READ_MAX */
+	agent_status_done_cb done;
+	void *data;
+};
+void agent_status_poll_init(struct agent_status_poll *p, struct loop *l, agent_status_done_cb done,
+			    void *data);
+/* Connect to local and ask; done follows from the loop (not from here). -errno when it
+ * cannot even start (then done is not called), -EBUSY while a poll runs. */
+int agent_status_poll_start(struct agent_status_poll *p, const struct net_addr *local,
+			    const char *host);
+bool agent_status_poll_busy(const struct agent_status_poll *p);
+void agent_status_poll_stop(struct agent_status_poll *p); /* no callback */
 
 struct agent;
 int agent_new(const struct agent_config *cfg, struct agent **out, char *err, size_t errlen);

@@ -86,6 +86,8 @@ static void report_json(const struct agent_event *ev)
 		o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "event", "tunnel_up", "hostname",
 			      nz(ev->hostname), "relay", nz(ev->relay), "tunnel", nz(ev->tunnel),
 			      "region", nz(ev->region), "local", nz(rep.local));
+		if (o && ev->from)
+			json_object_set_new(o, "moved_from", json_string(ev->from));
 		break;
 	case AGENT_EV_TUNNEL_DOWN:
 		o = json_pack("{s:s, s:s}", "event", "tunnel_down", "reason", nz(ev->reason));
@@ -95,6 +97,12 @@ static void report_json(const struct agent_event *ev)
 			      (json_int_t)ev->in_ms, "attempt", (int)ev->attempt);
 		if (o && ev->reason)
 			json_object_set_new(o, "reason", json_string(ev->reason));
+		if (o && ev->migrating)
+			json_object_set_new(o, "migrating", json_true());
+		break;
+	case AGENT_EV_MIGRATING:
+		o = json_pack("{s:s, s:s, s:s, s:s}", "event", "migrating", "from", nz(ev->relay),
+			      "to", nz(ev->to), "reason", nz(ev->reason));
 		break;
 	case AGENT_EV_PLAYER_OPEN:
 		o = json_pack("{s:s, s:s, s:i}", "event", "player_open", "player", nz(ev->player),
@@ -213,8 +221,12 @@ static void report_human(const struct agent_event *ev)
 		break;
 	case AGENT_EV_TUNNEL_UP:
 		snprintf(hostname, sizeof(hostname), "%s", nz(ev->hostname));
-		say("Tunnel up: players join at %s", hostname);
-		say("Forwarding to %s", nz(rep.local));
+		if (ev->from) {
+			say("Tunnel moved to relay %s: players join at %s", nz(ev->relay), hostname);
+		} else {
+			say("Tunnel up: players join at %s", hostname);
+			say("Forwarding to %s", nz(rep.local));
+		}
 		if (!rep.tty)
 			pr_info("tunnel up: %s via relay %s (tunnel %s, region %s)", hostname,
 				nz(ev->relay), nz(ev->tunnel), nz(ev->region));
@@ -227,17 +239,23 @@ static void report_human(const struct agent_event *ev)
 			pr_info("tunnel down: %s", nz(ev->reason));
 		rep.status[0] = 0;
 		break;
-	case AGENT_EV_RECONNECTING:
+	case AGENT_EV_RECONNECTING: {
+		const char *still = ev->migrating ? " (the tunnel stays up on the old relay)" : "";
 		if (rep.tty)
 			snprintf(rep.status, sizeof(rep.status),
-				 "Reconnecting in %.1f s (attempt %u)%s%s", (double)ev->in_ms / 1000,
-				 ev->attempt, ev->reason ? ": " : " ...", nz(ev->reason));
+				 "Reconnecting in %.1f s (attempt %u)%s%s%s", (double)ev->in_ms / 1000,
+				 ev->attempt, ev->reason ? ": " : " ...", nz(ev->reason), still);
 		else if (ev->reason)
-			pr_warn("%s; retrying in %llu ms (attempt %u)", ev->reason,
-				(unsigned long long)ev->in_ms, ev->attempt);
+			pr_warn("%s; retrying in %llu ms (attempt %u)%s", ev->reason,
+				(unsigned long long)ev->in_ms, ev->attempt, still);
 		else
-			pr_info("reconnecting in %llu ms (attempt %u)", (unsigned long long)ev->in_ms,
-				ev->attempt);
+			pr_info("reconnecting in %llu ms (attempt %u)%s", (unsigned long long)ev->in_ms,
+				ev->attempt, still);
+		break;
+	}
+	case AGENT_EV_MIGRATING:
+		say("Moving the tunnel from relay %s to %s (%s); players keep playing", nz(ev->relay),
+		    nz(ev->to), nz(ev->reason));
 		break;
 	case AGENT_EV_PLAYER_OPEN:
 	case AGENT_EV_PLAYER_CLOSE:

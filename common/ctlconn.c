@@ -25,7 +25,7 @@ static void ssl_errstr(char *out, size_t outlen, const char *what)
 int ctl_conn_init(struct ctl_conn *c, SSL_CTX *ctx, int fd, bool server, const char *sni)
 {
 	c->fd = fd;
-	c->inlen = c->outlen = c->outcap = 0;
+	c->inlen = c->incap = c->outlen = c->outcap = 0;
 	c->in = c->out = NULL;
 	c->handshake_done = false;
 	c->shut = false;
@@ -62,7 +62,7 @@ void ctl_conn_free(struct ctl_conn *c)
 	free(c->in);
 	free(c->out);
 	c->in = c->out = NULL;
-	c->inlen = c->outlen = c->outcap = 0;
+	c->inlen = c->incap = c->outlen = c->outcap = 0;
 }
 
 bool ctl_conn_wants_write(const struct ctl_conn *c) { return c->outlen > 0; }
@@ -71,7 +71,9 @@ int ctl_conn_send(struct ctl_conn *c, const struct ctl_msg *m)
 {
 	if (c->shut)
 		return -EPIPE;
-	uint8_t frame[CTL_HDR_LEN + CTL_PAYLOAD_MAX];
+	/* One frame can be 32 KiB: encode it outside the stack (ctl_conn_send runs inside on_msg,
+	 * on top of ctl_conn_io's read buffer). Not reentrant, so one per thread is enough. */
+	static _Thread_local uint8_t frame[CTL_HDR_LEN + CTL_PAYLOAD_MAX];
 	int n = ctl_encode(m, frame, sizeof(frame));
 	if (n < 0)
 		return n;
@@ -182,7 +184,8 @@ int ctl_conn_io(struct ctl_conn *c)
 	int rc = flush_out(c, &wr);
 	if (rc < 0)
 		return rc;
-	/* Work in a stack buffer: the carried partial frame first, then what TLS gives us. */
+	/* Work in a stack buffer (main thread, about 48 KiB): the carried partial frame first, then
+	 * what TLS gives us, at least one TLS record of room behind the largest partial frame. */
 	uint8_t buf[CTL_HDR_LEN + CTL_PAYLOAD_MAX + 16384];
 	size_t len = c->inlen;
 	if (len)
@@ -225,14 +228,22 @@ int ctl_conn_io(struct ctl_conn *c)
 		if (eof)
 			return -ECONNRESET;
 	}
-	/* carry a partial frame (always < one frame, so it fits) */
+	/* carry a partial frame (always < one frame). Only the bytes that arrived are kept: a
+	 * peer that announces a 32 KiB frame and stalls costs what it sent, not a whole frame. */
 	if (len) {
-		if (!c->in && !(c->in = malloc(CTL_HDR_LEN + CTL_PAYLOAD_MAX)))
-			return -ENOMEM;
+		size_t cap = (len + 511) & ~(size_t)511;
+		if (cap != c->incap) {
+			uint8_t *p = realloc(c->in, cap);
+			if (!p)
+				return -ENOMEM;
+			c->in = p;
+			c->incap = cap;
+		}
 		memcpy(c->in, buf, len);
 	} else {
 		free(c->in);
 		c->in = NULL;
+		c->incap = 0;
 	}
 	c->inlen = len;
 	rc = flush_out(c, &wr);

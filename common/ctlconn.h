@@ -10,6 +10,9 @@
 #include <stdint.h>
 
 #define CTL_OUT_MAX (64 * 1024) /* a peer that does not read its control channel is cut */
+/* a full-size frame fits behind up to ~32 KiB of queued small frames (PINGs, ATTACHes) */
+_Static_assert(CTL_OUT_MAX - (CTL_HDR_LEN + CTL_PAYLOAD_MAX) >= 32 * 1024 - CTL_HDR_LEN,
+	       "the control queue must hold a full-size frame");
 
 struct ctl_conn;
 /* Called for each decoded frame. Return 0 to go on, non-zero to stop reading (e.g. closed). */
@@ -25,8 +28,8 @@ struct ctl_conn {
 	/* Buffers are allocated only while they hold bytes: an idle control channel (the common
 	 * case, tens of thousands per relay) costs no buffer memory here, and OpenSSL's own record
 	 * buffers are released too (SSL_MODE_RELEASE_BUFFERS). */
-	size_t inlen, outlen, outcap;
-	uint8_t *in;  /* partial frame carried between reads, CTL_HDR_LEN + CTL_PAYLOAD_MAX */
+	size_t inlen, incap, outlen, outcap;
+	uint8_t *in;  /* partial frame carried between reads: only its bytes, < one frame */
 	uint8_t *out; /* queued frames, up to CTL_OUT_MAX */
 	char err[192];	      /* why the connection failed, for logs; never secrets */
 };

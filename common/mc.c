@@ -575,6 +575,40 @@ size_t mc_build_pong(uint8_t *out, size_t cap, const uint8_t payload8[8])
 	return 10;
 }
 
+size_t mc_build_handshake(uint8_t *out, size_t cap, int32_t protocol, const char *host,
+			  uint16_t port, int32_t next_state)
+{
+	size_t hlen = host ? strlen(host) : 0, body, total, n;
+
+	if (hlen > MC_HOST_MAX)
+		return 0;
+	body = varint_size(0x00) + varint_size((uint32_t)protocol) + varint_size((uint32_t)hlen) +
+	       hlen + 2 + varint_size((uint32_t)next_state);
+	total = varint_size((uint32_t)body) + body;
+	if (total > cap)
+		return 0;
+	n = (size_t)mc_varint_write(out, (int32_t)body);
+	n += (size_t)mc_varint_write(out + n, 0x00);
+	n += (size_t)mc_varint_write(out + n, protocol);
+	n += (size_t)mc_varint_write(out + n, (int32_t)hlen);
+	if (hlen)
+		memcpy(out + n, host, hlen);
+	n += hlen;
+	out[n++] = (uint8_t)(port >> 8);
+	out[n++] = (uint8_t)port;
+	n += (size_t)mc_varint_write(out + n, next_state);
+	return n;
+}
+
+size_t mc_build_status_request(uint8_t *out, size_t cap)
+{
+	if (cap < 2)
+		return 0;
+	out[0] = 1;
+	out[1] = 0x00;
+	return 2;
+}
+
 size_t mc_build_login_disconnect(uint8_t *out, size_t cap, const char *reason)
 {
 	return build_json_packet(out, cap, 0x00, put_text_json, reason ? reason : "");

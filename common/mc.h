@@ -83,6 +83,13 @@ size_t mc_build_status_response(uint8_t *out, size_t cap, int32_t protocol,
 				const char *version_name, const char *motd);
 size_t mc_build_pong(uint8_t *out, size_t cap, const uint8_t payload8[8]);
 size_t mc_build_login_disconnect(uint8_t *out, size_t cap, const char *reason);
+/* What a client sends to ask a server for its status (the agent polls its local server this
+ * way): the handshake (0x00: protocol, host as a String of at most MC_HOST_MAX bytes, port,
+ * next state) and the empty Status Request (0x00). Bytes written, or 0 if cap is too small or
+ * the host too long. */
+size_t mc_build_handshake(uint8_t *out, size_t cap, int32_t protocol, const char *host,
+			  uint16_t port, int32_t next_state);
+size_t mc_build_status_request(uint8_t *out, size_t cap);
 /* 0xFF kick answering a legacy ping, in the 1.4+ "\xa71\0proto\0version\0motd\0players\0max"
  * form, UTF-16BE. */
 size_t mc_build_legacy_kick(uint8_t *out, size_t cap, int32_t protocol, const char *version_name,

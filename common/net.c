@@ -176,6 +176,64 @@ void net_tune_stream(int fd)
 	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 }
 
+int net_keepalive(int fd, int idle_s)
+{
+	int one = 1, idle = idle_s > 0 ? idle_s : NET_KEEPALIVE_IDLE_S;
+	int intvl = NET_KEEPALIVE_INTVL_S, cnt = NET_KEEPALIVE_CNT;
+	unsigned int uto = NET_USER_TIMEOUT_MS;
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto)) < 0)
+		return -errno;
+	return 0;
+}
+
+int net_resolve_all(const char *s, struct net_addr *out, size_t max, char *err, size_t errlen)
+{
+	char host[256];
+	uint16_t port;
+	if (max == 0)
+		return -EINVAL;
+	if (net_split_hostport(s, host, sizeof(host), &port))
+		return net_parse_addr(s, &out[0], false, err, errlen); /* -EINVAL + message */
+	struct in6_addr tmp;
+	if (inet_pton(AF_INET, host, &tmp) == 1 || inet_pton(AF_INET6, host, &tmp) == 1) {
+		int rc = net_parse_addr(s, &out[0], false, err, errlen);
+		return rc ? rc : 1;
+	}
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+	int rc = getaddrinfo(host, NULL, &hints, &res);
+	if (rc || !res) {
+		snprintf(err, errlen, "cannot resolve '%s': %s", host, gai_strerror(rc));
+		return -EHOSTUNREACH;
+	}
+	size_t n = 0;
+	for (struct addrinfo *ai = res; ai && n < max; ai = ai->ai_next) {
+		if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+		    ai->ai_addrlen > sizeof(out[n].ss))
+			continue;
+		struct net_addr a = {.len = ai->ai_addrlen};
+		memcpy(&a.ss, ai->ai_addr, ai->ai_addrlen);
+		if (a.ss.ss_family == AF_INET)
+			((struct sockaddr_in *)&a.ss)->sin_port = htons(port);
+		else
+			((struct sockaddr_in6 *)&a.ss)->sin6_port = htons(port);
+		bool dup = false;
+		for (size_t i = 0; i < n && !dup; i++)
+			dup = out[i].len == a.len && !memcmp(&out[i].ss, &a.ss, a.len);
+		if (!dup)
+			out[n++] = a;
+	}
+	freeaddrinfo(res);
+	if (!n) {
+		snprintf(err, errlen, "cannot resolve '%s': no IPv4 or IPv6 address", host);
+		return -EHOSTUNREACH;
+	}
+	return (int)n;
+}
+
 void rand_bytes(void *buf, size_t n)
 {
 	uint8_t *p = buf;

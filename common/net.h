@@ -26,6 +26,21 @@ int net_set_nonblock(int fd);
 int net_so_error(int fd);
 void net_tune_stream(int fd); /* TCP_NODELAY + keepalive: game traffic is latency bound */
 
+/* Keepalive for long-lived connections that may sit idle behind NAT or a stateful firewall
+ * (control channel, pooled data connections, relay-to-relay): probes after idle_s of silence,
+ * every NET_KEEPALIVE_INTVL_S, dead after NET_KEEPALIVE_CNT unanswered, and unacknowledged
+ * data fails the connection after NET_USER_TIMEOUT_MS. 0 or -errno. */
+#define NET_KEEPALIVE_IDLE_S 15
+#define NET_KEEPALIVE_INTVL_S 5
+#define NET_KEEPALIVE_CNT 3
+#define NET_USER_TIMEOUT_MS 30000
+int net_keepalive(int fd, int idle_s);
+
+/* Every address "host:port" resolves to (DNS round robin, IPv4 and IPv6), duplicates dropped,
+ * in getaddrinfo's order, at most max. A numeric host gives one. Blocking like net_parse_addr.
+ * Returns the count (>= 1) or -errno with the reason in err. */
+int net_resolve_all(const char *s, struct net_addr *out, size_t max, char *err, size_t errlen);
+
 /* Random bytes from getrandom(2); aborts only if the kernel cannot give them. */
 void rand_bytes(void *buf, size_t n);
 uint64_t rand_u64(void);

@@ -10,8 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const type_names[] = {"?",	  "HELLO", "WELCOME", "ERROR", "ATTACH",
-					 "PING", "PONG",  "MOVE",    "GOODBYE"};
+static const char *const type_names[] = {"?",	 "HELLO", "WELCOME", "ERROR",  "ATTACH",
+					 "PING", "PONG",  "MOVE",    "GOODBYE", "STATUS"};
 
 const char *ctl_type_name(uint8_t type)
 {
@@ -64,6 +64,42 @@ static int get_uint(json_t *o, const char *key, uint64_t *out, uint64_t max, boo
 	return 0;
 }
 
+/* A WELCOME peer: "name:port" (letters, digits, '.', '-') or "[v6]:port" / "v4:port", port
+ * 1..65535, at most CTL_PEER_ADDR_MAX bytes. Anything else is dropped, never an error: a relay's
+ * hint must not cost the agent its session. */
+static bool peer_ok(json_t *v)
+{
+	char host[CTL_PEER_ADDR_MAX + 1];
+	uint16_t port;
+	if (!json_is_string(v))
+		return false;
+	size_t n = json_string_length(v);
+	const char *s = json_string_value(v);
+	if (n == 0 || n > CTL_PEER_ADDR_MAX || memchr(s, 0, n) ||
+	    net_split_hostport(s, host, sizeof(host), &port) || port == 0)
+		return false;
+	struct in6_addr a6;
+	if (s[0] == '[')
+		return inet_pton(AF_INET6, host, &a6) == 1;
+	return strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") ==
+	       strlen(host);
+}
+
+static void get_peers(json_t *o, struct ctl_msg *m)
+{
+	json_t *a = json_object_get(o, "peers");
+	m->u.welcome.npeers = 0;
+	if (!json_is_array(a))
+		return;
+	for (size_t i = 0; i < json_array_size(a) && m->u.welcome.npeers < CTL_PEERS_MAX; i++) {
+		json_t *v = json_array_get(a, i);
+		if (!peer_ok(v))
+			continue;
+		memcpy(m->u.welcome.peers[m->u.welcome.npeers++], json_string_value(v),
+		       json_string_length(v) + 1);
+	}
+}
+
 static int decode_payload(json_t *o, struct ctl_msg *m, char *err, size_t errlen)
 {
 	uint64_t u;
@@ -98,6 +134,7 @@ static int decode_payload(json_t *o, struct ctl_msg *m, char *err, size_t errlen
 		    (rc = get_uint(o, "ping_ms", &u, 3600000, false, err, errlen)))
 			return rc;
 		m->u.welcome.ping_ms = (uint32_t)u;
+		get_peers(o, m);
 		return 0;
 	case CTL_ERROR:
 		if ((rc = get_str(o, "code", m->u.error.code, sizeof(m->u.error.code), true, err,
@@ -151,6 +188,8 @@ static int decode_payload(json_t *o, struct ctl_msg *m, char *err, size_t errlen
 			return rc;
 		return get_str(o, "reason", m->u.goodbye.reason, sizeof(m->u.goodbye.reason), false,
 			       err, errlen);
+	case CTL_STATUS:
+		return 0; /* any object: the relay sanitizes what it keeps; ctl_decode points at it */
 	}
 	return 0; /* unknown type: ignored by the caller */
 }
@@ -176,7 +215,7 @@ int ctl_decode(const uint8_t *buf, size_t len, struct ctl_msg *m, size_t *consum
 	memset(m, 0, offsetof(struct ctl_msg, u));
 	m->type = buf[1];
 	*consumed = CTL_HDR_LEN + plen;
-	if (m->type < CTL_HELLO || m->type > CTL_GOODBYE)
+	if (m->type < CTL_HELLO || m->type > CTL_TYPE_LAST)
 		return 0;
 	json_error_t jerr;
 	json_t *o = json_loadb((const char *)buf + CTL_HDR_LEN, plen,
@@ -192,11 +231,42 @@ int ctl_decode(const uint8_t *buf, size_t len, struct ctl_msg *m, size_t *consum
 	json_decref(o);
 	if (rc)
 		snprintf(err, errlen, "%s: %s", ctl_type_name(m->type), e2);
+	if (!rc && m->type == CTL_STATUS) {
+		m->u.status.json = (const char *)buf + CTL_HDR_LEN;
+		m->u.status.len = plen;
+	}
 	return rc;
+}
+
+/* STATUS carries an already-serialized object: checked (a frame the relay would reject as
+ * "not a JSON object" would cost the agent its session) and copied as it is. */
+static int encode_status(const struct ctl_msg *m, uint8_t *out, size_t cap)
+{
+	size_t n = m->u.status.len;
+	if (!m->u.status.json || n == 0)
+		return -EINVAL;
+	if (n > CTL_PAYLOAD_MAX)
+		return -EMSGSIZE;
+	if (cap < CTL_HDR_LEN || n > cap - CTL_HDR_LEN)
+		return -ENOSPC;
+	json_error_t jerr;
+	json_t *o = json_loadb(m->u.status.json, n, JSON_REJECT_DUPLICATES, &jerr);
+	bool obj = json_is_object(o);
+	json_decref(o);
+	if (!obj)
+		return -EINVAL;
+	out[0] = CTL_VERSION;
+	out[1] = CTL_STATUS;
+	out[2] = (uint8_t)(n >> 8);
+	out[3] = (uint8_t)n;
+	memcpy(out + CTL_HDR_LEN, m->u.status.json, n);
+	return (int)(CTL_HDR_LEN + n);
 }
 
 int ctl_encode(const struct ctl_msg *m, uint8_t *out, size_t cap)
 {
+	if (m->type == CTL_STATUS)
+		return encode_status(m, out, cap);
 	json_t *o = json_object();
 	if (!o)
 		return -ENOMEM;
@@ -215,6 +285,12 @@ int ctl_encode(const struct ctl_msg *m, uint8_t *out, size_t cap)
 		json_object_set_new(o, "instance", json_string(m->u.welcome.instance));
 		json_object_set_new(o, "region", json_string(m->u.welcome.region));
 		json_object_set_new(o, "ping_ms", json_integer(m->u.welcome.ping_ms));
+		if (m->u.welcome.npeers) {
+			json_t *a = json_array();
+			for (uint32_t i = 0; i < m->u.welcome.npeers && i < CTL_PEERS_MAX; i++)
+				json_array_append_new(a, json_string(m->u.welcome.peers[i]));
+			json_object_set_new(o, "peers", a);
+		}
 		break;
 	case CTL_ERROR:
 		json_object_set_new(o, "code", json_string(m->u.error.code));

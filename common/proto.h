@@ -16,10 +16,12 @@
 
 #define CTL_VERSION 1
 #define CTL_HDR_LEN 4
-#define CTL_PAYLOAD_MAX 8192
+#define CTL_PAYLOAD_MAX 32768 /* u16 length on the wire; receivers buffer only what arrived */
 #define CTL_NEED_MORE 1
 #define CTL_ATTACH_MAX 32	  /* tokens in one ATTACH */
 #define CTL_TOKEN_MAX 4096	  /* JWT bytes */
+#define CTL_PEERS_MAX 8		  /* WELCOME peers kept */
+#define CTL_PEER_ADDR_MAX 127	  /* bytes of one peer "host:port" */
 
 enum ctl_type {
 	CTL_HELLO = 1,	 /* agent -> relay: authenticate */
@@ -29,8 +31,10 @@ enum ctl_type {
 	CTL_PING = 5,	 /* either way */
 	CTL_PONG = 6,	 /* answer to PING, echoes t */
 	CTL_MOVE = 7,	 /* relay -> agent: reconnect to addr (draining / placement) */
-	CTL_GOODBYE = 8	 /* either way: orderly close */
+	CTL_GOODBYE = 8, /* either way: orderly close */
+	CTL_STATUS = 9	 /* agent -> relay: the local server's status response JSON */
 };
+#define CTL_TYPE_LAST CTL_STATUS /* highest type this build decodes */
 
 #define ATTACH_TOKEN_LEN 32 /* 8-byte id + 24-byte secret */
 #define ATTACH_ID_LEN 8
@@ -50,6 +54,10 @@ struct ctl_msg {
 			char instance[65];
 			char region[17];
 			uint32_t ping_ms;
+			/* the region's other active relays ("host:port"): where the agent re-homes
+			 * when its relay dies without a MOVE; invalid entries are dropped */
+			uint32_t npeers;
+			char peers[CTL_PEERS_MAX][CTL_PEER_ADDR_MAX + 1];
 		} welcome;
 		struct {
 			char code[32];
@@ -69,9 +77,15 @@ struct ctl_msg {
 			char reason[64];
 		} move;
 		struct {
-			char code[32];	 /* "replaced", "draining", "taken_over", "shutdown" */
+			char code[32]; /* "replaced", "draining", "taken_over", "shutdown", "moved" */
 			char reason[128];
 		} goodbye;
+		struct {
+			/* decode: points into the frame (valid only during the on_msg callback);
+			 * encode: an already-serialized JSON object, copied as is */
+			const char *json;
+			size_t len;
+		} status;
 	} u;
 };
 

@@ -95,13 +95,16 @@ function nextServerConn (timeoutMs = 10000) {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => { onConn = null; reject(new Error(`the local server saw no connection within ${timeoutMs} ms`)) }, timeoutMs)
     onConn = (c) => {
-      clearTimeout(t)
-      onConn = null
       // the handshake arrives first and whole; what follows is the test's stream
       let got = Buffer.alloc(0)
       const take = (d) => {
         got = Buffer.concat([got, d])
+        // the agent also pings the server's status (handshake next state 1, the frame's last
+        // byte): that is not the player
+        if (got.length > got[0] && got[got[0]] === 1) { c.off('data', take); c.destroy(); return }
         if (got.length < hs) return
+        clearTimeout(t)
+        onConn = null
         c.off('data', take)
         c.pause()
         const rest = got.subarray(hs)

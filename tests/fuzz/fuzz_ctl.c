@@ -1,6 +1,8 @@
-/* libFuzzer target: the control-protocol decoder (frames + JSON payloads) and the data
- * connection header parser, fed arbitrary bytes. Every successfully decoded message must
- * re-encode and decode to the same type. */
+/* libFuzzer target: the control-protocol decoder (frames + JSON payloads, STATUS and WELCOME
+ * peers included) and the data connection header parser, fed arbitrary bytes. Every
+ * successfully decoded message must re-encode and decode to the same type; a STATUS must point
+ * inside the input and come back byte for byte, WELCOME peers must survive the trip.
+ * Seeds: tests/fuzz/corpus/fuzz_ctl/. */
 #include "proto.h"
 
 #include <stdint.h>
@@ -23,13 +25,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (used == 0 || used > size - off)
 			abort();
 		off += used;
-		if (m.type >= CTL_HELLO && m.type <= CTL_GOODBYE) {
+		if (m.type == CTL_STATUS &&
+		    (m.u.status.json != (const char *)data + off - used + CTL_HDR_LEN ||
+		     m.u.status.len != used - CTL_HDR_LEN))
+			abort();
+		if (m.type == CTL_WELCOME && m.u.welcome.npeers > CTL_PEERS_MAX)
+			abort();
+		if (m.type >= CTL_HELLO && m.type <= CTL_TYPE_LAST) {
 			int n = ctl_encode(&m, out, sizeof(out));
+			if (m.type == CTL_STATUS && n < 0)
+				abort(); /* what the decoder accepts, the encoder must take */
 			if (n > 0) {
 				size_t u2 = 0;
 				if (ctl_decode(out, (size_t)n, &m2, &u2, err, sizeof(err)) != 0 ||
 				    m2.type != m.type || u2 != (size_t)n)
 					abort();
+				if (m.type == CTL_STATUS &&
+				    (m2.u.status.len != m.u.status.len ||
+				     memcmp(m2.u.status.json, m.u.status.json, m.u.status.len)))
+					abort();
+				if (m.type == CTL_WELCOME) {
+					if (m2.u.welcome.npeers != m.u.welcome.npeers)
+						abort();
+					for (uint32_t i = 0; i < m.u.welcome.npeers; i++)
+						if (strcmp(m2.u.welcome.peers[i], m.u.welcome.peers[i]))
+							abort();
+				}
 			}
 		}
 	}

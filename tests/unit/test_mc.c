@@ -1010,6 +1010,77 @@ static void test_legacy_kick_fits_the_clients_256_character_limit(void **state)
 
 /* ---- mc_normalise_host --------------------------------------------------------------------- */
 
+struct hs_in {
+	int32_t protocol;
+	const char *host;
+	uint16_t port;
+};
+
+static size_t build_hs(uint8_t *out, size_t cap, const void *arg)
+{
+	const struct hs_in *h = arg;
+
+	return mc_build_handshake(out, cap, h->protocol, h->host, h->port, MC_NEXT_STATUS);
+}
+
+static void test_handshake_builder_round_trips_through_the_parser(void **state)
+{
+	/* the agent pings with protocol -1 (5-byte VarInt); a real one and the longest host too */
+	char longest[MC_HOST_MAX + 1];
+	struct hs_in cases[] = {
+		{ -1, "brave-otter.eu.dvv.test", 25565 },
+		{ 767, "a.b", 65535 },
+		{ 47, longest, 1 },
+	};
+	struct mc_handshake hs;
+	uint8_t pkt[MC_HANDSHAKE_MAX];
+	char err[160];
+
+	(void)state;
+	memset(longest, 'h', MC_HOST_MAX);
+	longest[MC_HOST_MAX] = '\0';
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t n = build_hs(pkt, sizeof(pkt), &cases[i]);
+
+		assert_true(n > 0);
+		expect_rc(mc_parse_handshake(pkt, n, &hs, err, sizeof(err)), 0, "built handshake",
+			  err);
+		expect_num(hs.frame_len, n, "the parser takes exactly what was built");
+		expect_num(hs.protocol, cases[i].protocol, "protocol");
+		expect_str(hs.host, cases[i].host, "host");
+		expect_num(hs.port, cases[i].port, "port");
+		expect_num(hs.next_state, MC_NEXT_STATUS, "next state");
+		expect_zero_below_size(build_hs, &cases[i], n, "handshake");
+	}
+	/* -1 is the convention for "which version are you?": FF FF FF FF 0F on the wire */
+	size_t n = build_hs(pkt, sizeof(pkt), &cases[0]);
+
+	expect_num(pkt[0], n - 1, "frame length");
+	assert_memory_equal(pkt + 2, "\xff\xff\xff\xff\x0f", 5);
+	/* a host the protocol's String(255) cannot carry is refused, not cut */
+	char toolong[MC_HOST_MAX + 2];
+
+	memset(toolong, 'x', MC_HOST_MAX + 1);
+	toolong[MC_HOST_MAX + 1] = '\0';
+	expect_num(mc_build_handshake(pkt, sizeof(pkt), 767, toolong, 25565, 1), 0,
+		   "host of 256 bytes");
+}
+
+static void test_status_request_is_the_empty_packet_0(void **state)
+{
+	uint8_t pkt[4];
+	const uint8_t *p;
+	size_t plen, used;
+	int32_t id;
+
+	(void)state;
+	expect_num(mc_build_status_request(pkt, 1), 0, "into 1 byte");
+	expect_num(mc_build_status_request(pkt, sizeof(pkt)), 2, "size");
+	expect_rc(mc_parse_packet(pkt, 2, 64, &id, &p, &plen, &used), 0, "status request", "");
+	expect_num(id, 0, "id");
+	expect_num(plen, 0, "payload");
+}
+
 static void test_normalise_host_for_configured_names(void **state)
 {
 	char out[MC_HOST_MAX + 1], err[128] = "";
@@ -1063,6 +1134,8 @@ int main(void)
 		cmocka_unit_test(test_legacy_kick_layout),
 		cmocka_unit_test(test_legacy_kick_fits_the_clients_256_character_limit),
 		cmocka_unit_test(test_normalise_host_for_configured_names),
+		cmocka_unit_test(test_handshake_builder_round_trips_through_the_parser),
+		cmocka_unit_test(test_status_request_is_the_empty_packet_0),
 	};
 
 	return cmocka_run_group_tests_name("mc", tests, NULL, NULL);

@@ -5,12 +5,22 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "ctlconn.h"
 #include "proto.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static size_t frame(uint8_t *out, uint8_t type, const char *json)
@@ -151,6 +161,275 @@ static void unknown_types_are_skipped(void **state)
 	assert_int_equal(used, n);
 }
 
+/* A STATUS frame big enough to need the 32 KiB limit: the server's JSON as the agent read it. */
+static char *status_json(size_t total)
+{
+	static const char head[] = "{\"version\":{\"name\":\"1.21.1\",\"protocol\":767},"
+				   "\"players\":{\"max\":20,\"online\":3},\"favicon\":\"";
+	char *s = malloc(total + 1);
+	assert_non_null(s);
+	size_t h = strlen(head);
+	assert_true(total > h + 2);
+	memcpy(s, head, h);
+	memset(s + h, 'A', total - h - 2);
+	memcpy(s + total - 2, "\"}", 2);
+	s[total] = 0;
+	return s;
+}
+
+static void status_round_trip_points_into_the_frame(void **state)
+{
+	static uint8_t buf[CTL_HDR_LEN + CTL_PAYLOAD_MAX];
+	/* the largest payload there is */
+	char *json = status_json(CTL_PAYLOAD_MAX);
+	struct ctl_msg in = {.type = CTL_STATUS};
+	in.u.status.json = json;
+	in.u.status.len = strlen(json);
+	int n = ctl_encode(&in, buf, sizeof(buf));
+	assert_int_equal(n, CTL_HDR_LEN + CTL_PAYLOAD_MAX);
+	assert_int_equal(buf[1], CTL_STATUS);
+	size_t used;
+	char err[160] = "";
+	assert_int_equal(ctl_decode(buf, (size_t)n - 1, &m, &used, err, sizeof(err)),
+			 CTL_NEED_MORE);
+	assert_int_equal(ctl_decode(buf, (size_t)n, &m, &used, err, sizeof(err)), 0);
+	assert_int_equal(used, n);
+	assert_int_equal(m.type, CTL_STATUS);
+	/* no copy: the payload is read where it lies */
+	assert_ptr_equal(m.u.status.json, (const char *)buf + CTL_HDR_LEN);
+	assert_int_equal(m.u.status.len, CTL_PAYLOAD_MAX);
+	assert_memory_equal(m.u.status.json, json, CTL_PAYLOAD_MAX);
+	assert_string_equal(ctl_type_name(CTL_STATUS), "STATUS");
+	/* a small one, and the buffer must hold it */
+	in.u.status.json = "{\"description\":\"hi\"}";
+	in.u.status.len = strlen(in.u.status.json);
+	assert_int_equal(ctl_encode(&in, buf, CTL_HDR_LEN + in.u.status.len - 1), -ENOSPC);
+	assert_int_equal(ctl_encode(&in, buf, CTL_HDR_LEN + in.u.status.len),
+			 (int)(CTL_HDR_LEN + in.u.status.len));
+	free(json);
+}
+
+static void status_too_big_or_not_an_object_is_refused(void **state)
+{
+	static uint8_t buf[CTL_HDR_LEN + CTL_PAYLOAD_MAX + 64];
+	char *json = status_json(CTL_PAYLOAD_MAX + 1);
+	struct ctl_msg in = {.type = CTL_STATUS};
+	in.u.status.json = json;
+	in.u.status.len = strlen(json);
+	assert_int_equal(ctl_encode(&in, buf, sizeof(buf)), -EMSGSIZE);
+	/* on the wire: one byte over the limit is refused as soon as the header is read */
+	buf[0] = CTL_VERSION;
+	buf[1] = CTL_STATUS;
+	buf[2] = (uint8_t)((CTL_PAYLOAD_MAX + 1) >> 8);
+	buf[3] = (uint8_t)(CTL_PAYLOAD_MAX + 1);
+	expect_reject(buf, CTL_HDR_LEN, "exceeds 32768");
+	free(json);
+	/* the encoder never emits what the relay would reject as a protocol error */
+	const char *bad[] = {"[1,2,3]", "\"text\"", "{\"a\":1", "{\"a\":1,\"a\":2}", "{\"a\":\"\xff\"}", ""};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		in.u.status.json = bad[i];
+		in.u.status.len = strlen(bad[i]);
+		if (ctl_encode(&in, buf, sizeof(buf)) != -EINVAL)
+			fail_msg("STATUS '%s' was encoded", bad[i]);
+	}
+	in.u.status.json = NULL;
+	assert_int_equal(ctl_encode(&in, buf, sizeof(buf)), -EINVAL);
+	/* and the decoder refuses them */
+	size_t n = frame(buf, CTL_STATUS, "[1,2,3]");
+	expect_reject(buf, n, "STATUS payload is not a JSON object");
+	n = frame(buf, CTL_STATUS, "{\"players\":");
+	expect_reject(buf, n, "STATUS payload is not a JSON object");
+	n = frame(buf, CTL_STATUS, "{}");
+	size_t used;
+	char err[160];
+	assert_int_equal(ctl_decode(buf, n, &m, &used, err, sizeof(err)), 0);
+	assert_int_equal(m.u.status.len, 2);
+}
+
+static void welcome_peers(void **state)
+{
+	uint8_t buf[CTL_HDR_LEN + CTL_PAYLOAD_MAX];
+	size_t used;
+	char err[160] = "";
+	/* without peers (today's relays) */
+	size_t n = frame(buf, CTL_WELCOME, "{\"hostname\":\"a.eu.dvv.one\",\"ping_ms\":15000}");
+	assert_int_equal(ctl_decode(buf, n, &m, &used, err, sizeof(err)), 0);
+	assert_int_equal(m.u.welcome.npeers, 0);
+	/* round trip */
+	struct ctl_msg in = {.type = CTL_WELCOME};
+	strcpy(in.u.welcome.hostname, "a.eu.dvv.one");
+	in.u.welcome.npeers = 3;
+	strcpy(in.u.welcome.peers[0], "10.0.0.2:7000");
+	strcpy(in.u.welcome.peers[1], "[2001:db8::1]:7000");
+	strcpy(in.u.welcome.peers[2], "relay-3.eu.dvv.one:7000");
+	int k = ctl_encode(&in, buf, sizeof(buf));
+	assert_true(k > 0);
+	assert_int_equal(ctl_decode(buf, (size_t)k, &m, &used, err, sizeof(err)), 0);
+	assert_int_equal(m.u.welcome.npeers, 3);
+	for (int i = 0; i < 3; i++)
+		assert_string_equal(m.u.welcome.peers[i], in.u.welcome.peers[i]);
+	/* junk is dropped one entry at a time, never the WELCOME; at most 8 are kept */
+	char big[200], json[2048];
+	memset(big, 'a', sizeof(big));
+	snprintf(json, sizeof(json),
+		 "{\"hostname\":\"h\",\"peers\":[1,null,\"nocolon\",\"h:0\",\"h:70000\",\"h:p\","
+		 "\"bad host:1\",\"tab\\there:1\",\"2001:db8::1:7000\",\"[nonsense]:1\",\"%.*s:7000\","
+		 "\"ok-1.example:1\",{},\"1.2.3.4:2\",\"p3:3\",\"p4:4\",\"p5:5\",\"p6:6\",\"p7:7\","
+		 "\"p8:8\",\"p9:9\"]}",
+		 CTL_PEER_ADDR_MAX - 5, big);
+	n = frame(buf, CTL_WELCOME, json);
+	assert_int_equal(ctl_decode(buf, n, &m, &used, err, sizeof(err)), 0);
+	assert_string_equal(m.u.welcome.hostname, "h");
+	assert_int_equal(m.u.welcome.npeers, CTL_PEERS_MAX);
+	assert_int_equal(strlen(m.u.welcome.peers[0]), CTL_PEER_ADDR_MAX);
+	assert_string_equal(m.u.welcome.peers[1], "ok-1.example:1");
+	assert_string_equal(m.u.welcome.peers[2], "1.2.3.4:2");
+	assert_string_equal(m.u.welcome.peers[7], "p7:7"); /* p8, p9: beyond the 8 kept */
+	/* one byte longer than CTL_PEER_ADDR_MAX is dropped */
+	snprintf(json, sizeof(json), "{\"hostname\":\"h\",\"peers\":[\"%.*s:7000\"]}",
+		 CTL_PEER_ADDR_MAX - 4, big);
+	n = frame(buf, CTL_WELCOME, json);
+	assert_int_equal(ctl_decode(buf, n, &m, &used, err, sizeof(err)), 0);
+	assert_int_equal(m.u.welcome.npeers, 0);
+	/* not an array: ignored too */
+	n = frame(buf, CTL_WELCOME, "{\"hostname\":\"h\",\"peers\":\"1.2.3.4:5\"}");
+	assert_int_equal(ctl_decode(buf, n, &m, &used, err, sizeof(err)), 0);
+	assert_int_equal(m.u.welcome.npeers, 0);
+}
+
+static void goodbye_moved_round_trip(void **state)
+{
+	uint8_t buf[512];
+	struct ctl_msg in = {.type = CTL_GOODBYE};
+	strcpy(in.u.goodbye.code, "moved");
+	strcpy(in.u.goodbye.reason, "session moved to 10.0.0.2:7000");
+	int n = ctl_encode(&in, buf, sizeof(buf));
+	assert_true(n > 0);
+	size_t used;
+	char err[160];
+	assert_int_equal(ctl_decode(buf, (size_t)n, &m, &used, err, sizeof(err)), 0);
+	assert_string_equal(m.u.goodbye.code, "moved");
+	assert_string_equal(m.u.goodbye.reason, in.u.goodbye.reason);
+}
+
+/* ---- the TLS transport with full-size frames ---- */
+
+/* A throwaway self-signed P-256 certificate and key as PEM files (tls_server_ctx wants paths). */
+static void make_cert(char cert_path[64], char key_path[64])
+{
+	EVP_PKEY *pk = EVP_EC_gen("P-256");
+	assert_non_null(pk);
+	X509 *x = X509_new();
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+	X509_gmtime_adj(X509_getm_notBefore(x), -60);
+	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+	X509_set_pubkey(x, pk);
+	X509_NAME *n = X509_get_subject_name(x);
+	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1, 0);
+	X509_set_issuer_name(x, n);
+	assert_true(X509_sign(x, pk, EVP_sha256()) > 0);
+	strcpy(cert_path, "/tmp/dvv-test-cert-XXXXXX");
+	strcpy(key_path, "/tmp/dvv-test-key-XXXXXX");
+	int cfd = mkstemp(cert_path), kfd = mkstemp(key_path);
+	assert_true(cfd >= 0 && kfd >= 0);
+	FILE *cf = fdopen(cfd, "w"), *kf = fdopen(kfd, "w");
+	assert_true(PEM_write_X509(cf, x) == 1);
+	assert_true(PEM_write_PrivateKey(kf, pk, NULL, NULL, 0, NULL, NULL) == 1);
+	fclose(cf);
+	fclose(kf);
+	X509_free(x);
+	EVP_PKEY_free(pk);
+}
+
+static struct {
+	int n;
+	size_t status_len;
+	bool status_ok;
+	uint64_t last_ping;
+} got;
+static const char *want_status;
+
+static int collect(struct ctl_conn *c, const struct ctl_msg *msg)
+{
+	got.n++;
+	if (msg->type == CTL_STATUS) {
+		got.status_len = msg->u.status.len;
+		got.status_ok = msg->u.status.len == strlen(want_status) &&
+				!memcmp(msg->u.status.json, want_status, msg->u.status.len);
+	} else if (msg->type == CTL_PING) {
+		got.last_ping = msg->u.ping.t;
+	}
+	return 0;
+}
+
+static void ctlconn_carries_full_size_frames_buffering_only_what_arrived(void **state)
+{
+	char cert[64], key[64], err[256];
+	make_cert(cert, key);
+	SSL_CTX *sctx = tls_server_ctx(cert, key, err, sizeof(err));
+	SSL_CTX *cctx = tls_client_ctx(cert, NULL, err, sizeof(err));
+	assert_non_null(sctx);
+	assert_non_null(cctx);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	int small = 4096; /* the frame crosses in many pieces */
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	for (int i = 0; i < 2; i++)
+		fcntl(sv[i], F_SETFL, fcntl(sv[i], F_GETFL) | O_NONBLOCK);
+	struct ctl_conn srv, cli;
+	assert_int_equal(ctl_conn_init(&srv, sctx, sv[1], true, NULL), 0);
+	assert_int_equal(ctl_conn_init(&cli, cctx, sv[0], false, NULL), 0);
+	srv.on_msg = collect;
+	cli.on_msg = collect;
+	char *json = status_json(CTL_PAYLOAD_MAX);
+	want_status = json;
+	memset(&got, 0, sizeof(got));
+	struct ctl_msg st = {.type = CTL_STATUS};
+	st.u.status.json = json;
+	st.u.status.len = CTL_PAYLOAD_MAX;
+	struct ctl_msg ping = {.type = CTL_PING};
+	ping.u.ping.t = 77;
+	/* queued before the handshake: a full frame and a small one fit the 64 KiB queue */
+	assert_int_equal(ctl_conn_send(&cli, &st), 0);
+	assert_int_equal(ctl_conn_send(&cli, &ping), 0);
+	bool partial_seen = false;
+	for (int i = 0; i < 20000 && got.n < 2; i++) {
+		assert_true(ctl_conn_io(&cli) >= 0);
+		assert_true(ctl_conn_io(&srv) >= 0);
+		if (srv.inlen > CTL_HDR_LEN) {
+			/* a partial frame is held in a buffer the size of what arrived */
+			partial_seen = true;
+			if (srv.incap < srv.inlen || srv.incap - srv.inlen >= 512)
+				fail_msg("holding %zu bytes of a partial frame in %zu", srv.inlen,
+					 srv.incap);
+		}
+	}
+	assert_true(partial_seen);
+	assert_int_equal(got.n, 2);
+	assert_int_equal(got.status_len, CTL_PAYLOAD_MAX);
+	assert_true(got.status_ok);
+	assert_int_equal(got.last_ping, 77);
+	/* nothing held once the frames are delivered */
+	assert_null(srv.in);
+	assert_int_equal(srv.incap, 0);
+	/* over the 64 KiB queue cap: refused, not buffered (a peer that does not read is cut) */
+	srv.on_msg = NULL; /* nothing is read from here on */
+	assert_int_equal(ctl_conn_send(&cli, &st), 0);
+	assert_int_equal(ctl_conn_send(&cli, &st), -ENOBUFS);
+	assert_int_equal(cli.outlen, CTL_HDR_LEN + CTL_PAYLOAD_MAX);
+	assert_int_equal(ctl_conn_send(&cli, &ping), 0); /* small ones still fit behind it */
+	ctl_conn_free(&cli);
+	ctl_conn_free(&srv);
+	close(sv[0]);
+	close(sv[1]);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+	unlink(cert);
+	unlink(key);
+	free(json);
+}
+
 static void data_header_round_trip(void **state)
 {
 	struct data_hdr h = {0}, back;
@@ -247,6 +526,11 @@ int main(void)
 		cmocka_unit_test(two_frames_in_one_buffer),
 		cmocka_unit_test(malformed_frames_are_rejected),
 		cmocka_unit_test(unknown_types_are_skipped),
+		cmocka_unit_test(status_round_trip_points_into_the_frame),
+		cmocka_unit_test(status_too_big_or_not_an_object_is_refused),
+		cmocka_unit_test(welcome_peers),
+		cmocka_unit_test(goodbye_moved_round_trip),
+		cmocka_unit_test(ctlconn_carries_full_size_frames_buffering_only_what_arrived),
 		cmocka_unit_test(data_header_round_trip),
 		cmocka_unit_test(byte_codec_round_trips_and_refuses_unknown_families),
 		cmocka_unit_test(proxy_v2_ipv4_header),
