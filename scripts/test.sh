@@ -4,10 +4,10 @@
 # with real Minecraft clients and servers. Ends with "N passed, N failed".
 #
 #   scripts/test.sh                 everything
-#   scripts/test.sh PART            one part: unit fuzz e2e splice netns redis cluster
+#   scripts/test.sh PART            one part: unit fuzz e2e splice netns redis cluster chaos
 #   FUZZ_SECONDS=60 scripts/test.sh fuzz
 #
-# splice, netns, redis and cluster need root (BPF, bpffs, network namespaces); CI runs as root.
+# splice, netns, redis, cluster and chaos need root (BPF, bpffs, network namespaces); CI runs as root.
 # Without root those parts are reported as failed, never silently skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -149,6 +149,13 @@ fi
 if want cluster; then
   echo "== replicas: 3 relays in network namespaces, standalone Redis and a 6-node Redis Cluster"
   node_tests cluster DVV_BUILD=build-san -- tests/cluster/
+fi
+
+if want chaos; then
+  echo "== failure scenarios: drain, migration, crash, Redis outage, partitions, floods, storms, NAT idle timeout"
+  rm -f /tmp/dvv-chaos-table.md
+  node_tests chaos DVV_BUILD=build-san -- tests/chaos/
+  [[ -f /tmp/dvv-chaos-table.md ]] && cat /tmp/dvv-chaos-table.md
 fi
 
 echo

@@ -8,11 +8,10 @@
 
 import { before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import fs from 'node:fs'
 import net from 'node:net'
 import * as h from '../e2e/harness.mjs'
 import { join, ping } from '../e2e/mc-client.mjs'
-import { Traffic, renderTable } from './traffic.mjs'
+import { Traffic, renderTable, appendTable } from './traffic.mjs'
 import { DevCluster, ownerOf } from './cluster.mjs'
 import { Fleet } from './agents.mjs'
 import { execFile } from 'node:child_process'
@@ -64,7 +63,7 @@ before(h.withLogs('chaos cluster up', async () => {
 after(async () => {
   const table = renderTable(rows)
   process.stderr.write(`\n[chaos] failure table\n${table}\n`)
-  try { fs.writeFileSync('/tmp/dvv-chaos-table.md', table + '\n') } catch {}
+  try { appendTable('/tmp/dvv-chaos-table.md', rows) } catch {}
   await h.cleanup()
   await cl.down()
 })

@@ -16,6 +16,7 @@ import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import * as h from '../e2e/harness.mjs'
 import { join } from '../e2e/mc-client.mjs'
+import { appendTable } from './traffic.mjs'
 
 const run = promisify(execFile)
 const HOME = 'dvvnat-home'
@@ -104,4 +105,9 @@ h.scenario(`after ${IDLE_S} s without players behind a NAT that forgets idle flo
   const downs = agent.proc.events.filter((e) => e.event === 'tunnel_down')
   assert.equal(downs.length, 0, `expected the control channel to survive the idle period, got ${JSON.stringify(downs)}`)
   process.stderr.write(`[chaos] NAT idle: joins after ${IDLE_S} s idle took ${results.map((r) => r.ms).join(', ')} ms\n`)
+  appendTable('/tmp/dvv-chaos-table.md', [{
+    name: `NAT forgets idle flows after ${NAT_TIMEOUT_S} s; ${IDLE_S} s without players`,
+    stats: { players: 0, dropped: 0, chats: 0, echoesLost: 0, joins: results.length + 1, joinsOk: results.filter((r) => r.ok).length + 1, joinsFailedAfterFault: bad.length, hangs: 0, recoveryMs: 0 },
+    notes: `joins after the idle period took ${results.map((r) => r.ms).join(', ')} ms; control channel never dropped`
+  }])
 })

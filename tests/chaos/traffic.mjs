@@ -10,6 +10,7 @@
 //
 // Nothing here decides pass or fail: scenarios assert on the numbers.
 
+import fs from 'node:fs'
 import net from 'node:net'
 import { createRequire } from 'node:module'
 import { join, textOf, DEFAULT_VERSION } from '../e2e/mc-client.mjs'
@@ -218,14 +219,23 @@ export class Traffic {
   }
 }
 
+const TABLE_HEAD = ['scenario', 'players dropped', 'echoes lost', 'joins ok', 'joins failed after the fault', 'of which hung', 'recovery s', 'notes']
+
+function tableRow (r) {
+  const s = r.stats || {}
+  const rec = s.recoveryMs === null || s.recoveryMs === undefined ? 'never' : (s.recoveryMs / 1000).toFixed(1)
+  return `| ${r.name} | ${s.dropped ?? '-'}/${s.players ?? '-'} | ${s.echoesLost ?? '-'}/${s.chats ?? '-'} | ${s.joinsOk ?? '-'}/${s.joins ?? '-'} | ${s.joinsFailedAfterFault ?? '-'} | ${s.hangs ?? '-'} | ${rec} | ${r.notes || ''} |`
+}
+
 /** The table the suite prints: one row per scenario. */
 export function renderTable (rows) {
-  const head = ['scenario', 'players dropped', 'echoes lost', 'joins ok', 'joins failed', 'of which hangs', 'recovery s', 'notes']
-  const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`]
-  for (const r of rows) {
-    const s = r.stats || {}
-    const rec = s.recoveryMs === null || s.recoveryMs === undefined ? 'never' : (s.recoveryMs / 1000).toFixed(1)
-    lines.push(`| ${r.name} | ${s.dropped ?? '-'}/${s.players ?? '-'} | ${s.echoesLost ?? '-'}/${s.chats ?? '-'} | ${s.joinsOk ?? '-'}/${s.joins ?? '-'} | ${s.joinsFailedAfterFault ?? '-'} | ${s.hangs ?? '-'} | ${rec} | ${r.notes || ''} |`)
-  }
-  return lines.join('\n')
+  return [`| ${TABLE_HEAD.join(' | ')} |`, `|${TABLE_HEAD.map(() => '---').join('|')}|`, ...rows.map(tableRow)].join('\n')
+}
+
+/** Append rows to the run's table file (each chaos test file adds its own; the header once). */
+export function appendTable (file, rows) {
+  if (!rows.length) return
+  let head = ''
+  if (!fs.existsSync(file)) head = renderTable([]) + '\n'
+  fs.appendFileSync(file, head + rows.map(tableRow).join('\n') + '\n')
 }
