@@ -680,11 +680,14 @@ static void on_targets(struct rc *rc, redisReply *rep, void *priv)
 	struct targets_ctx *c = priv;
 	const char *addrs[64];
 	size_t n = 0;
-	if (rep && rep->type == REDIS_REPLY_ARRAY)
+	bool err = !rep || rep->type != REDIS_REPLY_ARRAY;
+	if (err)
+		M_INC(redis_errors_total);
+	else
 		for (size_t i = 0; i < rep->elements && n < 64; i++)
 			if (rep->element[i]->type == REDIS_REPLY_STRING && rep->element[i]->len < 128)
 				addrs[n++] = rep->element[i]->str;
-	c->cb(c->r, c->priv, addrs, n);
+	c->cb(c->r, c->priv, err, addrs, n);
 	free(c);
 }
 
