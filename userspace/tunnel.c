@@ -290,6 +290,10 @@ void agent_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		}
 		loop_timer_arm(l, &d->timer, (uint64_t)r->cfg.ctl_auth_timeout_ms);
 		dlist_add_tail(&r->dataconns, &d->all);
+		/* the agent's first bytes usually came with the connection: handle them now, so a
+		 * pool refill (many connections at once from one address) leaves the unauthenticated
+		 * count before the next accept */
+		data_io_cb(l, &d->io, EPOLLIN);
 	}
 }
 
