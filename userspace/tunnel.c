@@ -80,10 +80,8 @@ static struct tunnel *lookup_tid(struct relay *r, const char *tid)
 
 /* Counted apart from tunnels: a flood of connections that never authenticate must neither fill
  * the relay (max-tunnels) nor skew the load it publishes for placement. */
-static void unauth_add(struct relay *r, const struct sockaddr_storage *src, long slot)
+static void unauth_add(struct relay *r)
 {
-	(void)src;
-	(void)slot;
 	r->nunauth++;
 	M_SET(agent_unauth_connections, r->nunauth);
 }
@@ -277,7 +275,7 @@ void agent_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		d->src = ss;
 		d->src_slot = slot;
 		d->unauth = true;
-		unauth_add(r, &ss, slot);
+		unauth_add(r);
 		d->r = r;
 		d->state = DS_SNIFF;
 		d->io = (struct loop_io){.fd = fd, .cb = data_io_cb};
