@@ -30,6 +30,8 @@ int ctl_conn_init(struct ctl_conn *c, SSL_CTX *ctx, int fd, bool server, const c
 	c->handshake_done = false;
 	c->shut = false;
 	c->err[0] = 0;
+	c->max_frames = 0;
+	c->more = false;
 	c->ssl = SSL_new(ctx);
 	if (!c->ssl)
 		return -ENOMEM;
@@ -188,10 +190,42 @@ int ctl_conn_io(struct ctl_conn *c)
 	 * what TLS gives us, at least one TLS record of room behind the largest partial frame. */
 	uint8_t buf[CTL_HDR_LEN + CTL_PAYLOAD_MAX + 16384];
 	size_t len = c->inlen;
+	unsigned frames = 0;
+	bool eof = false;
+	c->more = false;
 	if (len)
 		memcpy(buf, c->in, len);
+	/* frames carried over from a bounded call are dispatched before anything is read, so
+	 * the buffer always has room for at least one TLS record when SSL_read runs */
 	for (;;) {
-		bool eof = false;
+		/* dispatch every complete frame, up to max_frames per call */
+		size_t off = 0;
+		for (;;) {
+			if (c->max_frames && frames >= c->max_frames) {
+				c->more = true;
+				break;
+			}
+			struct ctl_msg m;
+			size_t used = 0;
+			char e2[160];
+			int d = ctl_decode(buf + off, len - off, &m, &used, e2, sizeof(e2));
+			if (d == CTL_NEED_MORE)
+				break;
+			if (d < 0) {
+				snprintf(c->err, sizeof(c->err), "protocol error: %s", e2);
+				return d;
+			}
+			off += used;
+			frames++;
+			if (c->on_msg(c, &m))
+				return -ECANCELED; /* the owner is closing the connection */
+		}
+		memmove(buf, buf + off, len - off);
+		len -= off;
+		if (c->more)
+			break; /* the rest (maybe an EOF too) is seen on the next call */
+		if (eof)
+			return -ECONNRESET;
 		ERR_clear_error();
 		int r = SSL_read(c->ssl, buf + len, (int)(sizeof(buf) - len));
 		if (r <= 0) {
@@ -206,30 +240,10 @@ int ctl_conn_io(struct ctl_conn *c)
 		} else {
 			len += (size_t)r;
 		}
-		/* dispatch every complete frame */
-		size_t off = 0;
-		for (;;) {
-			struct ctl_msg m;
-			size_t used = 0;
-			char e2[160];
-			int d = ctl_decode(buf + off, len - off, &m, &used, e2, sizeof(e2));
-			if (d == CTL_NEED_MORE)
-				break;
-			if (d < 0) {
-				snprintf(c->err, sizeof(c->err), "protocol error: %s", e2);
-				return d;
-			}
-			off += used;
-			if (c->on_msg(c, &m))
-				return -ECANCELED; /* the owner is closing the connection */
-		}
-		memmove(buf, buf + off, len - off);
-		len -= off;
-		if (eof)
-			return -ECONNRESET;
 	}
-	/* carry a partial frame (always < one frame). Only the bytes that arrived are kept: a
-	 * peer that announces a 32 KiB frame and stalls costs what it sent, not a whole frame. */
+	/* carry a partial frame (< one frame), or after a bounded call the frames not dispatched
+	 * yet. Only the bytes that arrived are kept: a peer that announces a 32 KiB frame and
+	 * stalls costs what it sent, not a whole frame. */
 	if (len) {
 		size_t cap = (len + 511) & ~(size_t)511;
 		if (cap != c->incap) {

@@ -32,6 +32,12 @@ struct ctl_conn {
 	uint8_t *in;  /* partial frame carried between reads: only its bytes, < one frame */
 	uint8_t *out; /* queued frames, up to CTL_OUT_MAX */
 	char err[192];	      /* why the connection failed, for logs; never secrets */
+	/* Fairness: with max_frames > 0, one ctl_conn_io dispatches at most that many frames and
+	 * sets more when it stopped early. The rest stays in c->in and in OpenSSL's buffer, where
+	 * epoll cannot see it: the owner calls ctl_conn_io again on a later loop turn (a 0 ms
+	 * timer), so one chatty peer cannot hold the loop. 0 (the default) = no limit. */
+	unsigned max_frames;
+	bool more;
 };
 
 /* Takes ownership of fd's TLS session (not of fd). */
@@ -39,7 +45,7 @@ int ctl_conn_init(struct ctl_conn *c, SSL_CTX *ctx, int fd, bool server, const c
 void ctl_conn_free(struct ctl_conn *c);
 
 /* Drive the connection after epoll reported readiness (or right after init): handshake, flush,
- * read and dispatch. Returns the epoll events to wait for next (EPOLLIN and maybe EPOLLOUT), or a
+ * read and dispatch (bounded by max_frames; see more). Returns the epoll events to wait for next (EPOLLIN and maybe EPOLLOUT), or a
  * negative errno when the connection is finished (-ECONNRESET on EOF, details in c->err). */
 int ctl_conn_io(struct ctl_conn *c);
 /* Queue a message; it is written by the next ctl_conn_io (call it, or ctl_conn_flush). */

@@ -73,6 +73,12 @@ static const struct opt_def defs[] = {
 	I(max_handshakes, 16, 1000000, "concurrent unfinished player handshakes"),
 	I(max_lag_mb, 1, 65536, "MiB queued towards a slow reader before its connection is cut"),
 	I(max_tunnels, 1, 1000000, "tunnels this instance accepts"),
+	I(agent_unauth_per_source, 1, 1000000, "unauthenticated agent-port connections per IPv4 address / IPv6 /64"),
+	I(agent_unauth_max, 1, 10000000, "unauthenticated agent-port connections in total"),
+	I(agent_tls_rate, 1, 1000000, "control-channel TLS handshakes started per second (over it: closed)"),
+	I(agent_reg_rate, 1, 1000000, "tunnel registrations per second (over it: ERROR busy + retry_after)"),
+	I(pool_max_age_s, 5, 86400, "idle pooled data connections older than this are replaced"),
+	I(max_waiting_per_tunnel, 1, 100000, "players waiting on one tunnel for a data connection"),
 };
 #define NDEFS (sizeof(defs) / sizeof(defs[0]))
 
@@ -163,7 +169,7 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	c->max_pending_per_source = 32;
 	c->handshake_timeout_ms = 5000;
 	c->join_wait_ms = 5000;
-	c->ctl_auth_timeout_ms = 10000;
+	c->ctl_auth_timeout_ms = 5000;
 	c->pool_min = 2;
 	c->pool_max = 16;
 	c->token_ttl_ms = 30000;
@@ -176,6 +182,12 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	c->capacity = RELAY_CAPACITY_DEFAULT;
 	c->max_handshakes = 20000;
 	c->max_tunnels = 100000;
+	c->agent_unauth_per_source = 8;
+	c->agent_unauth_max = 4096;
+	c->agent_tls_rate = 500;
+	c->agent_reg_rate = 200;
+	c->pool_max_age_s = 120;
+	c->max_waiting_per_tunnel = 64;
 	c->log_level = LOG_INFO;
 
 	/* environment first */

@@ -58,6 +58,12 @@ struct relay_cfg {
 	int drain_timeout_s;	   /* SIGTERM: players keep playing at most this long */
 	int max_handshakes;	   /* concurrent unfinished player handshakes */
 	int max_tunnels;	   /* tunnels this instance accepts */
+	int agent_unauth_per_source; /* unauthenticated agent-port connections per IPv4 / IPv6 /64 */
+	int agent_unauth_max;	   /* unauthenticated agent-port connections in total */
+	int agent_tls_rate;	   /* control-channel TLS handshakes started per second (burst: 1 s) */
+	int agent_reg_rate;	   /* HELLOs accepted for registration per second (burst: 1 s) */
+	int pool_max_age_s;	   /* an idle pooled data connection older than this is replaced */
+	int max_waiting_per_tunnel; /* players waiting on one tunnel for a data connection */
 	int log_level;
 };
 

@@ -236,6 +236,7 @@ static void forward_to(struct player *p, const char *addr, uint64_t epoch)
 		forward_fail(p, "the owning relay's address is unusable");
 		return;
 	}
+	net_keepalive(fd, 0); /* relay-to-relay links cross NATs too (best effort) */
 	p->fwd.epoch = epoch;
 	p->fwd.sent = false;
 	p->fwd.io = (struct loop_io){.fd = fd, .cb = fwd_conn_cb};

@@ -1,5 +1,6 @@
 #include "listener.h"
 #include "metrics.h"
+#include "net.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -84,8 +85,12 @@ int listener_accept(struct loop *l, struct loop_io *io, struct sockaddr *sa, soc
 		if (sl)
 			*sl = len;
 		int fd = accept4(io->fd, sa, sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd >= 0)
+		if (fd >= 0) {
+			/* idle NAT mappings are kept fresh, a dead peer found in ~30 s */
+			if (ls->keepalive && net_keepalive(fd, 0))
+				pr_rl(LOG_WARN, "%s accept: keepalive: %s", ls->name, strerror(errno));
 			return fd;
+		}
 		switch (errno) {
 		case EAGAIN:
 			return -1;

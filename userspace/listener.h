@@ -11,6 +11,7 @@
 #include "log.h"
 #include "loop.h"
 
+#include <stdbool.h>
 #include <sys/socket.h>
 
 #define LISTENER_PAUSE_MS 100
@@ -20,6 +21,8 @@ struct listener {
 	struct loop_timer rearm;
 	const char *name;	/* "player", "agent", "internal": for logs */
 	struct log_rl rl;	/* warnings of this listener */
+	bool keepalive;		/* accepted connections get net_keepalive(): long-lived ones that
+				 * cross NATs and firewalls (agent, internal); set after open */
 };
 
 /* Take over the listening socket fd (closed on failure) and poll it; cb is called on EPOLLIN and
@@ -29,7 +32,7 @@ void listener_close(struct loop *l, struct listener *ls);
 
 /* For an accept callback: the next connection (non-blocking, close-on-exec), or -1 when the
  * callback should return: the backlog is empty, or the listener was just paused. sa/sl may be
- * NULL as for accept4(). */
+ * NULL as for accept4(). With ls->keepalive, the connection has net_keepalive() applied. */
 int listener_accept(struct loop *l, struct loop_io *io, struct sockaddr *sa, socklen_t *sl);
 
 #endif

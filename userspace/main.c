@@ -17,5 +17,8 @@ int main(int argc, char **argv)
 	if (rc == 0)
 		rc = relay_run(&r);
 	relay_free(&r);
-	return rc ? 1 : 0;
+	/* a drain that ended (everyone gone, or the deadline) is a clean exit: status 0 */
+	int status = rc ? 1 : 0;
+	pr_info("exiting with status %d", status);
+	return status;
 }

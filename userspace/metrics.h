@@ -37,7 +37,11 @@
 	X(redis_up, gauge, "1 when the Redis connection is up")                                      \
 	X(redis_errors_total, counter, "Redis commands that failed")                                 \
 	X(redis_script_loads_total, counter, "EVALSHA answered NOSCRIPT: sent again as EVAL")        \
-	X(draining, gauge, "1 while the relay drains before exit")
+	X(draining, gauge, "1 while the relay drains before exit")                                   \
+	X(agent_unauth_connections, gauge, "Agent-port connections not yet authenticated (not tunnels)") \
+	X(data_conns_retired_total, counter, "Idle pooled data connections replaced for their age")  \
+	X(tunnels_sent_away_total, counter, "Agents told to move elsewhere (drain, Redis outage)")   \
+	X(ctl_send_overflow_total, counter, "Control channels cut: their send queue was full")
 
 /* accept4() failures that paused a listener, by reason: dvv_relay_accept_errors_total{reason} */
 #define ACCEPT_ERRORS(X) X(emfile) X(enfile) X(enobufs) X(enomem) X(other)
@@ -48,11 +52,26 @@ enum accept_error {
 	ACCEPT_ERR_MAX
 };
 
+/* Agent-port connections and HELLOs refused, by reason: dvv_relay_agent_refused_total{reason}.
+ * unauth_source: per-source unauthenticated cap; unauth_total: total unauthenticated cap;
+ * tls_rate: TLS handshake rate; reg_rate: registration rate (ERROR busy); full: max-tunnels;
+ * draining: the relay drains (MOVE or ERROR busy). */
+#define AGENT_REFUSALS(X) X(unauth_source) X(unauth_total) X(tls_rate) X(reg_rate) X(full) X(draining)
+enum agent_refusal {
+#define X(name) AGENT_REF_##name,
+	AGENT_REFUSALS(X)
+#undef X
+	AGENT_REF_MAX
+};
+#define M_REFUSED(why)                                                                         \
+	atomic_fetch_add_explicit(&g_metrics.agent_refused[AGENT_REF_##why], 1, memory_order_relaxed)
+
 struct relay_metrics {
 #define X(name, type, help) _Atomic int64_t name;
 	METRICS(X)
 #undef X
 	_Atomic int64_t accept_errors[ACCEPT_ERR_MAX];
+	_Atomic int64_t agent_refused[AGENT_REF_MAX];
 };
 
 extern struct relay_metrics g_metrics;

@@ -30,6 +30,7 @@ int rl_init(struct ratelimit *rl, size_t slots, uint32_t rate_v4, uint32_t rate_
 	rl->rate_v6 = rate_v6;
 	rl->burst = burst;
 	rl->max_pending = max_pending;
+	rl->v6_pending_bytes = 16;
 	return 0;
 }
 
@@ -82,11 +83,21 @@ bool rl_join_allow(struct ratelimit *rl, const struct sockaddr_storage *src, uin
 	return true;
 }
 
-long rl_pending_add(struct ratelimit *rl, const struct sockaddr_storage *src)
+/* The pending-count key of src: family tag + address, IPv6 cut to v6_pending_bytes. */
+static void pending_key(const struct ratelimit *rl, const struct sockaddr_storage *src,
+			uint8_t key[17])
 {
-	uint8_t key[17] = {0};
+	memset(key, 0, 17);
 	int fam = src_addr(src, key + 1);
 	key[0] = (uint8_t)fam;
+	if (fam == 6 && rl->v6_pending_bytes < 16)
+		memset(key + 1 + rl->v6_pending_bytes, 0, 16 - rl->v6_pending_bytes);
+}
+
+long rl_pending_add(struct ratelimit *rl, const struct sockaddr_storage *src)
+{
+	uint8_t key[17];
+	pending_key(rl, src, key);
 	size_t i = hash_bytes(rl->hkey, key, sizeof(key)) & (rl->npending - 1);
 	struct rl_pending *p = &rl->pending[i];
 	if (memcmp(p->key, key, sizeof(key))) {
@@ -105,9 +116,34 @@ void rl_pending_done(struct ratelimit *rl, long slot, const struct sockaddr_stor
 	if (slot < 0 || (size_t)slot >= rl->npending)
 		return;
 	struct rl_pending *p = &rl->pending[slot];
-	uint8_t key[17] = {0};
-	int fam = src_addr(src, key + 1);
-	key[0] = (uint8_t)fam;
+	uint8_t key[17];
+	pending_key(rl, src, key);
 	if (!memcmp(p->key, key, sizeof(key)) && p->count)
 		p->count--;
+}
+
+void rl_tb_init(struct rl_tb *tb, uint32_t rate, uint32_t burst)
+{
+	*tb = (struct rl_tb){.rate = rate, .burst = burst ? burst : 1};
+}
+
+bool rl_tb_take(struct rl_tb *tb, uint64_t now_ms)
+{
+	if (!tb->rate)
+		return true;
+	uint64_t cap = (uint64_t)tb->burst * 1000u;
+	if (!tb->started) {
+		tb->started = true;
+		tb->milli = cap;
+	} else if (now_ms > tb->last_ms) {
+		/* ms x per-second = milli-tokens */
+		uint64_t add = (now_ms - tb->last_ms) * tb->rate;
+		tb->milli = tb->milli + add > cap ? cap : tb->milli + add;
+	}
+	if (now_ms > tb->last_ms || !tb->last_ms)
+		tb->last_ms = now_ms;
+	if (tb->milli < 1000)
+		return false;
+	tb->milli -= 1000;
+	return true;
 }

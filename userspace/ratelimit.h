@@ -32,6 +32,15 @@ struct ratelimit {
 	uint64_t hkey[2];
 	uint32_t rate_v4, rate_v6, burst; /* per second, per second, tokens */
 	uint32_t max_pending;
+	uint8_t v6_pending_bytes;  /* IPv6 bytes that key a pending count: 16 (address) or 8 (/64) */
+};
+
+/* A single token bucket (one per relay, not per source): events per second with a burst. */
+struct rl_tb {
+	uint64_t last_ms;
+	uint64_t milli;		   /* tokens x 1000 */
+	uint32_t rate, burst;
+	bool started;
 };
 
 int rl_init(struct ratelimit *rl, size_t slots, uint32_t rate_v4, uint32_t rate_v6,
@@ -43,5 +52,10 @@ bool rl_join_allow(struct ratelimit *rl, const struct sockaddr_storage *src, uin
  * when the source already has max_pending unfinished handshakes. */
 long rl_pending_add(struct ratelimit *rl, const struct sockaddr_storage *src);
 void rl_pending_done(struct ratelimit *rl, long slot, const struct sockaddr_storage *src);
+
+/* A bucket that starts full. rate 0 = unlimited. */
+void rl_tb_init(struct rl_tb *tb, uint32_t rate, uint32_t burst);
+/* Take one token at now_ms. false = over the rate (nothing taken). */
+bool rl_tb_take(struct rl_tb *tb, uint64_t now_ms);
 
 #endif

@@ -37,13 +37,30 @@ static void sig_cb(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 }
 
-/* Send every agent away, to the region's other relays (least loaded first) when we know them.
- * Players already joined keep playing: their sockets do not depend on the control channel. */
-static void drain_tunnels(struct relay *r, void *priv, const char **addrs, size_t n)
+/* The region's other active relays (least loaded first; draining ones have left the load set),
+ * kept for WELCOME peers and as MOVE targets when we drain or lose Redis. */
+static void peers_cb(struct relay *r, void *priv, bool err, const char **addrs, size_t n)
 {
-	tunnel_send_all_away(r, addrs, n);
+	(void)priv;
+	size_t k = 0;
+	if (err) {
+		if (r->draining)
+			tunnel_send_all_away(r, true); /* with the list we had */
+		return;
+	}
+	for (size_t i = 0; i < n && k < CTL_PEERS_MAX; i++) {
+		if (!strcmp(addrs[i], r->cfg.public_agent_addr) || strlen(addrs[i]) > CTL_PEER_ADDR_MAX)
+			continue;
+		snprintf(r->peers[k++], sizeof(r->peers[0]), "%s", addrs[i]);
+	}
+	r->npeers = k;
+	if (r->draining)
+		tunnel_send_all_away(r, true);
 }
 
+/* Draining: readiness drops at once (admin reads the gauge), the heartbeat takes us out of
+ * placement, and every agent is told to go; its tunnel keeps serving until the new session is
+ * up (make-before-break). The relay exits when nothing is left or at the drain deadline. */
 void relay_begin_drain(struct relay *r)
 {
 	if (r->draining)
@@ -52,8 +69,34 @@ void relay_begin_drain(struct relay *r)
 	M_SET(draining, 1);
 	r->drain_deadline_ms = r->loop.now + (uint64_t)r->cfg.drain_timeout_s * 1000;
 	rredis_heartbeat(r); /* leave the placement set at once */
-	if (rredis_move_targets(r, drain_tunnels, NULL))
-		drain_tunnels(r, NULL, NULL, 0);
+	/* fresh targets first; without Redis, the cached list (or GOODBYE "draining") */
+	if (rredis_move_targets(r, peers_cb, NULL))
+		tunnel_send_all_away(r, true);
+}
+
+/* Redis gone for more than half the lease TTL: our leases are at risk and other relays will
+ * stop finding our tunnels, so agents go to peers we know (make-before-break: established
+ * players stay). Without known peers they stay: a relay that is only cut from Redis still
+ * serves the players that reach it. */
+static void check_redis_cut(struct relay *r)
+{
+	if (rredis_up(r)) {
+		r->redis_down_since_ms = 0;
+		r->cut_handover = false;
+		return;
+	}
+	if (!r->redis_down_since_ms) {
+		r->redis_down_since_ms = r->loop.now;
+		return;
+	}
+	if (r->cut_handover || !r->npeers ||
+	    r->loop.now - r->redis_down_since_ms <= (uint64_t)r->cfg.lease_ttl_s * 1000 / 2)
+		return;
+	r->cut_handover = true;
+	pr_warn("redis unreachable for %llu ms (over half the lease TTL): moving agents to %zu peer "
+		"relay(s)",
+		(unsigned long long)(r->loop.now - r->redis_down_since_ms), r->npeers);
+	tunnel_send_all_away(r, false);
 }
 
 static void tick_cb(struct loop *l, struct loop_timer *t)
@@ -65,14 +108,21 @@ static void tick_cb(struct loop *l, struct loop_timer *t)
 	if (l->now - r->last_heartbeat_ms >= (uint64_t)r->cfg.heartbeat_ms) {
 		r->last_heartbeat_ms = l->now;
 		rredis_heartbeat(r);
+		rredis_move_targets(r, peers_cb, NULL); /* fails quietly while Redis is down */
 	}
+	check_redis_cut(r);
 	if (r->draining) {
-		int64_t left = M_GET(splices_active);
-		if ((left == 0 && r->ntunnels == 0) || l->now >= r->drain_deadline_ms) {
-			pr_info("drain finished (%lld player connection(s) still open)", (long long)left);
+		int64_t spliced = M_GET(splices_active);
+		if ((spliced == 0 && r->ntunnels == 0 && dlist_empty(&r->players)) ||
+		    l->now >= r->drain_deadline_ms) {
+			pr_info("drain finished: %d tunnel session(s), %lld spliced player(s)%s left",
+				r->ntunnels, (long long)spliced,
+				dlist_empty(&r->players) ? "" : " and players in the control plane");
 			loop_stop(l);
 			return;
 		}
+		/* sessions that came up since (registration in flight at SIGTERM) go too */
+		tunnel_send_all_away(r, true);
 	}
 	uint64_t next = (uint64_t)r->cfg.heartbeat_ms < 1000 ? (uint64_t)r->cfg.heartbeat_ms : 1000;
 	loop_timer_arm(l, t, next);
@@ -164,8 +214,12 @@ int relay_init(struct relay *r)
 	if (htab_init(&r->by_host, 1024) || htab_init(&r->by_tid, 1024) ||
 	    htab_init(&r->tokens, 4096) ||
 	    rl_init(&r->rl, 65536, (uint32_t)r->cfg.join_rate_v4, (uint32_t)r->cfg.join_rate_v6,
-		    (uint32_t)r->cfg.join_burst, (uint32_t)r->cfg.max_pending_per_source))
+		    (uint32_t)r->cfg.join_burst, (uint32_t)r->cfg.max_pending_per_source) ||
+	    rl_init(&r->agent_rl, 16384, 1, 1, 1, (uint32_t)r->cfg.agent_unauth_per_source))
 		return -ENOMEM;
+	r->agent_rl.v6_pending_bytes = 8; /* one IPv6 /64 is one source: hosts get whole /64s */
+	rl_tb_init(&r->tls_tb, (uint32_t)r->cfg.agent_tls_rate, (uint32_t)r->cfg.agent_tls_rate);
+	rl_tb_init(&r->reg_tb, (uint32_t)r->cfg.agent_reg_rate, (uint32_t)r->cfg.agent_reg_rate);
 
 	/* signals arrive through the loop; block them before any thread starts */
 	sigset_t ss;
@@ -191,8 +245,10 @@ int relay_init(struct relay *r)
 	    (rc = listen_on(r, r->cfg.agent_listen, &r->agent_addr, &r->agent_l, "agent",
 			    agent_accept_cb)))
 		return rc;
+	r->agent_l.keepalive = true;
 	if ((rc = forward_init(r)))
 		return rc;
+	r->internal_l.keepalive = true;
 	if (r->cfg.xdp_ifaces[0]) {
 		char pin[300];
 		snprintf(pin, sizeof(pin), "%s/%s", r->cfg.bpf_pin_root, r->cfg.instance_id);
@@ -233,6 +289,7 @@ void relay_free(struct relay *r)
 	htab_free(&r->by_tid);
 	htab_free(&r->tokens);
 	rl_free(&r->rl);
+	rl_free(&r->agent_rl);
 	auth_cfg_free(&r->auth);
 	if (r->tls)
 		SSL_CTX_free(r->tls);

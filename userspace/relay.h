@@ -35,6 +35,10 @@ struct dataconn {
 	struct tunnel *tunnel;	    /* DS_IDLE */
 	struct dlist node;	    /* in tunnel->idle */
 	struct dlist all;	    /* r->dataconns */
+	uint64_t idle_since_ms;	    /* DS_IDLE: when it joined the pool (retired at pool_max_age_s) */
+	struct sockaddr_storage src; /* the peer, for the per-source unauthenticated count */
+	long src_slot;		    /* unauthenticated: its slot in r->agent_rl's per-source count */
+	bool unauth;		    /* DS_SNIFF / DS_ATTACH: counted in r->nunauth */
 	uint8_t pre[DATA_ATTACH_LEN];
 	uint8_t prelen;
 };
@@ -49,6 +53,7 @@ enum tunnel_state {
 struct tunnel {
 	struct loop_io io;
 	struct loop_timer timer;    /* auth deadline, then keepalive */
+	struct loop_timer more;	    /* 0 ms: frames left unread after a bounded read (ctlconn) */
 	struct relay *r;
 	enum tunnel_state state;
 	int refs;		    /* 1 for the connection + 1 per Redis call in flight */
@@ -68,6 +73,10 @@ struct tunnel {
 	uint64_t last_rx_ms;
 	uint32_t joins_window;	    /* joins in the current 10 s window: sizes the pool */
 	uint64_t window_start_ms;
+	struct sockaddr_storage src; /* the agent's address, for the per-source unauth count */
+	long src_slot;
+	bool unauth;		    /* TS_AUTH: counted in r->nunauth, not in r->ntunnels */
+	bool sent_away;		    /* told MOVE / GOODBYE "draining": its new session is coming */
 };
 
 struct relay {
@@ -78,6 +87,17 @@ struct relay {
 	struct auth_cfg auth;
 	struct htab by_host, by_tid, tokens;
 	struct ratelimit rl;
+	/* agent port admission (tunnel.c): unauthenticated connections per source and in total,
+	 * TLS handshakes and registrations per second */
+	struct ratelimit agent_rl;
+	struct rl_tb tls_tb, reg_tb;
+	int nunauth;
+	/* the region's other active relays' agent addresses, least loaded first, refreshed with
+	 * the heartbeat: WELCOME peers, drain and Redis-outage hand-over targets */
+	char peers[CTL_PEERS_MAX][CTL_PEER_ADDR_MAX + 1];
+	size_t npeers, peer_rr;
+	uint64_t redis_down_since_ms; /* 0 while Redis is up */
+	bool cut_handover;	    /* agents sent to peers because Redis has been gone too long */
 	/* forwarding between relays (forward.c) and its route cache (route_cache.c) */
 	bool fwd_enabled;
 	struct listener internal_l;
@@ -100,7 +120,7 @@ struct relay {
 	bool draining;
 	uint64_t drain_deadline_ms;
 	uint64_t last_heartbeat_ms; /* loop time of the last Redis heartbeat */
-	int ntunnels;
+	int ntunnels;		    /* sessions past HELLO (registering or up); never TS_AUTH */
 	_Atomic uint64_t loop_alive_ms; /* for /healthz, read by the admin thread */
 };
 
@@ -129,9 +149,14 @@ struct dataconn *tunnel_take_idle(struct tunnel *t);
 /* Ask the agent for more data connections if the pool is below its target. */
 void tunnel_refill(struct tunnel *t);
 void tunnel_note_join(struct tunnel *t);
-/* Draining: MOVE every agent to addrs (round robin), or GOODBYE when n is 0 (the agent
- * reconnects through its region endpoint), and close every tunnel. */
-void tunnel_send_all_away(struct relay *r, const char **addrs, size_t n);
+/* Draining or cut from Redis: MOVE every agent that is up and not told yet to one of r->peers
+ * (round robin), or GOODBYE "draining" when none is known and goodbye is true. The tunnels keep
+ * serving (make-before-break): each closes when its agent says GOODBYE "moved" or when its new
+ * session takes the lease over. */
+void tunnel_send_all_away(struct relay *r, bool goodbye);
+/* How many more players may wait on t for a data connection (cfg.max_waiting_per_tunnel minus
+ * those waiting); <= 0: the player gets an answer instead of waiting (player.c). */
+int tunnel_waiting_room(const struct tunnel *t);
 void tunnel_close_all(struct relay *r, const char *why);
 /* For rredis_start: the route leases this relay holds (tunnels up), and the one a renewal found
  * held by another relay (that session is closed). */

@@ -313,7 +313,7 @@ static void route_value(const struct relay *r, uint64_t epoch, char *out, size_t
 
 /* ---- registration ---- */
 
-enum reg_stage { REG_PLAN, REG_GET_TUNNEL, REG_CLAIM_KEEP, REG_CLAIM_NEW, REG_BIND, REG_GET_BOUND };
+enum reg_stage { REG_GET_TUNNEL, REG_CLAIM_KEEP, REG_CLAIM_NEW, REG_BIND, REG_GET_BOUND };
 
 struct reg_ctx {
 	struct relay *r;
@@ -329,6 +329,12 @@ struct reg_ctx {
 	char cands[NCAND][96];
 	char name[256];	 /* the hostname being claimed */
 	char old[256];	 /* previous name of a tunnel switching to a custom label */
+	/* plan and tunnel-name reads sent together (pipelined): replies still due, and what
+	 * came back */
+	int inflight;
+	bool failed;
+	bool have_set;
+	char have[256];
 };
 
 static void reg_step(struct reg_ctx *c, redisReply *rep);
@@ -421,6 +427,66 @@ static int reg_get_tunnel(struct reg_ctx *c)
 	return rc_command(c->r->redis->rc, kt, reg_cb, c, "GET %s", kt);
 }
 
+/* The tunnel's current name (have, NULL: none) is known, and its plan: claim a name. */
+static int reg_have_name(struct reg_ctx *c, const char *have)
+{
+	struct relay *r = c->r;
+	if (reg_custom(c)) {
+		snprintf(c->name, sizeof(c->name), "%s%s", c->label, r->suffix);
+		if (have && strcmp(have, c->name))
+			snprintf(c->old, sizeof(c->old), "%s", have);
+	} else if (have && strlen(have) < sizeof(c->name)) {
+		snprintf(c->name, sizeof(c->name), "%s", have);
+	} else {
+		return reg_next_candidate(c);
+	}
+	c->stage = REG_CLAIM_KEEP;
+	return reg_claim(c);
+}
+
+/* Both pipelined reads answered: go on as after REG_GET_TUNNEL. */
+static void reg_joined(struct reg_ctx *c)
+{
+	if (c->failed || reg_have_name(c, c->have_set ? c->have : NULL))
+		reg_finish(c, "unavailable", "tunnel registry unavailable, retrying");
+}
+
+static void reg_plan_cb(struct rc *rc, redisReply *rep, void *priv)
+{
+	struct reg_ctx *c = priv;
+	if (!rep) {
+		M_INC(redis_errors_total);
+		c->failed = true;
+	} else if (rep->type == REDIS_REPLY_ERROR) {
+		/* a plan key of the wrong type: the token's claim stands, registration goes on */
+		pr_rl(LOG_WARN, "redis: plan of user %s unreadable: %s", c->sub, rep->str);
+	} else {
+		struct plan_slot *sl = plan_slot(c->r->redis, c->sub);
+		snprintf(sl->sub, sizeof(sl->sub), "%s", c->sub);
+		sl->tier = plan_tier(rep, c->sub);
+		sl->until_ms = c->r->loop.now + PLAN_CACHE_MS;
+		plan_apply(c, sl->tier);
+	}
+	if (--c->inflight == 0)
+		reg_joined(c);
+}
+
+static void reg_tunnel_cb(struct rc *rc, redisReply *rep, void *priv)
+{
+	struct reg_ctx *c = priv;
+	if (!rep || rep->type == REDIS_REPLY_ERROR) {
+		M_INC(redis_errors_total);
+		if (rep)
+			pr_rl(LOG_WARN, "redis: register %s: %s", c->tid, rep->str);
+		c->failed = true;
+	} else if (rep->type == REDIS_REPLY_STRING && rep->len < sizeof(c->have)) {
+		memcpy(c->have, rep->str, rep->len + 1);
+		c->have_set = true;
+	}
+	if (--c->inflight == 0)
+		reg_joined(c);
+}
+
 static void reg_step(struct reg_ctx *c, redisReply *rep)
 {
 	struct relay *r = c->r;
@@ -428,14 +494,6 @@ static void reg_step(struct reg_ctx *c, redisReply *rep)
 	char kt[160];
 	int rc = 0;
 	snprintf(kt, sizeof(kt), K_TUNNEL, p, c->tid);
-	if (rep && rep->type == REDIS_REPLY_ERROR && c->stage == REG_PLAN) {
-		/* a plan key of the wrong type: the token's claim stands, registration goes on */
-		pr_rl(LOG_WARN, "redis: plan of user %s unreadable: %s", c->sub, rep->str);
-		rep = NULL;
-		if (reg_get_tunnel(c))
-			reg_finish(c, "unavailable", "tunnel registry unavailable, retrying");
-		return;
-	}
 	if (!rep || (rep->type == REDIS_REPLY_ERROR && !strstr(rep->str, "NAMETAKEN"))) {
 		M_INC(redis_errors_total);
 		if (rep)
@@ -445,31 +503,9 @@ static void reg_step(struct reg_ctx *c, redisReply *rep)
 	}
 	bool taken = rep->type == REDIS_REPLY_ERROR;
 	switch (c->stage) {
-	case REG_PLAN: {
-		struct plan_slot *sl = plan_slot(r->redis, c->sub);
-		snprintf(sl->sub, sizeof(sl->sub), "%s", c->sub);
-		sl->tier = plan_tier(rep, c->sub);
-		sl->until_ms = r->loop.now + PLAN_CACHE_MS;
-		plan_apply(c, sl->tier);
-		rc = reg_get_tunnel(c);
+	case REG_GET_TUNNEL:
+		rc = reg_have_name(c, rep->type == REDIS_REPLY_STRING ? rep->str : NULL);
 		break;
-	}
-	case REG_GET_TUNNEL: {
-		const char *have = rep->type == REDIS_REPLY_STRING ? rep->str : NULL;
-		if (reg_custom(c)) {
-			snprintf(c->name, sizeof(c->name), "%s%s", c->label, r->suffix);
-			if (have && strcmp(have, c->name))
-				snprintf(c->old, sizeof(c->old), "%s", have);
-		} else if (have && strlen(have) < sizeof(c->name)) {
-			snprintf(c->name, sizeof(c->name), "%s", have);
-		} else {
-			rc = reg_next_candidate(c);
-			break;
-		}
-		c->stage = REG_CLAIM_KEEP;
-		rc = reg_claim(c);
-		break;
-	}
 	case REG_CLAIM_KEEP:
 		if (taken) {
 			if (reg_custom(c)) {
@@ -562,10 +598,20 @@ int rredis_register_tunnel(struct relay *r, const struct rredis_reg *req, rredis
 		plan_apply(c, sl->tier);
 		rc = reg_get_tunnel(c);
 	} else {
-		char kp[160];
+		/* the plan and the tunnel's current name are independent reads: one round trip */
+		char kp[160], kt[160];
 		snprintf(kp, sizeof(kp), K_PLAN, r->cfg.redis_prefix, c->sub);
-		c->stage = REG_PLAN;
-		rc = rc_command(rd->rc, kp, reg_cb, c, "HGET %s tier", kp);
+		snprintf(kt, sizeof(kt), K_TUNNEL, r->cfg.redis_prefix, c->tid);
+		c->stage = REG_GET_TUNNEL;
+		c->inflight = 1;
+		rc = rc_command(rd->rc, kp, reg_plan_cb, c, "HGET %s tier", kp);
+		if (rc == 0) {
+			if (rc_command(rd->rc, kt, reg_tunnel_cb, c, "GET %s", kt) == 0)
+				c->inflight++;
+			else
+				c->failed = true; /* the plan reply finishes it: unavailable */
+			return 0;
+		}
 	}
 	if (rc)
 		free(c);
@@ -680,11 +726,14 @@ static void on_targets(struct rc *rc, redisReply *rep, void *priv)
 	struct targets_ctx *c = priv;
 	const char *addrs[64];
 	size_t n = 0;
-	if (rep && rep->type == REDIS_REPLY_ARRAY)
+	bool err = !rep || rep->type != REDIS_REPLY_ARRAY;
+	if (err)
+		M_INC(redis_errors_total);
+	else
 		for (size_t i = 0; i < rep->elements && n < 64; i++)
 			if (rep->element[i]->type == REDIS_REPLY_STRING && rep->element[i]->len < 128)
 				addrs[n++] = rep->element[i]->str;
-	c->cb(c->r, c->priv, addrs, n);
+	c->cb(c->r, c->priv, err, addrs, n);
 	free(c);
 }
 

@@ -84,8 +84,11 @@ int rredis_lookup_route(struct relay *r, const char *hostname, rredis_route_cb c
 typedef void (*rredis_pick_cb)(struct relay *r, void *priv, const char *addr);
 int rredis_pick_instance(struct relay *r, rredis_pick_cb cb, void *priv);
 
-/* Draining: the agent addresses of the region's other active relays, least loaded first. */
-typedef void (*rredis_targets_cb)(struct relay *r, void *priv, const char **addrs, size_t n);
+/* The agent addresses of the region's other active relays (draining ones have left the load
+ * set), least loaded first: drain and Redis-outage MOVE targets, WELCOME peers. err = Redis
+ * could not answer (n is 0 then; keep what you knew). */
+typedef void (*rredis_targets_cb)(struct relay *r, void *priv, bool err, const char **addrs,
+				  size_t n);
 int rredis_move_targets(struct relay *r, rredis_targets_cb cb, void *priv);
 
 #endif

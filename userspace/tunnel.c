@@ -15,6 +15,16 @@
 
 #define PING_INTERVAL_MS 15000
 #define POOL_WINDOW_MS 10000
+/* Attach tokens outstanding per tunnel: the pool's maximum plus a margin for waiting players
+ * and tokens still in flight; refills never go beyond it, so an agent that never uses its
+ * tokens cannot make us hold more. */
+#define TOKEN_MARGIN 8
+/* Control frames handled per wake-up of one tunnel (ctlconn max_frames): the rest waits for
+ * the next loop turn, so one agent flooding PINGs cannot hold the loop. */
+#define CTL_FRAMES_PER_WAKEUP 16
+/* Pooled connections retired for their age per tick: per tunnel, and in all */
+#define RETIRE_PER_TUNNEL 2
+#define RETIRE_PER_TICK 64
 
 /* A data connection's ticket into its tunnel's pool: sent to the agent in ATTACH, presented
  * once in the connection's preamble. */
@@ -27,6 +37,7 @@ struct attach_token {
 };
 
 static void tunnel_io_cb(struct loop *l, struct loop_io *io, uint32_t events);
+static void tunnel_more_cb(struct loop *l, struct loop_timer *tm);
 static void tunnel_timer_cb(struct loop *l, struct loop_timer *tm);
 static void data_io_cb(struct loop *l, struct loop_io *io, uint32_t events);
 static void data_timer_cb(struct loop *l, struct loop_timer *tm);
@@ -65,6 +76,27 @@ static struct tunnel *lookup_tid(struct relay *r, const char *tid)
 	return n ? container_of(n, struct tunnel, tid_hn) : NULL;
 }
 
+/* ---- admission: unauthenticated connections on the agent port ---- */
+
+/* Counted apart from tunnels: a flood of connections that never authenticate must neither fill
+ * the relay (max-tunnels) nor skew the load it publishes for placement. */
+static void unauth_add(struct relay *r)
+{
+	r->nunauth++;
+	M_SET(agent_unauth_connections, r->nunauth);
+}
+
+static void unauth_done(struct relay *r, bool *flag, const struct sockaddr_storage *src,
+			long slot)
+{
+	if (!*flag)
+		return;
+	*flag = false;
+	rl_pending_done(&r->agent_rl, slot, src);
+	r->nunauth--;
+	M_SET(agent_unauth_connections, r->nunauth);
+}
+
 /* ---- data connections ---- */
 
 static void dataconn_free(void *arg) { free(arg); }
@@ -78,6 +110,7 @@ void dataconn_close(struct dataconn *d)
 		d->tunnel->nidle--;
 		M_DEC(data_conns_idle);
 	}
+	unauth_done(d->r, &d->unauth, &d->src, d->src_slot);
 	loop_timer_cancel(&d->r->loop, &d->timer);
 	loop_io_del(&d->r->loop, &d->io);
 	close(d->io.fd);
@@ -138,8 +171,10 @@ static void data_attach(struct dataconn *d)
 	struct tunnel *t = a->tunnel;
 	token_drop(r, a);
 	loop_timer_cancel(&r->loop, &d->timer);
+	unauth_done(r, &d->unauth, &d->src, d->src_slot);
 	d->state = DS_IDLE;
 	d->tunnel = t;
+	d->idle_since_ms = r->loop.now;
 	dlist_add_tail(&t->idle, &d->node);
 	t->nidle++;
 	M_INC(data_conns_idle);
@@ -209,27 +244,54 @@ void agent_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	struct relay *r = l->data;
 	for (;;) {
-		int fd = listener_accept(l, io, NULL, NULL);
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int fd = listener_accept(l, io, (struct sockaddr *)&ss, &sl);
 		if (fd < 0)
 			return;
 		M_INC(agents_accepted_total);
+		/* admission: closed at once, before any byte is read; the agent backs off */
+		if (r->nunauth >= r->cfg.agent_unauth_max) {
+			M_REFUSED(unauth_total);
+			pr_rl(LOG_WARN, "agent port: %d unauthenticated connections: refusing more",
+			      r->nunauth);
+			close(fd);
+			continue;
+		}
+		long slot = rl_pending_add(&r->agent_rl, &ss);
+		if (slot < 0) {
+			M_REFUSED(unauth_source);
+			pr_rl(LOG_INFO, "agent port: too many unauthenticated connections from one source");
+			close(fd);
+			continue;
+		}
 		struct dataconn *d = calloc(1, sizeof(*d));
 		if (!d) {
+			rl_pending_done(&r->agent_rl, slot, &ss);
 			close(fd);
 			continue;
 		}
 		net_tune_stream(fd);
+		d->src = ss;
+		d->src_slot = slot;
+		d->unauth = true;
+		unauth_add(r);
 		d->r = r;
 		d->state = DS_SNIFF;
 		d->io = (struct loop_io){.fd = fd, .cb = data_io_cb};
 		d->timer.cb = data_timer_cb;
 		if (loop_io_set(l, &d->io, EPOLLIN | EPOLLRDHUP | EPOLLET)) {
+			unauth_done(r, &d->unauth, &d->src, d->src_slot);
 			close(fd);
 			free(d);
 			continue;
 		}
 		loop_timer_arm(l, &d->timer, (uint64_t)r->cfg.ctl_auth_timeout_ms);
 		dlist_add_tail(&r->dataconns, &d->all);
+		/* the agent's first bytes usually came with the connection: handle them now, so a
+		 * pool refill (many connections at once from one address) leaves the unauthenticated
+		 * count before the next accept */
+		data_io_cb(l, &d->io, EPOLLIN);
 	}
 }
 
@@ -249,14 +311,22 @@ static void tunnel_put(struct tunnel *t)
 		loop_defer(&t->r->loop, tunnel_free, t);
 }
 
+static void tunnel_close(struct tunnel *t, const char *code, const char *why);
+
+/* Queue and flush m. A message that cannot be queued (the agent does not read: its queue is
+ * over CTL_OUT_MAX) cuts the session, as ctlconn.h promises: the agent reconnects. */
 static void send_msg(struct tunnel *t, const struct ctl_msg *m)
 {
 	if (t->state == TS_CLOSED)
 		return;
 	int rc = ctl_conn_send(&t->ctl, m);
 	if (rc) {
-		pr_rl(LOG_WARN, "tunnel %s: %s", t->hostname[0] ? t->hostname : t->peer,
+		pr_rl(LOG_WARN, "tunnel %s: %s: closing the session",
+		      t->hostname[0] ? t->hostname : t->peer,
 		      t->ctl.err[0] ? t->ctl.err : strerror(-rc));
+		if (rc == -ENOBUFS)
+			M_INC(ctl_send_overflow_total);
+		tunnel_close(t, NULL, "control message could not be queued");
 		return;
 	}
 	rc = ctl_conn_flush(&t->ctl);
@@ -292,6 +362,9 @@ static void tunnel_close(struct tunnel *t, const char *code, const char *why)
 	}
 	if (t->claims.tid[0] && lookup_tid(r, t->claims.tid) == t)
 		htab_del(&r->by_tid, &t->tid_hn);
+	if (t->state == TS_REGISTERING || t->state == TS_UP)
+		r->ntunnels--;
+	unauth_done(r, &t->unauth, &t->src, t->src_slot);
 	t->state = TS_CLOSED;
 	while (!dlist_empty(&t->idle))
 		dataconn_close(container_of(t->idle.next, struct dataconn, node));
@@ -299,11 +372,11 @@ static void tunnel_close(struct tunnel *t, const char *code, const char *why)
 		token_drop(r, container_of(t->tokens.next, struct attach_token, node));
 	player_fail_waiting(t, "The server's tunnel went offline. Try again in a moment.");
 	loop_timer_cancel(&r->loop, &t->timer);
+	loop_timer_cancel(&r->loop, &t->more);
 	loop_io_del(&r->loop, &t->io);
 	close(t->io.fd);
 	t->io.fd = -1;
 	dlist_del(&t->node);
-	r->ntunnels--;
 	tunnel_put(t);
 }
 
@@ -313,27 +386,41 @@ void tunnel_close_all(struct relay *r, const char *why)
 		tunnel_close(container_of(r->tunnels.next, struct tunnel, node), NULL, why);
 }
 
-void tunnel_send_all_away(struct relay *r, const char **addrs, size_t n)
+void tunnel_send_all_away(struct relay *r, bool goodbye)
 {
-	size_t k = 0;
-	while (!dlist_empty(&r->tunnels)) {
-		struct tunnel *t = container_of(r->tunnels.next, struct tunnel, node);
-		if (t->state == TS_UP) {
-			struct ctl_msg m;
-			if (n) {
-				m = (struct ctl_msg){.type = CTL_MOVE};
-				snprintf(m.u.move.addr, sizeof(m.u.move.addr), "%s", addrs[k++ % n]);
-				snprintf(m.u.move.reason, sizeof(m.u.move.reason), "relay draining");
-			} else {
-				m = (struct ctl_msg){.type = CTL_GOODBYE};
-				snprintf(m.u.goodbye.code, sizeof(m.u.goodbye.code), "draining");
-				snprintf(m.u.goodbye.reason, sizeof(m.u.goodbye.reason), "relay draining");
-			}
-			if (!ctl_conn_send(&t->ctl, &m))
-				ctl_conn_flush(&t->ctl);
+	for (struct dlist *n = r->tunnels.next; n != &r->tunnels;) {
+		struct tunnel *t = container_of(n, struct tunnel, node);
+		n = n->next; /* send_msg may close t */
+		if (t->state != TS_UP || t->sent_away || (!r->npeers && !goodbye))
+			continue;
+		struct ctl_msg m;
+		if (r->npeers) {
+			m = (struct ctl_msg){.type = CTL_MOVE};
+			snprintf(m.u.move.addr, sizeof(m.u.move.addr), "%s",
+				 r->peers[r->peer_rr++ % r->npeers]);
+			snprintf(m.u.move.reason, sizeof(m.u.move.reason), "%s",
+				 r->draining ? "relay draining" : "relay lost its registry");
+		} else {
+			m = (struct ctl_msg){.type = CTL_GOODBYE};
+			snprintf(m.u.goodbye.code, sizeof(m.u.goodbye.code), "draining");
+			snprintf(m.u.goodbye.reason, sizeof(m.u.goodbye.reason), "relay draining");
 		}
-		tunnel_close(t, NULL, "relay draining");
+		/* the session keeps serving until the agent's new one is up (it then says
+		 * GOODBYE "moved", or its new relay takes the lease over) */
+		t->sent_away = true;
+		M_INC(tunnels_sent_away_total);
+		pr_info("tunnel %s: %s", t->hostname,
+			m.type == CTL_MOVE ? "asked to move" : "told the relay is draining");
+		send_msg(t, &m);
 	}
+}
+
+int tunnel_waiting_room(const struct tunnel *t)
+{
+	int n = 0;
+	for (const struct dlist *p = t->waiting.next; p != &t->waiting; p = p->next)
+		n++;
+	return t->r->cfg.max_waiting_per_tunnel - n;
 }
 
 void tunnel_note_join(struct tunnel *t)
@@ -368,8 +455,12 @@ void tunnel_refill(struct tunnel *t)
 		need = nwait - t->ntokens;
 	if (need <= 0)
 		return;
+	if (need > r->cfg.pool_max + TOKEN_MARGIN - t->ntokens)
+		need = r->cfg.pool_max + TOKEN_MARGIN - t->ntokens;
 	if (need > CTL_ATTACH_MAX)
 		need = CTL_ATTACH_MAX;
+	if (need <= 0)
+		return;
 	struct ctl_msg m = {.type = CTL_ATTACH};
 	for (int i = 0; i < need; i++) {
 		struct attach_token *a = calloc(1, sizeof(*a));
@@ -428,7 +519,13 @@ static void tunnel_registered(struct relay *r, void *priv, const struct rredis_r
 	snprintf(m.u.welcome.instance, sizeof(m.u.welcome.instance), "%s", r->cfg.instance_id);
 	snprintf(m.u.welcome.region, sizeof(m.u.welcome.region), "%s", r->cfg.region);
 	m.u.welcome.ping_ms = PING_INTERVAL_MS;
+	/* where to re-home if this relay dies (decision 3) */
+	for (size_t i = 0; i < r->npeers && i < CTL_PEERS_MAX; i++)
+		snprintf(m.u.welcome.peers[m.u.welcome.npeers++], sizeof(m.u.welcome.peers[0]), "%s",
+			 r->peers[i]);
 	send_msg(t, &m);
+	if (t->state != TS_UP)
+		goto out;
 	t->last_rx_ms = r->loop.now;
 	loop_timer_arm(&r->loop, &t->timer, PING_INTERVAL_MS);
 	tunnel_refill(t);
@@ -507,11 +604,34 @@ static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 		tunnel_close(t, "auth", msg);
 		return -1;
 	}
-	if (r->draining || r->ntunnels > r->cfg.max_tunnels) {
+	if (r->draining && r->npeers) {
+		/* the agent retries there at once (placed=true): no ERROR, no back-off */
+		struct ctl_msg mv = {.type = CTL_MOVE};
+		snprintf(mv.u.move.addr, sizeof(mv.u.move.addr), "%s",
+			 r->peers[r->peer_rr++ % r->npeers]);
+		snprintf(mv.u.move.reason, sizeof(mv.u.move.reason), "relay draining");
+		M_REFUSED(draining);
+		M_INC(tunnels_moved_total);
+		send_msg(t, &mv);
+		tunnel_close(t, NULL, "moved: relay draining");
+		return -1;
+	}
+	const char *busy = NULL;
+	if (r->draining) {
+		M_REFUSED(draining);
+		busy = "relay is draining";
+	} else if (r->ntunnels >= r->cfg.max_tunnels) {
+		M_REFUSED(full);
+		busy = "relay is full";
+	} else if (!rl_tb_take(&r->reg_tb, r->loop.now)) {
+		/* a reconnect storm: spread the retries over the next seconds */
+		M_REFUSED(reg_rate);
+		busy = "too many registrations right now";
+	}
+	if (busy) {
 		M_INC(tunnels_rejected_total);
-		send_error(t, "busy", r->draining ? "relay is draining" : "relay is full", true,
-			   1000 + (uint32_t)(rand_u64() % 2000));
-		tunnel_close(t, NULL, "refused: draining or full");
+		send_error(t, "busy", busy, true, 1000 + (uint32_t)(rand_u64() % 2000));
+		tunnel_close(t, NULL, busy);
 		return -1;
 	}
 	struct tunnel *old = lookup_tid(r, t->claims.tid);
@@ -526,6 +646,8 @@ static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 	htab_add(&r->by_tid, &t->tid_hn, htab_hash(&r->by_tid, t->claims.tid, strlen(t->claims.tid)));
 	t->key = t->tid_hn.hash;
 	t->state = TS_REGISTERING;
+	unauth_done(r, &t->unauth, &t->src, t->src_slot);
+	r->ntunnels++; /* a session now: counted for max-tunnels and the published load */
 	loop_timer_cancel(&r->loop, &t->timer);
 	/* Placement: unless a MOVE already chose this relay for the agent, ask whether a less
 	 * loaded active relay of the region should take the tunnel (one hop, never a loop). */
@@ -575,6 +697,7 @@ static int tunnel_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 		if (m->type == CTL_PING) {
 			struct ctl_msg p = {.type = CTL_PONG, .u.ping.t = m->u.ping.t};
 			send_msg(t, &p);
+			return t->state == TS_CLOSED;
 		} else if (m->type == CTL_GOODBYE) {
 			tunnel_close(t, NULL, "agent said goodbye");
 			return 1;
@@ -583,7 +706,7 @@ static int tunnel_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 	case TS_CLOSED:
 		return 1;
 	}
-	return 0;
+	return t->state == TS_CLOSED; /* a reply that could not be queued closed it */
 }
 
 static void tunnel_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
@@ -597,6 +720,15 @@ static void tunnel_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		return;
 	}
 	loop_io_set(l, io, (uint32_t)rc);
+	if (t->ctl.more && !loop_timer_armed(&t->more))
+		loop_timer_arm(l, &t->more, 0); /* the frames left: next loop turn */
+}
+
+static void tunnel_more_cb(struct loop *l, struct loop_timer *tm)
+{
+	struct tunnel *t = container_of(tm, struct tunnel, more);
+	if (t->state != TS_CLOSED)
+		tunnel_io_cb(l, &t->io, EPOLLIN);
 }
 
 static void tunnel_timer_cb(struct loop *l, struct loop_timer *tm)
@@ -621,11 +753,26 @@ static void tunnel_from_sniff(struct dataconn *d)
 {
 	struct relay *r = d->r;
 	int fd = d->io.fd;
+	/* TLS handshakes cost CPU: over the rate the connection is closed before the handshake
+	 * (the agent backs off and retries); a queue of waiting handshakes would only hold
+	 * descriptors while the agent's own timeout runs */
+	if (!rl_tb_take(&r->tls_tb, r->loop.now)) {
+		M_REFUSED(tls_rate);
+		pr_rl(LOG_WARN, "agent port: over %d TLS handshakes per second: closing",
+		      r->cfg.agent_tls_rate);
+		dataconn_close(d);
+		return;
+	}
 	struct tunnel *t = calloc(1, sizeof(*t));
 	if (!t) {
 		dataconn_close(d);
 		return;
 	}
+	/* still unauthenticated: the count moves from the dataconn to the tunnel */
+	t->src = d->src;
+	t->src_slot = d->src_slot;
+	t->unauth = d->unauth;
+	d->unauth = false;
 	/* the fd moves from the sniffing dataconn to the tunnel */
 	loop_timer_cancel(&r->loop, &d->timer);
 	loop_io_del(&r->loop, &d->io);
@@ -645,24 +792,28 @@ static void tunnel_from_sniff(struct dataconn *d)
 		net_addr_fmt((struct sockaddr *)&ss, t->peer, sizeof(t->peer));
 	t->io = (struct loop_io){.fd = fd, .cb = tunnel_io_cb};
 	t->timer.cb = tunnel_timer_cb;
+	t->more.cb = tunnel_more_cb;
 	if (ctl_conn_init(&t->ctl, r->tls, fd, true, NULL)) {
+		unauth_done(r, &t->unauth, &t->src, t->src_slot);
 		close(fd);
 		free(t);
 		return;
 	}
 	t->ctl.on_msg = tunnel_on_msg;
 	t->ctl.data = t;
+	t->ctl.max_frames = CTL_FRAMES_PER_WAKEUP;
 	dlist_add_tail(&r->tunnels, &t->node);
-	r->ntunnels++;
 	loop_timer_arm(&r->loop, &t->timer, (uint64_t)r->cfg.ctl_auth_timeout_ms);
 	tunnel_io_cb(&r->loop, &t->io, EPOLLIN);
 }
 
-/* Once a second: expire unused attach tokens and top pools up. */
+/* Once a second: expire unused attach tokens, retire aged pooled connections, top pools up. */
 void relay_tick_tunnels(struct relay *r)
 {
-	for (struct dlist *n = r->tunnels.next; n != &r->tunnels; n = n->next) {
+	int retire_budget = RETIRE_PER_TICK, *budget = &retire_budget;
+	for (struct dlist *n = r->tunnels.next; n != &r->tunnels;) {
 		struct tunnel *t = container_of(n, struct tunnel, node);
+		n = n->next; /* tunnel_refill may close t (control queue full) */
 		if (t->state != TS_UP)
 			continue;
 		bool expired = false;
@@ -673,7 +824,22 @@ void relay_tick_tunnels(struct relay *r)
 			token_drop(r, a);
 			expired = true;
 		}
-		if (expired)
+		/* retire idle pooled connections past their age, oldest first (the pool is in
+		 * arrival order), a few at a time: a NAT or firewall on the way may have forgotten
+		 * them, and a big pool must not be renewed all at once */
+		uint64_t max_age = (uint64_t)r->cfg.pool_max_age_s * 1000;
+		int retired = 0;
+		while (!dlist_empty(&t->idle) && retired < RETIRE_PER_TUNNEL &&
+		       *budget > 0) {
+			struct dataconn *d = container_of(t->idle.next, struct dataconn, node);
+			if (r->loop.now - d->idle_since_ms < max_age)
+				break;
+			dataconn_close(d);
+			M_INC(data_conns_retired_total);
+			retired++;
+			(*budget)--;
+		}
+		if (expired || retired)
 			tunnel_refill(t);
 	}
 }

@@ -31,8 +31,9 @@ before(h.withLogs('setup', async () => {
     redisPort: redis.port,
     keys,
     wrapper: ['prlimit', `--nofile=${FD_LIMIT}:${FD_LIMIT}`, '--'],
-    // the held connections must stay open through the measurement
-    extraArgs: ['--handshake-timeout-ms', '60000']
+    // the held connections must stay open through the measurement; on SIGTERM its agents have
+    // no other relay to move to and keep serving: the drain ends at its deadline
+    extraArgs: ['--handshake-timeout-ms', '60000', '--drain-timeout-s', '1']
   })
   mc = await h.startMcServer({ motd: 'DVV fd limit test' })
   echo = net.createServer((c) => c.pipe(c))

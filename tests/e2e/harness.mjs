@@ -449,7 +449,8 @@ export function httpGet (port, urlPath, { host = '127.0.0.1', timeoutMs = 2000 }
 // is about the per-source limits (limits: 'production'), lift them so that concurrency tests
 // measure the tunnel, not the admission control.
 const LOOPBACK_LIMITS = ['--join-rate-v4', '1000000', '--join-rate-v6', '1000000',
-  '--join-burst', '1000000', '--max-pending-per-source', '1000000']
+  '--join-burst', '1000000', '--max-pending-per-source', '1000000',
+  '--agent-unauth-per-source', '1000000']
 
 // instanceId null: no --instance-id, the relay picks its default (hostname-pid). wrapper: a
 // command that execs the relay (same pid), e.g. ['prlimit', '--nofile=128:128', '--'].

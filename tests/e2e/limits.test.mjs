@@ -22,7 +22,10 @@ before(h.withLogs('setup', async () => {
     keys,
     limits: 'production',
     extraArgs: ['--join-rate-v4', '1', '--join-burst', String(BURST), '--max-pending-per-source', '4',
-      '--handshake-timeout-ms', '3000']
+      '--handshake-timeout-ms', '3000',
+      // on SIGTERM its agent has no other relay to move to and keeps serving: the drain ends at
+      // its deadline
+      '--drain-timeout-s', '1']
   })
   mc = await h.startMcServer({ motd: 'DVV limits test' })
   const token = await h.mintToken({ keys, sub: 'user-limits', tid: 'tunnel-limits', ttl: 3600 })
