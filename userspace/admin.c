@@ -132,6 +132,14 @@ static void render_metrics(struct relay *r, struct sbuf *b)
 						  memory_order_relaxed));
 	ACCEPT_ERRORS(X)
 #undef X
+	family(b, "forward_refused_total", "counter",
+	       "internal-port connections refused, by reason (forged, replayed, not for us, cache full)");
+#define X(name)                                                                                \
+	sb_printf(b, "dvv_relay_forward_refused_total{reason=\"%s\"} %lld\n", #name,             \
+		  (long long)atomic_load_explicit(&g_metrics.forward_refused[FWD_REFUSED_##name], \
+						  memory_order_relaxed));
+	FWD_REFUSED(X)
+#undef X
 	sb_printf(b,
 		  "# HELP dvv_relay_info Static facts about this relay\n# TYPE dvv_relay_info gauge\n"
 		  "dvv_relay_info{instance=\"%s\",region=\"%s\",dataplane=\"%s\",version=\"0.1.0\"} 1\n",

@@ -73,6 +73,8 @@ static const struct opt_def defs[] = {
 	I(max_handshakes, 16, 1000000, "concurrent unfinished player handshakes"),
 	I(max_lag_mb, 1, 65536, "MiB queued towards a slow reader before its connection is cut"),
 	I(max_tunnels, 1, 1000000, "tunnels this instance accepts"),
+	I(max_waiting_per_tunnel, 1, 100000, "players waiting for one tunnel's agent; more are told busy"),
+	I(forward_connect_ms, 100, 60000, "connect to the owning relay and get its answer within this"),
 };
 #define NDEFS (sizeof(defs) / sizeof(defs[0]))
 
@@ -170,6 +172,8 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	c->lease_ttl_s = 30;
 	c->heartbeat_ms = 2000;
 	c->name_grace_s = 7 * 86400;
+	c->max_waiting_per_tunnel = 64;
+	c->forward_connect_ms = 2000;
 	c->drain_timeout_s = 30;
 	c->route_cache_ms = 2000;
 	c->placement_margin = 8;

@@ -58,6 +58,8 @@ struct relay_cfg {
 	int drain_timeout_s;	   /* SIGTERM: players keep playing at most this long */
 	int max_handshakes;	   /* concurrent unfinished player handshakes */
 	int max_tunnels;	   /* tunnels this instance accepts */
+	int max_waiting_per_tunnel; /* players waiting for one tunnel's agent connection */
+	int forward_connect_ms;	   /* relay-to-relay forward: connect + answer byte deadline */
 	int log_level;
 };
 
