@@ -4,8 +4,10 @@
  * forward.h is the contract; the route cache it consults is route_cache.c.
  *
  * A forwarded player, in the order it happens (each section reads bottom-up):
- *   sending end:   forward_player -> on_route -> route_found -> forward_to -> fwd_conn_cb
- *                  (header out, answer byte in) -> forward_splice
+ *   sending end:   forward_player -> lookup -> on_lookup -> route_found -> forward_to ->
+ *                  fwd_conn_cb (header out, answer byte in) -> forward_splice; or, when nobody
+ *                  can take the player, player_answer (reconnecting with the cached status,
+ *                  offline for an unknown name)
  *   receiving end: internal_accept_cb -> fwdin_io_cb (header, nonce, epoch) -> answer byte ->
  *                  player_adopt_forwarded (player.c) */
 #include "forward.h"
@@ -152,6 +154,18 @@ void forward_cancel(struct player *p)
 
 static void lookup(struct player *p);
 
+/* Arm p's timer for one step (a lookup, a forward), never past the deadline of its whole
+ * routing: a player asked a question is answered within the join wait, however many steps
+ * (cache, forward, NOT_HERE, lookup again, forward again) it takes. */
+static void arm_step(struct player *p, uint64_t ms)
+{
+	struct relay *r = p->r;
+	uint64_t left = p->fwd.deadline_ms > r->loop.now ? p->fwd.deadline_ms - r->loop.now : 1;
+	loop_timer_arm(&r->loop, &p->timer, ms < left ? ms : left);
+}
+
+static bool time_left(const struct player *p) { return p->fwd.deadline_ms > p->r->loop.now; }
+
 /* The owner could not take p. A route from the cache may be stale: ask Redis once more (that
  * also brings the cached status). Otherwise the tunnel exists but cannot be reached right now:
  * the player hears at once that the server is reconnecting (a ping gets the cached status). */
@@ -161,7 +175,7 @@ static void forward_fail(struct player *p, const char *why)
 	route_cache_drop(p->r, p->hs.host);
 	forward_cancel(p);
 	pr_rl(LOG_INFO, "forward of %s failed: %s", p->hs.host, why);
-	if (p->fwd.cached && !p->fwd.relooked) {
+	if (p->fwd.cached && !p->fwd.relooked && time_left(p)) {
 		p->fwd.relooked = true;
 		lookup(p);
 		return;
@@ -169,11 +183,19 @@ static void forward_fail(struct player *p, const char *why)
 	player_answer(p, ANS_RECONNECTING, why);
 }
 
+/* Redis could not answer. A player routed here by another relay, or one whose route we had
+ * (a second lookup), is for a tunnel that exists: it is reconnecting. */
+static enum answer_kind registry_down(const struct player *p)
+{
+	if (p->forwarded || p->fwd.relooked)
+		return ANS_RECONNECTING;
+	return p->r->fwd_enabled ? ANS_UNAVAILABLE : ANS_OFFLINE;
+}
+
 void forward_timeout(struct player *p)
 {
 	if (p->state == PS_LOOKUP)
-		player_answer(p, p->r->fwd_enabled ? ANS_UNAVAILABLE : ANS_OFFLINE,
-			      "the tunnel registry did not answer in time");
+		player_answer(p, registry_down(p), "the tunnel registry did not answer in time");
 	else
 		forward_fail(p, "the owning relay did not answer in time");
 }
@@ -202,7 +224,7 @@ static void fwd_conn_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		ssize_t n = recv(io->fd, &b, 1, 0);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
-		if (n == 1 && b == FWD_NOT_HERE && !p->fwd.relooked) {
+		if (n == 1 && b == FWD_NOT_HERE && !p->fwd.relooked && time_left(p)) {
 			/* our route was stale: forget it and ask Redis once more (at most two
 			 * forwards per player, never a loop) */
 			p->fwd.relooked = true;
@@ -271,7 +293,7 @@ static void forward_to(struct player *p, const char *instance, const char *addr,
 	}
 	player_enter(p, PS_FORWARD);
 	loop_io_set(&r->loop, &p->io, EPOLLRDHUP | EPOLLET);
-	loop_timer_arm(&r->loop, &p->timer, (uint64_t)r->cfg.forward_connect_ms);
+	arm_step(p, (uint64_t)r->cfg.forward_connect_ms);
 }
 
 /* Act on what we know of the name: forward to the relay holding its live tunnel, else answer.
@@ -288,7 +310,7 @@ static void route_found(struct player *p, bool found, const char *instance, uint
 	}
 	/* nobody holds it; or we do per Redis but have no live session (it is registering);
 	 * or we cannot forward (a forwarded player, forwarding off) */
-	if (p->known || found)
+	if (p->known || found || p->forwarded)
 		player_answer(p, ANS_RECONNECTING, "the server is reconnecting");
 	else
 		player_answer(p, ANS_OFFLINE, "no tunnel is connected for this name");
@@ -303,8 +325,7 @@ static void on_lookup(struct relay *r, void *priv, const struct rredis_lookup_re
 	if (!waiting)
 		return;
 	if (res->err) {
-		player_answer(p, r->fwd_enabled ? ANS_UNAVAILABLE : ANS_OFFLINE,
-			      "the tunnel registry is unreachable");
+		player_answer(p, registry_down(p), "the tunnel registry is unreachable");
 		return;
 	}
 	p->known = res->known;
@@ -333,17 +354,17 @@ static void lookup(struct player *p)
 	if (rredis_lookup(r, p->hs.host, on_lookup, p)) {
 		p->refs--;
 		/* without Redis: the answers of a relay that knows nothing beyond itself */
-		player_answer(p, r->fwd_enabled ? ANS_UNAVAILABLE : ANS_OFFLINE,
-			      "the tunnel registry is unreachable");
+		player_answer(p, registry_down(p), "the tunnel registry is unreachable");
 		return;
 	}
 	loop_io_set(&r->loop, &p->io, EPOLLRDHUP | EPOLLET);
-	loop_timer_arm(&r->loop, &p->timer, LOOKUP_TIMEOUT_MS);
+	arm_step(p, LOOKUP_TIMEOUT_MS);
 }
 
 void forward_player(struct player *p)
 {
 	struct relay *r = p->r;
+	p->fwd.deadline_ms = r->loop.now + (uint64_t)r->cfg.join_wait_ms;
 	const struct route_entry *e =
 		r->fwd_enabled && !p->forwarded ? route_cache_get(r, p->hs.host) : NULL;
 	if (e && e->found) {

@@ -21,8 +21,9 @@
  * sharing an skb with the player's first bytes would be forwarded again (docs/sockmap.md,
  * section 5).
  *
- * Contract: relay.c calls forward_init/tick/free; player.c hands a player whose name has no live
- * tunnel here to forward_player() (only when r->fwd_enabled), calls forward_timeout() at the
+ * Contract: relay.c calls forward_init/tick/free; player.c hands every player whose name has no
+ * live tunnel here to forward_player() (which forwards only when r->fwd_enabled and the player
+ * was not itself forwarded, and otherwise answers it from the same lookup), calls forward_timeout() at the
  * deadline of a player in PS_LOOKUP / PS_FORWARD, and forward_cancel() whenever it lets a player
  * go. The receiving end gives accepted players to player_adopt_forwarded(). The codec
  * (fwd_encode/fwd_fixed/fwd_verify) is pure. */
@@ -81,8 +82,9 @@ void forward_tick(struct relay *r); /* expire old nonces */
 void forward_free(struct relay *r);
 
 /* Sending end. p's name has no live tunnel here: find the relay that holds it (route cache, else
- * one Redis lookup) and hand p to that relay's internal port. When nobody holds it, or the owner
- * cannot be reached, p is answered (player_answer). */
+ * one Redis round trip for route, cached status and owner) and hand p to that relay's internal
+ * port. When nobody can take it, p is answered (player_answer): reconnecting (with the cached
+ * status) for a name Redis knows, offline for an unknown one, within the join wait. */
 void forward_player(struct player *p);
 /* p's deadline passed while it was looked up (PS_LOOKUP) or forwarded (PS_FORWARD). */
 void forward_timeout(struct player *p);

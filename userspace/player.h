@@ -60,6 +60,7 @@ struct player {
 		bool sent;	    /* header sent, waiting for the owner's answer byte */
 		bool relooked;	    /* the route was found stale once: Redis asked again */
 		bool cached;	    /* the route came from the route cache, not from Redis */
+		uint64_t deadline_ms; /* loop time by which p is answered or forwarded */
 	} fwd;
 };
 

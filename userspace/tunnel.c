@@ -480,6 +480,8 @@ static void tunnel_placed(struct relay *r, void *priv, const char *addr)
 			snprintf(m.u.move.reason, sizeof(m.u.move.reason), "less loaded relay");
 			send_msg(t, &m);
 			M_INC(tunnels_moved_total);
+			/* players handed over from a replaced session follow the agent there */
+			t->wait_fate = WAIT_REROUTE;
 			tunnel_close(t, NULL, "moved to a less loaded relay");
 		} else {
 			tunnel_register(t);
