@@ -297,8 +297,9 @@ static void forward_to(struct player *p, const char *instance, const char *addr,
 }
 
 /* Act on what we know of the name: forward to the relay holding its live tunnel, else answer.
- * A name Redis knows (owner, lease or cached status) belongs to a tunnel that is offline,
- * migrating or reconnecting; an unknown name gets the plain offline answer. */
+ * A name Redis knows (an owner or a cached status) belongs to a tunnel that is offline,
+ * migrating or reconnecting, and so does the name of a player another relay routed here; a
+ * bare route lease without an owner is not enough (a stale or foreign key): offline. */
 static void route_found(struct player *p, bool found, const char *instance, uint64_t epoch,
 			const char *addr)
 {
@@ -310,7 +311,7 @@ static void route_found(struct player *p, bool found, const char *instance, uint
 	}
 	/* nobody holds it; or we do per Redis but have no live session (it is registering);
 	 * or we cannot forward (a forwarded player, forwarding off) */
-	if (p->known || found || p->forwarded)
+	if (p->known || p->forwarded)
 		player_answer(p, ANS_RECONNECTING, "the server is reconnecting");
 	else
 		player_answer(p, ANS_OFFLINE, "no tunnel is connected for this name");

@@ -902,7 +902,7 @@ static void on_lookup(struct rc *rc, redisReply *rep, void *priv)
 		res.status = status->str;
 		res.status_len = status->len;
 	}
-	res.known = res.found || res.status || owner->type == REDIS_REPLY_STRING;
+	res.known = res.status || owner->type == REDIS_REPLY_STRING;
 out:
 	c->cb(c->r, c->priv, &res);
 	free(c);

@@ -91,7 +91,7 @@ struct rredis_lookup_result {
 	const char *instance;
 	uint64_t epoch;
 	const char *addr;     /* its internal address, "-" when it does not forward */
-	bool known;	      /* the name has an owner (or a lease or a status): its tunnel exists */
+	bool known;	      /* the name has an owner or a cached status: its tunnel exists */
 	const char *status;   /* the sanitized status JSON stored by status_sanitize, or NULL */
 	size_t status_len;
 };
