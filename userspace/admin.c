@@ -117,6 +117,16 @@ static void render_bpf_metrics(struct relay *r, struct sbuf *b)
 	}
 }
 
+/* A counter family with one sample per reason: dvv_relay_NAME{reason="..."} */
+static void by_reason(struct sbuf *b, const char *name, const char *help,
+		      const char *const *reasons, _Atomic int64_t *vals, size_t n)
+{
+	family(b, name, "counter", help);
+	for (size_t i = 0; i < n; i++)
+		sb_printf(b, "dvv_relay_%s{reason=\"%s\"} %lld\n", name, reasons[i],
+			  (long long)atomic_load_explicit(&vals[i], memory_order_relaxed));
+}
+
 static void render_metrics(struct relay *r, struct sbuf *b)
 {
 #define X(name, type, help)                                                                    \
@@ -124,22 +134,20 @@ static void render_metrics(struct relay *r, struct sbuf *b)
 		  help, #name, #type, #name, (long long)M_GET(name));
 	METRICS(X)
 #undef X
-	family(b, "accept_errors_total", "counter",
-	       "accept() failures that paused a listener for a moment, by reason");
-#define X(name)                                                                                \
-	sb_printf(b, "dvv_relay_accept_errors_total{reason=\"%s\"} %lld\n", #name,                \
-		  (long long)atomic_load_explicit(&g_metrics.accept_errors[ACCEPT_ERR_##name],  \
-						  memory_order_relaxed));
-	ACCEPT_ERRORS(X)
-#undef X
-	family(b, "agent_refused_total", "counter",
-	       "Agent-port connections and HELLOs refused by admission control, by reason");
-#define X(name)                                                                                \
-	sb_printf(b, "dvv_relay_agent_refused_total{reason=\"%s\"} %lld\n", #name,                \
-		  (long long)atomic_load_explicit(&g_metrics.agent_refused[AGENT_REF_##name],   \
-						  memory_order_relaxed));
-	AGENT_REFUSALS(X)
-#undef X
+#define NAME(name) #name,
+	static const char *const accept_names[] = {ACCEPT_ERRORS(NAME)};
+	static const char *const agent_names[] = {AGENT_REFUSALS(NAME)};
+	static const char *const fwd_names[] = {FWD_REFUSED(NAME)};
+#undef NAME
+	by_reason(b, "accept_errors_total",
+		  "accept() failures that paused a listener for a moment, by reason", accept_names,
+		  g_metrics.accept_errors, ACCEPT_ERR_MAX);
+	by_reason(b, "agent_refused_total",
+		  "Agent-port connections and HELLOs refused by admission control, by reason",
+		  agent_names, g_metrics.agent_refused, AGENT_REF_MAX);
+	by_reason(b, "forward_refused_total",
+		  "internal-port connections refused, by reason (forged, replayed, not for us, cache full)",
+		  fwd_names, g_metrics.forward_refused, FWD_REFUSED_MAX);
 	sb_printf(b,
 		  "# HELP dvv_relay_info Static facts about this relay\n# TYPE dvv_relay_info gauge\n"
 		  "dvv_relay_info{instance=\"%s\",region=\"%s\",dataplane=\"%s\",version=\"0.1.0\"} 1\n",

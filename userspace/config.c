@@ -79,6 +79,7 @@ static const struct opt_def defs[] = {
 	I(agent_reg_rate, 1, 1000000, "tunnel registrations per second (over it: ERROR busy + retry_after)"),
 	I(pool_max_age_s, 5, 86400, "idle pooled data connections older than this are replaced"),
 	I(max_waiting_per_tunnel, 1, 100000, "players waiting on one tunnel for a data connection"),
+	I(forward_connect_ms, 100, 60000, "connect to the owning relay and get its answer within this"),
 };
 #define NDEFS (sizeof(defs) / sizeof(defs[0]))
 
@@ -176,18 +177,19 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	c->lease_ttl_s = 30;
 	c->heartbeat_ms = 2000;
 	c->name_grace_s = 7 * 86400;
+	c->max_waiting_per_tunnel = 64;
+	c->forward_connect_ms = 2000;
 	c->drain_timeout_s = 30;
 	c->route_cache_ms = 2000;
 	c->placement_margin = 8;
 	c->capacity = RELAY_CAPACITY_DEFAULT;
 	c->max_handshakes = 20000;
 	c->max_tunnels = 100000;
-	c->agent_unauth_per_source = 8;
+	c->agent_unauth_per_source = 64;
 	c->agent_unauth_max = 4096;
 	c->agent_tls_rate = 500;
 	c->agent_reg_rate = 200;
 	c->pool_max_age_s = 120;
-	c->max_waiting_per_tunnel = 64;
 	c->log_level = LOG_INFO;
 
 	/* environment first */

@@ -64,6 +64,7 @@ struct relay_cfg {
 	int agent_reg_rate;	   /* HELLOs accepted for registration per second (burst: 1 s) */
 	int pool_max_age_s;	   /* an idle pooled data connection older than this is replaced */
 	int max_waiting_per_tunnel; /* players waiting on one tunnel for a data connection */
+	int forward_connect_ms;	   /* relay-to-relay forward: connect + answer byte deadline */
 	int log_level;
 };
 

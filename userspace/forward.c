@@ -4,8 +4,10 @@
  * forward.h is the contract; the route cache it consults is route_cache.c.
  *
  * A forwarded player, in the order it happens (each section reads bottom-up):
- *   sending end:   forward_player -> on_route -> route_found -> forward_to -> fwd_conn_cb
- *                  (header out, answer byte in) -> forward_splice
+ *   sending end:   forward_player -> lookup -> on_lookup -> route_found -> forward_to ->
+ *                  fwd_conn_cb (header out, answer byte in) -> forward_splice; or, when nobody
+ *                  can take the player, player_answer (reconnecting with the cached status,
+ *                  offline for an unknown name)
  *   receiving end: internal_accept_cb -> fwdin_io_cb (header, nonce, epoch) -> answer byte ->
  *                  player_adopt_forwarded (player.c) */
 #include "forward.h"
@@ -31,7 +33,6 @@
 #include <unistd.h>
 
 #define LOOKUP_TIMEOUT_MS 3000	   /* Redis route lookup */
-#define FORWARD_CONNECT_MS 3000	   /* connect to the owning relay and get its answer byte */
 #define FWD_HEADER_TIMEOUT_MS 3000 /* a header must arrive whole on the internal port */
 #define NONCE_CACHE_MAX 262144
 
@@ -47,15 +48,15 @@ static void mac(const uint8_t *key, size_t keylen, const uint8_t *data, size_t l
 size_t fwd_encode(const struct fwd_hdr *h, const uint8_t *key, size_t keylen, uint8_t *out,
 		  size_t cap)
 {
-	size_t hl = strlen(h->host), fl = strlen(h->from);
-	if (hl > 255 || fl > 64)
+	size_t hl = strlen(h->host), fl = strlen(h->from), tl = strlen(h->target);
+	if (hl > 255 || fl > 64 || tl > 64)
 		return 0;
-	size_t body = 8 + 16 + 8 + PROTO_ADDRS_LEN + 1 + hl + 1 + fl + FWD_MAC_LEN;
+	size_t body = 8 + 16 + 8 + PROTO_ADDRS_LEN + 1 + hl + 1 + fl + 1 + tl + FWD_MAC_LEN;
 	if (body > FWD_BODY_MAX || cap < FWD_FIXED + body)
 		return 0;
 	uint8_t *p = out;
 	memcpy(p, FWD_MAGIC, 4);
-	p[4] = 1;
+	p[4] = FWD_VERSION;
 	p[5] = 0;
 	proto_put16(p + 6, (uint16_t)body);
 	p += FWD_FIXED;
@@ -71,13 +72,16 @@ size_t fwd_encode(const struct fwd_hdr *h, const uint8_t *key, size_t keylen, ui
 	*p++ = (uint8_t)fl;
 	memcpy(p, h->from, fl);
 	p += fl;
+	*p++ = (uint8_t)tl;
+	memcpy(p, h->target, tl);
+	p += tl;
 	mac(key, keylen, out, (size_t)(p - out), p);
 	return FWD_FIXED + body;
 }
 
 int fwd_fixed(const uint8_t fixed[FWD_FIXED])
 {
-	if (memcmp(fixed, FWD_MAGIC, 4) || fixed[4] != 1)
+	if (memcmp(fixed, FWD_MAGIC, 4) || fixed[4] != FWD_VERSION)
 		return -EPROTO;
 	uint16_t n = proto_get16(fixed + 6);
 	if (n < FWD_BODY_MIN || n > FWD_BODY_MAX)
@@ -115,10 +119,15 @@ int fwd_verify(const uint8_t *whole, size_t len, const uint8_t *key, size_t keyl
 	memcpy(out->host, p, hl);
 	p += hl;
 	size_t fl = *p++;
-	if (fl > 64 || (size_t)(end - p) != fl)
+	if (fl > 64 || (size_t)(end - p) < fl + 1)
 		goto bad;
 	memcpy(out->from, p, fl);
-	if (memchr(out->host, 0, hl) || memchr(out->from, 0, fl))
+	p += fl;
+	size_t tl = *p++;
+	if (tl > 64 || (size_t)(end - p) != tl)
+		goto bad;
+	memcpy(out->target, p, tl);
+	if (memchr(out->host, 0, hl) || memchr(out->from, 0, fl) || memchr(out->target, 0, tl))
 		goto bad;
 	uint64_t skew = now_ms > out->ts_ms ? now_ms - out->ts_ms : out->ts_ms - now_ms;
 	if (skew > FWD_SKEW_MS) {
@@ -143,19 +152,50 @@ void forward_cancel(struct player *p)
 	p->fwd.io.fd = -1;
 }
 
+static void lookup(struct player *p);
+
+/* Arm p's timer for one step (a lookup, a forward), never past the deadline of its whole
+ * routing: a player asked a question is answered within the join wait, however many steps
+ * (cache, forward, NOT_HERE, lookup again, forward again) it takes. */
+static void arm_step(struct player *p, uint64_t ms)
+{
+	struct relay *r = p->r;
+	uint64_t left = p->fwd.deadline_ms > r->loop.now ? p->fwd.deadline_ms - r->loop.now : 1;
+	loop_timer_arm(&r->loop, &p->timer, ms < left ? ms : left);
+}
+
+static bool time_left(const struct player *p) { return p->fwd.deadline_ms > p->r->loop.now; }
+
+/* The owner could not take p. A route from the cache may be stale: ask Redis once more (that
+ * also brings the cached status). Otherwise the tunnel exists but cannot be reached right now:
+ * the player hears at once that the server is reconnecting (a ping gets the cached status). */
 static void forward_fail(struct player *p, const char *why)
 {
 	M_INC(forward_failures_total);
 	route_cache_drop(p->r, p->hs.host);
 	forward_cancel(p);
 	pr_rl(LOG_INFO, "forward of %s failed: %s", p->hs.host, why);
-	player_answer(p, ANS_MOVING, why);
+	if (p->fwd.cached && !p->fwd.relooked && time_left(p)) {
+		p->fwd.relooked = true;
+		lookup(p);
+		return;
+	}
+	player_answer(p, ANS_RECONNECTING, why);
+}
+
+/* Redis could not answer. A player routed here by another relay, or one whose route we had
+ * (a second lookup), is for a tunnel that exists: it is reconnecting. */
+static enum answer_kind registry_down(const struct player *p)
+{
+	if (p->forwarded || p->fwd.relooked)
+		return ANS_RECONNECTING;
+	return p->r->fwd_enabled ? ANS_UNAVAILABLE : ANS_OFFLINE;
 }
 
 void forward_timeout(struct player *p)
 {
 	if (p->state == PS_LOOKUP)
-		player_answer(p, ANS_UNAVAILABLE, "the tunnel registry did not answer in time");
+		player_answer(p, registry_down(p), "the tunnel registry did not answer in time");
 	else
 		forward_fail(p, "the owning relay did not answer in time");
 }
@@ -184,14 +224,18 @@ static void fwd_conn_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		ssize_t n = recv(io->fd, &b, 1, 0);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
-		if (n == 1 && b == FWD_NOT_HERE && !p->fwd.relooked) {
+		if (n == 1 && b == FWD_NOT_HERE && !p->fwd.relooked && time_left(p)) {
 			/* our route was stale: forget it and ask Redis once more (at most two
 			 * forwards per player, never a loop) */
 			p->fwd.relooked = true;
 			forward_cancel(p);
 			route_cache_drop(r, p->hs.host);
 			M_INC(route_stale_total);
-			forward_player(p);
+			lookup(p);
+			return;
+		}
+		if (n == 1 && b == FWD_NOT_HERE) {
+			forward_fail(p, "the tunnel is between relays");
 			return;
 		}
 		if (n != 1 || b != FWD_ACCEPT) {
@@ -215,6 +259,7 @@ static void fwd_conn_cb(struct loop *l, struct loop_io *io, uint32_t events)
 	memcpy(&h.dst, &p->local, sizeof(h.dst));
 	snprintf(h.host, sizeof(h.host), "%s", p->hs.host);
 	snprintf(h.from, sizeof(h.from), "%s", r->cfg.instance_id);
+	snprintf(h.target, sizeof(h.target), "%s", p->fwd.target);
 	uint8_t buf[FWD_FIXED + FWD_BODY_MAX];
 	size_t n = fwd_encode(&h, r->fwd_key, r->fwd_keylen, buf, sizeof(buf));
 	if (!n || send(io->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)n) {
@@ -226,7 +271,7 @@ static void fwd_conn_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		forward_fail(p, "out of resources");
 }
 
-static void forward_to(struct player *p, const char *addr, uint64_t epoch)
+static void forward_to(struct player *p, const char *instance, const char *addr, uint64_t epoch)
 {
 	struct relay *r = p->r;
 	struct net_addr a;
@@ -238,6 +283,7 @@ static void forward_to(struct player *p, const char *addr, uint64_t epoch)
 	}
 	net_keepalive(fd, 0); /* relay-to-relay links cross NATs too (best effort) */
 	p->fwd.epoch = epoch;
+	snprintf(p->fwd.target, sizeof(p->fwd.target), "%.64s", instance);
 	p->fwd.sent = false;
 	p->fwd.io = (struct loop_io){.fd = fd, .cb = fwd_conn_cb};
 	if (loop_io_set(&r->loop, &p->fwd.io, EPOLLOUT | EPOLLRDHUP)) {
@@ -248,23 +294,31 @@ static void forward_to(struct player *p, const char *addr, uint64_t epoch)
 	}
 	player_enter(p, PS_FORWARD);
 	loop_io_set(&r->loop, &p->io, EPOLLRDHUP | EPOLLET);
-	loop_timer_arm(&r->loop, &p->timer, FORWARD_CONNECT_MS);
+	arm_step(p, (uint64_t)r->cfg.forward_connect_ms);
 }
 
+/* Act on what we know of the name: forward to the relay holding its live tunnel, else answer.
+ * A name Redis knows (an owner or a cached status) belongs to a tunnel that is offline,
+ * migrating or reconnecting, and so does the name of a player another relay routed here; a
+ * bare route lease without an owner is not enough (a stale or foreign key): offline. */
 static void route_found(struct player *p, bool found, const char *instance, uint64_t epoch,
 			const char *addr)
 {
 	struct relay *r = p->r;
-	if (!found || !strcmp(instance, r->cfg.instance_id) || !strcmp(addr, "-")) {
-		/* nobody holds it, or Redis says we do but we no longer have the session */
-		player_answer(p, ANS_OFFLINE, "no tunnel is connected for this name");
+	if (found && r->fwd_enabled && !p->forwarded && strcmp(instance, r->cfg.instance_id) &&
+	    strcmp(addr, "-")) {
+		forward_to(p, instance, addr, epoch);
 		return;
 	}
-	forward_to(p, addr, epoch);
+	/* nobody holds it; or we do per Redis but have no live session (it is registering);
+	 * or we cannot forward (a forwarded player, forwarding off) */
+	if (p->known || p->forwarded)
+		player_answer(p, ANS_RECONNECTING, "the server is reconnecting");
+	else
+		player_answer(p, ANS_OFFLINE, "no tunnel is connected for this name");
 }
 
-static void on_route(struct relay *r, void *priv, bool err, bool found, const char *instance,
-		     uint64_t epoch, const char *addr)
+static void on_lookup(struct relay *r, void *priv, const struct rredis_lookup_result *res)
 {
 	struct player *p = priv;
 	/* closed, or answered at the lookup deadline: nothing left to do with the reply */
@@ -272,36 +326,60 @@ static void on_route(struct relay *r, void *priv, bool err, bool found, const ch
 	player_put(p); /* the lookup's reference; p stays while it is open */
 	if (!waiting)
 		return;
-	if (err) {
-		player_answer(p, ANS_UNAVAILABLE, "the tunnel registry is unreachable");
+	if (res->err) {
+		player_answer(p, registry_down(p), "the tunnel registry is unreachable");
 		return;
 	}
-	route_cache_put(r, p->hs.host, found, instance, epoch, addr);
-	route_found(p, found, instance, epoch, addr);
+	p->known = res->known;
+	free(p->status);
+	p->status = NULL;
+	p->status_len = 0;
+	if (res->status && (p->status = malloc(res->status_len + 1))) {
+		memcpy(p->status, res->status, res->status_len);
+		p->status[res->status_len] = 0;
+		p->status_len = res->status_len;
+	}
+	p->fwd.cached = false;
+	/* only live routes are cached: an answer for an offline name needs its status anyway */
+	if (res->found && r->fwd_enabled)
+		route_cache_put(r, p->hs.host, true, res->instance, res->epoch, res->addr);
+	route_found(p, res->found, res->instance, res->epoch, res->addr);
+}
+
+/* One Redis round trip for the route, the cached status and the owner of p's name. */
+static void lookup(struct player *p)
+{
+	struct relay *r = p->r;
+	player_enter(p, PS_LOOKUP);
+	M_INC(route_lookups_total);
+	p->refs++;
+	if (rredis_lookup(r, p->hs.host, on_lookup, p)) {
+		p->refs--;
+		/* without Redis: the answers of a relay that knows nothing beyond itself */
+		player_answer(p, registry_down(p), "the tunnel registry is unreachable");
+		return;
+	}
+	loop_io_set(&r->loop, &p->io, EPOLLRDHUP | EPOLLET);
+	arm_step(p, LOOKUP_TIMEOUT_MS);
 }
 
 void forward_player(struct player *p)
 {
 	struct relay *r = p->r;
-	const struct route_entry *e = route_cache_get(r, p->hs.host);
-	player_enter(p, PS_LOOKUP);
-	if (e) {
+	p->fwd.deadline_ms = r->loop.now + (uint64_t)r->cfg.join_wait_ms;
+	const struct route_entry *e =
+		r->fwd_enabled && !p->forwarded ? route_cache_get(r, p->hs.host) : NULL;
+	if (e && e->found) {
 		/* copies: a failed forward drops the entry */
 		char inst[66], addr[130];
 		snprintf(inst, sizeof(inst), "%s", e->instance);
 		snprintf(addr, sizeof(addr), "%s", e->addr);
-		route_found(p, e->found, inst, e->epoch, addr);
+		player_enter(p, PS_LOOKUP);
+		p->fwd.cached = true;
+		route_found(p, true, inst, e->epoch, addr);
 		return;
 	}
-	M_INC(route_lookups_total);
-	p->refs++;
-	if (rredis_lookup_route(r, p->hs.host, on_route, p)) {
-		p->refs--;
-		player_answer(p, ANS_UNAVAILABLE, "the tunnel registry is unreachable");
-		return;
-	}
-	loop_io_set(&r->loop, &p->io, EPOLLRDHUP | EPOLLET);
-	loop_timer_arm(&r->loop, &p->timer, LOOKUP_TIMEOUT_MS);
+	lookup(p);
 }
 
 /* ---- receiving end (relay B): the replay cache ---- */
@@ -330,28 +408,34 @@ static void nonce_expire(struct relay *r)
 {
 	while (!dlist_empty(&r->nonce_fifo)) {
 		struct nonce_entry *e = container_of(r->nonce_fifo.next, struct nonce_entry, fifo);
-		if (e->expires_ms > r->loop.now && r->nnonces < NONCE_CACHE_MAX)
+		if (e->expires_ms > r->loop.now)
 			break;
 		nonce_del(r, e);
 	}
 }
 
-/* true if the nonce was seen within the validity window (a replay); records it otherwise */
-static bool nonce_replayed(struct relay *r, const uint8_t nonce[16])
+enum nonce_verdict { NONCE_NEW, NONCE_REPLAYED, NONCE_FULL };
+
+/* Record a header's nonce. A nonce seen within the validity window is a replay. An unexpired
+ * nonce is never evicted to make room (that would let its header be replayed): when the cache
+ * holds r->nonce_max of them, the header is refused instead, and so it is without memory. */
+static enum nonce_verdict nonce_check(struct relay *r, const uint8_t nonce[16])
 {
 	uint64_t h = htab_hash(&r->nonces, nonce, 16);
 	if (htab_find(&r->nonces, h, nonce, 16, nonce_eq))
-		return true;
+		return NONCE_REPLAYED;
 	nonce_expire(r);
+	if (r->nnonces >= r->nonce_max)
+		return NONCE_FULL;
 	struct nonce_entry *e = calloc(1, sizeof(*e));
 	if (!e)
-		return false;
+		return NONCE_FULL;
 	memcpy(e->nonce, nonce, 16);
 	e->expires_ms = r->loop.now + 2 * FWD_SKEW_MS;
 	htab_add(&r->nonces, &e->hn, h);
 	dlist_add_tail(&r->nonce_fifo, &e->fifo);
 	r->nnonces++;
-	return false;
+	return NONCE_NEW;
 }
 
 /* ---- receiving end: the internal port ---- */
@@ -382,14 +466,14 @@ static void fwdin_close(struct fwdin *f, bool close_fd)
 	loop_defer(&r->loop, fwdin_free, f);
 }
 
-static void fwdin_refuse(struct fwdin *f, const char *why)
+static void fwdin_refuse(struct fwdin *f, enum fwd_refused reason, const char *why)
 {
 	char peer[64] = "?";
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	if (getpeername(f->io.fd, (struct sockaddr *)&ss, &sl) == 0)
 		net_addr_fmt((struct sockaddr *)&ss, peer, sizeof(peer));
-	M_INC(forward_refused_total);
+	atomic_fetch_add_explicit(&g_metrics.forward_refused[reason], 1, memory_order_relaxed);
 	pr_rl(LOG_WARN, "internal port: refused %s: %s", peer, why);
 	fwdin_close(f, true);
 }
@@ -411,20 +495,38 @@ static void fwdin_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		if (f->len == FWD_FIXED && f->need == FWD_FIXED) {
 			int body = fwd_fixed(f->buf);
 			if (body < 0) {
-				fwdin_refuse(f, "not a forward header");
+				fwdin_refuse(f, FWD_REFUSED_malformed, "not a forward header");
 				return;
 			}
 			f->need = (uint16_t)(FWD_FIXED + body);
 		}
 	}
 	struct fwd_hdr h;
-	char err[160];
-	if (fwd_verify(f->buf, f->len, r->fwd_key, r->fwd_keylen, wall_ms(), &h, err, sizeof(err))) {
-		fwdin_refuse(f, err);
+	char err[200];
+	int rc = fwd_verify(f->buf, f->len, r->fwd_key, r->fwd_keylen, wall_ms(), &h, err,
+			    sizeof(err));
+	if (rc) {
+		fwdin_refuse(f, rc == -EACCES ? FWD_REFUSED_mac : rc == -ETIME ? FWD_REFUSED_clock
+										: FWD_REFUSED_malformed,
+			     err);
 		return;
 	}
-	if (nonce_replayed(r, h.nonce)) {
-		fwdin_refuse(f, "replayed forward header");
+	/* bound to the relay the sender's route named: a header is good on one internal port */
+	if (strcmp(h.target, r->cfg.instance_id)) {
+		snprintf(err, sizeof(err), "forward header from %s is meant for relay '%s'", h.from,
+			 h.target);
+		fwdin_refuse(f, FWD_REFUSED_target, err);
+		return;
+	}
+	switch (nonce_check(r, h.nonce)) {
+	case NONCE_NEW:
+		break;
+	case NONCE_REPLAYED:
+		fwdin_refuse(f, FWD_REFUSED_replay, "replayed forward header");
+		return;
+	case NONCE_FULL:
+		fwdin_refuse(f, FWD_REFUSED_nonce_full,
+			     "replay cache full of unexpired nonces (forward flood?)");
 		return;
 	}
 	/* A's route is stale: the agent moved or is between relays, or the name is live here
@@ -454,7 +556,8 @@ static void fwdin_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 
 static void fwdin_timer_cb(struct loop *l, struct loop_timer *t)
 {
-	fwdin_refuse(container_of(t, struct fwdin, timer), "no forward header in time");
+	fwdin_refuse(container_of(t, struct fwdin, timer), FWD_REFUSED_timeout,
+		     "no forward header in time");
 }
 
 static void internal_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
@@ -577,6 +680,8 @@ int forward_init(struct relay *r)
 	r->internal_l.io.fd = -1;
 	dlist_init(&r->nonce_fifo);
 	dlist_init(&r->fwdins);
+	if (!r->nonce_max)
+		r->nonce_max = NONCE_CACHE_MAX;
 	if ((rc = route_cache_init(r)) || htab_init(&r->nonces, 1024))
 		return rc ? rc : -ENOMEM;
 	if (!r->cfg.internal_listen[0]) {

@@ -5,9 +5,13 @@
  * The header is authenticated with HMAC-SHA256 under the cluster secret every relay of the
  * deployment shares, carries a timestamp (+-30 s) and a random nonce (replays refused), the
  * player's real address, the name, the fencing epoch of the route A acted on, and A's instance
- * id. B takes the player only if it holds a live tunnel for the name at that same epoch; a route
+ * id, and the instance id of B as the route named it: B refuses a header meant for another relay,
+ * so a header captured on one relay's internal port is worth nothing on another's. B takes the
+ * player only if it holds a live tunnel for the name at that same epoch; a route
  * to an older or newer session of the name is stale, and B says so (FWD_NOT_HERE) so that A asks
- * Redis again. A forwarded connection is never forwarded again: B serves it from its own tunnels
+ * Redis again. The replay cache of nonces is bounded: when it is full of unexpired nonces B
+ * refuses new headers (counted) rather than forget one, and A answers its player. A forwarded
+ * connection is never forwarded again: B serves it from its own tunnels
  * or answers the player itself. Players cannot reach the internal port's parser through the
  * player port, and cannot forge a header without the secret.
  *
@@ -17,8 +21,9 @@
  * sharing an skb with the player's first bytes would be forwarded again (docs/sockmap.md,
  * section 5).
  *
- * Contract: relay.c calls forward_init/tick/free; player.c hands a player whose name has no live
- * tunnel here to forward_player() (only when r->fwd_enabled), calls forward_timeout() at the
+ * Contract: relay.c calls forward_init/tick/free; player.c hands every player whose name has no
+ * live tunnel here to forward_player() (which forwards only when r->fwd_enabled and the player
+ * was not itself forwarded, and otherwise answers it from the same lookup), calls forward_timeout() at the
  * deadline of a player in PS_LOOKUP / PS_FORWARD, and forward_cancel() whenever it lets a player
  * go. The receiving end gives accepted players to player_adopt_forwarded(). The codec
  * (fwd_encode/fwd_fixed/fwd_verify) is pure. */
@@ -36,7 +41,8 @@ struct player;
 
 #define FWD_MAGIC "DVVF"
 #define FWD_FIXED 8	      /* magic, version, flags, u16 body length */
-#define FWD_BODY_MIN (8 + 16 + 8 + PROTO_ADDRS_LEN + 1 + 1 + FWD_MAC_LEN)
+#define FWD_VERSION 2	      /* 2: the target instance id follows `from` */
+#define FWD_BODY_MIN (8 + 16 + 8 + PROTO_ADDRS_LEN + 1 + 1 + 1 + FWD_MAC_LEN)
 #define FWD_BODY_MAX 600
 #define FWD_MAC_LEN 32
 #define FWD_SKEW_MS 30000     /* accepted clock difference between relays */
@@ -52,6 +58,7 @@ struct fwd_hdr {
 	struct sockaddr_storage dst; /* the address the player dialled at the first relay */
 	char host[256];
 	char from[65];		   /* sending relay's instance id */
+	char target[65];	   /* instance id of the relay it is meant for (from the route) */
 };
 
 /* ---- the header ---- */
@@ -75,8 +82,9 @@ void forward_tick(struct relay *r); /* expire old nonces */
 void forward_free(struct relay *r);
 
 /* Sending end. p's name has no live tunnel here: find the relay that holds it (route cache, else
- * one Redis lookup) and hand p to that relay's internal port. When nobody holds it, or the owner
- * cannot be reached, p is answered (player_answer). */
+ * one Redis round trip for route, cached status and owner) and hand p to that relay's internal
+ * port. When nobody can take it, p is answered (player_answer): reconnecting (with the cached
+ * status) for a name Redis knows, offline for an unknown one, within the join wait. */
 void forward_player(struct player *p);
 /* p's deadline passed while it was looked up (PS_LOOKUP) or forwarded (PS_FORWARD). */
 void forward_timeout(struct player *p);

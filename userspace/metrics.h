@@ -13,11 +13,14 @@
 	X(players_forwarded_total, counter, "Players sent on to the relay that holds their tunnel")   \
 	X(players_adopted_total, counter, "Forwarded players accepted from other relays")             \
 	X(forward_failures_total, counter, "Forwarding attempts that failed (owner unreachable)")     \
-	X(forward_refused_total, counter, "Internal connections refused (bad MAC, replay, clock)")   \
 	X(forward_not_here_total, counter, "Forwarded players for a name we do not hold (sender told)") \
 	X(route_stale_total, counter, "Cached routes found stale by the owner; Redis asked again")    \
 	X(route_lookups_total, counter, "Route lookups sent to Redis")                               \
 	X(route_cache_hits_total, counter, "Route lookups answered from the local cache")            \
+	X(players_busy_total, counter, "Players told busy: too many already waiting for their tunnel") \
+	X(players_rerouted_total, counter, "Waiting players routed again after their session moved")   \
+	X(status_stored_total, counter, "Agent STATUS messages sanitized and stored in Redis")        \
+	X(status_ignored_total, counter, "Agent STATUS messages ignored (too frequent or invalid)")   \
 	X(players_join_timeout_total, counter, "Players that waited too long for an agent connection") \
 	X(handshakes_bad_total, counter, "Player first packets rejected as malformed")                \
 	X(handshakes_timeout_total, counter, "Players closed at the handshake deadline")              \
@@ -65,6 +68,14 @@ enum agent_refusal {
 };
 #define M_REFUSED(why)                                                                         \
 	atomic_fetch_add_explicit(&g_metrics.agent_refused[AGENT_REF_##why], 1, memory_order_relaxed)
+/* Internal connections refused, by reason: dvv_relay_forward_refused_total{reason} */
+#define FWD_REFUSED(X) X(malformed) X(mac) X(clock) X(replay) X(target) X(nonce_full) X(timeout)
+enum fwd_refused {
+#define X(name) FWD_REFUSED_##name,
+	FWD_REFUSED(X)
+#undef X
+	FWD_REFUSED_MAX
+};
 
 struct relay_metrics {
 #define X(name, type, help) _Atomic int64_t name;
@@ -72,6 +83,7 @@ struct relay_metrics {
 #undef X
 	_Atomic int64_t accept_errors[ACCEPT_ERR_MAX];
 	_Atomic int64_t agent_refused[AGENT_REF_MAX];
+	_Atomic int64_t forward_refused[FWD_REFUSED_MAX];
 };
 
 extern struct relay_metrics g_metrics;

@@ -8,6 +8,8 @@
 #include "metrics.h"
 #include "player.h"
 #include "ratelimit.h"
+#include "route_cache.h"
+#include "status.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -36,11 +38,18 @@ static void answer_text(enum answer_kind k, enum answer_form f, const char *host
 			 : f == FORM_KICK ? "Too many connection attempts from your network. Wait a few seconds and try again."
 					  : "Too many connections from your network: wait a few seconds");
 		return;
-	case ANS_MOVING:
+	case ANS_RECONNECTING:
 		snprintf(out, outlen,
-			 f == FORM_STATUS ? "%s is reconnecting\ndvv: the tunnel is moving between relays, refresh in a moment"
-			 : f == FORM_KICK ? "The server at %s is reconnecting to dvv. Try again in a few seconds."
+			 f == FORM_STATUS ? "%s is reconnecting\ndvv: the server will be back in a few seconds, refresh in a moment"
+			 : f == FORM_KICK ? "%.0sThe server is reconnecting. Try again in a few seconds."
 					  : "%s is reconnecting: try again in a moment",
+			 host);
+		return;
+	case ANS_BUSY:
+		snprintf(out, outlen,
+			 f == FORM_STATUS ? "%s is busy\ndvv: too many players are joining at once, refresh in a moment"
+			 : f == FORM_KICK ? "%.0sThe server is busy: too many players are joining at once. Try again in a few seconds."
+					  : "%s is busy: try again in a moment",
 			 host);
 		return;
 	case ANS_UNAVAILABLE:
@@ -89,8 +98,10 @@ void player_enter(struct player *p, enum player_state s)
 
 void player_put(struct player *p)
 {
-	if (--p->refs == 0)
+	if (--p->refs == 0) {
+		free(p->status);
 		free(p);
+	}
 }
 
 static void put_deferred(void *arg) { player_put(arg); }
@@ -163,11 +174,16 @@ void player_answer(struct player *p, enum answer_kind kind, const char *why)
 	p->answer = kind;
 	const char *host = hs->host_len ? hs->host : "this address";
 	if (hs->kind != MC_KIND_MODERN) {
-		size_t n;
-		answer_text(kind, FORM_LEGACY, host, why, text, sizeof(text));
+		size_t n = 0;
+		int32_t proto = hs->protocol > 0 ? hs->protocol : 127;
+		/* the cached status, marked offline; protocol -1 so the list shows "Offline" */
+		if (kind == ANS_RECONNECTING && p->status)
+			n = status_render_legacy(p->status, p->status_len, -1, out, sizeof(out));
+		if (!n) {
+			answer_text(kind, FORM_LEGACY, host, why, text, sizeof(text));
+			n = mc_build_legacy_kick(out, sizeof(out), proto, "dvv", text);
+		}
 		/* legacy: whatever the client sent is consumed by lingering */
-		n = mc_build_legacy_kick(out, sizeof(out), hs->protocol > 0 ? hs->protocol : 127,
-					 "dvv", text);
 		answer_and_linger(p, out, n);
 		return;
 	}
@@ -186,6 +202,42 @@ void player_answer(struct player *p, enum answer_kind kind, const char *why)
 	answer_text(kind, FORM_KICK, host, why, text, sizeof(text));
 	size_t n = mc_build_login_disconnect(out, sizeof(out), text);
 	answer_and_linger(p, out, n);
+}
+
+/* Our answer to the status request: the cached status marked offline when the tunnel is
+ * reconnecting and Redis had one, else our own MOTD. 0, or -1 if it could not be sent whole. */
+static int send_status(struct player *p)
+{
+	uint8_t small[1024], *buf = small;
+	char *json = NULL;
+	size_t jlen, n = 0;
+	int rc = -1;
+	if (p->answer == ANS_RECONNECTING && p->status &&
+	    status_render_offline(p->status, p->status_len, &json, &jlen) == 0 &&
+	    (buf = malloc(jlen + 16))) {
+		n = status_packet(json, jlen, buf, jlen + 16);
+		/* up to ~32 KiB in one non-blocking send: make room for it in the send buffer */
+		int sndbuf = 2 * (int)n;
+		if (n > 8192)
+			setsockopt(p->io.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	}
+	if (!buf)
+		buf = small;
+	if (!n) {
+		char motd[400];
+		if (buf != small)
+			free(buf);
+		buf = small;
+		answer_text(p->answer, FORM_STATUS, p->hs.host_len ? p->hs.host : "this address", "",
+			    motd, sizeof(motd));
+		n = mc_build_status_response(small, sizeof(small), p->hs.protocol, "dvv", motd);
+	}
+	if (n && send(p->io.fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)n)
+		rc = 0;
+	if (buf != small)
+		free(buf);
+	free(json);
+	return rc;
 }
 
 /* The status exchange with an offline name: answer the request (0x00) with our status and the
@@ -223,11 +275,7 @@ static void status_pump(struct player *p)
 		}
 		uint8_t out[1024];
 		if (id == 0x00 && plen == 0 && !p->status_sent) {
-			char motd[400];
-			answer_text(p->answer, FORM_STATUS, p->hs.host_len ? p->hs.host : "this address",
-				    "", motd, sizeof(motd));
-			size_t n = mc_build_status_response(out, sizeof(out), p->hs.protocol, "dvv", motd);
-			if (!n || send(p->io.fd, out, n, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)n) {
+			if (send_status(p)) {
 				player_close(p);
 				return;
 			}
@@ -284,6 +332,12 @@ static void join_or_wait(struct player *p, struct tunnel *t)
 			tunnel_refill(t);
 			return;
 		}
+	/* bounded per tunnel: one busy server cannot hold every player slot of the relay */
+	if (tunnel_waiting_room(t) <= 0) {
+		M_INC(players_busy_total);
+		player_answer(p, ANS_BUSY, "too many players are waiting for this server");
+		return;
+	}
 	/* no idle connection: wait (bounded) for the agent to open one */
 	player_enter(p, PS_WAIT_AGENT);
 	dlist_add_tail(&t->waiting, &p->wait_node);
@@ -302,16 +356,59 @@ void player_join_waiting(struct tunnel *t)
 	tunnel_refill(t);
 }
 
-void player_fail_waiting(struct tunnel *t, const char *reason)
+void player_move_waiting(struct tunnel *from, struct tunnel *to)
+{
+	/* they keep their join deadline; the new session's pool, once up, joins them in order */
+	dlist_splice_tail(&from->waiting, &to->waiting);
+}
+
+void player_fail_waiting(struct tunnel *t, enum wait_fate fate, const char *reason)
 {
 	int n = 0;
-	/* each answer takes the player off the list (it lingers, answers a status, or is closed) */
-	for (; !dlist_empty(&t->waiting); n++)
-		player_answer(container_of(t->waiting.next, struct player, wait_node), ANS_OFFLINE,
-			      "its tunnel went offline");
+	/* Each step takes the player off the list: an answer (it lingers, answers a status or
+	 * is closed), or a new route (lookup, forward, another local tunnel's list). The list is
+	 * moved aside first so that a player re-routed to this very tunnel cannot loop. */
+	struct dlist gone;
+	dlist_init(&gone);
+	dlist_splice_tail(&t->waiting, &gone);
+	for (; !dlist_empty(&gone); n++) {
+		struct player *p = container_of(gone.next, struct player, wait_node);
+		if (fate == WAIT_REROUTE) {
+			M_INC(players_rerouted_total);
+			player_reroute(p);
+		} else {
+			player_answer(p, ANS_OFFLINE, "its tunnel went offline");
+		}
+		if (gone.next == &p->wait_node) /* never spin on a player left in place */
+			player_close(p);
+	}
 	if (n)
-		pr_rl(LOG_INFO, "%s: %d waiting player%s answered offline: %s", t->hostname, n,
-		      n == 1 ? "" : "s", reason);
+		pr_rl(LOG_INFO, "%s: %d waiting player%s %s: %s", t->hostname, n, n == 1 ? "" : "s",
+		      fate == WAIT_REROUTE ? "routed again" : "answered offline", reason);
+}
+
+/* Everything after the join rate: a local tunnel, else the rest of the cluster. */
+static void route_name(struct player *p)
+{
+	struct relay *r = p->r;
+	struct tunnel *t = tunnel_lookup_host(r, p->hs.host, p->hs.host_len);
+	if (t && t->state == TS_UP) {
+		join_or_wait(p, t);
+		return;
+	}
+	/* no live tunnel here: Redis says where it is (forward) or what to answer (forward.c) */
+	forward_player(p);
+}
+
+void player_reroute(struct player *p)
+{
+	if (p->forwarded) {
+		/* never forwarded twice: the relay that sent it answers nothing more */
+		player_answer(p, ANS_RECONNECTING, "the tunnel is moving between relays");
+		return;
+	}
+	route_cache_drop(p->r, p->hs.host);
+	route_name(p);
 }
 
 static void route(struct player *p)
@@ -326,22 +423,7 @@ static void route(struct player *p)
 		player_answer(p, ANS_OFFLINE, "this client is too old to reach a server by name");
 		return;
 	}
-	struct tunnel *t = tunnel_lookup_host(r, p->hs.host, p->hs.host_len);
-	if (t && t->state == TS_UP) {
-		join_or_wait(p, t);
-		return;
-	}
-	if (p->forwarded) {
-		/* Another relay believed we hold this name; we do not (any more). Never forward a
-		 * forwarded player: tell it the tunnel is moving. */
-		player_answer(p, ANS_MOVING, "the tunnel is moving between relays");
-		return;
-	}
-	if (!r->fwd_enabled) {
-		player_answer(p, ANS_OFFLINE, "no tunnel is connected for this name");
-		return;
-	}
-	forward_player(p);
+	route_name(p);
 }
 
 static void handshake_step(struct player *p, uint32_t events)

@@ -21,10 +21,12 @@ enum player_state {
 
 /* What we tell a player when we answer it ourselves. */
 enum answer_kind {
-	ANS_OFFLINE,	 /* no live tunnel for the name */
-	ANS_LIMITED,	 /* over the per-network join rate */
-	ANS_MOVING,	 /* the tunnel is between relays (ownership changing) */
-	ANS_UNAVAILABLE	 /* we cannot tell where the tunnel is (Redis unreachable) */
+	ANS_OFFLINE,	  /* no live tunnel for the name, and Redis knows no tunnel for it */
+	ANS_LIMITED,	  /* over the per-network join rate */
+	ANS_RECONNECTING, /* the name's tunnel exists but is offline, migrating or reconnecting:
+			   * status pings get the cached status marked offline (p->status) */
+	ANS_BUSY,	  /* too many players already waiting for the tunnel's agent */
+	ANS_UNAVAILABLE	  /* we cannot tell where the tunnel is (Redis unreachable) */
 };
 
 struct player {
@@ -41,6 +43,11 @@ struct player {
 	bool legacy_wait;	    /* a bare legacy ping prefix: waiting for the 1.6 part */
 	struct mc_handshake hs;	    /* valid once routed */
 	enum answer_kind answer;    /* what our own answer says (status MOTD, kick) */
+	/* from the Redis lookup (forward.c): the name's sanitized cached status (malloc, freed
+	 * with p) for the reconnecting answer, and whether Redis knows a tunnel for the name */
+	char *status;
+	size_t status_len;
+	bool known;
 	/* PS_ANSWER_STATUS: the status request / ping packets, which are tiny */
 	uint16_t rxlen;
 	uint8_t rx[32];
@@ -49,8 +56,11 @@ struct player {
 	struct {
 		struct loop_io io;
 		uint64_t epoch;	    /* of the route being acted on: sent in the header */
+		char target[65];    /* instance id of the relay it goes to: sent in the header */
 		bool sent;	    /* header sent, waiting for the owner's answer byte */
-		bool relooked;	    /* the owner said FWD_NOT_HERE once: Redis asked again */
+		bool relooked;	    /* the route was found stale once: Redis asked again */
+		bool cached;	    /* the route came from the route cache, not from Redis */
+		uint64_t deadline_ms; /* loop time by which p is answered or forwarded */
 	} fwd;
 };
 
@@ -66,6 +76,9 @@ void player_close(struct player *p);
 /* Take p off the control loop without closing its socket, which is returned for the caller to
  * hand to the data plane. */
 int player_release(struct player *p);
+/* p waited for a tunnel whose session moved elsewhere: route it again from scratch (local
+ * tunnels, then Redis and forwarding). A forwarded player is answered reconnecting instead. */
+void player_reroute(struct player *p);
 /* Drop one reference (a Redis lookup's): frees p once it is closed and nothing points at it. */
 void player_put(struct player *p);
 

@@ -43,6 +43,12 @@ struct dataconn {
 	uint8_t prelen;
 };
 
+/* t is going away: what becomes of the players waiting for its agent. */
+enum wait_fate {
+	WAIT_OFFLINE,	/* the tunnel is gone: answer them ourselves (offline) */
+	WAIT_REROUTE	/* the session moved (GOODBYE "moved", lease lost): route them again */
+};
+
 enum tunnel_state {
 	TS_AUTH,	/* TLS handshake / waiting for HELLO */
 	TS_REGISTERING, /* HELLO accepted; Redis registration in flight */
@@ -77,6 +83,8 @@ struct tunnel {
 	long src_slot;
 	bool unauth;		    /* TS_AUTH: counted in r->nunauth, not in r->ntunnels */
 	bool sent_away;		    /* told MOVE / GOODBYE "draining": its new session is coming */
+	uint64_t last_status_ms;    /* loop time of the last CTL_STATUS stored (one per 10 s) */
+	enum wait_fate wait_fate;   /* set before tunnel_close: what its waiting players get */
 };
 
 struct relay {
@@ -107,6 +115,7 @@ struct relay {
 	struct htab routes, nonces;
 	struct dlist route_fifo, nonce_fifo, fwdins;
 	size_t nroutes, nnonces;
+	size_t nonce_max;	    /* replay cache bound (forward.c; default NONCE_CACHE_MAX) */
 	struct dlist tunnels;
 	struct dlist players;	    /* players not yet handed to the data plane */
 	struct dlist dataconns;	    /* agent connections not yet handed to the data plane */
@@ -137,8 +146,9 @@ int relay_remove_stale_pins(const char *root, const char *host);
 /* player.c */
 void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events);
 void player_join_waiting(struct tunnel *t);
-/* t is going away: answer its waiting players ourselves (offline); reason goes to the log. */
-void player_fail_waiting(struct tunnel *t, const char *reason);
+void player_fail_waiting(struct tunnel *t, enum wait_fate fate, const char *reason);
+/* A newer session of the same tunnel replaces from: its waiting players wait for to instead. */
+void player_move_waiting(struct tunnel *from, struct tunnel *to);
 void player_close_all(struct relay *r);
 
 /* tunnel.c */

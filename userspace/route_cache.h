@@ -1,7 +1,8 @@
 /* The short-lived cache of which relay holds which name, so that a burst of players for a name
  * held elsewhere costs one Redis lookup, not one each (--route-cache-ms, 0 turns it off).
  *
- * Contract: an entry answers for route_cache_ms (a quarter of that for "nobody holds it": its
+ * forward.c caches live routes only (an answer for a name nobody holds needs its cached status,
+ * which comes with the lookup). Contract: an entry answers for route_cache_ms (a quarter of that for "nobody holds it": its
  * agent may be connecting); the cache holds at most ROUTE_CACHE_MAX names, oldest dropped first.
  * Entries returned by route_cache_get are valid until the next put or drop. */
 #ifndef DVV_ROUTE_CACHE_H

@@ -30,6 +30,7 @@
 #define K_ALIVE "%s{%s}:alive:%s"
 #define K_INFO "%s{%s}:info:%s"
 #define K_PLAN "%suser:{%s}:plan" /* hash written by the API; the relay reads its tier */
+#define K_STATUS "%s{%s}:status" /* sanitized status JSON of the name's server, name grace TTL */
 
 /* User plans read from Redis are kept this long: a reconnect storm costs no extra round trip,
  * and a plan change made by the API reaches new registrations within this time. */
@@ -632,49 +633,7 @@ void rredis_release_tunnel(struct relay *r, const char *hostname, uint64_t epoch
 		rd->pending++;
 }
 
-/* ---- route lookup and placement ---- */
-
-struct lookup_ctx {
-	rredis_route_cb cb;
-	void *priv;
-	struct relay *r;
-};
-
-static void on_lookup(struct rc *rc, redisReply *rep, void *priv)
-{
-	struct lookup_ctx *c = priv;
-	if (!rep || rep->type == REDIS_REPLY_ERROR) {
-		M_INC(redis_errors_total);
-		c->cb(c->r, c->priv, true, false, NULL, 0, NULL);
-	} else if (rep->type != REDIS_REPLY_STRING) {
-		c->cb(c->r, c->priv, false, false, NULL, 0, NULL);
-	} else {
-		char inst[66], addr[130];
-		unsigned long long epoch;
-		if (sscanf(rep->str, "%65s %llu %129s", inst, &epoch, addr) != 3)
-			c->cb(c->r, c->priv, false, false, NULL, 0, NULL);
-		else
-			c->cb(c->r, c->priv, false, true, inst, epoch, addr);
-	}
-	free(c);
-}
-
-int rredis_lookup_route(struct relay *r, const char *hostname, rredis_route_cb cb, void *priv)
-{
-	struct rredis *rd = r->redis;
-	if (!rd || !rd->up)
-		return -ENOTCONN;
-	struct lookup_ctx *c = malloc(sizeof(*c));
-	if (!c)
-		return -ENOMEM;
-	*c = (struct lookup_ctx){cb, priv, r};
-	char kr[320];
-	snprintf(kr, sizeof(kr), K_ROUTE, r->cfg.redis_prefix, hostname);
-	int rc = rc_command(rd->rc, kr, on_lookup, c, "GET %s", kr);
-	if (rc)
-		free(c);
-	return rc;
-}
+/* ---- placement ---- */
 
 struct pick_ctx {
 	rredis_pick_cb cb;
@@ -958,4 +917,81 @@ void rredis_stop(struct relay *r)
 	free(rd);
 	r->redis = NULL;
 	M_SET(redis_up, 0);
+}
+
+/* ---- name lookup and the cached status ---- */
+
+struct lookup_ctx {
+	rredis_lookup_cb cb;
+	void *priv;
+	struct relay *r;
+};
+
+static void on_lookup(struct rc *rc, redisReply *rep, void *priv)
+{
+	struct lookup_ctx *c = priv;
+	struct rredis_lookup_result res = {0};
+	char inst[66], addr[130];
+	unsigned long long epoch;
+	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3) {
+		M_INC(redis_errors_total);
+		res.err = true;
+		goto out;
+	}
+	const redisReply *route = rep->element[0], *status = rep->element[1],
+			 *owner = rep->element[2];
+	if (route->type == REDIS_REPLY_STRING &&
+	    sscanf(route->str, "%65s %llu %129s", inst, &epoch, addr) == 3) {
+		res.found = true;
+		res.instance = inst;
+		res.epoch = epoch;
+		res.addr = addr;
+	}
+	if (status->type == REDIS_REPLY_STRING && status->len > 0) {
+		res.status = status->str;
+		res.status_len = status->len;
+	}
+	res.known = res.status || owner->type == REDIS_REPLY_STRING;
+out:
+	c->cb(c->r, c->priv, &res);
+	free(c);
+}
+
+int rredis_lookup(struct relay *r, const char *hostname, rredis_lookup_cb cb, void *priv)
+{
+	struct rredis *rd = r->redis;
+	if (!rd || !rd->up)
+		return -ENOTCONN;
+	if (strlen(hostname) > 255)
+		return -EINVAL;
+	struct lookup_ctx *c = malloc(sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	*c = (struct lookup_ctx){cb, priv, r};
+	char kr[320], ks[320], ko[320];
+	const char *p = r->cfg.redis_prefix;
+	snprintf(kr, sizeof(kr), K_ROUTE, p, hostname);
+	snprintf(ks, sizeof(ks), K_STATUS, p, hostname);
+	snprintf(ko, sizeof(ko), K_OWNER, p, hostname);
+	/* one slot ({hostname}), one round trip */
+	int rc = rc_command(rd->rc, kr, on_lookup, c, "MGET %s %s %s", kr, ks, ko);
+	if (rc)
+		free(c);
+	return rc;
+}
+
+int rredis_store_status(struct relay *r, const char *hostname, const char *json, size_t len)
+{
+	struct rredis *rd = r->redis;
+	if (!rd || !rd->up)
+		return -ENOTCONN;
+	if (strlen(hostname) > 255 || len == 0)
+		return -EINVAL;
+	char ks[320];
+	snprintf(ks, sizeof(ks), K_STATUS, r->cfg.redis_prefix, hostname);
+	int rc = rc_command(rd->rc, ks, count_err, rd, "SET %s %b EX %d", ks, json, len,
+			    r->cfg.name_grace_s);
+	if (rc == 0)
+		rd->pending++;
+	return rc;
 }

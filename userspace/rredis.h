@@ -73,12 +73,6 @@ void rredis_release_tunnel(struct relay *r, const char *hostname, uint64_t epoch
 /* Periodic: instance heartbeat and load, reaping of dead instances, lease renewal. */
 void rredis_heartbeat(struct relay *r);
 
-/* Where is this name served? cb gets found=false when no relay holds it; err=true when Redis
- * could not answer. */
-typedef void (*rredis_route_cb)(struct relay *r, void *priv, bool err, bool found,
-				const char *instance, uint64_t epoch, const char *addr);
-int rredis_lookup_route(struct relay *r, const char *hostname, rredis_route_cb cb, void *priv);
-
 /* Placement: should a new registration go to another instance? cb gets addr = that instance's
  * agent address, or NULL to stay here (also on any error: placement is an optimisation). */
 typedef void (*rredis_pick_cb)(struct relay *r, void *priv, const char *addr);
@@ -90,5 +84,24 @@ int rredis_pick_instance(struct relay *r, rredis_pick_cb cb, void *priv);
 typedef void (*rredis_targets_cb)(struct relay *r, void *priv, bool err, const char **addrs,
 				  size_t n);
 int rredis_move_targets(struct relay *r, rredis_targets_cb cb, void *priv);
+
+/* Everything the relay needs to answer a player whose name has no live tunnel here, in one
+ * round trip (the keys share the {hostname} slot): the route lease, the cached status, the
+ * owner. Strings are valid during the callback only. */
+struct rredis_lookup_result {
+	bool err;	      /* Redis could not answer: nothing else is set */
+	bool found;	      /* a relay holds the route lease: instance, epoch, addr */
+	const char *instance;
+	uint64_t epoch;
+	const char *addr;     /* its internal address, "-" when it does not forward */
+	bool known;	      /* the name has an owner or a cached status: its tunnel exists */
+	const char *status;   /* the sanitized status JSON stored by status_sanitize, or NULL */
+	size_t status_len;
+};
+typedef void (*rredis_lookup_cb)(struct relay *r, void *priv, const struct rredis_lookup_result *res);
+int rredis_lookup(struct relay *r, const char *hostname, rredis_lookup_cb cb, void *priv);
+/* Store the sanitized status of hostname's server (TTL --name-grace-s). Fire and forget:
+ * -ENOTCONN while Redis is down, -EINVAL for an empty status or a name too long. */
+int rredis_store_status(struct relay *r, const char *hostname, const char *json, size_t len);
 
 #endif

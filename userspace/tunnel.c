@@ -4,6 +4,7 @@
 #include "metrics.h"
 #include "relay.h"
 #include "rredis.h"
+#include "status.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -25,6 +26,7 @@
 /* Pooled connections retired for their age per tick: per tunnel, and in all */
 #define RETIRE_PER_TUNNEL 2
 #define RETIRE_PER_TICK 64
+#define STATUS_MIN_INTERVAL_MS 10000 /* CTL_STATUS stored at most this often per tunnel */
 
 /* A data connection's ticket into its tunnel's pool: sent to the agent in ATTACH, presented
  * once in the connection's preamble. */
@@ -370,7 +372,7 @@ static void tunnel_close(struct tunnel *t, const char *code, const char *why)
 		dataconn_close(container_of(t->idle.next, struct dataconn, node));
 	while (!dlist_empty(&t->tokens))
 		token_drop(r, container_of(t->tokens.next, struct attach_token, node));
-	player_fail_waiting(t, "The server's tunnel went offline. Try again in a moment.");
+	player_fail_waiting(t, t->wait_fate, why);
 	loop_timer_cancel(&r->loop, &t->timer);
 	loop_timer_cancel(&r->loop, &t->more);
 	loop_io_del(&r->loop, &t->io);
@@ -418,7 +420,7 @@ void tunnel_send_all_away(struct relay *r, bool goodbye)
 int tunnel_waiting_room(const struct tunnel *t)
 {
 	int n = 0;
-	for (const struct dlist *p = t->waiting.next; p != &t->waiting; p = p->next)
+	dlist_for_each(it, &t->waiting)
 		n++;
 	return t->r->cfg.max_waiting_per_tunnel - n;
 }
@@ -503,8 +505,10 @@ static void tunnel_registered(struct relay *r, void *priv, const struct rredis_r
 	}
 	size_t len = strlen(hostname);
 	struct tunnel *other = tunnel_lookup_host(r, hostname, len);
-	if (other)
+	if (other) {
+		player_move_waiting(other, t); /* the name's players: this session serves them now */
 		tunnel_close(other, NULL, "name taken over by a newer session");
+	}
 	snprintf(t->hostname, sizeof(t->hostname), "%s", hostname);
 	t->epoch = epoch;
 	t->state = TS_UP;
@@ -557,6 +561,7 @@ void tunnel_lease_lost(struct relay *r, const char *hostname, uint64_t epoch)
 	htab_del(&r->by_host, &t->host_hn);
 	M_DEC(tunnels_active);
 	t->state = TS_REGISTERING; /* not routable any more; tunnel_close skips the release */
+	t->wait_fate = WAIT_REROUTE; /* the new owner serves them: route them there */
 	tunnel_close(t, NULL, "lease lost");
 }
 
@@ -572,6 +577,8 @@ static void tunnel_placed(struct relay *r, void *priv, const char *addr)
 			snprintf(m.u.move.reason, sizeof(m.u.move.reason), "less loaded relay");
 			send_msg(t, &m);
 			M_INC(tunnels_moved_total);
+			/* players handed over from a replaced session follow the agent there */
+			t->wait_fate = WAIT_REROUTE;
 			tunnel_close(t, NULL, "moved to a less loaded relay");
 		} else {
 			tunnel_register(t);
@@ -641,6 +648,8 @@ static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 		snprintf(g.u.goodbye.reason, sizeof(g.u.goodbye.reason),
 			 "replaced by a newer session of this tunnel");
 		send_msg(old, &g);
+		/* its waiting players wait for this session instead (joined once its pool fills) */
+		player_move_waiting(old, t);
 		tunnel_close(old, NULL, "replaced by a newer session");
 	}
 	htab_add(&r->by_tid, &t->tid_hn, htab_hash(&r->by_tid, t->claims.tid, strlen(t->claims.tid)));
@@ -684,6 +693,28 @@ static int tunnel_register(struct tunnel *t)
 	return 0;
 }
 
+/* The agent's server status (CTL_STATUS): sanitized and stored in Redis, at most once per
+ * STATUS_MIN_INTERVAL_MS per tunnel, for the answers given while the tunnel is offline. */
+static void tunnel_status(struct tunnel *t, const char *json, size_t len)
+{
+	struct relay *r = t->r;
+	char *clean = NULL, err[160];
+	size_t clen;
+	if (t->last_status_ms && r->loop.now - t->last_status_ms < STATUS_MIN_INTERVAL_MS) {
+		M_INC(status_ignored_total);
+		return;
+	}
+	if (status_sanitize(json, len, &clean, &clen, err, sizeof(err))) {
+		M_INC(status_ignored_total);
+		pr_rl(LOG_INFO, "tunnel %s: status ignored: %s", t->hostname, err);
+		return;
+	}
+	t->last_status_ms = r->loop.now;
+	if (rredis_store_status(r, t->hostname, clean, clen) == 0)
+		M_INC(status_stored_total);
+	free(clean);
+}
+
 static int tunnel_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 {
 	struct tunnel *t = c->data;
@@ -699,8 +730,15 @@ static int tunnel_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 			send_msg(t, &p);
 			return t->state == TS_CLOSED;
 		} else if (m->type == CTL_GOODBYE) {
-			tunnel_close(t, NULL, "agent said goodbye");
+			/* "moved": make-before-break migration finished, the agent's new session is
+			 * up elsewhere; its waiting players follow it instead of hearing "offline" */
+			bool moved = !strcmp(m->u.goodbye.code, "moved");
+			if (moved)
+				t->wait_fate = WAIT_REROUTE;
+			tunnel_close(t, NULL, moved ? "agent moved to another session" : "agent said goodbye");
 			return 1;
+		} else if (m->type == CTL_STATUS) {
+			tunnel_status(t, m->u.status.json, m->u.status.len);
 		}
 		return 0;
 	case TS_CLOSED:

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict'
 import net from 'node:net'
 import * as h from '../e2e/harness.mjs'
 import { join, ping } from '../e2e/mc-client.mjs'
-import { Traffic, renderTable, appendTable } from './traffic.mjs'
+import { Traffic, renderTable, appendTable, stopAll } from './traffic.mjs'
 import { DevCluster, ownerOf } from './cluster.mjs'
 import { Fleet } from './agents.mjs'
 import { execFile } from 'node:child_process'
@@ -61,6 +61,7 @@ before(h.withLogs('chaos cluster up', async () => {
 }), { timeout: 180000 })
 
 after(async () => {
+  await stopAll()
   const table = renderTable(rows)
   process.stderr.write(`\n[chaos] failure table\n${table}\n`)
   try { appendTable('/tmp/dvv-chaos-table.md', rows) } catch {}

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import * as h from '../e2e/harness.mjs'
-import { Traffic, appendTable, renderTable } from './traffic.mjs'
+import { Traffic, appendTable, renderTable, stopAll } from './traffic.mjs'
 import { DevCluster } from './cluster.mjs'
 
 const run = promisify(execFile)
@@ -33,6 +33,7 @@ before(h.withLogs('chaos Redis Cluster up', async () => {
 }), { timeout: 180000 })
 
 after(async () => {
+  await stopAll()
   process.stderr.write(`\n[chaos] ${renderTable(rows)}\n`)
   try { appendTable('/tmp/dvv-chaos-table.md', rows) } catch {}
   await h.cleanup()

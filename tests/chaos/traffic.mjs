@@ -22,6 +22,9 @@ const { guardSplitter } = await import('../e2e/mc-server.mjs')
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
+// every Traffic not yet stopped: a scenario that fails midway still ends its clients (stopAll)
+const live = new Set()
+
 /** A player that stays in play state and chats until stopped. */
 class Player {
   constructor ({ entry, hostname, username, chatEveryMs }) {
@@ -77,6 +80,7 @@ class Player {
         clearTimeout(timer)
         this.state = 'playing'
         this.tick = setInterval(() => this.chat(), this.chatEveryMs)
+        this.tick.unref()
         resolve(true)
       })
     })
@@ -128,6 +132,7 @@ export class Traffic {
   }
 
   async start () {
+    live.add(this)
     this.t0 = Date.now()
     for (let i = 0; i < this.nplayers; i++) {
       const p = new Player({ entry: this.playerEntries[i % this.playerEntries.length], hostname: this.hostname, username: `${this.prefix}play${i}`, chatEveryMs: this.chatEveryMs })
@@ -177,6 +182,7 @@ export class Traffic {
 
   async stop () {
     this.running = false
+    live.delete(this)
     await this.loop
     for (const p of this.players) p.stop()
     return this.stats()
@@ -225,6 +231,11 @@ function tableRow (r) {
   const s = r.stats || {}
   const rec = s.recoveryMs === null || s.recoveryMs === undefined ? 'never' : (s.recoveryMs / 1000).toFixed(1)
   return `| ${r.name} | ${s.dropped ?? '-'}/${s.players ?? '-'} | ${s.echoesLost ?? '-'}/${s.chats ?? '-'} | ${s.joinsOk ?? '-'}/${s.joins ?? '-'} | ${s.joinsFailedAfterFault ?? '-'} | ${s.hangs ?? '-'} | ${rec} | ${r.notes || ''} |`
+}
+
+/** Stop every Traffic still running (a failed scenario's): call from after(). */
+export async function stopAll () {
+  await Promise.all([...live].map((t) => t.stop()))
 }
 
 /** The table the suite prints: one row per scenario. */

@@ -37,8 +37,9 @@ export function relaysSuite ({ redisMode, id }) {
       s.on('end', () => resolve(buf))
       s.on('error', reject)
     })
-    const m = new RegExp(`^${name} (\\d+)`, 'm').exec(body)
-    return m ? Number(m[1]) : null
+    // a labelled family (e.g. forward_refused_total{reason}) counts as the sum of its series
+    const all = [...body.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)`, 'gm'))]
+    return all.length ? all.reduce((sum, m) => sum + Number(m[1]), 0) : null
   }
   const relayLog = (r) => { try { return fs.readFileSync(r.log, 'utf8') } catch { return '' } }
 

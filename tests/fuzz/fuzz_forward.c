@@ -1,6 +1,6 @@
 /* libFuzzer target: the relay's internal-port parser (forward header). Arbitrary bytes must be
  * refused without crashing; and a header we sign ourselves with fuzzed fields must verify and
- * round-trip, while any single flipped byte must be refused. */
+ * round-trip (host, sender and target relay), while any single flipped byte must be refused. */
 #include "forward.h"
 
 #include <stdint.h>
@@ -34,6 +34,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!hl)
 		in.host[0] = 'a';
 	memcpy(in.from, "relay-a", 8);
+	/* the target instance id (v2): fuzzed too, up to its 64-byte bound */
+	size_t tl = size % 65;
+	for (size_t i = 0; i < tl; i++)
+		in.target[i] = (char)(data[size - 1 - i] ? data[size - 1 - i] : 't');
 	in.src.ss_family = AF_INET;
 	in.dst.ss_family = size % 2 ? AF_INET6 : AF_INET;
 	uint8_t buf[FWD_FIXED + FWD_BODY_MAX];
@@ -41,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!n)
 		abort();
 	if (fwd_verify(buf, n, key, sizeof(key), now, &h, err, sizeof(err)) != 0 ||
-	    strcmp(h.host, in.host) || strcmp(h.from, in.from))
+	    strcmp(h.host, in.host) || strcmp(h.from, in.from) || strcmp(h.target, in.target))
 		abort();
 	size_t at = size ? data[0] % n : 0;
 	buf[at] ^= 0x01;

@@ -1,6 +1,7 @@
 /* Relay-to-relay forwarding: the forward header (authenticity, freshness, bounds), and the
  * receiving end's answer on a real internal port: a header is taken only for a live tunnel at the
- * epoch it names (fencing), anything else is told FWD_NOT_HERE. */
+ * epoch it names (fencing), anything else is told FWD_NOT_HERE; a header meant for another relay,
+ * a replay, or any header while the replay cache is full of unexpired nonces is refused. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -22,8 +23,8 @@
 static const uint8_t key[] = "a-cluster-secret-of-enough-bytes";
 static const uint64_t now = 1800000000000ULL;
 
-static size_t make_at(uint8_t *buf, size_t cap, const char *host, uint64_t ts, uint64_t epoch,
-		      uint8_t nonce)
+static size_t make_for(uint8_t *buf, size_t cap, const char *host, uint64_t ts, uint64_t epoch,
+		       uint8_t nonce, const char *target)
 {
 	struct fwd_hdr h = {.ts_ms = ts, .epoch = epoch};
 	struct sockaddr_in *s = (void *)&h.src, *d = (void *)&h.dst;
@@ -35,7 +36,14 @@ static size_t make_at(uint8_t *buf, size_t cap, const char *host, uint64_t ts, u
 	memset(h.nonce, nonce, sizeof(h.nonce));
 	strcpy(h.host, host);
 	strcpy(h.from, "relay-a");
+	strcpy(h.target, target);
 	return fwd_encode(&h, key, sizeof(key) - 1, buf, cap);
+}
+
+static size_t make_at(uint8_t *buf, size_t cap, const char *host, uint64_t ts, uint64_t epoch,
+		      uint8_t nonce)
+{
+	return make_for(buf, cap, host, ts, epoch, nonce, "relay-b");
 }
 
 static size_t make(uint8_t *buf, size_t cap, const char *host, uint64_t ts)
@@ -56,6 +64,8 @@ static void a_signed_header_verifies_and_carries_the_player(void **state)
 		fail_msg("expected a valid header, got %d: %s", rc, err);
 	assert_string_equal(h.host, "brave-otter.eu.dvv.one");
 	assert_string_equal(h.from, "relay-a");
+	assert_string_equal(h.target, "relay-b");
+	assert_int_equal(buf[4], 2); /* header version 2: with the target */
 	assert_int_equal(h.epoch, 42);
 	assert_int_equal(h.src.ss_family, AF_INET);
 	assert_int_equal(ntohs(((struct sockaddr_in *)&h.src)->sin_port), 50000);
@@ -111,6 +121,9 @@ static void malformed_lengths_are_refused(void **state)
 	buf[7] = 0xff;
 	assert_true(fwd_fixed(buf) < 0);
 	memcpy(buf, "DVVP", 4); /* a data header is not a forward header */
+	assert_true(fwd_fixed(buf) < 0);
+	n = make(buf, sizeof(buf), "x.eu.dvv.one", now);
+	buf[4] = 1; /* a version 1 header (no target) is not accepted any more */
 	assert_true(fwd_fixed(buf) < 0);
 	/* a 255-byte hostname (the maximum) fits; the output buffer bound is enforced */
 	char host[256];
@@ -180,11 +193,11 @@ static bool readable(void *arg)
 
 /* Send one header to the owner's internal port as relay A would; returns the answer byte, or -1
  * if the owner closed without one. *conn: the connection, still open. */
-static int forward_once(struct owner *o, const char *host, uint64_t epoch, uint8_t nonce,
-			int *conn)
+static int forward_to_target(struct owner *o, const char *host, uint64_t epoch, uint8_t nonce,
+			     const char *target, int *conn)
 {
 	uint8_t buf[FWD_FIXED + FWD_BODY_MAX];
-	size_t n = make_at(buf, sizeof(buf), host, wall_ms(), epoch, nonce);
+	size_t n = make_for(buf, sizeof(buf), host, wall_ms(), epoch, nonce, target);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	assert_true(fd >= 0);
 	assert_int_equal(connect(fd, (struct sockaddr *)&o->internal, sizeof(o->internal)), 0);
@@ -193,6 +206,17 @@ static int forward_once(struct owner *o, const char *host, uint64_t epoch, uint8
 	uint8_t b;
 	*conn = fd;
 	return recv(fd, &b, 1, 0) == 1 ? b : -1;
+}
+
+static int forward_once(struct owner *o, const char *host, uint64_t epoch, uint8_t nonce,
+			int *conn)
+{
+	return forward_to_target(o, host, epoch, nonce, "relay-b", conn);
+}
+
+static int64_t refused(enum fwd_refused why)
+{
+	return atomic_load(&g_metrics.forward_refused[why]);
 }
 
 static void a_live_tunnel_at_the_routed_epoch_takes_the_player(void **state)
@@ -243,10 +267,50 @@ static void a_replayed_header_is_refused(void **state)
 	int fd;
 	assert_int_equal(forward_once(o, LIVE_HOST, LIVE_EPOCH, 30, &fd), FWD_ACCEPT);
 	close(fd);
-	int64_t refused = M_GET(forward_refused_total);
+	int64_t before = refused(FWD_REFUSED_replay);
 	assert_int_equal(forward_once(o, LIVE_HOST, LIVE_EPOCH, 30, &fd), -1);
 	close(fd);
-	assert_int_equal(M_GET(forward_refused_total), refused + 1);
+	assert_int_equal(refused(FWD_REFUSED_replay), before + 1);
+}
+
+/* A header is bound to the relay its sender's route named: captured on (or misrouted to) another
+ * relay's internal port, it is refused there even with a valid MAC, epoch and live tunnel. */
+static void a_header_meant_for_another_relay_is_refused(void **state)
+{
+	struct owner *o = *state;
+	int fd;
+	int64_t before = refused(FWD_REFUSED_target);
+	assert_int_equal(forward_to_target(o, LIVE_HOST, LIVE_EPOCH, 40, "relay-c", &fd), -1);
+	close(fd);
+	assert_int_equal(forward_to_target(o, LIVE_HOST, LIVE_EPOCH, 41, "", &fd), -1);
+	close(fd);
+	assert_int_equal(refused(FWD_REFUSED_target), before + 2);
+	assert_true(dlist_empty(&o->r.players));
+	/* the same header for us is taken */
+	assert_int_equal(forward_to_target(o, LIVE_HOST, LIVE_EPOCH, 42, "relay-b", &fd), FWD_ACCEPT);
+	close(fd);
+}
+
+/* The replay cache never forgets an unexpired nonce to make room: when it is full, new headers
+ * are refused (and counted) until nonces expire, instead of opening a replay window. */
+static void a_full_nonce_cache_refuses_instead_of_evicting(void **state)
+{
+	struct owner *o = *state;
+	int fd;
+	o->r.nonce_max = 2;
+	assert_int_equal(forward_once(o, LIVE_HOST, LIVE_EPOCH, 50, &fd), FWD_ACCEPT);
+	close(fd);
+	assert_int_equal(forward_once(o, LIVE_HOST, LIVE_EPOCH, 51, &fd), FWD_ACCEPT);
+	close(fd);
+	int64_t full = refused(FWD_REFUSED_nonce_full), replay = refused(FWD_REFUSED_replay);
+	assert_int_equal(forward_once(o, LIVE_HOST, LIVE_EPOCH, 52, &fd), -1);
+	close(fd);
+	assert_int_equal(refused(FWD_REFUSED_nonce_full), full + 1);
+	/* the first nonce is still remembered: its replay is refused as a replay */
+	assert_int_equal(forward_once(o, LIVE_HOST, LIVE_EPOCH, 50, &fd), -1);
+	close(fd);
+	assert_int_equal(refused(FWD_REFUSED_replay), replay + 1);
+	assert_int_equal(o->r.nnonces, 2);
 }
 
 int main(void)
@@ -264,6 +328,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(a_name_without_a_live_tunnel_is_not_here, owner_up,
 						owner_down),
 		cmocka_unit_test_setup_teardown(a_replayed_header_is_refused, owner_up, owner_down),
+		cmocka_unit_test_setup_teardown(a_header_meant_for_another_relay_is_refused, owner_up,
+						owner_down),
+		cmocka_unit_test_setup_teardown(a_full_nonce_cache_refuses_instead_of_evicting,
+						owner_up, owner_down),
 	};
 	return cmocka_run_group_tests_name("forward", tests, NULL, NULL);
 }
