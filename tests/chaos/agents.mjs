@@ -6,6 +6,7 @@
 
 import crypto from 'node:crypto'
 import fs from 'node:fs'
+import net from 'node:net'
 import tls from 'node:tls'
 
 const b64url = (b) => Buffer.from(b).toString('base64url')
@@ -46,7 +47,8 @@ class SimAgent {
     if (this.fleet.stopped) return
     const { host, port } = this.target || this.fleet.relay
     this.target = null
-    const s = tls.connect({ host, port, ca: this.fleet.ca, servername: this.fleet.servername, checkServerIdentity: () => undefined })
+    // the relay's certificate is checked against the CA; an IP address is not a TLS server name
+    const s = tls.connect({ host, port, ca: this.fleet.ca, servername: net.isIP(this.fleet.servername) ? undefined : this.fleet.servername, checkServerIdentity: () => undefined })
     this.sock = s
     let buf = Buffer.alloc(0)
     const timer = setTimeout(() => s.destroy(new Error('handshake timeout')), 15000)

@@ -70,6 +70,7 @@ after(async () => {
 })
 
 h.scenario('scale-down: a draining relay keeps its players, moves its agent (make-before-break) and exits 0 with its keys gone', { timeout: 180000 }, async () => {
+  await cl.ensureAllUp() // whatever an earlier scenario left behind
   const victim = ownerOf(cl, agent)
   assert.ok(victim, 'expected the agent to have a tunnel')
   const others = cl.relays.filter((r) => r !== victim)
@@ -108,6 +109,7 @@ h.scenario('scale-down: a draining relay keeps its players, moves its agent (mak
 })
 
 h.scenario('kill -9 of the relay holding the tunnel: the agent re-homes and players join again within seconds', { timeout: 120000 }, async () => {
+  await cl.ensureAllUp() // whatever an earlier scenario left behind
   const victim = ownerOf(cl, agent)
   const others = cl.relays.filter((r) => r !== victim)
   const t = await traffic({ via: others, joinsVia: others, prefix: 'kl' })
@@ -133,6 +135,7 @@ h.scenario('kill -9 of the relay holding the tunnel: the agent re-homes and play
 })
 
 h.scenario('Redis stopped for 30 s then restarted: established players untouched, local joins keep working, state re-published', { timeout: 150000 }, async () => {
+  await cl.ensureAllUp() // whatever an earlier scenario left behind
   const owner = ownerOf(cl, agent)
   const t = await traffic({ via: cl.relays, joinsVia: [owner], prefix: 'rd' })
   await h.sleep(1500)
@@ -158,6 +161,7 @@ h.scenario('Redis stopped for 30 s then restarted: established players untouched
 })
 
 h.scenario('relay cut from Redis: it stops claiming, hands its agent over, and players keep playing', { timeout: 120000 }, async () => {
+  await cl.ensureAllUp() // whatever an earlier scenario left behind
   const victim = ownerOf(cl, agent)
   const others = cl.relays.filter((r) => r !== victim)
   const t = await traffic({ via: [victim, ...others], joinsVia: others, prefix: 'cr' })
@@ -182,6 +186,7 @@ h.scenario('relay cut from Redis: it stops claiming, hands its agent over, and p
 })
 
 h.scenario('relay cut from the owning relay: a forwarded player gets a clear answer at once', { timeout: 60000 }, async () => {
+  await cl.ensureAllUp() // whatever an earlier scenario left behind
   const owner = ownerOf(cl, agent)
   const entry = cl.relays.find((r) => r !== owner)
   await cl.block(entry, owner.ip, 7001)
@@ -203,6 +208,7 @@ h.scenario('relay cut from the owning relay: a forwarded player gets a clear ans
 })
 
 h.scenario('a connection flood on the agent port does not keep real agents out or count as load', { timeout: 120000 }, async () => {
+  await cl.ensureAllUp() // whatever an earlier scenario left behind
   const target = cl.relays[1]
   // 50 source addresses on the bridge, 40 connections each: silent, half a TLS record, junk
   const srcs = []
@@ -242,6 +248,7 @@ h.scenario('a connection flood on the agent port does not keep real agents out o
 })
 
 h.scenario('2,000 agents reconnecting at once to a restarted relay all come back, with memory and fds bounded', { timeout: 240000 }, async () => {
+  await cl.ensureAllUp() // whatever an earlier scenario left behind
   const target = cl.relays[2]
   const fleet = new Fleet({ relay: { host: target.ip, port: 7000 }, ca: cl.keys.ca, servername: target.ip, jwtKeyFile: cl.keys.jwtKey, n: 2000 })
   try {

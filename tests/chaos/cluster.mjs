@@ -83,6 +83,15 @@ export class DevCluster {
     await this.waitReady(r, 30000)
   }
 
+  /** Every relay running and ready (a scenario that failed midway may have left one down). */
+  async ensureAllUp () {
+    for (const r of this.relays) {
+      await this.unblock(r).catch(() => {})
+      if (!this.alive(r)) await this.restart(r)
+    }
+    for (const r of this.relays) await this.waitReady(r, 30000)
+  }
+
   async waitReady (r, timeoutMs = 20000) {
     const end = Date.now() + timeoutMs
     while (Date.now() < end) {

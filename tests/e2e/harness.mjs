@@ -524,8 +524,13 @@ export async function startAgent ({
     pid: proc.pid,
     hostname: null,
     events: proc.events,
-    waitForEvent: (name, { timeoutMs = 10000, since = 0 } = {}) =>
-      waitForLine(proc, (_l, ev) => ev && ev.event === name && proc.events.indexOf(ev) >= since, { timeoutMs, what: `a ${name} event` }).then((r) => r.ev)
+    // the first `name` event at index >= since of proc.events, already printed or still to come
+    waitForEvent: (name, { timeoutMs = 10000, since = 0 } = {}) => {
+      const seen = proc.events.slice(since).find((e) => e.event === name)
+      if (seen) return Promise.resolve(seen)
+      const from = proc.events.length
+      return waitForLine(proc, (_l, ev) => ev && ev.event === name && proc.events.indexOf(ev) >= from, { timeoutMs, what: `a ${name} event` }).then((r) => r.ev)
+    }
   }
   if (!json) return agent
   const { ev } = await waitForLine(proc, (_l, e) => e && e.event === 'tunnel_up', { timeoutMs: upTimeoutMs, what: 'a tunnel_up event' })
