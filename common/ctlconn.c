@@ -1,3 +1,5 @@
+/* The TLS control channel (ctlconn.h): non-blocking OpenSSL I/O, frame reassembly, the bounded
+ * outgoing queue, and dispatch of decoded messages. */
 #include "ctlconn.h"
 #include "log.h"
 

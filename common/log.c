@@ -1,3 +1,4 @@
+/* Levelled, rate-limited logging to stderr (log.h). */
 #include "log.h"
 
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* The epoll event loop with its timer heap and deferred calls (loop.h). */
 #include "loop.h"
 #include "log.h"
 

@@ -1,3 +1,5 @@
+/* Socket helpers (net.h): address parsing and formatting, non-blocking listen and connect,
+ * keepalive against NAT idle timeouts. */
 #include "net.h"
 
 #include <arpa/inet.h>

@@ -1,3 +1,5 @@
+/* The admin HTTP port (admin.h): /healthz, /readyz and the Prometheus text of /metrics, built
+ * from atomics on libmicrohttpd's thread. */
 #include "admin.h"
 #include "log.h"
 #include "metrics.h"

@@ -1,3 +1,5 @@
+/* dvv-relay's configuration (config.h): defaults, then environment variables, then flags, each
+ * checked against its bounds; --help lists every option. */
 #include "config.h"
 #include "log.h"
 

@@ -1,3 +1,5 @@
+/* Data-plane selection (dataplane.h): bpf, userspace, or auto (bpf when it loads and passes its
+ * self-test, else userspace with a log line saying why). */
 #include "dataplane.h"
 #include "config.h"
 #include "log.h"

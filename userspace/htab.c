@@ -1,3 +1,5 @@
+/* The intrusive hash table (htab.h): chained buckets, keyed hashing (hash_bytes) of
+ * attacker-chosen keys, growth by doubling. */
 #include "htab.h"
 #include "net.h"
 

@@ -1,3 +1,5 @@
+/* The relay's listening sockets (listener.h): accept loops, pausing on descriptor or memory
+ * exhaustion, and the per-listener socket options. */
 #include "listener.h"
 #include "metrics.h"
 #include "net.h"

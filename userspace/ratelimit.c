@@ -1,3 +1,5 @@
+/* Per-source admission control (ratelimit.h): token buckets per IPv4 /24 or IPv6 /64 and caps
+ * on unfinished work per source address, in one fixed-size table. */
 #include "ratelimit.h"
 #include "net.h"
 
