@@ -975,23 +975,34 @@ static void migrate_finish(struct agent *a)
 	old_down(a, reason);
 }
 
+/* ATTACH: one pooled data connection per token (both the current and a replaced session). */
+static void sess_attach(struct agent_sess *s, const struct ctl_msg *m)
+{
+	for (uint32_t i = 0; i < m->u.attach.n; i++)
+		pool_add(s, m->u.attach.tokens[i]);
+}
+
+/* PING: answer PONG; 1 (end the session) when it cannot even be queued. */
+static int sess_pong(struct agent_sess *s, const struct ctl_msg *m)
+{
+	struct ctl_msg pong = {.type = CTL_PONG};
+	pong.u.ping.t = m->u.ping.t;
+	if (ctl_conn_send(s->ctl, &pong)) {
+		snprintf(s->down_reason, sizeof(s->down_reason), "%s", s->ctl->err);
+		return 1;
+	}
+	return 0;
+}
+
 /* Messages on the session a migration replaces: it serves until the new one is welcomed. */
 static int old_on_msg(struct agent *a, struct agent_sess *s, const struct ctl_msg *m)
 {
 	switch (m->type) {
 	case CTL_ATTACH:
-		for (uint32_t i = 0; i < m->u.attach.n; i++)
-			pool_add(s, m->u.attach.tokens[i]);
+		sess_attach(s, m);
 		return 0;
-	case CTL_PING: {
-		struct ctl_msg pong = {.type = CTL_PONG};
-		pong.u.ping.t = m->u.ping.t;
-		if (ctl_conn_send(s->ctl, &pong)) {
-			snprintf(s->down_reason, sizeof(s->down_reason), "%s", s->ctl->err);
-			return 1;
-		}
-		return 0;
-	}
+	case CTL_PING:
+		return sess_pong(s, m);
 	case CTL_MOVE:
 		pr_info("relay %s asked to move to %s: already moving to %s", s->relay_str,
 			m->u.move.addr, a->target);
@@ -1035,20 +1046,11 @@ static int ctl_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 		ctl_error(a, m);
 		return 1;
 	case CTL_ATTACH:
-		if (a->state != AG_UP)
-			return 0;
-		for (uint32_t i = 0; i < m->u.attach.n; i++)
-			pool_add(s, m->u.attach.tokens[i]);
+		if (a->state == AG_UP)
+			sess_attach(s, m);
 		return 0;
-	case CTL_PING: {
-		struct ctl_msg pong = {.type = CTL_PONG};
-		pong.u.ping.t = m->u.ping.t;
-		if (ctl_conn_send(c, &pong)) {
-			snprintf(s->down_reason, sizeof(s->down_reason), "%s", c->err);
-			return 1;
-		}
-		return 0;
-	}
+	case CTL_PING:
+		return sess_pong(s, m);
 	case CTL_PONG:
 		pr_debug("relay round trip %llu ms",
 			 (unsigned long long)(s->last_rx_ms - m->u.ping.t));
