@@ -55,6 +55,19 @@ down() {
 
 wait_for() { local t=$(($1 * 10)); shift; while ((t-- > 0)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
 
+# every node of the cluster: a replica's link to its primary is up, and there are 3 replicas
+replicas_synced() {
+  local hp n=0 info
+  for hp in "$@"; do
+    info=$(redis-cli -h "${hp%:*}" -p "${hp#*:}" info replication) || return 1
+    grep -q '^role:slave' <<<"$info" || continue
+    grep -q '^master_link_status:up' <<<"$info" || return 1
+    grep -q '^master_sync_in_progress:0' <<<"$info" || return 1
+    n=$((n + 1))
+  done
+  ((n == $# / 2))
+}
+
 up() {
   [[ $(id -u) -eq 0 ]] || { echo "dev-cluster: needs root (network namespaces)" >&2; exit 1; }
   for b in dvv-relay dvv-token; do
@@ -82,12 +95,17 @@ up() {
       mkdir -p "$state/redis-$p"
       redis-server --port "$p" --bind "$net.1" --cluster-enabled yes \
         --cluster-config-file "$state/redis-$p/nodes.conf" --cluster-node-timeout 2000 \
-        --protected-mode no --save '' --appendonly no --dir "$state/redis-$p" >"$state/redis-$p.log" 2>&1 &
+        --repl-diskless-sync-delay 0 --protected-mode no --save '' --appendonly no --dir "$state/redis-$p" >"$state/redis-$p.log" 2>&1 &
       echo $! >>"$state/pids"
     done
     for hp in "${ports[@]}"; do wait_for 5 redis-cli -h "${hp%:*}" -p "${hp#*:}" ping; done
     redis-cli --cluster create "${ports[@]}" --cluster-replicas 1 --cluster-yes >"$state/cluster-create.log" 2>&1
     wait_for 15 bash -c "redis-cli -h $net.1 -p $((7100 + id * 10)) cluster info | grep -q cluster_state:ok"
+    # A replica that never finished its first sync refuses to fail over ("Disconnected from
+    # master for longer than allowed"): a primary killed before that loses its slots for good.
+    # Up means every replica in sync, so a failure test can kill any primary at once.
+    wait_for 20 replicas_synced "${ports[@]}" ||
+      { echo "dev-cluster: Redis replicas not in sync after 20 s" >&2; exit 1; }
     redis_addr=$(IFS=,; echo "${ports[*]}")
   else
     local p=$((6400 + id))

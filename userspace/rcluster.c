@@ -36,7 +36,7 @@
 #define RC_REFRESH_PERIOD_MS 30000	/* healthy cluster: re-read the map anyway */
 #define RC_REFRESH_MIN_GAP_MS 100	/* MOVED storms coalesce into one refresh per gap */
 #define RC_REFRESH_DEGRADED_MIN_MS 250	/* a master is down: poll for its replica's promotion */
-#define RC_REFRESH_DEGRADED_MAX_MS 1000
+#define RC_REFRESH_DEGRADED_MAX_MS 500	/* every command waits for the promotion: notice it soon */
 #define RC_REFRESH_FAIL_MIN_MS 200	/* no node answered CLUSTER SLOTS */
 #define RC_REFRESH_FAIL_MAX_MS 2000
 #define RC_REFRESH_TIMEOUT_MS 2000

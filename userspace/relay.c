@@ -74,10 +74,12 @@ void relay_begin_drain(struct relay *r)
 		tunnel_send_all_away(r, true);
 }
 
-/* Redis gone for more than half the lease TTL: our leases are at risk and other relays will
- * stop finding our tunnels, so agents go to peers we know (make-before-break: established
- * players stay). Without known peers they stay: a relay that is only cut from Redis still
- * serves the players that reach it. */
+/* Redis gone for longer than the whole lease TTL: our leases have expired and other relays no
+ * longer find our tunnels, so agents go to peers we know (make-before-break: established
+ * players stay, and the session serves until the agent's new one is up). Not earlier: a Redis
+ * Cluster failover (a few seconds) cuts every relay at once, and moving then only sends agents
+ * to peers that cannot register them either. Without known peers they stay: a relay that is
+ * only cut from Redis still serves the players that reach it. */
 static void check_redis_cut(struct relay *r)
 {
 	if (rredis_up(r)) {
@@ -90,10 +92,10 @@ static void check_redis_cut(struct relay *r)
 		return;
 	}
 	if (r->cut_handover || !r->npeers ||
-	    r->loop.now - r->redis_down_since_ms <= (uint64_t)r->cfg.lease_ttl_s * 1000 / 2)
+	    r->loop.now - r->redis_down_since_ms <= (uint64_t)r->cfg.lease_ttl_s * 1000)
 		return;
 	r->cut_handover = true;
-	pr_warn("redis unreachable for %llu ms (over half the lease TTL): moving agents to %zu peer "
+	pr_warn("redis unreachable for %llu ms (over the lease TTL): moving agents to %zu peer "
 		"relay(s)",
 		(unsigned long long)(r->loop.now - r->redis_down_since_ms), r->npeers);
 	tunnel_send_all_away(r, false);

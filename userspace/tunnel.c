@@ -642,6 +642,16 @@ static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 		return -1;
 	}
 	struct tunnel *old = lookup_tid(r, t->claims.tid);
+	if (old && old->state == TS_UP && !rredis_up(r)) {
+		/* Without Redis the new session cannot register: replacing the live one now would
+		 * leave the tunnel nowhere (an agent migrating back home during a Redis outage).
+		 * The live session keeps serving; the agent keeps it and retries later. */
+		M_INC(tunnels_rejected_total);
+		send_error(t, "unavailable", "tunnel registry unavailable, retry shortly", true,
+			   2000 + (uint32_t)(rand_u64() % 3000));
+		tunnel_close(t, NULL, "Redis unavailable (the live session of this tunnel stays)");
+		return -1;
+	}
 	if (old) {
 		struct ctl_msg g = {.type = CTL_GOODBYE};
 		snprintf(g.u.goodbye.code, sizeof(g.u.goodbye.code), "replaced");
