@@ -66,7 +66,9 @@ struct tunnel {
 	struct ctl_conn ctl;
 	struct auth_claims claims;
 	struct hnode host_hn;	    /* r->by_host, while TS_UP */
-	struct hnode tid_hn;	    /* r->by_tid, from TS_REGISTERING */
+	struct hnode tid_hn;	    /* r->by_tid while in_tid */
+	bool in_tid;		    /* the tunnel's session here (one per tid): from HELLO, or from
+				     * WELCOME when it replaces a session that is up */
 	struct dlist node;	    /* r->tunnels */
 	char hostname[256];
 	char peer[64];

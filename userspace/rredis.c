@@ -50,6 +50,7 @@ struct rredis {
 	struct plan_slot plans[PLAN_CACHE_SLOTS]; /* direct-mapped by hash of the user id */
 	struct rc *rc;
 	bool up;
+	bool resync;	    /* (re)connected: the next renewal pass re-creates missing name records */
 	int pending;	    /* commands in flight during shutdown */
 	uint64_t last_renew_ms;
 };
@@ -281,6 +282,7 @@ static void on_state(struct rc *rc, bool up, void *data)
 	if (up) {
 		/* register now and re-assert every lease we hold (reconciliation after an outage) */
 		rd->last_renew_ms = 0;
+		rd->resync = true;
 		rredis_heartbeat(r);
 	}
 }
@@ -800,6 +802,13 @@ static void renew_one(void *ctx, const struct rredis_lease *l)
 		return;
 	char kt[160];
 	snprintf(kt, sizeof(kt), K_TUNNEL, rd->r->cfg.redis_prefix, l->tid);
+	/* After a reconnect the server may have come back empty (no persistence, a failover that
+	 * lost writes): without its name record, the tunnel's next registration elsewhere (a move,
+	 * a re-home) would draw a new random name. NX: a record written since (the same tunnel
+	 * registering elsewhere) wins. */
+	if (rd->resync)
+		rc_command(rd->rc, kt, count_err, NULL, "SET %s %s NX EX %s", kt, l->hostname,
+			   ps->grace);
 	rc_command(rd->rc, kt, count_err, NULL, "EXPIRE %s %s", kt, ps->grace);
 	struct renew_batch *b = ps->b;
 	if (!b && !(b = ps->b = calloc(1, sizeof(*b)))) {
@@ -824,6 +833,8 @@ static void renew_leases(struct rredis *rd)
 	rd->each_lease(rd->r, renew_one, &ps);
 	if (ps.b)
 		send_renew(rd, ps.b);
+	if (!ps.stop)
+		rd->resync = false;
 }
 
 void rredis_heartbeat(struct relay *r)

@@ -362,8 +362,10 @@ static void tunnel_close(struct tunnel *t, const char *code, const char *why)
 	} else {
 		pr_rl(LOG_INFO, "agent %s: %s", t->peer, why);
 	}
-	if (t->claims.tid[0] && lookup_tid(r, t->claims.tid) == t)
+	if (t->in_tid) {
 		htab_del(&r->by_tid, &t->tid_hn);
+		t->in_tid = false;
+	}
 	if (t->state == TS_REGISTERING || t->state == TS_UP)
 		r->ntunnels--;
 	unauth_done(r, &t->unauth, &t->src, t->src_slot);
@@ -481,6 +483,32 @@ void tunnel_refill(struct tunnel *t)
 	OPENSSL_cleanse(&m, sizeof(m));
 }
 
+/* old, a session of the same tunnel, is replaced by t: the agent hears why, its waiting
+ * players wait for t instead (joined once its pool fills). */
+static void tunnel_replace(struct tunnel *old, struct tunnel *t)
+{
+	struct ctl_msg g = {.type = CTL_GOODBYE};
+	snprintf(g.u.goodbye.code, sizeof(g.u.goodbye.code), "replaced");
+	snprintf(g.u.goodbye.reason, sizeof(g.u.goodbye.reason),
+		 "replaced by a newer session of this tunnel");
+	send_msg(old, &g);
+	player_move_waiting(old, t);
+	if (old->state != TS_CLOSED)
+		tunnel_close(old, NULL, "replaced by a newer session");
+}
+
+/* t is registered: it becomes the tunnel's session here, replacing one still up. */
+static void tunnel_take_tid(struct relay *r, struct tunnel *t)
+{
+	if (t->in_tid)
+		return;
+	struct tunnel *old = lookup_tid(r, t->claims.tid);
+	if (old && old != t)
+		tunnel_replace(old, t);
+	htab_add(&r->by_tid, &t->tid_hn, t->key);
+	t->in_tid = true;
+}
+
 /* Registration finished (rredis_register_tunnel's callback): the tunnel goes up under its name,
  * or the agent hears why not. */
 static void tunnel_registered(struct relay *r, void *priv, const struct rredis_reg_result *res)
@@ -503,6 +531,7 @@ static void tunnel_registered(struct relay *r, void *priv, const struct rredis_r
 		tunnel_close(t, NULL, res->msg);
 		goto out;
 	}
+	tunnel_take_tid(r, t);
 	size_t len = strlen(hostname);
 	struct tunnel *other = tunnel_lookup_host(r, hostname, len);
 	if (other) {
@@ -641,29 +670,18 @@ static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 		tunnel_close(t, NULL, busy);
 		return -1;
 	}
+	/* A session of this tunnel that is still registering gives way at once. One that is up
+	 * keeps serving until this one is registered (tunnel_take_tid): if the registration fails
+	 * (Redis unreachable, a make-before-break move to a relay cut from Redis) the agent keeps
+	 * its working session instead of losing both. */
 	struct tunnel *old = lookup_tid(r, t->claims.tid);
-	if (old && old->state == TS_UP && !rredis_up(r)) {
-		/* Without Redis the new session cannot register: replacing the live one now would
-		 * leave the tunnel nowhere (an agent migrating back home during a Redis outage).
-		 * The live session keeps serving; the agent keeps it and retries later. */
-		M_INC(tunnels_rejected_total);
-		send_error(t, "unavailable", "tunnel registry unavailable, retry shortly", true,
-			   2000 + (uint32_t)(rand_u64() % 3000));
-		tunnel_close(t, NULL, "Redis unavailable (the live session of this tunnel stays)");
-		return -1;
+	if (old && old->state != TS_UP)
+		tunnel_replace(old, t);
+	t->key = htab_hash(&r->by_tid, t->claims.tid, strlen(t->claims.tid));
+	if (!lookup_tid(r, t->claims.tid)) {
+		htab_add(&r->by_tid, &t->tid_hn, t->key);
+		t->in_tid = true;
 	}
-	if (old) {
-		struct ctl_msg g = {.type = CTL_GOODBYE};
-		snprintf(g.u.goodbye.code, sizeof(g.u.goodbye.code), "replaced");
-		snprintf(g.u.goodbye.reason, sizeof(g.u.goodbye.reason),
-			 "replaced by a newer session of this tunnel");
-		send_msg(old, &g);
-		/* its waiting players wait for this session instead (joined once its pool fills) */
-		player_move_waiting(old, t);
-		tunnel_close(old, NULL, "replaced by a newer session");
-	}
-	htab_add(&r->by_tid, &t->tid_hn, htab_hash(&r->by_tid, t->claims.tid, strlen(t->claims.tid)));
-	t->key = t->tid_hn.hash;
 	t->state = TS_REGISTERING;
 	unauth_done(r, &t->unauth, &t->src, t->src_slot);
 	r->ntunnels++; /* a session now: counted for max-tunnels and the published load */

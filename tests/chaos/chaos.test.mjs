@@ -76,7 +76,7 @@ h.scenario('scale-down: a draining relay keeps its players, moves its agent (mak
   const others = cl.relays.filter((r) => r !== victim)
   const t = await traffic({ via: [victim, ...others, victim], joinsVia: cl.relays, prefix: 'sd' })
   await h.sleep(2000)
-  const ups = agent.proc.events.filter((e) => e.event === 'tunnel_up').length
+  const ups = agent.proc.events.length // waitForEvent's `since` is an index into events
   t.mark('SIGTERM')
   const t0 = Date.now()
   cl.signal(victim, 'SIGTERM')
@@ -114,7 +114,7 @@ h.scenario('kill -9 of the relay holding the tunnel: the agent re-homes and play
   const others = cl.relays.filter((r) => r !== victim)
   const t = await traffic({ via: others, joinsVia: others, prefix: 'kl' })
   await h.sleep(1500)
-  const ups = agent.proc.events.filter((e) => e.event === 'tunnel_up').length
+  const ups = agent.proc.events.length // waitForEvent's `since` is an index into events
   t.mark('kill -9')
   cl.signal(victim, 'SIGKILL')
   const moved = await agent.waitForEvent('tunnel_up', { since: ups, timeoutMs: 45000 })
@@ -158,6 +158,10 @@ h.scenario('Redis stopped for 30 s then restarted: established players untouched
   // joins through every relay work again
   const res = await join({ relayHost: cl.relays.find((r) => r !== owner).ip, relayPort: 25565, hostname: agent.hostname, username: 'after-redis', chat: 'x', timeoutMs: 15000 })
   assert.equal(res.ok, true, `expected a forwarded join after Redis returned, got ${show(res)}`)
+  // the tunnel keeps its name: a session that moves after the outage finds its name record
+  // re-published, not a random new name
+  const last = agent.proc.events.filter((e) => e.event === 'tunnel_up').pop()
+  assert.equal(last.hostname, agent.hostname, `expected the tunnel to keep its name across the Redis restart, got ${show(last)}`)
 })
 
 h.scenario('relay cut from Redis: it stops claiming, hands its agent over, and players keep playing', { timeout: 120000 }, async () => {
@@ -166,7 +170,7 @@ h.scenario('relay cut from Redis: it stops claiming, hands its agent over, and p
   const others = cl.relays.filter((r) => r !== victim)
   const t = await traffic({ via: [victim, ...others], joinsVia: others, prefix: 'cr' })
   await h.sleep(1500)
-  const ups = agent.proc.events.filter((e) => e.event === 'tunnel_up').length
+  const ups = agent.proc.events.length // waitForEvent's `since` is an index into events
   t.mark('cut from redis')
   await cl.block(victim, cl.redisHost, cl.redisPort)
   try {

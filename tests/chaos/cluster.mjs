@@ -85,11 +85,18 @@ export class DevCluster {
 
   /** Every relay running and ready (a scenario that failed midway may have left one down). */
   async ensureAllUp () {
+    for (const r of this.relays) await this.unblock(r).catch(() => {})
     for (const r of this.relays) {
-      await this.unblock(r).catch(() => {})
-      if (!this.alive(r)) await this.restart(r)
+      // a relay left draining (its scenario failed before it exited) is not ready and may
+      // take up to its drain deadline to go: wait for it to exit, then start it again
+      const end = Date.now() + 60000
+      while (Date.now() < end) {
+        if (!this.alive(r)) { await this.restart(r); break }
+        if (await this.readyz(r) === 200) break
+        await h.sleep(200)
+      }
+      await this.waitReady(r, 30000)
     }
-    for (const r of this.relays) await this.waitReady(r, 30000)
   }
 
   async waitReady (r, timeoutMs = 20000) {
