@@ -205,7 +205,7 @@ h.scenario('relay cut from the owning relay: a forwarded player gets a clear ans
     const st = await ping({ relayHost: entry.ip, relayPort: 25565, hostname: agent.hostname, timeoutMs: 10000 })
     assert.equal(st.ok, true, `expected a status answer, got ${show(st)}`)
     assert.match(st.motd, /offline|back soon|reconnect/i, `expected the cached status marked offline, got ${show(st)}`)
-    record('relay cut from another relay', { players: 0, dropped: 0, chats: 0, echoesLost: 0, joins: 1, joinsOk: 0, joinsFailedAfterFault: 1, hangs: 0, recoveryMs: 0 }, `clear kick in ${ms} ms; status "${st.motd.slice(0, 40)}"`)
+    record('relay cut from another relay', { players: 0, dropped: 0, chats: 0, echoesLost: 0, joins: 1, joinsOk: 0, joinsFailedAfterFault: 1, hangs: 0, recoveryMs: 0 }, `clear kick in ${ms} ms; status "${st.motd.replace(/\s+/g, ' ').slice(0, 40)}"`)
   } finally {
     await cl.unblock(entry)
   }

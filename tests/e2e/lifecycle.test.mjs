@@ -20,7 +20,7 @@ import net from 'node:net'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import * as h from './harness.mjs'
-import { join } from './mc-client.mjs'
+import { join, stayingPlayer } from './mc-client.mjs'
 
 const exec = promisify(execFile)
 const show = (x) => JSON.stringify(x)
@@ -51,10 +51,7 @@ async function until (pred, what, timeoutMs = 10000) {
   }
 }
 
-async function waitEvent (agent, name, { since = 0, timeoutMs = 10000 } = {}) {
-  return until(() => agent.proc.events.slice(since).find((e) => e.event === name),
-    `a ${name} event from ${agent.proc.name}\n${h.tailOf(agent.proc)}`, timeoutMs)
-}
+const waitEvent = (agent, name, opts) => agent.waitForEvent(name, opts)
 
 // Raw TCP connections to the agent port that never say anything; resolves with the sockets
 // and tracks which the relay closed.
@@ -71,36 +68,6 @@ async function silentConns (port, n) {
   return socks
 }
 
-// A player that stays in play state and chats on demand.
-async function player ({ port, hostname, username }) {
-  const { createRequire } = await import('node:module')
-  const mc = createRequire(import.meta.url)('minecraft-protocol')
-  const { textOf } = await import('./mc-client.mjs')
-  const client = mc.createClient({
-    host: hostname, port: 25565, username, version: '1.21.1', auth: 'offline',
-    validateChannelProtocol: false, hideErrors: true, keepAlive: true,
-    connect: (c) => c.setSocket(net.connect(port, '127.0.0.1'))
-  })
-  const echoes = []
-  let ended = null
-  client.on('systemChat', ({ formattedMessage }) => echoes.push(textOf(formattedMessage)))
-  client.on('end', (r) => { ended = r || 'closed' })
-  client.on('error', (e) => { ended = e.message })
-  await new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`${username}: no play state (ended: ${ended})`)), 15000)
-    client.once('login', () => { clearTimeout(t); resolve() })
-  })
-  return {
-    get ended () { return ended },
-    async chat (msg) {
-      if (ended) return false
-      client.chat(msg)
-      return until(() => echoes.includes('echo: ' + msg) || ended, `echo of ${msg}`, 5000)
-        .then(() => echoes.includes('echo: ' + msg), () => false)
-    },
-    end () { try { client.end('bye') } catch {} ; setTimeout(() => { try { client.socket.destroy() } catch {} }, 200).unref() }
-  }
-}
 
 h.scenario('drain: readyz 503 at once, the agent moves before its old session closes, the player keeps playing, exit 0, no Redis entry left', async () => {
   const token = await h.mintToken({ keys, sub: 'user-lc', tid: 'tunnel-lc-drain', ttl: 3600 })
@@ -111,7 +78,7 @@ h.scenario('drain: readyz 503 at once, the agent moves before its old session cl
   await until(async () => (await rcli('HGET', 'dvv:{eu}:agents', 'lc-b')) !== '', 'lc-b in the agents hash')
   await h.sleep(1200)
 
-  const p = await player({ port: relayA.playerPort, hostname: agent.hostname, username: 'stayer' })
+  const p = await stayingPlayer({ relayPort: relayA.playerPort, hostname: agent.hostname, username: 'stayer' })
   assert.equal(await p.chat('before'), true, 'expected the chat echo through relay A before the drain')
 
   const n0 = agent.proc.events.length

@@ -154,6 +154,51 @@ export function join ({
 }
 
 /**
+ * A player that logs in through relayHost:relayPort and stays in play state until end(): chat(msg)
+ * resolves true once the server echoed msg (false after waitMs or if the connection ended).
+ * Rejects if play state is not reached within timeoutMs.
+ */
+export async function stayingPlayer ({ relayHost = '127.0.0.1', relayPort, hostname, username, version = DEFAULT_VERSION, timeoutMs = 15000 }) {
+  const client = mc.createClient({
+    host: hostname,
+    port: 25565,
+    username,
+    version,
+    auth: 'offline',
+    validateChannelProtocol: false,
+    hideErrors: true,
+    keepAlive: true,
+    connect: connectVia(relayHost, relayPort)
+  })
+  const echoes = []
+  let ended = null
+  client.on('systemChat', ({ formattedMessage }) => echoes.push(textOf(formattedMessage)))
+  client.on('end', (r) => { ended = r || 'closed' })
+  client.on('error', (e) => { ended = e.message })
+  await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`${username} did not reach play state in ${timeoutMs} ms (ended: ${ended})`)), timeoutMs)
+    client.once('login', () => { clearTimeout(t); resolve() })
+    client.once('end', () => { clearTimeout(t); reject(new Error(`${username} disconnected before play state: ${ended}`)) })
+  })
+  return {
+    client,
+    get ended () { return ended },
+    async chat (msg, waitMs = 5000) {
+      if (ended) return false
+      client.chat(msg)
+      const t0 = Date.now()
+      while (Date.now() - t0 < waitMs) {
+        if (echoes.includes('echo: ' + msg)) return true
+        if (ended) return false
+        await new Promise((resolve) => setTimeout(resolve, 20))
+      }
+      return false
+    },
+    end () { try { client.end('bye') } catch {} ; setTimeout(() => { try { client.socket.destroy() } catch {} }, 200).unref() }
+  }
+}
+
+/**
  * Modern (1.7+) status ping through the relay. Resolves {ok:true, motd, version, protocol, players,
  * latency, ms, raw} or {ok:false, error, ms}. Never rejects.
  */

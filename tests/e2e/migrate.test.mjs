@@ -19,65 +19,15 @@ import net from 'node:net'
 import path from 'node:path'
 import tls from 'node:tls'
 import { Duplex } from 'node:stream'
-import { createRequire } from 'node:module'
 import { promisify } from 'node:util'
 import * as h from './harness.mjs'
-import { join, textOf } from './mc-client.mjs'
-import { guardSplitter } from './mc-server.mjs'
+import { join, stayingPlayer, textOf } from './mc-client.mjs'
 
-const require = createRequire(import.meta.url)
-const mc = require('minecraft-protocol')
 const exec = promisify(execFile)
 const show = (x) => JSON.stringify(x)
 
 // the certificate also names multi.dvv.test: the name that resolves to two addresses below
 process.env.DVV_CERT_SANS = 'DNS:multi.dvv.test'
-
-// ---------------------------------------------------------------------------------------------
-// a player that stays in play state and chats on demand
-
-async function player ({ port, hostname, username, timeoutMs = 15000 }) {
-  const client = mc.createClient({
-    host: hostname,
-    port: 25565,
-    username,
-    version: '1.21.1',
-    auth: 'offline',
-    validateChannelProtocol: false,
-    hideErrors: true,
-    keepAlive: true,
-    connect: (c) => {
-      guardSplitter(c)
-      c.setSocket(net.connect(port, '127.0.0.1'))
-    }
-  })
-  const echoes = []
-  let ended = null
-  client.on('systemChat', ({ formattedMessage }) => echoes.push(textOf(formattedMessage)))
-  client.on('end', (r) => { ended = r || 'closed' })
-  client.on('error', (e) => { ended = e.message })
-  await new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`${username} did not reach play state in ${timeoutMs} ms (ended: ${ended})`)), timeoutMs)
-    client.once('login', () => { clearTimeout(t); resolve() })
-    client.once('end', () => { clearTimeout(t); reject(new Error(`${username} disconnected before play state: ${ended}`)) })
-  })
-  return {
-    client,
-    get ended () { return ended },
-    async chat (msg, waitMs = 5000) {
-      if (ended) return false
-      client.chat(msg)
-      const t0 = Date.now()
-      while (Date.now() - t0 < waitMs) {
-        if (echoes.includes('echo: ' + msg)) return true
-        if (ended) return false
-        await h.sleep(20)
-      }
-      return false
-    },
-    end () { try { client.end('bye') } catch {} ; setTimeout(() => { try { client.socket.destroy() } catch {} }, 200).unref() }
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // FakeRelay: one port like the relay's agent port (first byte 0x16: TLS control channel, 'D':
@@ -273,17 +223,7 @@ after(async () => {
 
 const upEvents = (agent) => agent.proc.events.filter((e) => e.event === 'tunnel_up')
 
-// The first `name` event at or after index `since` of the agent's events (already printed or not).
-async function waitEvent (agent, name, { since = 0, timeoutMs = 10000 } = {}) {
-  const t0 = Date.now()
-  for (;;) {
-    const ev = agent.proc.events.slice(since).find((e) => e.event === name)
-    if (ev) return ev
-    if (agent.proc.exited) throw new Error(`${agent.proc.name} exited before a ${name} event\n${h.tailOf(agent.proc)}`)
-    if (Date.now() - t0 > timeoutMs) throw new Error(`${agent.proc.name} printed no ${name} event within ${timeoutMs} ms\n${h.tailOf(agent.proc)}`)
-    await h.sleep(20)
-  }
-}
+const waitEvent = (agent, name, opts) => agent.waitForEvent(name, opts)
 
 h.scenario('a drained relay moves its agent to the other relay while its player keeps playing', async () => {
   const relayA = await h.startRelay({ redisPort: redis.port, keys, instanceId: 'mig-a' })
@@ -293,7 +233,7 @@ h.scenario('a drained relay moves its agent to the other relay while its player 
   const relayB = await h.startRelay({ redisPort: redis.port, keys, instanceId: 'mig-b' })
   await h.sleep(2500) // one heartbeat: B is a move target now
 
-  const p = await player({ port: relayA.playerPort, hostname: agent.hostname, username: 'stayer' })
+  const p = await stayingPlayer({ relayPort: relayA.playerPort, hostname: agent.hostname, username: 'stayer' })
   assert.equal(await p.chat('before'), true, 'expected the chat echo through relay A before the drain')
 
   const n0 = agent.proc.events.length
@@ -346,7 +286,7 @@ h.scenario('make-before-break: the old session serves until the new WELCOME, the
   // a pool of 3; one carries a player
   const pool1 = r1.attach(r1s, 3)
   await r1.until(() => r1.idle(pool1).length === 3, 'three pooled data connections')
-  const p = await player({ port: r1.playerPort, hostname: agent.hostname, username: 'mbb' })
+  const p = await stayingPlayer({ relayPort: r1.playerPort, hostname: agent.hostname, username: 'mbb' })
   assert.equal(await p.chat('one'), true, 'expected the chat echo through r1')
 
   // keepalive on the control channel and on the pooled connections (decision 5); a socket
