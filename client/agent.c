@@ -449,15 +449,11 @@ static void dc_local_cb(struct loop *l, struct loop_io *io, uint32_t events)
 			return;
 		}
 	}
-	while (d->pp_off < d->pp_len) {
-		ssize_t n = send(io->fd, d->pp + d->pp_off, d->pp_len - d->pp_off, MSG_NOSIGNAL);
-		if (n > 0) {
-			d->pp_off += (size_t)n;
-			continue;
-		}
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return; /* EPOLLOUT again */
-		local_unreachable(a, strerror(n < 0 ? errno : EPIPE));
+	int rc = net_send_rest(io->fd, d->pp, d->pp_len, &d->pp_off);
+	if (rc == -EAGAIN)
+		return; /* EPOLLOUT again */
+	if (rc) {
+		local_unreachable(a, strerror(-rc));
 		dc_close(d);
 		return;
 	}
@@ -505,17 +501,12 @@ static void dc_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		}
 		if (!(events & EPOLLOUT))
 			return;
-		while (d->pre_off < sizeof(d->pre)) {
-			ssize_t n = send(io->fd, d->pre + d->pre_off, sizeof(d->pre) - d->pre_off,
-					 MSG_NOSIGNAL);
-			if (n > 0) {
-				d->pre_off += (size_t)n;
-				continue;
-			}
-			if (n < 0 && (errno == EAGAIN || errno == EINTR))
-				return;
+		int rc = net_send_rest(io->fd, d->pre, sizeof(d->pre), &d->pre_off);
+		if (rc == -EAGAIN)
+			return;
+		if (rc) {
 			pr_rl(LOG_WARN, "data connection to relay %s: %s", d->s->relay_str,
-			      strerror(n < 0 ? errno : EPIPE));
+			      strerror(-rc));
 			dc_close(d);
 			return;
 		}

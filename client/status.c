@@ -112,15 +112,11 @@ static void poll_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 			return;
 		p->connected = true;
 	}
-	while (p->reqoff < p->reqlen) {
-		ssize_t n = send(io->fd, p->req + p->reqoff, p->reqlen - p->reqoff, MSG_NOSIGNAL);
-		if (n > 0) {
-			p->reqoff += (size_t)n;
-			continue;
-		}
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return;
-		poll_finish(p, n < 0 ? -errno : -EPIPE, NULL, 0);
+	int sent = net_send_rest(io->fd, p->req, p->reqlen, &p->reqoff);
+	if (sent == -EAGAIN)
+		return;
+	if (sent) {
+		poll_finish(p, sent, NULL, 0);
 		return;
 	}
 	if (loop_io_set(l, io, EPOLLIN | EPOLLRDHUP)) {

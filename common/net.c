@@ -337,3 +337,20 @@ uint64_t hash_bytes(const uint64_t key[2], const void *data, size_t len)
 	SIPROUND;
 	return v0 ^ v1 ^ v2 ^ v3;
 }
+
+int net_send_rest(int fd, const void *buf, size_t len, size_t *off)
+{
+	while (*off < len) {
+		ssize_t n = send(fd, (const uint8_t *)buf + *off, len - *off, MSG_NOSIGNAL);
+		if (n > 0) {
+			*off += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return -EAGAIN;
+		return n < 0 ? -errno : -EPIPE;
+	}
+	return 0;
+}

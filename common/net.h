@@ -35,6 +35,9 @@ void net_tune_stream(int fd); /* TCP_NODELAY + keepalive: game traffic is latenc
 #define NET_KEEPALIVE_CNT 3
 #define NET_USER_TIMEOUT_MS 30000
 int net_keepalive(int fd, int idle_s);
+/* Send buf[*off..len) on a non-blocking socket, advancing *off: 0 once all of it is sent,
+ * -EAGAIN to wait for EPOLLOUT, or -errno (-EPIPE if the peer took nothing). */
+int net_send_rest(int fd, const void *buf, size_t len, size_t *off);
 
 /* Every address "host:port" resolves to (DNS round robin, IPv4 and IPv6), duplicates dropped,
  * in getaddrinfo's order, at most max. A numeric host gives one. Blocking like net_parse_addr.
