@@ -50,6 +50,21 @@ export function textOf (component) {
   return String(component)
 }
 
+// An offline-mode client that dials through `connect` but names `hostname` in its handshake.
+function offlineClient ({ hostname, port, username, version, connect }) {
+  return mc.createClient({
+    host: hostname,
+    port,
+    username,
+    version,
+    auth: 'offline',
+    validateChannelProtocol: false,
+    hideErrors: true,
+    keepAlive: true,
+    connect
+  })
+}
+
 function connectVia (relayHost, relayPort, onSocket) {
   return (client) => {
     guardSplitter(client)
@@ -101,15 +116,11 @@ export function join ({
     }, timeoutMs)
 
     try {
-      client = mc.createClient({
-        host: hostname,
+      client = offlineClient({
+        hostname,
         port,
         username,
         version,
-        auth: 'offline',
-        validateChannelProtocol: false,
-        hideErrors: true,
-        keepAlive: true,
         connect: connectVia(relayHost, relayPort, (sock) => {
           sock.once('connect', () => { localPort = sock.localPort })
           if (onSocket) onSocket(sock)
@@ -159,17 +170,7 @@ export function join ({
  * Rejects if play state is not reached within timeoutMs.
  */
 export async function stayingPlayer ({ relayHost = '127.0.0.1', relayPort, hostname, username, version = DEFAULT_VERSION, timeoutMs = 15000 }) {
-  const client = mc.createClient({
-    host: hostname,
-    port: 25565,
-    username,
-    version,
-    auth: 'offline',
-    validateChannelProtocol: false,
-    hideErrors: true,
-    keepAlive: true,
-    connect: connectVia(relayHost, relayPort)
-  })
+  const client = offlineClient({ hostname, port: 25565, username, version, connect: connectVia(relayHost, relayPort) })
   const echoes = []
   let ended = null
   client.on('systemChat', ({ formattedMessage }) => echoes.push(textOf(formattedMessage)))
