@@ -38,6 +38,22 @@ function record (name, stats, notes = '') {
   process.stderr.write(`[chaos] ${name}: ${show(stats)}${notes ? ' ' + notes : ''}\n`)
 }
 
+/** The agent is settled: its last session event is a tunnel_up (no migration or reconnect in
+ * flight from an earlier fault) and Redis routes the name to that relay. */
+async function settled (timeoutMs = 45000) {
+  const end = Date.now() + timeoutMs
+  const kinds = new Set(['tunnel_up', 'tunnel_down', 'migrating', 'reconnecting'])
+  for (;;) {
+    const evs = agent.proc.events.filter((e) => kinds.has(e.event))
+    const last = evs[evs.length - 1]
+    const owner = ownerOf(cl, agent)
+    const route = await cl.redis('GET', `dvv:{${agent.hostname}}:route`).catch(() => '')
+    if (last && last.event === 'tunnel_up' && owner && route.startsWith(owner.id + ' ')) return
+    if (Date.now() > end) throw new Error(`agent not settled on one relay within ${timeoutMs} ms: last event ${show(last)}, route ${show(route)}`)
+    await h.sleep(250)
+  }
+}
+
 /** Traffic on the current tunnel: players enter through `via`, joins rotate over `joinsVia`. */
 async function traffic ({ via, joinsVia, players = 4, prefix }) {
   const t = new Traffic({
@@ -71,6 +87,7 @@ after(async () => {
 
 h.scenario('scale-down: a draining relay keeps its players, moves its agent (make-before-break) and exits 0 with its keys gone', { timeout: 180000 }, async () => {
   await cl.ensureAllUp() // whatever an earlier scenario left behind
+  await settled()
   const victim = ownerOf(cl, agent)
   assert.ok(victim, 'expected the agent to have a tunnel')
   const others = cl.relays.filter((r) => r !== victim)
@@ -110,6 +127,7 @@ h.scenario('scale-down: a draining relay keeps its players, moves its agent (mak
 
 h.scenario('kill -9 of the relay holding the tunnel: the agent re-homes and players join again within seconds', { timeout: 120000 }, async () => {
   await cl.ensureAllUp() // whatever an earlier scenario left behind
+  await settled()
   const victim = ownerOf(cl, agent)
   const others = cl.relays.filter((r) => r !== victim)
   const t = await traffic({ via: others, joinsVia: others, prefix: 'kl' })
@@ -136,6 +154,7 @@ h.scenario('kill -9 of the relay holding the tunnel: the agent re-homes and play
 
 h.scenario('Redis stopped for 30 s then restarted: established players untouched, local joins keep working, state re-published', { timeout: 150000 }, async () => {
   await cl.ensureAllUp() // whatever an earlier scenario left behind
+  await settled()
   const owner = ownerOf(cl, agent)
   const t = await traffic({ via: cl.relays, joinsVia: [owner], prefix: 'rd' })
   await h.sleep(1500)
@@ -166,6 +185,7 @@ h.scenario('Redis stopped for 30 s then restarted: established players untouched
 
 h.scenario('relay cut from Redis: it stops claiming, hands its agent over, and players keep playing', { timeout: 120000 }, async () => {
   await cl.ensureAllUp() // whatever an earlier scenario left behind
+  await settled()
   const victim = ownerOf(cl, agent)
   const others = cl.relays.filter((r) => r !== victim)
   const t = await traffic({ via: [victim, ...others], joinsVia: others, prefix: 'cr' })
@@ -191,6 +211,7 @@ h.scenario('relay cut from Redis: it stops claiming, hands its agent over, and p
 
 h.scenario('relay cut from the owning relay: a forwarded player gets a clear answer at once', { timeout: 60000 }, async () => {
   await cl.ensureAllUp() // whatever an earlier scenario left behind
+  await settled()
   const owner = ownerOf(cl, agent)
   const entry = cl.relays.find((r) => r !== owner)
   await cl.block(entry, owner.ip, 7001)
@@ -213,6 +234,7 @@ h.scenario('relay cut from the owning relay: a forwarded player gets a clear ans
 
 h.scenario('a connection flood on the agent port does not keep real agents out or count as load', { timeout: 120000 }, async () => {
   await cl.ensureAllUp() // whatever an earlier scenario left behind
+  await settled()
   const target = cl.relays[1]
   // 50 source addresses on the bridge, 40 connections each: silent, half a TLS record, junk
   const srcs = []
@@ -253,6 +275,7 @@ h.scenario('a connection flood on the agent port does not keep real agents out o
 
 h.scenario('2,000 agents reconnecting at once to a restarted relay all come back, with memory and fds bounded', { timeout: 240000 }, async () => {
   await cl.ensureAllUp() // whatever an earlier scenario left behind
+  await settled()
   const target = cl.relays[2]
   const fleet = new Fleet({ relay: { host: target.ip, port: 7000 }, ca: cl.keys.ca, servername: target.ip, jwtKeyFile: cl.keys.jwtKey, n: 2000 })
   try {
