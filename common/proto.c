@@ -11,7 +11,7 @@
 #include <string.h>
 
 static const char *const type_names[] = {"?",	 "HELLO", "WELCOME", "ERROR",  "ATTACH",
-					 "PING", "PONG",  "MOVE",    "GOODBYE", "STATUS"};
+					 "PING", "PONG",  "MOVE",    "GOODBYE", "STATUS", "PLAN"};
 
 const char *ctl_type_name(uint8_t type)
 {
@@ -190,6 +190,33 @@ static int decode_payload(json_t *o, struct ctl_msg *m, char *err, size_t errlen
 			       err, errlen);
 	case CTL_STATUS:
 		return 0; /* any object: the relay sanitizes what it keeps; ctl_decode points at it */
+	case CTL_PLAN:
+		if ((rc = get_str(o, "tier", m->u.plan.tier, sizeof(m->u.plan.tier), true, err,
+				  errlen)) ||
+		    (rc = get_str(o, "state", m->u.plan.state, sizeof(m->u.plan.state), false, err,
+				  errlen)) ||
+		    (rc = get_str(o, "message", m->u.plan.message, sizeof(m->u.plan.message), false,
+				  err, errlen)))
+			return rc;
+		if ((rc = get_uint(o, "max_tunnels", &u, 1000000, false, err, errlen)))
+			return rc;
+		m->u.plan.max_tunnels = (uint32_t)u;
+		if ((rc = get_uint(o, "max_players", &u, 1000000, false, err, errlen)))
+			return rc;
+		m->u.plan.max_players = (uint32_t)u;
+		if ((rc = get_uint(o, "idle_timeout_s", &u, 365u * 86400, false, err, errlen)))
+			return rc;
+		m->u.plan.idle_timeout_s = (uint32_t)u;
+		if ((rc = get_uint(o, "bandwidth_bytes", &m->u.plan.bandwidth_bytes, UINT64_MAX >> 1,
+				   false, err, errlen)) ||
+		    (rc = get_uint(o, "used_bytes", &m->u.plan.used_bytes, UINT64_MAX >> 1, false,
+				   err, errlen)) ||
+		    (rc = get_uint(o, "period_end", &u, 253402300799ULL, false, err, errlen)))
+			return rc;
+		m->u.plan.period_end = (int64_t)u;
+		if (!m->u.plan.state[0])
+			strcpy(m->u.plan.state, "ok");
+		return 0;
 	}
 	return 0; /* unknown type: ignored by the caller */
 }
@@ -323,6 +350,19 @@ int ctl_encode(const struct ctl_msg *m, uint8_t *out, size_t cap)
 		if (m->u.goodbye.code[0])
 			json_object_set_new(o, "code", json_string(m->u.goodbye.code));
 		json_object_set_new(o, "reason", json_string(m->u.goodbye.reason));
+		break;
+	case CTL_PLAN:
+		json_object_set_new(o, "tier", json_string(m->u.plan.tier));
+		json_object_set_new(o, "max_tunnels", json_integer(m->u.plan.max_tunnels));
+		json_object_set_new(o, "max_players", json_integer(m->u.plan.max_players));
+		json_object_set_new(o, "idle_timeout_s", json_integer(m->u.plan.idle_timeout_s));
+		json_object_set_new(o, "bandwidth_bytes",
+				    json_integer((json_int_t)m->u.plan.bandwidth_bytes));
+		json_object_set_new(o, "used_bytes", json_integer((json_int_t)m->u.plan.used_bytes));
+		json_object_set_new(o, "period_end", json_integer(m->u.plan.period_end));
+		json_object_set_new(o, "state", json_string(m->u.plan.state[0] ? m->u.plan.state : "ok"));
+		if (m->u.plan.message[0])
+			json_object_set_new(o, "message", json_string(m->u.plan.message));
 		break;
 	default:
 		json_decref(o);

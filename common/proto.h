@@ -32,9 +32,10 @@ enum ctl_type {
 	CTL_PONG = 6,	 /* answer to PING, echoes t */
 	CTL_MOVE = 7,	 /* relay -> agent: reconnect to addr (draining / placement) */
 	CTL_GOODBYE = 8, /* either way: orderly close */
-	CTL_STATUS = 9	 /* agent -> relay: the local server's status response JSON */
+	CTL_STATUS = 9,	 /* agent -> relay: the local server's status response JSON */
+	CTL_PLAN = 10	 /* relay -> agent: the tunnel's plan limits, usage and state */
 };
-#define CTL_TYPE_LAST CTL_STATUS /* highest type this build decodes */
+#define CTL_TYPE_LAST CTL_PLAN /* highest type this build decodes */
 
 #define ATTACH_TOKEN_LEN 32 /* 8-byte id + 24-byte secret */
 #define ATTACH_ID_LEN 8
@@ -86,6 +87,17 @@ struct ctl_msg {
 			const char *json;
 			size_t len;
 		} status;
+		struct {
+			char tier[17];	       /* plan name, [a-z0-9_-] */
+			uint32_t max_tunnels;  /* 0 = no limit */
+			uint32_t max_players;  /* per tunnel, 0 = no limit */
+			uint32_t idle_timeout_s; /* 0 = none */
+			uint64_t bandwidth_bytes; /* per billing period, 0 = unlimited */
+			uint64_t used_bytes;	  /* this period, all of the user's tunnels */
+			int64_t period_end;	  /* Unix seconds, 0 = unknown */
+			char state[16];		  /* "ok" | "capped" */
+			char message[256];	  /* human text, may be "" */
+		} plan;
 	} u;
 };
 

@@ -518,6 +518,46 @@ static void proxy_v2_mixed_families_use_ipv6(void **state)
 	assert_int_equal(out[32 + 12], 192);
 }
 
+static void plan_round_trips_and_bounds_its_fields(void **state)
+{
+	uint8_t buf[1024];
+	struct ctl_msg in = {.type = CTL_PLAN};
+	strcpy(in.u.plan.tier, "free");
+	in.u.plan.max_tunnels = 1;
+	in.u.plan.max_players = 20;
+	in.u.plan.idle_timeout_s = 1800;
+	in.u.plan.bandwidth_bytes = 10737418240ULL;
+	in.u.plan.used_bytes = 5000000000ULL;
+	in.u.plan.period_end = 1798761600;
+	strcpy(in.u.plan.state, "capped");
+	strcpy(in.u.plan.message, "bandwidth used up");
+	int n = ctl_encode(&in, buf, sizeof(buf));
+	assert_true(n > CTL_HDR_LEN);
+	size_t used;
+	char err[160] = "";
+	assert_int_equal(ctl_decode(buf, (size_t)n, &m, &used, err, sizeof(err)), 0);
+	assert_int_equal(m.type, CTL_PLAN);
+	assert_string_equal(m.u.plan.tier, "free");
+	assert_int_equal(m.u.plan.max_players, 20);
+	assert_int_equal(m.u.plan.idle_timeout_s, 1800);
+	assert_true(m.u.plan.bandwidth_bytes == 10737418240ULL);
+	assert_true(m.u.plan.used_bytes == 5000000000ULL);
+	assert_int_equal(m.u.plan.period_end, 1798761600);
+	assert_string_equal(m.u.plan.state, "capped");
+	assert_string_equal(m.u.plan.message, "bandwidth used up");
+	assert_string_equal(ctl_type_name(CTL_PLAN), "PLAN");
+	/* only the tier is required; state defaults to ok */
+	n = (int)frame(buf, CTL_PLAN, "{\"tier\":\"paid\"}");
+	assert_int_equal(ctl_decode(buf, (size_t)n, &m, &used, err, sizeof(err)), 0);
+	assert_string_equal(m.u.plan.state, "ok");
+	n = (int)frame(buf, CTL_PLAN, "{\"max_players\":3}");
+	expect_reject(buf, (size_t)n, "missing \"tier\"");
+	n = (int)frame(buf, CTL_PLAN, "{\"tier\":\"free\",\"max_players\":-1}");
+	expect_reject(buf, (size_t)n, "max_players");
+	n = (int)frame(buf, CTL_PLAN, "{\"tier\":\"free\",\"idle_timeout_s\":\"1\"}");
+	expect_reject(buf, (size_t)n, "idle_timeout_s");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -534,6 +574,7 @@ int main(void)
 		cmocka_unit_test(data_header_round_trip),
 		cmocka_unit_test(byte_codec_round_trips_and_refuses_unknown_families),
 		cmocka_unit_test(proxy_v2_ipv4_header),
+		cmocka_unit_test(plan_round_trips_and_bounds_its_fields),
 		cmocka_unit_test(proxy_v2_mixed_families_use_ipv6),
 	};
 	return cmocka_run_group_tests_name("proto", tests, NULL, NULL);
