@@ -45,7 +45,7 @@ static const struct opt_def defs[] = {
 	S(instance_id, "unique id of this relay, names its bpf pin directory (default: hostname-pid)"),
 	S(tls_cert, "PEM certificate chain for the agent control channel"),
 	S(tls_key, "PEM private key for it"),
-	S(jwt_pubkey, "PEM ES256 public key that verifies agent tokens"),
+	S(jwt_pubkey, "ES256 public key file, or a directory of <kid>.pub keys (reloaded on SIGHUP and when it changes)"),
 	S(jwt_issuer, "required iss claim"),
 	S(jwt_audience, "required aud claim"),
 	S(dataplane, "bpf | userspace | auto (auto: bpf if it loads and passes a self-test)"),
