@@ -3,6 +3,8 @@
  * and the ordered shut-down. relay.h holds the types the control plane's files share. */
 #include "relay.h"
 #include "admin.h"
+#include "enforce.h"
+#include "events.h"
 #include "forward.h"
 #include "log.h"
 #include "metrics.h"
@@ -138,6 +140,7 @@ static void tick_cb(struct loop *l, struct loop_timer *t)
 	struct relay *r = l->data;
 	atomic_store(&r->loop_alive_ms, l->now);
 	relay_tick_tunnels(r);
+	enforce_tick(r);
 	forward_tick(r);
 	if (l->now - keys_checked_ms >= KEYS_CHECK_MS)
 		relay_reload_keys(r, false);
@@ -297,6 +300,8 @@ int relay_init(struct relay *r)
 	}
 	if ((rc = rredis_start(r, tunnel_each_lease, tunnel_lease_lost)) || (rc = admin_start(r)))
 		return rc ? rc : -EINVAL;
+	if ((rc = events_start(r)))
+		return rc;
 	r->tick.cb = tick_cb;
 	loop_timer_arm(&r->loop, &r->tick, 0);
 	pr_info("relay %s up: players on %s, agents on %s, names *%s", r->cfg.instance_id,
@@ -311,6 +316,7 @@ void relay_free(struct relay *r)
 	admin_stop(r);
 	listener_close(&r->loop, &r->player_l);
 	listener_close(&r->loop, &r->agent_l);
+	events_stop(r);
 	rredis_stop(r); /* releases our leases while we still know them */
 	tunnel_close_all(r, "relay exit");
 	player_close_all(r);
