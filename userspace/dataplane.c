@@ -33,3 +33,12 @@ int dataplane_select(struct dataplane *dp, const struct relay_cfg *cfg)
 	}
 	return rc;
 }
+
+int dp_tunnel_bytes(struct dataplane *dp, uint64_t tunnel_key, uint64_t *to_agent,
+		    uint64_t *to_player)
+{
+	*to_agent = *to_player = 0;
+	if (!dp->ops || !dp->priv)
+		return -ENODEV;
+	return dp->ops->tunnel_bytes(dp, tunnel_key, to_agent, to_player);
+}

@@ -38,6 +38,7 @@ int bp_dir_copy(struct bp_plane *b, struct bp_pair *p, int i, uint64_t *moved)
 			s->off += (uint32_t)n;
 			s->copied += (uint64_t)n;
 			*moved += (uint64_t)n;
+			dp_acct_add(p->acct, i == 0 ? DP_TO_AGENT : DP_TO_PLAYER, (uint64_t)n);
 			atomic_fetch_add(&b->n_user_bytes, (uint64_t)n);
 			if (s->off < s->len)
 				continue;
@@ -76,6 +77,8 @@ static void demoted_done(struct splice_pair *sp, int err)
 		M_DEC(splices_active);
 	}
 	splice_pair_close(sp);
+	dp_acct_pair_put(&((struct bp_plane *)sp->data)->acct, d->acct);
+	d->acct = NULL;
 	dlist_del(&d->node);
 	loop_defer(sp->loop, free, d);
 }
@@ -92,7 +95,7 @@ static int tcp_state(int fd)
 /* Relay the pair with splice(2): the maps refused its `which` ("player"/"agent") socket with
  * errno why. Takes both fds (RST on failure). */
 void bp_pair_demote(struct bp_plane *b, int pfd, int afd, bool internal, int why,
-		    const char *which)
+		    const char *which, struct dp_acct *acct)
 {
 	struct bp_demoted *d = calloc(1, sizeof(*d));
 	int rc = d ? splice_pair_start(&b->loop, &d->sp, pfd, afd, demoted_done) : -ENOMEM;
@@ -101,6 +104,7 @@ void bp_pair_demote(struct bp_plane *b, int pfd, int afd, bool internal, int why
 		bp_close_abort(pfd);
 		bp_close_abort(afd);
 		free(d);
+		dp_acct_pair_put(&b->acct, acct);
 		if (!internal) {
 			M_DEC(splices_active);
 			M_INC(splice_errors_total);
@@ -111,6 +115,12 @@ void bp_pair_demote(struct bp_plane *b, int pfd, int afd, bool internal, int why
 	      "relaying this pair with splice(2)", which, strerror(why),
 	      tcp_state(which[0] == 'p' ? pfd : afd));
 	d->internal = internal;
+	d->sp.data = b;
+	d->acct = acct;
+	if (acct) { /* dir[0]: player -> agent */
+		d->sp.dir[0].count = &acct->bytes[DP_TO_AGENT];
+		d->sp.dir[1].count = &acct->bytes[DP_TO_PLAYER];
+	}
 	dlist_add_head(&b->demoted, &d->node);
 	if (!internal)
 		atomic_fetch_add(&b->n_demoted, 1);
