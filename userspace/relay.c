@@ -259,7 +259,8 @@ int relay_init(struct relay *r)
 		if (rc)
 			return rc;
 	}
-	if ((rc = rredis_start(r, tunnel_each_lease, tunnel_lease_lost)) || (rc = admin_start(r)))
+	if ((rc = rredis_start(r, tunnel_each_lease, tunnel_lease_lost)) || (rc = usage_init(r)) ||
+	    (rc = admin_start(r)))
 		return rc ? rc : -EINVAL;
 	r->tick.cb = tick_cb;
 	loop_timer_arm(&r->loop, &r->tick, 0);
@@ -275,6 +276,7 @@ void relay_free(struct relay *r)
 	admin_stop(r);
 	listener_close(&r->loop, &r->player_l);
 	listener_close(&r->loop, &r->agent_l);
+	usage_stop(r);	/* the last counts and live entries, while Redis is still ours */
 	rredis_stop(r); /* releases our leases while we still know them */
 	tunnel_close_all(r, "relay exit");
 	player_close_all(r);
