@@ -4,8 +4,9 @@
 //
 // What the relay counts is exactly what its data plane moves between a player's socket and the
 // agent's data connection: the player's handshake (peeked for routing, then forwarded) and
-// everything after it, and everything the server sends back. Not counted: the relay's own
-// 24-byte data header to the agent (sent before the join) and the agent's local status pings.
+// everything after it, and everything the server sends back. Not counted: the agent's attach
+// preamble and the relay's player header on the data connection (both before the join), and
+// the agent's local status pings.
 // So the expectations below are computed from the far ends:
 //  - Minecraft: a counting proxy in front of the local server sees every byte of the player's
 //    connection (the agent forwards it unchanged, no PROXY header): up + down;
