@@ -93,6 +93,9 @@ static int pump(struct splice_dir *d, bool from_shut)
 			if (n > 0) {
 				d->inpipe -= (uint32_t)n;
 				d->bytes += (uint64_t)n;
+				if (d->count)
+					atomic_fetch_add_explicit(d->count, (uint64_t)n,
+								  memory_order_relaxed);
 				moved = true;
 			} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
 				return -errno;

@@ -7,6 +7,7 @@
 
 #include "loop.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -22,6 +23,8 @@ struct splice_dir {
 	bool eof;	 /* read side reached EOF */
 	bool shut;	 /* write side shut down after EOF */
 	uint64_t bytes;	 /* bytes delivered to `to` */
+	_Atomic uint64_t *count; /* NULL, or also added to here as they are delivered (the relay's
+				  * per-tunnel accounting; set after splice_pair_start) */
 };
 
 struct splice_pair {

@@ -83,6 +83,7 @@ static const struct opt_def defs[] = {
 	I(pool_max_age_s, 5, 86400, "idle pooled data connections older than this are replaced"),
 	I(max_waiting_per_tunnel, 1, 100000, "players waiting on one tunnel for a data connection"),
 	I(forward_connect_ms, 100, 60000, "connect to the owning relay and get its answer within this"),
+	I(usage_flush_ms, 100, 600000, "flush per-tunnel byte counts (bandwidth usage) to Redis this often"),
 };
 #define NDEFS (sizeof(defs) / sizeof(defs[0]))
 
@@ -182,6 +183,7 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	c->name_grace_s = 7 * 86400;
 	c->max_waiting_per_tunnel = 64;
 	c->forward_connect_ms = 2000;
+	c->usage_flush_ms = 5000;
 	c->drain_timeout_s = 30;
 	c->route_cache_ms = 2000;
 	c->placement_margin = 8;

@@ -67,6 +67,7 @@ struct relay_cfg {
 	int pool_max_age_s;	   /* an idle pooled data connection older than this is replaced */
 	int max_waiting_per_tunnel; /* players waiting on one tunnel for a data connection */
 	int forward_connect_ms;	   /* relay-to-relay forward: connect + answer byte deadline */
+	int usage_flush_ms;	   /* per-tunnel byte counts are flushed to Redis this often */
 	int log_level;
 };
 

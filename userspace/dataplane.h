@@ -9,18 +9,31 @@
 
 struct relay_cfg;
 struct dataplane;
+struct dp_acct;
 
 struct dataplane_ops {
 	const char *name;
 	int (*start)(struct dataplane *dp, const struct relay_cfg *cfg);
 	/* Takes ownership of both fds (closes them on failure too). player_fd may already hold
 	 * unread bytes (the peeked handshake): they are forwarded first. tunnel_key identifies
-	 * the tunnel for per-tunnel accounting (bandwidth limits). */
+	 * the tunnel for per-tunnel accounting (dp_acct.h: bandwidth, players); 0 = not counted
+	 * (a player forwarded to the relay that holds its tunnel, which counts it). Called on the
+	 * control loop only. */
 	int (*join)(struct dataplane *dp, int player_fd, int agent_fd, uint64_t tunnel_key);
+	/* Bytes relayed so far for the tunnel, each way, by every path of the plane (kernel,
+	 * userspace fallbacks): cumulative since its accounting entry was created. 0, or -ENOENT
+	 * when the tunnel has no entry (no pair and no holder). Any thread. */
+	int (*tunnel_bytes)(struct dataplane *dp, uint64_t tunnel_key, uint64_t *to_agent,
+			    uint64_t *to_player);
+	/* Keep the tunnel's accounting entry (and its counts) alive until released, whether or
+	 * not it has pairs: the holder reads the final counts after acct->pairs reached 0, then
+	 * releases. NULL with errno set (ENOSPC: table full). Control loop. */
+	struct dp_acct *(*acct_hold)(struct dataplane *dp, uint64_t tunnel_key);
+	void (*acct_release)(struct dataplane *dp, struct dp_acct *a);
 	/* Stop: tear down every pair and release resources. */
 	void (*stop)(struct dataplane *dp);
 	/* End every pair of tunnel_key (its players' connections close), asynchronously on the
-	 * plane's threads: plan enforcement (revoked, blocked, bandwidth used up). 0 or -ENOMEM. */
+	 * plane's threads: plan enforcement (revoked, blocked, bandwidth used up). 0 or -errno. */
 	int (*kill)(struct dataplane *dp, uint64_t tunnel_key);
 };
 
@@ -36,13 +49,8 @@ extern const struct dataplane_ops dp_bpf_ops; /* dp_bpf.c; start() fails cleanly
  * back to userspace with a log line saying why. */
 int dataplane_select(struct dataplane *dp, const struct relay_cfg *cfg);
 
-/* Live players per tunnel, for the plan's max_players and idle timeout: dataplane_join counts
- * the pair (+1) before handing it over, and a plane calls dp_players_done(key) wherever it
- * ends or drops a pair it was handed (the same places splices_active goes down). Any thread
- * (one mutex; called once per pair start and end, never per byte). */
-int dataplane_join(struct dataplane *dp, int player_fd, int agent_fd, uint64_t tunnel_key);
-void dp_players_add(uint64_t tunnel_key);
-void dp_players_done(uint64_t tunnel_key);
-uint32_t dp_players(uint64_t tunnel_key);
+/* The plane's tunnel_bytes op (see above). */
+int dp_tunnel_bytes(struct dataplane *dp, uint64_t tunnel_key, uint64_t *to_agent,
+		    uint64_t *to_player);
 
 #endif

@@ -140,7 +140,7 @@ static void plane_destroy(struct bp_plane *b)
 		while ((p = dlist_first(&b->pairs, struct bp_pair, node)))
 			bp_pair_finish(b, p, 0);
 		bp_demoted_close_all(b);
-		handoff_drain(&b->jobs, bp_job_drop, NULL);
+		handoff_drain(&b->jobs, bp_job_drop, b);
 		loop_timer_cancel(&b->loop, &b->sweep);
 		loop_free(&b->loop);
 		b->loop_ready = false;
@@ -154,10 +154,61 @@ static void plane_destroy(struct bp_plane *b)
 	splice_bpf__destroy(b->skel);
 	if (b->by_cookie.b) {
 		htab_free(&b->by_cookie);
-		htab_free(&b->tunnels); /* empty: every pair released its tunnel */
+		dp_acct_free(&b->acct); /* every pair released its tunnel; holders released theirs */
 	}
 	handoff_free(&b->jobs);
 	free(b);
+}
+
+/* ---- per-tunnel accounting: a dvv_tunnels element lives exactly as long as its dp_acct entry
+ * (dp_acct.h), so the map holds the tunnels with pairs or a holder and never leaks ---- */
+
+_Static_assert(DP_ACCT_MAX == DVV_SPLICE_MAX_TUNNELS, "one dvv_tunnels element per dp_acct entry");
+
+static int acct_map_create(void *owner, uint64_t key)
+{
+	struct bp_plane *b = owner;
+	struct dvv_tunnel_bytes zero = {0};
+	return bpf_map_update_elem(b->tunnels_fd, &key, &zero, BPF_ANY) < 0 ? -errno : 0;
+}
+
+static void acct_map_delete(void *owner, uint64_t key)
+{
+	struct bp_plane *b = owner;
+	bpf_map_delete_elem(b->tunnels_fd, &key);
+}
+
+/* Kernel-path bytes (dvv_tunnels) plus what userspace relayed (fallbacks). The dp_acct entry is
+ * read first: while it exists so does the map element, created before it. */
+static int bpf_tunnel_bytes(struct dataplane *dp, uint64_t key, uint64_t *to_agent,
+			    uint64_t *to_player)
+{
+	struct bp_plane *b = dp->priv;
+	struct dvv_tunnel_bytes t = {0};
+	int rc = dp_acct_read(&b->acct, key, to_agent, to_player);
+	if (rc)
+		return rc;
+	if (bpf_map_lookup_elem(b->tunnels_fd, &key, &t) < 0)
+		return -errno;
+	*to_agent += t.to_agent;
+	*to_player += t.to_player;
+	return 0;
+}
+
+static struct dp_acct *bpf_acct_hold(struct dataplane *dp, uint64_t key)
+{
+	struct bp_plane *b = dp->priv;
+	int err = 0;
+	struct dp_acct *a = dp_acct_get(&b->acct, key, &err);
+	if (!a)
+		errno = -err;
+	return a;
+}
+
+static void bpf_acct_release(struct dataplane *dp, struct dp_acct *a)
+{
+	struct bp_plane *b = dp->priv;
+	dp_acct_put(&b->acct, a);
 }
 
 /* ---- the plane ---- */
@@ -230,8 +281,11 @@ static int bpf_start(struct dataplane *dp, const struct relay_cfg *cfg)
 	b->loop_ready = true;
 	b->loop.data = b;
 	b->loop.on_wake = bp_take_jobs;
-	if ((rc = htab_init(&b->by_cookie, 1024)) || (rc = htab_init(&b->tunnels, 256)))
+	if ((rc = htab_init(&b->by_cookie, 1024)) || (rc = dp_acct_init(&b->acct, DP_ACCT_MAX)))
 		goto fail;
+	b->acct.owner = b;
+	b->acct.on_create = acct_map_create;
+	b->acct.on_free = acct_map_delete;
 	b->rb = ring_buffer__new(bpf_map__fd(b->skel->maps.dvv_events), event_cb, b, NULL);
 	if (!b->rb) {
 		rc = -errno;
@@ -267,14 +321,12 @@ static int bpf_join(struct dataplane *dp, int player_fd, int agent_fd, uint64_t 
 	if (!b) {
 		close(player_fd);
 		close(agent_fd);
-		dp_players_done(tunnel_key);
 		return -ENODEV;
 	}
 	M_INC(splices_active);
 	int rc = bp_enqueue(b, player_fd, agent_fd, tunnel_key, false);
 	if (rc) {
 		M_DEC(splices_active);
-		dp_players_done(tunnel_key);
 		M_INC(splice_errors_total);
 	}
 	return rc;
@@ -298,4 +350,12 @@ static void bpf_stop(struct dataplane *dp)
 }
 
 const struct dataplane_ops dp_bpf_ops = {
-	.name = "bpf", .start = bpf_start, .join = bpf_join, .stop = bpf_stop, .kill = bpf_kill};
+	.name = "bpf",
+	.start = bpf_start,
+	.join = bpf_join,
+	.stop = bpf_stop,
+	.kill = bpf_kill,
+	.tunnel_bytes = bpf_tunnel_bytes,
+	.acct_hold = bpf_acct_hold,
+	.acct_release = bpf_acct_release,
+};

@@ -37,8 +37,9 @@ extern const char *const dvv_verdict_names[DVV_V_MAX];
  * started bpf plane). */
 int dp_bpf_stats(const struct dataplane *dp, struct dvv_splice_stats *st, bool walk_maps);
 
-/* Bytes redirected so far for one tunnel (both zero when it has no live pair). Returns 0,
- * -ENOENT when the tunnel has no live pair, or -errno. */
+/* Bytes relayed so far for one tunnel, kernel and fallback paths (dp_bpf_ops.tunnel_bytes).
+ * Returns 0, -ENOENT when the tunnel has no accounting entry (no live pair, no holder), or
+ * -errno. */
 int dp_bpf_tunnel_bytes(const struct dataplane *dp, uint64_t tunnel_key, uint64_t *to_agent,
 			uint64_t *to_player);
 

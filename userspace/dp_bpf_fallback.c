@@ -2,7 +2,6 @@
  * the maps refused (one already half-closed, or the maps full) is relayed with splice(2)
  * (common/splice.c) on the plane's loop, and a single direction whose socket could not get
  * its verdict is relayed with recv()/send() through a userspace buffer. */
-#include "dataplane.h"
 #include "dp_bpf_int.h"
 #include "metrics.h"
 
@@ -39,6 +38,7 @@ int bp_dir_copy(struct bp_plane *b, struct bp_pair *p, int i, uint64_t *moved)
 			s->off += (uint32_t)n;
 			s->copied += (uint64_t)n;
 			*moved += (uint64_t)n;
+			dp_acct_add(p->acct, i == 0 ? DP_TO_AGENT : DP_TO_PLAYER, (uint64_t)n);
 			atomic_fetch_add(&b->n_user_bytes, (uint64_t)n);
 			if (s->off < s->len)
 				continue;
@@ -75,9 +75,10 @@ static void demoted_done(struct splice_pair *sp, int err)
 		if (err)
 			M_INC(splice_errors_total);
 		M_DEC(splices_active);
-		dp_players_done(d->key);
 	}
 	splice_pair_close(sp);
+	dp_acct_pair_put(&((struct bp_plane *)sp->data)->acct, d->acct);
+	d->acct = NULL;
 	dlist_del(&d->node);
 	loop_defer(sp->loop, free, d);
 }
@@ -94,7 +95,7 @@ static int tcp_state(int fd)
 /* Relay the pair with splice(2): the maps refused its `which` ("player"/"agent") socket with
  * errno why. Takes both fds (RST on failure). */
 void bp_pair_demote(struct bp_plane *b, int pfd, int afd, bool internal, int why,
-		    const char *which, uint64_t key)
+		    const char *which, struct dp_acct *acct)
 {
 	struct bp_demoted *d = calloc(1, sizeof(*d));
 	int rc = d ? splice_pair_start(&b->loop, &d->sp, pfd, afd, demoted_done) : -ENOMEM;
@@ -103,23 +104,29 @@ void bp_pair_demote(struct bp_plane *b, int pfd, int afd, bool internal, int why
 		bp_close_abort(pfd);
 		bp_close_abort(afd);
 		free(d);
+		dp_acct_pair_put(&b->acct, acct);
 		if (!internal) {
 			M_DEC(splices_active);
-			dp_players_done(key);
 			M_INC(splice_errors_total);
 		}
 		return;
 	}
-	d->key = key;
 	pr_rl(LOG_INFO, "bpf plane: %s socket refused by the sockhash (%s, tcp state %d): "
 	      "relaying this pair with splice(2)", which, strerror(why),
 	      tcp_state(which[0] == 'p' ? pfd : afd));
 	d->internal = internal;
+	d->sp.data = b;
+	d->acct = acct;
+	if (acct) { /* dir[0]: player -> agent */
+		d->sp.dir[0].count = &acct->bytes[DP_TO_AGENT];
+		d->sp.dir[1].count = &acct->bytes[DP_TO_PLAYER];
+	}
 	dlist_add_head(&b->demoted, &d->node);
 	if (!internal)
 		atomic_fetch_add(&b->n_demoted, 1);
 }
 
+/* At stop: end every splice(2) pair (their sockets close normally). */
 /* End every demoted pair of tunnel key (plan enforcement). */
 void bp_demoted_kill(struct bp_plane *b, uint64_t key)
 {
@@ -127,12 +134,11 @@ void bp_demoted_kill(struct bp_plane *b, uint64_t key)
 	while (n != &b->demoted) {
 		struct bp_demoted *d = container_of(n, struct bp_demoted, node);
 		n = n->next;
-		if (d->key == key && !d->internal)
+		if (d->acct && d->acct->key == key && !d->internal)
 			demoted_done(&d->sp, ECONNABORTED);
 	}
 }
 
-/* At stop: end every splice(2) pair (their sockets close normally). */
 void bp_demoted_close_all(struct bp_plane *b)
 {
 	struct bp_demoted *d;

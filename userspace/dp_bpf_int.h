@@ -12,6 +12,7 @@
 #ifndef DVV_DP_BPF_INT_H
 #define DVV_DP_BPF_INT_H
 
+#include "dp_acct.h"
 #include "handoff.h"
 #include "htab.h"
 #include "list.h"
@@ -28,7 +29,6 @@
 #include <stdint.h>
 
 struct bp_plane;
-struct bp_tunnel;
 
 /* One socket of a pair, and the direction of the bytes it receives (towards the other). */
 struct bp_side {
@@ -58,28 +58,20 @@ struct bp_pair {
 	struct bp_side s[2]; /* [0] player, [1] agent; bytes received on s[i] leave through s[!i] */
 	struct dlist node; /* bp_plane.pairs */
 	struct bp_plane *b;
-	struct bp_tunnel *tun;
+	struct dp_acct *acct; /* the tunnel's counters: fallback bytes, players (NULL: uncounted) */
 	struct loop_timer timer; /* polls while a queue drains, watches owing directions */
 	uint32_t poll_ms;
 	bool conns_written;
 	bool internal; /* self-test pair: kept out of the relay's metrics */
 	bool dead;
-	uint64_t key;  /* its tunnel (dp_players) */
 };
 
 /* A pair the map refused, relayed with splice(2) by the same loop. */
 struct bp_demoted {
 	struct splice_pair sp;
 	struct dlist node; /* bp_plane.demoted */
+	struct dp_acct *acct;
 	bool internal;
-	uint64_t key;	   /* its tunnel (dp_players) */
-};
-
-/* A dvv_tunnels entry, alive while the tunnel has at least one pair. */
-struct bp_tunnel {
-	struct hnode hn;
-	uint64_t key;
-	uint32_t refs;
 };
 
 struct bp_plane {
@@ -97,7 +89,10 @@ struct bp_plane {
 	pthread_t thread;
 	bool running;
 	struct handoff jobs;
-	struct htab by_cookie, tunnels;
+	struct htab by_cookie;
+	/* per-tunnel accounting: an entry per tunnel with pairs or a holder; its dvv_tunnels
+	 * element (kernel path bytes) is created and deleted with it (dp_acct.h) */
+	struct dp_acct_tab acct;
 	struct dlist pairs, demoted;
 	int ncpu;
 	int max_lag_mb;
@@ -108,11 +103,12 @@ struct bp_plane {
 };
 
 /* dp_bpf_pair.c */
-/* Queue a pair for the plane's thread; on failure both fds are closed (RST). 0 or -errno. */
+/* Queue a pair for the plane's thread, with its accounting reference for key (taken here, on the
+ * caller's thread; key 0: uncounted); on failure both fds are closed (RST). 0 or -errno. */
 int bp_enqueue(struct bp_plane *b, int player_fd, int agent_fd, uint64_t key, bool internal);
-void bp_take_jobs(struct loop *l);
+void bp_take_jobs(struct loop *l);	/* the plane loop's on_wake: joins queued pairs */
 void bp_pairs_kill(struct bp_plane *b, uint64_t key); /* end every pair of a tunnel */
-void bp_demoted_kill(struct bp_plane *b, uint64_t key);	/* the plane loop's on_wake: joins queued pairs */
+void bp_demoted_kill(struct bp_plane *b, uint64_t key);
 void bp_job_drop(void *arg, const struct handoff_job *j); /* a job never taken, at stop */
 struct bp_side *bp_side_by_cookie(struct bp_plane *b, uint64_t cookie);
 void bp_pair_service(struct bp_plane *b, struct bp_pair *p);
@@ -136,8 +132,9 @@ int bp_dir_release(struct bp_plane *b, struct bp_pair *p, int i);
 /* dp_bpf_fallback.c */
 /* Relay s[i] -> s[!i] with recv()/send() (s[i] has no verdict): -errno, 1 again soon, 0. */
 int bp_dir_copy(struct bp_plane *b, struct bp_pair *p, int i, uint64_t *moved);
+/* Takes over the pair's accounting reference acct. */
 void bp_pair_demote(struct bp_plane *b, int pfd, int afd, bool internal, int why,
-		    const char *which, uint64_t key);
+		    const char *which, struct dp_acct *acct);
 void bp_demoted_close_all(struct bp_plane *b); /* at stop */
 
 /* dp_bpf_selftest.c */

@@ -1,8 +1,7 @@
 /* The bpf data plane's pairs, from join to end: inserting both sockets into the maps (or
  * handing the pair to the fallback), the service every event and timer runs (EOF, carrying a
- * FIN across once the redirect queue drained, watching a reader that acknowledges nothing), the
- * per-tunnel dvv_tunnels entries, and the end of a pair (close, or RST both ways). */
-#include "dataplane.h"
+ * FIN across once the redirect queue drained, watching a reader that acknowledges nothing), and
+ * the end of a pair (close, or RST both ways), which lets go of its tunnel's accounting entry. */
 #include "dp_bpf_int.h"
 #include "metrics.h"
 
@@ -58,49 +57,6 @@ void bp_close_abort(int fd)
 	close(fd);
 }
 
-/* ---- tunnels: dvv_tunnels entries live while a tunnel has at least one pair ---- */
-
-static bool tunnel_eq(const struct hnode *n, const void *key, size_t len)
-{
-	return container_of(n, struct bp_tunnel, hn)->key == *(const uint64_t *)key;
-}
-
-static struct bp_tunnel *bp_tunnel_get(struct bp_plane *b, uint64_t key, int *err)
-{
-	uint64_t h = htab_hash(&b->tunnels, &key, sizeof(key));
-	struct hnode *n = htab_find(&b->tunnels, h, &key, sizeof(key), tunnel_eq);
-	struct bp_tunnel *t;
-	if (n) {
-		t = container_of(n, struct bp_tunnel, hn);
-		t->refs++;
-		return t;
-	}
-	struct dvv_tunnel_bytes zero = {0};
-	if (bpf_map_update_elem(b->tunnels_fd, &key, &zero, BPF_ANY) < 0) {
-		*err = -errno;
-		return NULL;
-	}
-	t = calloc(1, sizeof(*t));
-	if (!t) {
-		bpf_map_delete_elem(b->tunnels_fd, &key);
-		*err = -ENOMEM;
-		return NULL;
-	}
-	t->key = key;
-	t->refs = 1;
-	htab_add(&b->tunnels, &t->hn, h);
-	return t;
-}
-
-static void bp_tunnel_put(struct bp_plane *b, struct bp_tunnel *t)
-{
-	if (!t || --t->refs)
-		return;
-	bpf_map_delete_elem(b->tunnels_fd, &t->key);
-	htab_del(&b->tunnels, &t->hn);
-	free(t);
-}
-
 /* ---- pairs ---- */
 
 static bool side_eq(const struct hnode *n, const void *key, size_t len)
@@ -153,14 +109,14 @@ void bp_pair_finish(struct bp_plane *b, struct bp_pair *p, int err)
 	if (p->conns_written)
 		for (int i = 0; i < 2; i++)
 			bpf_map_delete_elem(b->conns_fd, &p->s[i].cookie);
-	bp_tunnel_put(b, p->tun);
-	p->tun = NULL;
+	/* the sockets are closed: no verdict adds to the tunnel's kernel count any more */
+	dp_acct_pair_put(&b->acct, p->acct);
+	p->acct = NULL;
 	dlist_del(&p->node);
 	atomic_fetch_sub(&b->n_pairs, 1);
 	if (!p->internal) {
 		atomic_fetch_sub(&b->n_active, 1);
 		M_DEC(splices_active);
-		dp_players_done(p->key);
 		M_ADD(splice_bytes_total, (int64_t)bytes);
 		if (err) {
 			M_INC(splice_errors_total);
@@ -381,15 +337,15 @@ static void pair_attach(void *arg, const struct handoff_job *j)
 	if (!p) {
 		bp_close_abort(j->player_fd);
 		bp_close_abort(j->agent_fd);
+		dp_acct_pair_put(&b->acct, j->acct);
 		if (!j->internal) {
 			M_DEC(splices_active);
-			dp_players_done(j->tunnel_key);
 			M_INC(splice_errors_total);
 		}
 		return;
 	}
 	p->b = b;
-	p->key = j->tunnel_key;
+	p->acct = j->acct;
 	p->internal = j->internal;
 	p->s[0].io = (struct loop_io){.fd = j->player_fd, .cb = side_io_cb};
 	p->s[1].io = (struct loop_io){.fd = j->agent_fd, .cb = side_io_cb};
@@ -425,12 +381,10 @@ static void pair_attach(void *arg, const struct handoff_job *j)
 		htab_add(&b->by_cookie, &s->hn, htab_hash(&b->by_cookie, &s->cookie, 8));
 		s->in_htab = true;
 	}
-	if (!(p->tun = bp_tunnel_get(b, j->tunnel_key, &rc)))
-		goto fail;
 	for (int i = 0; i < 2; i++) {
 		struct dvv_conn c = {
 			.peer_cookie = p->s[!i].cookie,
-			.tunnel_key = j->tunnel_key,
+			.tunnel_key = p->acct ? j->tunnel_key : 0, /* 0: no dvv_tunnels element */
 			.peer_base = p->s[!i].base,
 			.dir = i == 0 ? DVV_DIR_TO_AGENT : DVV_DIR_TO_PLAYER,
 		};
@@ -475,32 +429,18 @@ demote: {
 		bpf_map_delete_elem(b->targets_fd, &p->s[1].cookie);
 	int pfd = p->s[0].io.fd, afd = p->s[1].io.fd;
 	bool internal = p->internal;
+	struct dp_acct *acct = p->acct;
+	p->acct = NULL; /* the demoted pair counts on */
 	p->s[0].io.fd = p->s[1].io.fd = -1;
-	if (!p->internal) { /* counted again by the demoted pair */
+	if (!p->internal) /* counted again by the demoted pair */
 		M_INC(splices_active);
-		dp_players_add(p->key);
-	}
-	uint64_t key = p->key;
 	bp_pair_finish(b, p, 0);
-	bp_pair_demote(b, pfd, afd, internal, -rc, refused, key);
+	bp_pair_demote(b, pfd, afd, internal, -rc, refused, acct);
 	return;
 }
 fail:
 	pr_rl(LOG_WARN, "bpf plane: cannot join a pair: %s", strerror(-rc));
 	bp_pair_abort(b, p, -rc);
-}
-
-/* A kill job (both fds -1): end every pair of the tunnel, in the kernel path or demoted. */
-void bp_pairs_kill(struct bp_plane *b, uint64_t key)
-{
-	struct dlist *n = b->pairs.next;
-	while (n != &b->pairs) {
-		struct bp_pair *p = container_of(n, struct bp_pair, node);
-		n = n->next;
-		if (p->key == key && !p->internal)
-			bp_pair_finish(b, p, ECONNABORTED);
-	}
-	bp_demoted_kill(b, key);
 }
 
 void bp_take_jobs(struct loop *l)
@@ -512,22 +452,42 @@ void bp_take_jobs(struct loop *l)
 /* A job the stopped plane never took. */
 void bp_job_drop(void *arg, const struct handoff_job *j)
 {
+	struct bp_plane *b = arg;
 	if (j->player_fd < 0 && j->agent_fd < 0)
 		return; /* a kill job */
+	dp_acct_pair_put(&b->acct, j->acct);
 	close(j->player_fd);
 	close(j->agent_fd);
-	if (!j->internal) {
+	if (!j->internal)
 		M_DEC(splices_active);
-		dp_players_done(j->tunnel_key);
+}
+
+/* A kill job (both fds -1): end every pair of the tunnel, in the kernel path or demoted. */
+void bp_pairs_kill(struct bp_plane *b, uint64_t key)
+{
+	struct dlist *n = b->pairs.next;
+	while (n != &b->pairs) {
+		struct bp_pair *p = container_of(n, struct bp_pair, node);
+		n = n->next;
+		if (p->acct && p->acct->key == key && !p->internal)
+			bp_pair_finish(b, p, ECONNABORTED);
 	}
+	bp_demoted_kill(b, key);
 }
 
 int bp_enqueue(struct bp_plane *b, int player_fd, int agent_fd, uint64_t key, bool internal)
 {
 	struct handoff_job j = {.player_fd = player_fd, .agent_fd = agent_fd, .tunnel_key = key,
 				.internal = internal};
+	int err = 0;
+	/* taken here, on the joining thread: the tunnel's player count includes queued pairs, and
+	 * a holder that saw it at 0 knows no pair is on its way */
+	if (key && !(j.acct = dp_acct_pair_get(&b->acct, key, &err)))
+		pr_rl(LOG_WARN, "bpf plane: pair of tunnel %016llx relayed uncounted: %s",
+		      (unsigned long long)key, strerror(-err));
 	int rc = handoff_push(&b->jobs, &j);
 	if (rc) {
+		dp_acct_pair_put(&b->acct, j.acct);
 		bp_close_abort(player_fd);
 		bp_close_abort(agent_fd);
 	}

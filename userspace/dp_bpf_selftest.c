@@ -6,6 +6,7 @@
 #include "dp_bpf_int.h"
 
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -96,6 +97,7 @@ int bp_selftest(struct bp_plane *b)
 {
 	uint64_t deadline = mono_ms() + SELFTEST_MS;
 	int lfd = -1, pc = -1, pr = -1, ac = -1, ar = -1, rc;
+	struct dp_acct *hold = NULL;
 	uint8_t up[6000], down[5000];
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t sl = sizeof(sa);
@@ -122,6 +124,9 @@ int bp_selftest(struct bp_plane *b)
 		rc = -ETIMEDOUT;
 		goto out;
 	}
+	/* held like the relay holds a tunnel: its counts survive the pair, to be checked below */
+	if (!(hold = dp_acct_get(&b->acct, SELFTEST_KEY, &rc)))
+		goto out;
 	rc = bp_enqueue(b, pr, ar, SELFTEST_KEY, true);
 	pr = ar = -1;
 	if (rc)
@@ -160,6 +165,27 @@ int bp_selftest(struct bp_plane *b)
 		rc = -ETIMEDOUT;
 		goto out;
 	}
+	/* the tunnel's accounting saw every byte of both ways, and no pair is left on it */
+	struct dvv_tunnel_bytes tb = {0};
+	uint64_t ua, up_ = 0;
+	if ((rc = dp_acct_read(&b->acct, SELFTEST_KEY, &ua, &up_)))
+		goto out;
+	if (bpf_map_lookup_elem(b->tunnels_fd, &(uint64_t){SELFTEST_KEY}, &tb) < 0) {
+		rc = -errno;
+		pr_warn("data plane bpf self-test: the held tunnel has no dvv_tunnels element");
+		goto out;
+	}
+	if (tb.to_agent + ua != sizeof(up) || tb.to_player + up_ != sizeof(down) ||
+	    atomic_load(&hold->pairs)) {
+		pr_warn("data plane bpf self-test: tunnel counted %llu bytes to the agent and %llu to "
+			"the player (expected %zu and %zu), %d pair(s) left",
+			(unsigned long long)(tb.to_agent + ua), (unsigned long long)(tb.to_player + up_),
+			sizeof(up), sizeof(down), (int)atomic_load(&hold->pairs));
+		rc = -EBADMSG;
+		goto out;
+	}
+	dp_acct_put(&b->acct, hold);
+	hold = NULL;
 	uint64_t ns, ntg, nc, nt;
 	if ((rc = bp_map_count(b->socks_fd, &ns)) || (rc = bp_map_count(b->targets_fd, &ntg)) ||
 	    (rc = bp_map_count(b->conns_fd, &nc)) || (rc = bp_map_count(b->tunnels_fd, &nt)))
@@ -180,6 +206,7 @@ int bp_selftest(struct bp_plane *b)
 		rc = -EBADMSG;
 	}
 out:
+	dp_acct_put(&b->acct, hold);
 	for (int *fd = (int[]){lfd, pc, pr, ac, ar}, i = 0; i < 5; i++)
 		if (fd[i] >= 0)
 			close(fd[i]);

@@ -84,14 +84,8 @@ int dp_bpf_stats(const struct dataplane *dp, struct dvv_splice_stats *st, bool w
 int dp_bpf_tunnel_bytes(const struct dataplane *dp, uint64_t tunnel_key, uint64_t *to_agent,
 			uint64_t *to_player)
 {
+	*to_agent = *to_player = 0;
 	if (!dp || dp->ops != &dp_bpf_ops || !dp->priv)
 		return -ENODEV;
-	struct bp_plane *b = dp->priv;
-	struct dvv_tunnel_bytes t = {0};
-	*to_agent = *to_player = 0;
-	if (bpf_map_lookup_elem(b->tunnels_fd, &tunnel_key, &t) < 0)
-		return -errno;
-	*to_agent = t.to_agent;
-	*to_player = t.to_player;
-	return 0;
+	return dp->ops->tunnel_bytes((struct dataplane *)dp, tunnel_key, to_agent, to_player);
 }

@@ -3,6 +3,7 @@
  * own hand-off queue (handoff.h): there is no lock shared by all connections. */
 #include "config.h"
 #include "dataplane.h"
+#include "dp_acct.h"
 #include "handoff.h"
 #include "list.h"
 #include "log.h"
@@ -20,10 +21,14 @@
 struct us_pair {
 	struct splice_pair sp;
 	struct dlist node; /* us_worker.pairs */
-	uint64_t key;	   /* its tunnel (dp_players) */
+	struct us_plane *u;
+	struct dp_acct *acct; /* the tunnel's counters (NULL: not counted) */
 };
 
+struct us_plane;
+
 struct us_worker {
+	struct us_plane *u;
 	struct loop loop;
 	pthread_t thread;
 	struct handoff jobs;
@@ -31,10 +36,13 @@ struct us_worker {
 	bool started;
 };
 
+/* Per-tunnel bytes: each splice direction adds what it delivers to its tunnel's atomic counter
+ * (common/splice.c), so no lock is shared by the workers' byte paths. */
 struct us_plane {
 	struct us_worker *w;
 	int nw;
 	atomic_uint rr;
+	struct dp_acct_tab acct;
 };
 
 static void pair_free(void *arg) { free(arg); }
@@ -48,20 +56,22 @@ static void pair_done(struct splice_pair *sp, int err)
 	if (err)
 		M_INC(splice_errors_total);
 	M_DEC(splices_active);
-	dp_players_done(p->key);
 	splice_pair_close(sp);
+	dp_acct_pair_put(&p->u->acct, p->acct); /* after the last byte was counted */
+	p->acct = NULL;
 	dlist_del(&p->node);
 	loop_defer(sp->loop, pair_free, p);
 }
 
-/* A kill job (both fds -1): end every pair of the tunnel on this worker. */
+/* A kill job (both fds -1): end every pair of the tunnel on this worker (plan enforcement:
+ * revoked, blocked, bandwidth used up). */
 static void pairs_kill(struct us_worker *w, uint64_t key)
 {
 	struct dlist *n = w->pairs.next;
 	while (n != &w->pairs) {
 		struct us_pair *p = container_of(n, struct us_pair, node);
 		n = n->next;
-		if (p->key == key)
+		if (p->acct && p->acct->key == key)
 			pair_done(&p->sp, ECONNABORTED);
 	}
 }
@@ -81,23 +91,29 @@ static void pair_start(void *arg, const struct handoff_job *j)
 		close(j->player_fd);
 		close(j->agent_fd);
 		free(p);
+		dp_acct_pair_put(&w->u->acct, j->acct);
 		M_DEC(splices_active);
-		dp_players_done(j->tunnel_key);
 		return;
 	}
-	p->key = j->tunnel_key;
+	p->u = w->u;
+	p->acct = j->acct;
+	if (p->acct) { /* dir[0]: player -> agent */
+		p->sp.dir[0].count = &p->acct->bytes[DP_TO_AGENT];
+		p->sp.dir[1].count = &p->acct->bytes[DP_TO_PLAYER];
+	}
 	dlist_add_head(&w->pairs, &p->node);
 }
 
 /* A job the stopped worker never took. */
 static void job_drop(void *arg, const struct handoff_job *j)
 {
+	struct us_plane *u = arg;
 	if (j->player_fd < 0 && j->agent_fd < 0)
 		return; /* a kill job */
 	close(j->player_fd);
 	close(j->agent_fd);
+	dp_acct_pair_put(&u->acct, j->acct);
 	M_DEC(splices_active);
-	dp_players_done(j->tunnel_key);
 }
 
 static void worker_take_jobs(struct loop *l)
@@ -121,13 +137,15 @@ static int us_start(struct dataplane *dp, const struct relay_cfg *cfg)
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	u->nw = cfg->workers ? cfg->workers : (ncpu > 0 ? (int)ncpu : 1);
 	u->w = calloc((size_t)u->nw, sizeof(*u->w));
-	if (!u->w) {
+	if (!u->w || dp_acct_init(&u->acct, DP_ACCT_MAX)) {
+		free(u->w);
 		free(u);
 		return -ENOMEM;
 	}
 	dp->priv = u;
 	for (int i = 0; i < u->nw; i++) {
 		struct us_worker *w = &u->w[i];
+		w->u = u;
 		int rc = loop_init(&w->loop);
 		if (rc)
 			return rc;
@@ -151,10 +169,14 @@ static int us_join(struct dataplane *dp, int player_fd, int agent_fd, uint64_t t
 	M_INC(splices_active);
 	struct handoff_job j = {
 		.player_fd = player_fd, .agent_fd = agent_fd, .tunnel_key = tunnel_key};
+	int err = 0;
+	if (tunnel_key && !(j.acct = dp_acct_pair_get(&u->acct, tunnel_key, &err)))
+		pr_rl(LOG_WARN, "data plane: pair of tunnel %016llx relayed uncounted: %s",
+		      (unsigned long long)tunnel_key, strerror(-err));
 	int rc = handoff_push(&w->jobs, &j);
 	if (rc) {
+		dp_acct_pair_put(&u->acct, j.acct);
 		M_DEC(splices_active);
-		dp_players_done(tunnel_key);
 		close(player_fd);
 		close(agent_fd);
 	}
@@ -166,10 +188,10 @@ static int us_kill(struct dataplane *dp, uint64_t tunnel_key)
 	struct us_plane *u = dp->priv;
 	struct handoff_job j = {.player_fd = -1, .agent_fd = -1, .tunnel_key = tunnel_key};
 	int rc = 0;
-	for (int i = 0; i < u->nw; i++)
+	for (int i = 0; u && i < u->nw; i++)
 		if (handoff_push(&u->w[i].jobs, &j))
 			rc = -ENOMEM;
-	return rc;
+	return u ? rc : -ENODEV;
 }
 
 static void stop_cb(struct loop *l)
@@ -194,17 +216,41 @@ static void us_stop(struct dataplane *dp)
 		while ((p = dlist_first(&w->pairs, struct us_pair, node))) {
 			dlist_del(&p->node);
 			M_DEC(splices_active);
-			dp_players_done(p->key);
 			splice_pair_close(&p->sp);
+			dp_acct_pair_put(&u->acct, p->acct);
 			free(p);
 		}
-		handoff_drain(&w->jobs, job_drop, NULL);
+		handoff_drain(&w->jobs, job_drop, u);
 		handoff_free(&w->jobs);
 		loop_free(&w->loop);
 	}
+	dp_acct_free(&u->acct);
 	free(u->w);
 	free(u);
 	dp->priv = NULL;
+}
+
+static int us_tunnel_bytes(struct dataplane *dp, uint64_t key, uint64_t *to_agent,
+			   uint64_t *to_player)
+{
+	struct us_plane *u = dp->priv;
+	return dp_acct_read(&u->acct, key, to_agent, to_player);
+}
+
+static struct dp_acct *us_acct_hold(struct dataplane *dp, uint64_t key)
+{
+	struct us_plane *u = dp->priv;
+	int err = 0;
+	struct dp_acct *a = dp_acct_get(&u->acct, key, &err);
+	if (!a)
+		errno = -err;
+	return a;
+}
+
+static void us_acct_release(struct dataplane *dp, struct dp_acct *a)
+{
+	struct us_plane *u = dp->priv;
+	dp_acct_put(&u->acct, a);
 }
 
 const struct dataplane_ops dp_userspace_ops = {
@@ -212,5 +258,8 @@ const struct dataplane_ops dp_userspace_ops = {
 	.start = us_start,
 	.join = us_join,
 	.stop = us_stop,
+	.tunnel_bytes = us_tunnel_bytes,
+	.acct_hold = us_acct_hold,
+	.acct_release = us_acct_release,
 	.kill = us_kill,
 };

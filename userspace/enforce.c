@@ -150,7 +150,7 @@ int enforce_admit_player(struct player *p, struct tunnel *t)
 		return 1;
 	}
 	if (t->plan.max_players && p->hs.next_state == MC_NEXT_LOGIN &&
-	    dp_players(t->key) >= t->plan.max_players) {
+	    (uint32_t)tunnel_players(t) >= t->plan.max_players) {
 		char kick[200];
 		snprintf(kick, sizeof(kick), "This server is full on its DVV plan (%u players).",
 			 t->plan.max_players);
@@ -189,6 +189,12 @@ void enforce_user_total(struct relay *r, const char *sub, uint64_t total, bool p
 		if (!t->capped && t->plan.bandwidth_bytes && total >= t->plan.bandwidth_bytes) {
 			newly = true;
 			cap(t);
+		} else if (t->capped && (!t->plan.bandwidth_bytes || total < t->plan.bandwidth_bytes)) {
+			/* the period's total went back under the cap: a new billing period began */
+			t->capped = false;
+			pr_info("tunnel %s: user %s is under the plan's bandwidth again (new period)",
+				t->hostname, t->claims.sub);
+			enforce_send_plan(t, "bandwidth available again: a new billing period began");
 		}
 	}
 	if (newly) {
@@ -196,6 +202,11 @@ void enforce_user_total(struct relay *r, const char *sub, uint64_t total, bool p
 		if (publish)
 			events_publish(r, "capped", sub, NULL, NULL, NULL);
 	}
+}
+
+void enforce_usage_total(struct relay *r, const char *sub, uint64_t total)
+{
+	enforce_user_total(r, sub, total, true);
 }
 
 void enforce_user_capped(struct relay *r, const char *sub)
@@ -340,7 +351,7 @@ void enforce_tick(struct relay *r)
 		it = it->next;
 		if (t->state != TS_UP)
 			continue;
-		if (dp_players(t->key) > 0)
+		if ((uint32_t)tunnel_players(t) > 0)
 			t->idle_since_ms = now;
 		else if (t->plan.idle_timeout_s &&
 			 now - t->idle_since_ms >= (uint64_t)t->plan.idle_timeout_s * 1000) {

@@ -30,6 +30,8 @@ struct plan_limits;
 bool enforce_tunnel_up(struct tunnel *t, const struct plan_limits *p, uint64_t used_bytes);
 int enforce_admit_player(struct player *p, struct tunnel *t);
 void enforce_user_total(struct relay *r, const char *sub, uint64_t total, bool publish);
+/* The usage flush's callback (relay.h usage_total_fn): enforce_user_total, publishing a cap. */
+void enforce_usage_total(struct relay *r, const char *sub, uint64_t total);
 void enforce_user_capped(struct relay *r, const char *sub);
 void enforce_revoke(struct relay *r, const char *sub, const char *jti, const char *tid);
 void enforce_block(struct relay *r, const char *sub, const char *tid, const char *reason);

@@ -12,10 +12,12 @@
 #include <stdint.h>
 
 struct loop;
+struct dp_acct;
 
 struct handoff_job {
 	int player_fd, agent_fd;
 	uint64_t tunnel_key;
+	struct dp_acct *acct; /* the pair's accounting reference (dp_acct.h), NULL: not counted */
 	bool internal; /* the plane's own self-test pair: kept out of the relay's metrics */
 };
 

@@ -37,6 +37,11 @@
 	X(splices_active, gauge, "Player<->agent connection pairs being spliced")                    \
 	X(splice_bytes_total, counter, "Bytes moved by the data plane (both directions)")            \
 	X(splice_errors_total, counter, "Spliced pairs that ended with an error (RST, EPIPE)")        \
+	X(usage_counted_bytes_total, counter, "Bytes counted per tunnel for bandwidth (both ways, every path)") \
+	X(usage_flushes_total, counter, "Per-user usage flushes Redis confirmed")                   \
+	X(usage_flush_failures_total, counter, "Per-user usage flushes failed or unanswered (sent again)") \
+	X(usage_backlog_bytes, gauge, "Counted bytes waiting to be flushed to Redis")              \
+	X(usage_dropped_bytes_total, counter, "Counted bytes dropped: backlog bounds hit, or exit without Redis") \
 	X(redis_up, gauge, "1 when the Redis connection is up")                                      \
 	X(redis_errors_total, counter, "Redis commands that failed")                                 \
 	X(redis_script_loads_total, counter, "EVALSHA answered NOSCRIPT: sent again as EVAL")        \

@@ -331,7 +331,7 @@ static int do_join(struct player *p, struct dataconn *d, struct tunnel *t)
 	int pfd = player_release(p);
 	M_INC(players_joined_total);
 	tunnel_note_join(t);
-	dataplane_join(&r->dp, pfd, afd, t->key);
+	r->dp.ops->join(&r->dp, pfd, afd, t->key);
 	return 0;
 }
 

@@ -298,10 +298,12 @@ int relay_init(struct relay *r)
 		if (rc)
 			return rc;
 	}
-	if ((rc = rredis_start(r, tunnel_each_lease, tunnel_lease_lost)) || (rc = admin_start(r)))
+	if ((rc = rredis_start(r, tunnel_each_lease, tunnel_lease_lost)) || (rc = usage_init(r)) ||
+	    (rc = admin_start(r)))
 		return rc ? rc : -EINVAL;
 	if ((rc = events_start(r)))
 		return rc;
+	r->usage_on_total = enforce_usage_total; /* each flush's period totals drive the caps */
 	r->tick.cb = tick_cb;
 	loop_timer_arm(&r->loop, &r->tick, 0);
 	pr_info("relay %s up: players on %s, agents on %s, names *%s", r->cfg.instance_id,
@@ -317,6 +319,7 @@ void relay_free(struct relay *r)
 	listener_close(&r->loop, &r->player_l);
 	listener_close(&r->loop, &r->agent_l);
 	events_stop(r);
+	usage_stop(r);	/* the last counts and live entries, while Redis is still ours */
 	rredis_stop(r); /* releases our leases while we still know them */
 	tunnel_close_all(r, "relay exit");
 	player_close_all(r);

@@ -7,16 +7,18 @@
 #include "config.h"
 #include "ctlconn.h"
 #include "dataplane.h"
+#include "dp_acct.h"
 #include "htab.h"
 #include "list.h"
 #include "listener.h"
 #include "loop.h"
 #include "mc.h"
-#include "plan.h"
 #include "net.h"
+#include "plan.h"
 #include "proto.h"
 #include "ratelimit.h"
 #include "rredis.h"
+#include "usage.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -24,6 +26,8 @@
 struct rredis;
 struct admin;
 struct tunnel;
+struct usage;
+struct dp_acct;
 
 
 /* An agent data connection, from accept until it is joined to a player. */
@@ -96,7 +100,17 @@ struct tunnel {
 	uint64_t idle_since_ms;	    /* loop time since which it has had no player (0: players) */
 	uint64_t last_plan_ms;	    /* loop time of the last PLAN frame */
 	uint64_t since_s;	    /* wall time it came up */
+	struct dp_acct *acct;	    /* while TS_UP: the tunnel's data-plane accounting (usage.c
+				     * holds it); tunnel_players() reads the live player count */
 };
+
+/* Players of t spliced (or being joined) on this relay right now, on either data plane: every
+ * pair of the tunnel's key, including those of its earlier sessions here and forwarded players
+ * adopted from other relays. 0 while t is not up. */
+static inline int tunnel_players(const struct tunnel *t)
+{
+	return t->acct ? (int)atomic_load(&t->acct->pairs) : 0;
+}
 
 struct relay {
 	struct relay_cfg cfg;
@@ -132,6 +146,9 @@ struct relay {
 	struct dlist dataconns;	    /* agent connections not yet handed to the data plane */
 	struct dataplane dp;
 	struct rredis *redis;
+	struct usage *usage;	    /* bandwidth accounting (usage.c) */
+	usage_total_fn usage_on_total; /* NULL, or the plan enforcement's: a user's period total
+					* after each usage flush */
 	struct admin *admin;
 	struct xdp_guard *xdp;
 	struct loop_timer tick;

@@ -280,6 +280,35 @@ static int eval(struct rredis *rd, const char *route_key, rc_reply_cb cb, void *
 	return rc;
 }
 
+struct eval_ext {
+	struct relay *r;
+	rredis_reply_fn cb;
+	void *priv;
+};
+
+static void eval_ext_reply(struct rc *rc, redisReply *rep, void *priv)
+{
+	struct eval_ext *x = priv;
+	x->cb(x->r, x->priv, rep);
+	free(x);
+}
+
+int rredis_eval(struct relay *r, const char *route_key, rredis_reply_fn cb, void *priv,
+		const char *script, int nkeys, const char **keys, int nargs, const char **args)
+{
+	struct rredis *rd = r->redis;
+	if (!rd || !rd->up)
+		return -ENOTCONN;
+	struct eval_ext *x = malloc(sizeof(*x));
+	if (!x)
+		return -ENOMEM;
+	*x = (struct eval_ext){.r = r, .cb = cb, .priv = priv};
+	int rc = eval(rd, route_key, eval_ext_reply, x, script, nkeys, keys, nargs, args);
+	if (rc)
+		free(x);
+	return rc;
+}
+
 static void count_err(struct rc *rc, redisReply *rep, void *priv)
 {
 	struct rredis *rd = priv;

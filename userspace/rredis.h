@@ -136,4 +136,12 @@ int rredis_store_status(struct relay *r, const char *hostname, const char *json,
  * that (read in rredis_lookup's MGET); the name's next registration clears it. Fire and forget. */
 int rredis_set_down(struct relay *r, const char *hostname, const char *why);
 
+/* A Lua script (a static string) on one slot, for the relay's other Redis users (usage.c), with
+ * the same EVALSHA/NOSCRIPT handling and callback contract as the calls above. rep is NULL when
+ * the command failed or its outcome is unknown; valid during the callback only. */
+struct redisReply;
+typedef void (*rredis_reply_fn)(struct relay *r, void *priv, struct redisReply *rep);
+int rredis_eval(struct relay *r, const char *route_key, rredis_reply_fn cb, void *priv,
+		const char *script, int nkeys, const char **keys, int nargs, const char **args);
+
 #endif

@@ -359,6 +359,7 @@ static void tunnel_close(struct tunnel *t, const char *code, const char *why)
 		pr_info("tunnel down: %s (%s)", t->hostname, why);
 		htab_del(&r->by_host, &t->host_hn);
 		M_DEC(tunnels_active);
+		usage_tunnel_down(r, t);
 		rredis_release_tunnel(r, t->hostname, t->epoch);
 	} else {
 		pr_rl(LOG_INFO, "agent %s: %s", t->peer, why);
@@ -565,6 +566,7 @@ static void tunnel_registered(struct relay *r, void *priv, const struct rredis_r
 	t->epoch = epoch;
 	t->state = TS_UP;
 	htab_add(&r->by_host, &t->host_hn, htab_hash(&r->by_host, hostname, len));
+	usage_tunnel_up(r, t);
 	M_INC(tunnels_registered_total);
 	M_INC(tunnels_active);
 	pr_info("tunnel up: %s (tunnel %s, user %s, plan %s%s, agent %s, epoch %llu)", hostname,
@@ -616,6 +618,7 @@ void tunnel_lease_lost(struct relay *r, const char *hostname, uint64_t epoch)
 	t->epoch = 0; /* the lease is not ours: do not release it */
 	htab_del(&r->by_host, &t->host_hn);
 	M_DEC(tunnels_active);
+	usage_tunnel_down(r, t); /* its live entry is the new owner's (newer since) */
 	t->state = TS_REGISTERING; /* not routable any more; tunnel_close skips the release */
 	t->wait_fate = WAIT_REROUTE; /* the new owner serves them: route them there */
 	tunnel_close(t, NULL, "lease lost");
