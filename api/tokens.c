@@ -71,6 +71,11 @@ int tokens_keys_load(const char *dir, const char *wanted, struct tokens_keys **o
 			if (len < 5 || strcmp(de->d_name + len - 4, ".key") ||
 			    !tok_valid_kid(de->d_name, len - 4))
 				continue;
+			/* a signing key counts only with its public half beside it: the relays read
+			 * <kid>.pub, and a lone .key (a TLS key, a CA key) is not ours */
+			snprintf(path, sizeof(path), "%s/%.*s.pub", dir, (int)(len - 4), de->d_name);
+			if (access(path, R_OK))
+				continue;
 			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 			if (stat(path, &st) || !S_ISREG(st.st_mode))
 				continue;
@@ -82,7 +87,7 @@ int tokens_keys_load(const char *dir, const char *wanted, struct tokens_keys **o
 			}
 		}
 		if (!best[0]) {
-			snprintf(err, errlen, "%s holds no <kid>.key signing key", dir);
+			snprintf(err, errlen, "%s holds no <kid>.key signing key with its <kid>.pub", dir);
 			goto out;
 		}
 	}
