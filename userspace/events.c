@@ -26,6 +26,7 @@ struct events {
 	char key[96];
 	char last[ID_MAX];	/* last id handled; "" = not started (find the newest first) */
 	bool inflight;
+	bool stopped;		/* events_stop ran with a command in flight: its reply frees us */
 	uint64_t last_check_ms;
 };
 
@@ -111,9 +112,21 @@ static void dispatch(struct relay *r, const char *id, const struct events_entry 
 
 static void arm(struct events *e, uint64_t ms) { loop_timer_arm(&e->r->loop, &e->timer, ms); }
 
+/* A reply that arrives after events_stop (the Redis client answers what is pending with NULL
+ * when it is freed): the struct was kept for it and goes now. */
+static bool reaped(struct events *e)
+{
+	if (!e->stopped)
+		return false;
+	free(e);
+	return true;
+}
+
 static void on_newest(struct rc *rc, redisReply *rep, void *priv)
 {
 	struct events *e = priv;
+	if (reaped(e))
+		return;
 	e->inflight = false;
 	if (!rep || rep->type != REDIS_REPLY_ARRAY) {
 		M_INC(plan_events_errors_total);
@@ -138,6 +151,8 @@ static void on_newest(struct rc *rc, redisReply *rep, void *priv)
 static void on_read(struct rc *rc, redisReply *rep, void *priv)
 {
 	struct events *e = priv;
+	if (reaped(e))
+		return;
 	struct relay *r = e->r;
 	size_t n = 0;
 	e->inflight = false;
@@ -232,8 +247,11 @@ void events_stop(struct relay *r)
 	if (!e)
 		return;
 	loop_timer_cancel(&r->loop, &e->timer);
-	free(e);
 	r->events = NULL;
+	if (e->inflight)
+		e->stopped = true; /* the pending reply (or the client's NULL at its end) frees it */
+	else
+		free(e);
 }
 
 int events_publish(struct relay *r, const char *type, const char *sub, const char *jti,

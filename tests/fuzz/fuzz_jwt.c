@@ -222,7 +222,7 @@ static void check_claims(const struct auth_claims *c)
 		abort();
 	if (c->jti[0] && !auth_valid_id(c->jti, strlen(c->jti)))
 		abort();
-	if (strcmp(c->plan, "free") != 0 && strcmp(c->plan, "paid") != 0)
+	if (!auth_valid_tier(c->plan, strlen(c->plan)))
 		abort();
 	if (c->name[0] && !auth_valid_label(c->name, strlen(c->name)))
 		abort();
