@@ -93,14 +93,17 @@ void enforce_send_plan(struct tunnel *t, const char *message)
 	tunnel_send(t, &m);
 }
 
-/* Placement of a new registration under load: 0 keep, 1 move to *addr, 2 refuse (busy). */
-static int place(struct relay *r, const struct plan_limits *p, const char **addr)
+/* Placement of a new registration under load: 0 keep, 1 move to *addr, 2 refuse (busy). A
+ * registration that a MOVE sent here is never moved on: two relays at their threshold would
+ * otherwise hand a free agent back and forth without ever telling it why. */
+static int place(struct relay *r, const struct tunnel *t, const struct plan_limits *p,
+		 const char **addr)
 {
 	double load = (double)r->ntunnels * 4 + (double)M_GET(splices_active);
 	if (p->priority >= 1 || load < r->cfg.shed_fraction * r->cfg.capacity)
 		return 0;
 	M_REFUSED(shed);
-	if (r->npeers) {
+	if (r->npeers && !t->placed) {
 		*addr = r->peers[0]; /* least loaded first */
 		return 1;
 	}
@@ -116,7 +119,7 @@ bool enforce_tunnel_up(struct tunnel *t, const struct plan_limits *p, uint64_t u
 	t->capped = p->bandwidth_bytes && used_bytes >= p->bandwidth_bytes;
 	t->idle_since_ms = r->loop.now;
 	t->since_s = (uint64_t)wall_s();
-	switch (place(r, p, &addr)) {
+	switch (place(r, t, p, &addr)) {
 	case 1: {
 		struct ctl_msg m = {.type = CTL_MOVE};
 		snprintf(m.u.move.addr, sizeof(m.u.move.addr), "%s", addr);

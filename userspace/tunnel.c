@@ -713,6 +713,7 @@ static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 		t->in_tid = true;
 	}
 	t->state = TS_REGISTERING;
+	t->placed = m->u.hello.placed;
 	unauth_done(r, &t->unauth, &t->src, t->src_slot);
 	r->ntunnels++; /* a session now: counted for max-tunnels and the published load */
 	loop_timer_cancel(&r->loop, &t->timer);
