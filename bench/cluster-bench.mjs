@@ -392,6 +392,7 @@ function diffStats (a, b) {
 // background markers: every heartbeat runs ZADD or ZREM (lease renewals run in the same tick); a
 // Redis Cluster client re-reads the slot map every 30 s (CLUSTER SLOTS)
 const BACKGROUND = ['zadd', 'zrem', 'cluster|slots', 'cluster|shards']
+const POLLER = new Set(['xread', 'xrevrange'])
 const backgroundSeen = (a, b) => BACKGROUND.some((k) => (b.total.get(k) || 0) !== (a.total.get(k) || 0))
 
 // ---------------------------------------------------------------------------------------------
@@ -646,6 +647,11 @@ async function run () {
     const seen = new Map(top)
     for (const [k, v] of lua) seen.set(k, (seen.get(k) || 0) + v)
     const agree = [...new Set([...exec.keys(), ...seen.keys()])].every((k) => (exec.get(k) || 0) === (seen.get(k) || 0))
+    // the relays' control-events poller (XREAD every 200 ms, XREVRANGE on an idle stream) runs
+    // on its own clock like the heartbeat, but far too often to discard its windows: it is
+    // taken out of the per-event figures and shows in the background rate instead
+    for (const m of [exec, top, lua]) for (const k of [...m.keys()]) if (POLLER.has(k.toLowerCase())) m.delete(k)
+    for (const k of [...topByRole.keys()]) if (POLLER.has(k.split('@')[0].toLowerCase())) topByRole.delete(k)
     return { clean: !backgroundSeen(s0, s3), exec, top, topByRole, lua, agree, result }
   }
 
@@ -876,7 +882,8 @@ const HOW_TO_READ = `How to read it:
   inside scripts. Windows are delimited by INFO snapshots on every primary. A window that background
   work touched (a heartbeat's ZADD/ZREM within ${GUARD_MS} ms of it, lease renewals run in the same tick;
   a slot-map refresh) is thrown away and the event repeated, so per-event figures carry none. The
-  background is reported on its own, as a rate over an idle window of one lease-renewal period
+  control-events poller (each relay's \`XREAD\` every 200 ms, \`XREVRANGE\` on an idle stream) is
+  taken out of every window and counted in the background only. The is reported on its own, as a rate over an idle window of one lease-renewal period
   (${IDLE_MS / 1000} s): each relay's heartbeat every ${HEARTBEAT_MS / 1000} s, plus the owner's lease renewal every
   ${LEASE_TTL_S / 3} s. With Redis Cluster the counts are summed over the primaries (the replicas'
   \`REPLCONF ACK\`s left out); replicas apply the writes again, not counted here.

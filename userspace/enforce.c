@@ -93,14 +93,24 @@ void enforce_send_plan(struct tunnel *t, const char *message)
 	tunnel_send(t, &m);
 }
 
-/* Placement of a new registration under load: 0 keep, 1 move to *addr, 2 refuse (busy). */
-static int place(struct relay *r, const struct plan_limits *p, const char **addr)
+/* Placement of a new registration under load: 0 keep, 1 move to *addr, 2 refuse (busy), 3
+ * refuse (busy: over 3/4 of --reg-rate, which keeps the last quarter for priority plans). A
+ * registration that a MOVE sent here is never moved on: two relays at their threshold would
+ * otherwise hand a free agent back and forth without ever telling it why. */
+static int place(struct relay *r, const struct tunnel *t, const struct plan_limits *p,
+		 const char **addr)
 {
 	double load = (double)r->ntunnels * 4 + (double)M_GET(splices_active);
+	if (t->reg_reserve && p->priority == 0) {
+		/* over 3/4 of --reg-rate: the rest is for priority plans; the token goes back */
+		rl_tb_refund(&r->reg_tb);
+		M_REFUSED(reg_rate);
+		return 3;
+	}
 	if (p->priority >= 1 || load < r->cfg.shed_fraction * r->cfg.capacity)
 		return 0;
 	M_REFUSED(shed);
-	if (r->npeers) {
+	if (r->npeers && !t->placed) {
 		*addr = r->peers[0]; /* least loaded first */
 		return 1;
 	}
@@ -116,7 +126,8 @@ bool enforce_tunnel_up(struct tunnel *t, const struct plan_limits *p, uint64_t u
 	t->capped = p->bandwidth_bytes && used_bytes >= p->bandwidth_bytes;
 	t->idle_since_ms = r->loop.now;
 	t->since_s = (uint64_t)wall_s();
-	switch (place(r, p, &addr)) {
+	int how = place(r, t, p, &addr);
+	switch (how) {
 	case 1: {
 		struct ctl_msg m = {.type = CTL_MOVE};
 		snprintf(m.u.move.addr, sizeof(m.u.move.addr), "%s", addr);
@@ -126,11 +137,15 @@ bool enforce_tunnel_up(struct tunnel *t, const struct plan_limits *p, uint64_t u
 		M_INC(tunnels_moved_total);
 		return false;
 	}
-	case 2: {
+	case 2:
+	case 3: {
 		struct ctl_msg m = {.type = CTL_ERROR};
 		snprintf(m.u.error.code, sizeof(m.u.error.code), "busy");
-		snprintf(m.u.error.message, sizeof(m.u.error.message),
-			 "this relay is busy and keeps its room for priority plans; retrying");
+		snprintf(m.u.error.message, sizeof(m.u.error.message), "%s",
+			 how == 3 ? "too many registrations right now (the rest of the rate is "
+				    "kept for priority plans); retrying"
+				  : "this relay is busy and keeps its room for priority plans; "
+				    "retrying");
 		m.u.error.retry = true;
 		m.u.error.retry_after_ms = 2000 + (uint32_t)(rand_u64() % 3000);
 		tunnel_send(t, &m);

@@ -129,10 +129,9 @@ void rl_tb_init(struct rl_tb *tb, uint32_t rate, uint32_t burst)
 	*tb = (struct rl_tb){.rate = rate, .burst = burst ? burst : 1};
 }
 
-bool rl_tb_take(struct rl_tb *tb, uint64_t now_ms)
+/* Refill to now_ms. */
+static void tb_refill(struct rl_tb *tb, uint64_t now_ms)
 {
-	if (!tb->rate)
-		return true;
 	uint64_t cap = (uint64_t)tb->burst * 1000u;
 	if (!tb->started) {
 		tb->started = true;
@@ -144,8 +143,28 @@ bool rl_tb_take(struct rl_tb *tb, uint64_t now_ms)
 	}
 	if (now_ms > tb->last_ms || !tb->last_ms)
 		tb->last_ms = now_ms;
+}
+
+bool rl_tb_take(struct rl_tb *tb, uint64_t now_ms)
+{
+	return rl_tb_take_reserve(tb, now_ms, 0) != RL_TB_NONE;
+}
+
+int rl_tb_take_reserve(struct rl_tb *tb, uint64_t now_ms, uint32_t reserve)
+{
+	if (!tb->rate)
+		return RL_TB_OPEN;
+	tb_refill(tb, now_ms);
 	if (tb->milli < 1000)
-		return false;
+		return RL_TB_NONE;
+	int from = tb->milli >= ((uint64_t)reserve + 1) * 1000u ? RL_TB_OPEN : RL_TB_RESERVE;
 	tb->milli -= 1000;
-	return true;
+	return from;
+}
+
+void rl_tb_refund(struct rl_tb *tb)
+{
+	uint64_t cap = (uint64_t)tb->burst * 1000u;
+	if (tb->rate)
+		tb->milli = tb->milli + 1000 > cap ? cap : tb->milli + 1000;
 }

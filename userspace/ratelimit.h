@@ -57,5 +57,12 @@ void rl_pending_done(struct ratelimit *rl, long slot, const struct sockaddr_stor
 void rl_tb_init(struct rl_tb *tb, uint32_t rate, uint32_t burst);
 /* Take one token at now_ms. false = over the rate (nothing taken). */
 bool rl_tb_take(struct rl_tb *tb, uint64_t now_ms);
+/* Take one token, keeping `reserve` of them for callers that can prove a claim on them later:
+ * RL_TB_OPEN = taken above the reserve, RL_TB_RESERVE = taken from the reserve (the caller
+ * refunds it with rl_tb_refund when the claim fails), RL_TB_NONE = nothing left. */
+enum { RL_TB_NONE = 0, RL_TB_OPEN = 1, RL_TB_RESERVE = 2 };
+int rl_tb_take_reserve(struct rl_tb *tb, uint64_t now_ms, uint32_t reserve);
+/* Give one token back (never above the burst). */
+void rl_tb_refund(struct rl_tb *tb);
 
 #endif

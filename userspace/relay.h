@@ -95,6 +95,8 @@ struct tunnel {
 	/* the user's plan as it applies here (enforce.c): from admission, then plan events */
 	struct plan_limits plan;
 	bool custom;		    /* the hostname is a custom label (GOODBYE "plan" if it goes) */
+	bool placed;		    /* HELLO came after a MOVE: never moved again (one hop) */
+	bool reg_reserve;	    /* its registration token came from the priority reserve */
 	bool capped;		    /* the user's bandwidth for the period is used up */
 	uint64_t used_bytes;	    /* the user's usage this period, as last known */
 	uint64_t idle_since_ms;	    /* loop time since which it has had no player (0: players) */

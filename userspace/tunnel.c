@@ -689,10 +689,17 @@ static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 	} else if (r->ntunnels >= r->cfg.max_tunnels) {
 		M_REFUSED(full);
 		busy = "relay is full";
-	} else if (!rl_tb_take(&r->reg_tb, r->loop.now)) {
-		/* a reconnect storm: spread the retries over the next seconds */
-		M_REFUSED(reg_rate);
-		busy = "too many registrations right now";
+	} else {
+		/* a quarter of the rate is kept for priority plans: whether this registration may
+		 * use it is known once its plan is read (enforce_tunnel_up) */
+		int got = rl_tb_take_reserve(&r->reg_tb, r->loop.now,
+					     (uint32_t)r->cfg.agent_reg_rate / 4);
+		t->reg_reserve = got == RL_TB_RESERVE;
+		if (got == RL_TB_NONE) {
+			/* a reconnect storm: spread the retries over the next seconds */
+			M_REFUSED(reg_rate);
+			busy = "too many registrations right now";
+		}
 	}
 	if (busy) {
 		M_INC(tunnels_rejected_total);
@@ -713,6 +720,7 @@ static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 		t->in_tid = true;
 	}
 	t->state = TS_REGISTERING;
+	t->placed = m->u.hello.placed;
 	unauth_done(r, &t->unauth, &t->src, t->src_slot);
 	r->ntunnels++; /* a session now: counted for max-tunnels and the published load */
 	loop_timer_cancel(&r->loop, &t->timer);

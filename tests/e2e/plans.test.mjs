@@ -138,3 +138,35 @@ h.scenario('bandwidth cap (capped event): players cut, logins kicked with the re
   const ok = await join({ relayPort: relay.playerPort, hostname: agent.hostname, username: 'cap3' })
   assert.ok(ok.ok, `expected the upgrade to lift the cap, got ${ok.error}`)
 })
+
+h.scenario('downgrade: a tunnel running under a custom name gets GOODBYE plan when custom_names goes, and comes back at once under a random name', async () => {
+  writePlan('u-dn', { tier: 'paid', custom_names: 1, priority: 1 })
+  rcli('HSET', 'dvv:user:{u-dn}:names', 't-dn', 'sleepy-creeper')
+  const agent = await agentFor('u-dn', 't-dn')
+  assert.equal(agent.hostname, 'sleepy-creeper.eu.dvv.test', 'the reserved label names the tunnel')
+  const before = await join({ relayPort: relay.playerPort, hostname: agent.hostname, username: 'dn1' })
+  assert.ok(before.ok, `a join under the custom name: ${before.error}`)
+  const n0 = agent.events.length
+  // the API's downgrade: plan hash without custom_names, the names field removed, a plan event
+  writePlan('u-dn', { tier: 'free', custom_names: 0 })
+  rcli('HDEL', 'dvv:user:{u-dn}:names', 't-dn')
+  const t0 = Date.now()
+  event('type', 'plan', 'sub', 'u-dn')
+  const up = await agent.waitForEvent('tunnel_up', { since: n0, timeoutMs: 5000 })
+  const ms = Date.now() - t0
+  assert.ok(ms < 2000, `expected the agent back within 2 s, took ${ms} ms`)
+  assert.notEqual(up.hostname, 'sleepy-creeper.eu.dvv.test', 'a random name after the downgrade')
+  assert.match(up.hostname, /^[a-z]+-[a-z]+\.eu\.dvv\.test$/, `a random name: ${up.hostname}`)
+  assert.match(h.tailOf(agent.proc, 200), /plan change \(your plan no longer includes a custom name/, 'the agent logged the GOODBYE plan reason')
+  const downs = agent.events.slice(n0).filter((e) => e.event === 'tunnel_down')
+  assert.ok(downs.length <= 1 && !agent.events.slice(n0).some((e) => e.event === 'error'), `no error on the way: ${JSON.stringify(agent.events.slice(n0))}`)
+  const pe = await waitFor(() => agent.events.slice(n0).some((e) => e.event === 'plan' && e.tier === 'free'), { what: 'the PLAN frame of the free tier' })
+  assert.ok(pe >= 0)
+  // the new name routes to the server; the old one does not any more
+  const ok = await join({ relayPort: relay.playerPort, hostname: up.hostname, username: 'dn2' })
+  assert.ok(ok.ok, `a join under the new random name: ${ok.error}`)
+  assert.equal(rcli('EXISTS', 'dvv:{sleepy-creeper.eu.dvv.test}:route'), '0', 'no route for the old name')
+  const old = await join({ relayPort: relay.playerPort, hostname: 'sleepy-creeper.eu.dvv.test', username: 'dn3' })
+  assert.equal(old.ok, false, 'the old name no longer reaches the server')
+  await h.stopProcess(agent.proc)
+})

@@ -113,12 +113,38 @@ static void unauth_cap_is_per_ipv6_64_when_asked(void **state)
 	rl_free(&rl);
 }
 
+/* The registration rate keeps a quarter for priority plans: the last `reserve` tokens are
+ * handed out as RL_TB_RESERVE, and a refund puts one back. */
+static void token_bucket_keeps_a_reserve(void **state)
+{
+	(void)state;
+	struct rl_tb tb;
+	uint64_t now = 1000;
+	rl_tb_init(&tb, 8, 8);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(rl_tb_take_reserve(&tb, now, 2), RL_TB_OPEN);
+	assert_int_equal(rl_tb_take_reserve(&tb, now, 2), RL_TB_RESERVE);
+	rl_tb_refund(&tb); /* a priority-0 claim on the reserve failed */
+	assert_int_equal(rl_tb_take_reserve(&tb, now, 2), RL_TB_RESERVE);
+	assert_int_equal(rl_tb_take_reserve(&tb, now, 2), RL_TB_RESERVE);
+	assert_int_equal(rl_tb_take_reserve(&tb, now, 2), RL_TB_NONE);
+	/* 8/s: 125 ms is one token, and it comes from the reserve */
+	assert_int_equal(rl_tb_take_reserve(&tb, now + 125, 2), RL_TB_RESERVE);
+	/* a refund never fills above the burst */
+	for (int i = 0; i < 20; i++)
+		rl_tb_refund(&tb);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(rl_tb_take_reserve(&tb, now + 125, 2), RL_TB_OPEN);
+	assert_int_equal(rl_tb_take_reserve(&tb, now + 125, 2), RL_TB_RESERVE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(bucket_allows_its_burst_then_its_rate),
 		cmocka_unit_test(bucket_survives_a_clock_that_does_not_move),
 		cmocka_unit_test(rate_zero_is_unlimited),
+		cmocka_unit_test(token_bucket_keeps_a_reserve),
 		cmocka_unit_test(unauth_cap_is_per_ipv4_address),
 		cmocka_unit_test(unauth_cap_is_per_ipv6_64_when_asked),
 	};
