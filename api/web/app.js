@@ -168,6 +168,7 @@
     cards: new Map(),  // tunnel id -> { li, refs }
     refreshTimer: 0,
     signedIn: false,
+    shown: {},         // what was last rendered where a rebuild is skipped when unchanged
   };
 
   function plan() { return (state.me && state.me.plan) || {}; }
@@ -185,6 +186,8 @@
     $('tunnel-list').replaceChildren();
     $('token-list').replaceChildren();
     $('upgrade').replaceChildren();
+    $('plan-limits').replaceChildren();
+    state.shown = {};
     hideNewToken();
     show($('loading'), false);
     show($('dash'), false);
@@ -303,8 +306,8 @@
     if (p.period_end) facts.push(`Period ${fmtDay(p.period_start)} to ${fmtDay(p.period_end)} (UTC)`);
     const ul = $('plan-limits');
     const want = facts.join('\n');
-    if (ul.dataset.facts !== want) {
-      ul.dataset.facts = want;
+    if (state.shown.facts !== want) {
+      state.shown.facts = want;
       ul.replaceChildren(...facts.map((f) => el('li', { text: f })));
     }
 
@@ -336,8 +339,8 @@
     const offers = state.plans.filter((x) => x.tier !== p.tier && (Number(x.price_cents) || 0) > curPrice);
     const key = offers.map((x) => `${x.tier}:${x.title}:${x.price_cents}:${x.currency}`).join('|') + `/${curPrice > 0}`;
     const box = $('upgrade');
-    if (box.dataset.key === key) return;
-    box.dataset.key = key;
+    if (state.shown.upgrade === key) return;
+    state.shown.upgrade = key;
     const kids = offers.map((x) => el('button', {
       type: 'button',
       class: 'upgrade-btn',
@@ -487,6 +490,13 @@
   function renderTokens() {
     const list = $('token-list');
     const byId = new Map(state.tunnels.map((t) => [t.id, t]));
+    // Rebuilt only when something shown changed: the 5 s refresh must not steal focus.
+    const key = JSON.stringify([state.tokens, state.tokens.map((k) => {
+      const t = byId.get(k.tunnel_id);
+      return t ? tunnelName(t) : null;
+    }), Math.floor(Date.now() / 60000)]);
+    if (state.shown.tokens === key) return;
+    state.shown.tokens = key;
     const items = state.tokens.map((k) => {
       const t = byId.get(k.tunnel_id);
       const expired = toDate(k.expires_at) && toDate(k.expires_at).getTime() < Date.now();
