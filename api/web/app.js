@@ -396,8 +396,9 @@
       refs.subHelp);
     refs.subForm.addEventListener('submit', (ev) => { ev.preventDefault(); saveSubdomain(id, refs); });
 
-    refs.tokenBtn = el('button', { type: 'button', onclick: () => createToken(id, refs) }, 'Create token');
-    refs.delBtn = el('button', { type: 'button', class: 'danger', onclick: () => askDelete(refs, true) }, 'Delete tunnel');
+    // Every card has the same button names: tie them to the card's title for screen readers.
+    refs.tokenBtn = el('button', { type: 'button', 'aria-describedby': `title-${id}`, onclick: () => createToken(id, refs) }, 'Create token');
+    refs.delBtn = el('button', { type: 'button', class: 'danger', 'aria-describedby': `title-${id}`, onclick: () => askDelete(refs, true) }, 'Delete tunnel');
     refs.confirm = el('div', { class: 'confirm', role: 'group', hidden: true },
       el('span', {}, 'Delete this tunnel for good? Its tokens stop working at once.'),
       el('button', { type: 'button', class: 'danger', onclick: () => deleteTunnel(id, refs) }, 'Yes, delete'),
