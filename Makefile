@@ -33,19 +33,23 @@ endif
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wno-unused-parameter -Wformat=2
 CFLAGS  ?= $(OPT)
-CFLAGS  += -std=gnu11 $(WARN) $(SANFLAGS) -D_GNU_SOURCE -Icommon -Iuserspace -Iclient -I$(BUILD)/gen \
+CFLAGS  += -std=gnu11 $(WARN) $(SANFLAGS) -D_GNU_SOURCE -Icommon -Iuserspace -Iclient -Iapi -I/usr/include/postgresql -I$(BUILD)/gen \
            -fstack-protector-strong -D_FORTIFY_SOURCE=2 -MMD -MP
 LDFLAGS += $(SANFLAGS)
 
 RELAY_LIBS := -lbpf -lelf -lz -lssl -lcrypto -ljwt -ljansson -lhiredis -lmicrohttpd -lpthread
 AGENT_LIBS := -lssl -lcrypto -ljansson -lpthread
+API_LIBS   := -lmicrohttpd -lpq -largon2 -ljansson -ljwt -lssl -lcrypto -lhiredis -lcurl -lpthread
 TEST_LIBS  := -lcmocka $(RELAY_LIBS)
 
 COMMON_SRC := $(wildcard common/*.c)
 RELAY_SRC  := $(filter-out userspace/main.c,$(wildcard userspace/*.c))
 AGENT_SRC  := $(filter-out client/main.c,$(wildcard client/*.c))
 TOOLS_SRC  := $(wildcard tools/*.c)
-UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+API_SRC    := $(filter-out api/main.c,$(wildcard api/*.c))
+MIGRATIONS := $(sort $(wildcard api/migrations/*.sql))
+UNIT_API   := $(wildcard tests/unit/test_api_*.c)
+UNIT_SRC   := $(filter-out $(UNIT_API),$(wildcard tests/unit/test_*.c))
 FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -53,7 +57,8 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 COMMON_OBJ := $(call obj,$(COMMON_SRC))
 RELAY_OBJ  := $(call obj,$(RELAY_SRC))
 AGENT_OBJ  := $(call obj,$(AGENT_SRC))
-UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+API_OBJ    := $(call obj,$(API_SRC) $(BUILD)/gen/migrations.c)
+UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC) $(UNIT_API))
 TOOLS_BIN  := $(patsubst tools/%.c,$(BUILD)/%,$(TOOLS_SRC))
 FUZZ_BIN   := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(FUZZ_SRC))
 
@@ -87,9 +92,10 @@ $(BUILD)/gen/%.skel.h: $(BUILD)/bpf/%.bpf.o Makefile
 $(RELAY_OBJ) $(call obj,userspace/main.c): | $(SKELS)
 $(patsubst tests/unit/%.c,$(BUILD)/obj/tests/unit/%.o,$(UNIT_SRC)): | $(SKELS)
 
-.PHONY: all relay agent tools unit fuzz test static clean setup run
-all: $(BUILD)/dvv-relay $(BUILD)/dvv $(TOOLS_BIN)
+.PHONY: all relay api agent tools unit fuzz test static clean setup run
+all: $(BUILD)/dvv-relay $(BUILD)/dvv $(BUILD)/dvv-api $(TOOLS_BIN)
 relay: $(BUILD)/dvv-relay
+api: $(BUILD)/dvv-api
 agent: $(BUILD)/dvv
 tools: $(TOOLS_BIN)
 unit: $(UNIT_BIN)
@@ -114,6 +120,20 @@ $(BUILD)/dvv-relay: $(call obj,userspace/main.c) $(BUILD)/librelay.a $(BUILD)/li
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RELAY_LIBS)
 
+# dvv-api's schema migrations, embedded in the binary (db_migrations[], api/db.h).
+$(BUILD)/gen/migrations.c: $(MIGRATIONS) scripts/embed-sql.sh
+	$(call msg,GEN,$@)
+	$(Q)mkdir -p $(dir $@)
+	$(Q)scripts/embed-sql.sh $@ $(MIGRATIONS)
+
+$(BUILD)/libapi.a: $(API_OBJ)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/dvv-api: $(call obj,api/main.c) $(BUILD)/libapi.a $(BUILD)/libdvv.a
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS)
+
 $(BUILD)/dvv: $(call obj,client/main.c) $(BUILD)/libagent.a $(BUILD)/libdvv.a
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(AGENT_LIBS)
@@ -126,6 +146,12 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/librelay.a $(BUILD)/libag
 	$(call msg,LD,$@)
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS)
+
+# dvv-api's unit tests link the api objects (not main) and the shared code only.
+$(BUILD)/tests/test_api_%: $(BUILD)/obj/tests/unit/test_api_%.o $(BUILD)/libapi.a $(BUILD)/libdvv.a
+	$(call msg,LD,$@)
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -lcmocka $(API_LIBS)
 
 # The agent as users get it: one static binary (glibc + OpenSSL + jansson), stripped.
 STATIC_FLAGS := -Os -ffunction-sections -fdata-sections
@@ -143,6 +169,12 @@ build-fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(RELAY_SRC) $(AGENT_SRC) | $(SKELS)
 	$(call msg,FUZZ,$@)
 	$(Q)mkdir -p build-fuzz
 	$(Q)$(CLANG) $(FUZZ_FLAGS) -Wall -Wextra -Werror -Wno-unused-parameter -o $@ $^ $(RELAY_LIBS)
+
+# dvv-api's targets link the api code (and the shared code) only, with its migrations.
+build-fuzz/fuzz_api_%: tests/fuzz/fuzz_api_%.c $(COMMON_SRC) $(API_SRC) $(BUILD)/gen/migrations.c
+	$(call msg,FUZZ,$@)
+	$(Q)mkdir -p build-fuzz
+	$(Q)$(CLANG) $(FUZZ_FLAGS) -Iapi -I/usr/include/postgresql -Wall -Wextra -Werror -Wno-unused-parameter -o $@ $^ $(API_LIBS)
 
 setup:
 	scripts/setup.sh

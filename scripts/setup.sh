@@ -9,8 +9,9 @@ PKGS=(
   build-essential pkg-config clang llvm libclang-rt-14-dev
   libbpf-dev bpftool libelf-dev zlib1g-dev
   libssl-dev libjwt-dev libjansson-dev libhiredis-dev libmicrohttpd-dev libpq-dev
+  libargon2-dev libcurl4-openssl-dev
   libcmocka-dev
-  redis-server redis-tools haproxy
+  redis-server redis-tools haproxy postgresql
   iproute2 nftables hping3 ethtool curl ca-certificates openssl procps psmisc python3
   nodejs npm
   chromium fonts-dejavu-core
@@ -35,7 +36,7 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # the packaged servers start on their default ports; our scripts run their own instances
-  for svc in redis-server haproxy; do
+  for svc in redis-server haproxy postgresql; do
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || $SUDO service "$svc" stop >/dev/null 2>&1 || true
   done
 fi

@@ -1,0 +1,343 @@
+/* Agent tokens: ES256 signing with a kid, and the token routes (tokens.h). */
+#include "tokens.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jwt.h>
+#include <openssl/crypto.h>
+
+#include "account.h"
+#include "apiint.h"
+#include "body.h"
+#include "db.h"
+#include "log.h"
+#include "rstore.h"
+
+#define KEY_FILE_MAX (16 * 1024)
+
+struct tokens_keys {
+	char kid[64];
+	unsigned char *key;
+	size_t key_len;
+};
+
+static bool tok_valid_kid(const char *s, size_t n)
+{
+	if (n == 0 || n >= 64)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-' || s[i] == '.'))
+			return false;
+	return true;
+}
+
+int tokens_keys_load(const char *dir, const char *wanted, struct tokens_keys **out, char *err,
+		     size_t errlen)
+{
+	struct tokens_keys *k = NULL;
+	char path[1024], best[64] = "";
+	struct timespec best_mtime = { 0, 0 };
+	struct dirent *de;
+	struct stat st;
+	DIR *d = NULL;
+	ssize_t n;
+	int fd = -1, ret = -EINVAL;
+
+	if (wanted && wanted[0]) {
+		if (!tok_valid_kid(wanted, strlen(wanted))) {
+			snprintf(err, errlen, "--jwt-kid '%s' is not a valid key id", wanted);
+			goto out;
+		}
+		snprintf(best, sizeof(best), "%s", wanted);
+	} else {
+		/* the newest <kid>.key: a rotation adds a key and restarts the API */
+		d = opendir(dir);
+		if (!d) {
+			ret = -errno;
+			snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+			goto out;
+		}
+		while ((de = readdir(d))) {
+			size_t len = strlen(de->d_name);
+
+			if (len < 5 || strcmp(de->d_name + len - 4, ".key") ||
+			    !tok_valid_kid(de->d_name, len - 4))
+				continue;
+			/* a signing key counts only with its public half beside it: the relays read
+			 * <kid>.pub, and a lone .key (a TLS key, a CA key) is not ours */
+			snprintf(path, sizeof(path), "%s/%.*s.pub", dir, (int)(len - 4), de->d_name);
+			if (access(path, R_OK))
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+			if (stat(path, &st) || !S_ISREG(st.st_mode))
+				continue;
+			if (!best[0] || st.st_mtim.tv_sec > best_mtime.tv_sec ||
+			    (st.st_mtim.tv_sec == best_mtime.tv_sec &&
+			     st.st_mtim.tv_nsec > best_mtime.tv_nsec)) {
+				best_mtime = st.st_mtim;
+				snprintf(best, sizeof(best), "%.*s", (int)(len - 4), de->d_name);
+			}
+		}
+		if (!best[0]) {
+			snprintf(err, errlen, "%s holds no <kid>.key signing key with its <kid>.pub", dir);
+			goto out;
+		}
+	}
+	k = calloc(1, sizeof(*k));
+	if (!k || !(k->key = malloc(KEY_FILE_MAX + 1))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	snprintf(k->kid, sizeof(k->kid), "%s", best);
+	snprintf(path, sizeof(path), "%s/%s.key", dir, best);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	n = read(fd, k->key, KEY_FILE_MAX + 1);
+	if (n <= 0 || n > KEY_FILE_MAX || !memmem(k->key, (size_t)n, "PRIVATE KEY", 11)) {
+		snprintf(err, errlen, "%s: not a PEM private key of at most %d bytes", path,
+			 KEY_FILE_MAX);
+		goto out;
+	}
+	k->key_len = (size_t)n;
+	k->key[n] = '\0';
+	ret = 0;
+	*out = k;
+	k = NULL;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (d)
+		closedir(d);
+	tokens_keys_free(k);
+	return ret;
+}
+
+void tokens_keys_free(struct tokens_keys *k)
+{
+	if (!k)
+		return;
+	if (k->key) {
+		OPENSSL_cleanse(k->key, k->key_len);
+		free(k->key);
+	}
+	free(k);
+}
+
+const char *tokens_kid(const struct tokens_keys *k) { return k->kid; }
+
+char *tokens_sign(const struct tokens_keys *k, const struct token_claims *cl)
+{
+	jwt_t *jwt = NULL;
+	char *tok = NULL;
+	int ret;
+
+	if (jwt_new(&jwt))
+		return NULL;
+	ret = jwt_add_header(jwt, "kid", k->kid);
+	ret = ret ?: jwt_add_grant(jwt, "iss", cl->iss);
+	ret = ret ?: jwt_add_grant(jwt, "aud", "dvv-relay");
+	ret = ret ?: jwt_add_grant(jwt, "sub", cl->sub);
+	ret = ret ?: jwt_add_grant(jwt, "tid", cl->tid);
+	ret = ret ?: jwt_add_grant(jwt, "jti", cl->jti);
+	ret = ret ?: jwt_add_grant_int(jwt, "iat", (long)cl->iat);
+	ret = ret ?: jwt_add_grant_int(jwt, "nbf", (long)cl->iat);
+	ret = ret ?: jwt_add_grant_int(jwt, "exp", (long)cl->exp);
+	ret = ret ?: jwt_add_grant(jwt, "plan", cl->plan);
+	if (!ret && cl->name)
+		ret = jwt_add_grant(jwt, "name", cl->name);
+	ret = ret ?: jwt_set_alg(jwt, JWT_ALG_ES256, k->key, (int)k->key_len);
+	if (!ret)
+		tok = jwt_encode_str(jwt);
+	jwt_free(jwt);
+	return tok;
+}
+
+static json_t *tok_row_json(PGresult *r, int i)
+{
+	return json_pack("{s:s,s:s,s:s,s:s,s:o}", "id", PQgetvalue(r, i, 0), "tunnel_id",
+			 PQgetvalue(r, i, 1), "created_at", PQgetvalue(r, i, 2), "expires_at",
+			 PQgetvalue(r, i, 3), "revoked_at",
+			 PQgetisnull(r, i, 4) ? json_null() : json_string(PQgetvalue(r, i, 4)));
+}
+
+void tokens_list(struct api *a, const struct api_req *r, struct api_resp *out)
+{
+	const char *q[1] = { r->user_id };
+	json_t *arr;
+	PGconn *c = db_get(a);
+	PGresult *res;
+
+	if (!c) {
+		api_error(out, 503, "unavailable", "database unavailable");
+		return;
+	}
+	res = db_exec(c,
+		      "SELECT id, tunnel_id, " API_TS("created_at") ", " API_TS("expires_at") ", "
+		      API_TS("revoked_at") " FROM agent_tokens WHERE user_id = $1 "
+		      "ORDER BY created_at DESC, id LIMIT 1000",
+		      1, q);
+	db_put(a, c, false);
+	if (!res) {
+		api_error(out, 500, "internal", "database error");
+		return;
+	}
+	arr = json_array();
+	for (int i = 0; i < PQntuples(res); i++)
+		json_array_append_new(arr, tok_row_json(res, i));
+	PQclear(res);
+	api_reply(out, 200, json_pack("{s:o}", "tokens", arr));
+}
+
+void tokens_create(struct api *a, const struct api_req *r, struct api_resp *out)
+{
+	char jti[ID_LEN + 1], exp_s[24], *tok = NULL, *cmd = NULL;
+	const char *q[4];
+	struct body_token bt;
+	struct body_err err;
+	struct token_claims cl;
+	const struct plan *pl;
+	long long now = wall_s();
+	PGconn *c = NULL;
+	PGresult *res = NULL, *ins = NULL;
+	int len;
+
+	if (body_token(r->body, r->body_len, &bt, &err)) {
+		api_error(out, err.status, err.code, "%s", err.message);
+		return;
+	}
+	if (account_new_id("k_", jti)) {
+		api_error(out, 500, "internal", "no randomness");
+		return;
+	}
+	c = db_get(a);
+	if (!c) {
+		api_error(out, 503, "unavailable", "database unavailable");
+		return;
+	}
+	q[0] = bt.tunnel_id;
+	q[1] = r->user_id;
+	res = db_exec(c,
+		      "SELECT t.label, u.tier FROM tunnels t JOIN users u ON u.id = t.user_id "
+		      "WHERE t.id = $1 AND t.user_id = $2 AND t.deleted_at IS NULL",
+		      2, q);
+	if (!res) {
+		api_error(out, 500, "internal", "database error");
+		goto out;
+	}
+	if (PQntuples(res) != 1) {
+		api_error(out, 404, "not_found", "no such tunnel");
+		goto out;
+	}
+	pl = plans_find(&a->plans, PQgetvalue(res, 0, 1));
+	if (!pl)
+		pl = plans_default(&a->plans);
+	snprintf(exp_s, sizeof(exp_s), "%lld", now + (long long)bt.ttl_days * 86400);
+	cl = (struct token_claims){
+		.iss = a->o.jwt_issuer, .sub = r->user_id, .tid = bt.tunnel_id, .jti = jti,
+		.plan = pl->tier,
+		.name = (!PQgetisnull(res, 0, 0) && pl->custom_names) ? PQgetvalue(res, 0, 0) : NULL,
+		.iat = now, .exp = now + (long long)bt.ttl_days * 86400,
+	};
+	tok = tokens_sign(a->keys, &cl);
+	if (!tok) {
+		api_error(out, 500, "internal", "cannot sign the token");
+		goto out;
+	}
+	q[0] = jti;
+	q[1] = r->user_id;
+	q[2] = bt.tunnel_id;
+	q[3] = exp_s;
+	ins = db_exec(c,
+		      "INSERT INTO agent_tokens (id, user_id, tunnel_id, expires_at) VALUES "
+		      "($1, $2, $3, to_timestamp($4::bigint)) RETURNING " API_TS("expires_at"),
+		      4, q);
+	if (!ins) {
+		api_error(out, 500, "internal", "database error");
+		goto out;
+	}
+	len = asprintf(&cmd, "dvv login --api %s --token %s && dvv --local 127.0.0.1:25565",
+		       a->o.public_url, tok);
+	if (len < 0) {
+		cmd = NULL;
+		api_error(out, 500, "internal", "out of memory");
+		goto out;
+	}
+	api_reply(out, 201,
+		  json_pack("{s:s,s:s,s:s,s:s,s:s}", "id", jti, "tunnel_id", bt.tunnel_id, "token",
+			    tok, "expires_at", PQgetvalue(ins, 0, 0), "command", cmd));
+out:
+	if (tok) {
+		OPENSSL_cleanse(tok, strlen(tok));
+		free(tok);
+	}
+	if (cmd) {
+		OPENSSL_cleanse(cmd, strlen(cmd));
+		free(cmd);
+	}
+	PQclear(res);
+	PQclear(ins);
+	db_put(a, c, false);
+}
+
+void tokens_delete(struct api *a, const struct api_req *r, struct api_resp *out, const char *id)
+{
+	const char *q[2] = { id, r->user_id };
+	json_t *ev = NULL;
+	PGconn *c = db_get(a);
+	PGresult *res = NULL;
+
+	if (!c) {
+		api_error(out, 503, "unavailable", "database unavailable");
+		return;
+	}
+	if (db_begin(c))
+		goto fail;
+	res = db_exec(c,
+		      "UPDATE agent_tokens SET revoked_at = coalesce(revoked_at, now()) "
+		      "WHERE id = $1 AND user_id = $2 RETURNING tunnel_id",
+		      2, q);
+	if (!res)
+		goto fail;
+	if (PQntuples(res) != 1) {
+		db_rollback(c);
+		api_error(out, 404, "not_found", "no such token");
+		goto out;
+	}
+	ev = json_pack("[{s:s,s:s,s:s}]", "type", "revoke", "jti", id, "tid", PQgetvalue(res, 0, 0));
+	if (!ev || account_outbox(c, r->user_id, ev) || db_commit(c))
+		goto fail;
+	rstore_kick(a->rs);
+	api_reply(out, 204, NULL);
+	goto out;
+fail:
+	db_rollback(c);
+	api_error(out, 500, "internal", "database error");
+out:
+	json_decref(ev);
+	PQclear(res);
+	db_put(a, c, false);
+}
+
+void tokens_agent_config(struct api *a, const struct api_req *r, struct api_resp *out)
+{
+	json_t *relays = json_object();
+
+	for (int i = 0; i < a->n_regions; i++)
+		json_object_set_new(relays, a->regions[i].name, json_string(a->regions[i].addr));
+	api_reply(out, 200,
+		  json_pack("{s:s,s:o,s:o,s:s}", "api", a->o.public_url, "relays", relays, "ca_pem",
+			    a->ca_pem ? json_string(a->ca_pem) : json_null(), "base_domain",
+			    a->o.base_domain));
+}
