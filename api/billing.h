@@ -7,5 +7,7 @@
 
 void billing_checkout(struct api *a, const struct api_req *r, struct api_resp *out);
 void billing_webhook(struct api *a, const struct api_req *r, struct api_resp *out);
+/* POST /v1/billing/portal (session required): {"url"} of a Stripe customer portal session. */
+void billing_portal(struct api *a, const struct api_req *r, struct api_resp *out);
 
 #endif /* DVV_API_BILLING_H */

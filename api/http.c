@@ -467,9 +467,7 @@ static void http_dispatch(struct http *h, const struct route *rt, struct api_req
 	case R_TOKEN_DEL: tokens_delete(a, req, out, id); break;
 	case R_AGENT_CONFIG: tokens_agent_config(a, req, out); break;
 	case R_CHECKOUT: billing_checkout(a, req, out); break;
-	case R_PORTAL:
-		api_error(out, 404, "not_found", "the billing portal is not offered here");
-		break;
+	case R_PORTAL: billing_portal(a, req, out); break;
 	case R_WEBHOOK: billing_webhook(a, req, out); break;
 	case R_HEALTHZ:
 	case R_READYZ: http_health(h, rt->id, out); break;
