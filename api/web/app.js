@@ -397,8 +397,8 @@
     refs.subForm.addEventListener('submit', (ev) => { ev.preventDefault(); saveSubdomain(id, refs); });
 
     // Every card has the same button names: tie them to the card's title for screen readers.
-    refs.tokenBtn = el('button', { type: 'button', 'aria-describedby': `title-${id}`, onclick: () => createToken(id, refs) }, 'Create token');
-    refs.delBtn = el('button', { type: 'button', class: 'danger', 'aria-describedby': `title-${id}`, onclick: () => askDelete(refs, true) }, 'Delete tunnel');
+    refs.tokenBtn = el('button', { type: 'button', class: 'create-token', 'aria-describedby': `title-${id}`, onclick: () => createToken(id, refs) }, 'Create token');
+    refs.delBtn = el('button', { type: 'button', class: 'danger delete-tunnel', 'aria-describedby': `title-${id}`, onclick: () => askDelete(refs, true) }, 'Delete tunnel');
     refs.confirm = el('div', { class: 'confirm', role: 'group', hidden: true },
       el('span', {}, 'Delete this tunnel for good? Its tokens stop working at once.'),
       el('button', { type: 'button', class: 'danger', onclick: () => deleteTunnel(id, refs) }, 'Yes, delete'),
@@ -447,7 +447,7 @@
     refs.save.disabled = !allowed;
     show(refs.remove, allowed && !!t.label);
     if (allowed) {
-      setText(refs.subHelp, '3 to 40 characters: lowercase letters, digits and hyphens. Players join with it once the agent reconnects.');
+      setText(refs.subHelp, '3 to 40 characters: lowercase letters, digits and hyphens (not at either end). Players join with it once the agent reconnects.');
     } else {
       const better = betterPlan((x) => !!x.custom_names);
       setText(refs.subHelp, `Custom subdomains are not part of the ${p.title || p.tier || 'current'} plan` +
@@ -613,8 +613,9 @@
   async function saveSubdomain(id, refs) {
     const label = refs.input.value.trim().toLowerCase();
     showMsg(refs.error, '');
-    if (!/^[a-z0-9-]{3,40}$/.test(label)) {
-      showMsg(refs.error, 'A subdomain is 3 to 40 characters: lowercase letters, digits and hyphens.');
+    // The API checks again (and knows the reserved names); this only saves a round trip.
+    if (!/^[a-z0-9-]{3,40}$/.test(label) || label.startsWith('-') || label.endsWith('-') || label.startsWith('xn--')) {
+      showMsg(refs.error, 'A subdomain is 3 to 40 characters: lowercase letters, digits and hyphens, not starting or ending with a hyphen.');
       refs.input.focus();
       return;
     }
