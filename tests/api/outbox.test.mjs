@@ -1,0 +1,56 @@
+// The outbox: changes made while Redis is unreachable wait in PostgreSQL, survive the API being
+// SIGKILLed, and reach Redis when an API runs again; migrations apply once when two APIs start
+// on one empty database at the same moment.
+
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import { after } from 'node:test'
+import { freePort, kill9, scenario, startRedis } from '../e2e/harness.mjs'
+import { startPg } from './pg.mjs'
+import { cleanupApi, events, startApi, until } from './api.mjs'
+
+after(cleanupApi)
+
+scenario('API SIGKILLed with outbox rows pending: pushed to Redis after the restart', async () => {
+  const pg = await startPg()
+  const redis = await startRedis()
+  const deadPort = await freePort() // nothing listens here: Redis "down"
+  const a = await startApi({ pg, redisPort: deadPort })
+  const u = await a.signup()
+  const tid = (await a.request('GET', '/v1/tunnels', { session: u.session })).json.tunnels[0].id
+  const tok = (await a.request('POST', '/v1/tokens', { session: u.session, body: { tunnel_id: tid } })).json
+  assert.equal((await a.request('DELETE', `/v1/tokens/${tok.id}`, { session: u.session })).status, 204)
+  const pending = await a.sql(`SELECT count(*) FROM redis_outbox WHERE user_id = '${u.user.id}'`)
+  assert.equal(pending[0][0], '2', 'signup and revoke rows wait for Redis')
+  await kill9(a.proc)
+  // the restarted API (same database and keys) talks to a Redis that works
+  const b = await startApi({ pg, db: a.db, redisPort: redis.port, keys: a.keys })
+  const plan = await until(async () => { const h = await b.hgetall(`dvv:user:{${u.user.id}}:plan`); return h.tier && h }, { timeoutMs: 3000, what: 'the plan hash' })
+  assert.equal(plan.value.tier, 'free')
+  assert.notEqual(await b.redis('ZSCORE', `dvv:user:{${u.user.id}}:revoked`, tok.id), null)
+  const ev = await events(redis.port)
+  assert.ok(ev.some((e) => e.type === 'revoke' && e.jti === tok.id && e.sub === u.user.id && e.tid === tid))
+  assert.ok(ev.some((e) => e.type === 'plan' && e.sub === u.user.id))
+  await until(async () => (await b.sql('SELECT count(*) FROM redis_outbox'))[0][0] === '0', { what: 'an empty outbox' })
+  // the session made before the crash still works
+  assert.equal((await b.request('GET', '/v1/me', { session: u.session })).status, 200)
+})
+
+scenario('two APIs starting at once on an empty database apply each migration once', async () => {
+  const pg = await startPg()
+  const redis = await startRedis()
+  await pg.createDb('race')
+  const [a, b] = await Promise.all([
+    startApi({ pg, db: 'race', redisPort: redis.port }),
+    startApi({ pg, db: 'race', redisPort: redis.port })
+  ])
+  const rows = await a.sql('SELECT version, name FROM schema_migrations ORDER BY version')
+  const files = fs.readdirSync(new URL('../../api/migrations/', import.meta.url)).filter((f) => f.endsWith('.sql')).sort()
+  assert.deepEqual(rows.map(([v, n]) => `${String(v).padStart(3, '0')}_${n}.sql`), files)
+  const logs = [a.proc.stderrLog, b.proc.stderrLog].map((f) => fs.readFileSync(f, 'utf8'))
+  const applied = logs.join('\n').match(/applied migration 001_core/g) || []
+  assert.equal(applied.length, 1, 'exactly one API applied 001_core')
+  // both serve
+  const u = await a.signup()
+  assert.equal((await b.request('GET', '/v1/me', { session: u.session })).status, 200)
+})

@@ -1,0 +1,100 @@
+// Agent tokens: mint (ES256 with kid, every claim), list, revoke (Redis revoked zset and a
+// `revoke` event within 1 s), and tokens only for one's own tunnels.
+
+import assert from 'node:assert/strict'
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import { after, before } from 'node:test'
+import { scenario } from '../e2e/harness.mjs'
+import { cleanupApi, events, startApi, until } from './api.mjs'
+
+let api
+before(async () => { api = await startApi() })
+after(cleanupApi)
+
+function decode (seg) { return JSON.parse(Buffer.from(seg, 'base64url').toString('utf8')) }
+
+scenario('POST /v1/tokens mints an ES256 token with kid and every claim, verifiable with <kid>.pub', async () => {
+  const u = await api.signup()
+  const tid = (await api.request('GET', '/v1/tunnels', { session: u.session })).json.tunnels[0].id
+  const t0 = Math.floor(Date.now() / 1000)
+  const r = await api.request('POST', '/v1/tokens', { session: u.session, body: { tunnel_id: tid, ttl_days: 7 } })
+  assert.equal(r.status, 201, r.text)
+  assert.match(r.json.id, /^k_[a-z0-9]{20}$/)
+  assert.equal(r.json.tunnel_id, tid)
+  assert.equal(r.json.command, `dvv login --api ${api.url} --token ${r.json.token} && dvv --local 127.0.0.1:25565`)
+  const [h, p, s] = r.json.token.split('.')
+  assert.deepEqual(decode(h), { alg: 'ES256', kid: 'k1', typ: 'JWT' })
+  const c = decode(p)
+  assert.equal(c.iss, 'dvv')
+  assert.equal(c.aud, 'dvv-relay')
+  assert.equal(c.sub, u.user.id)
+  assert.equal(c.tid, tid)
+  assert.equal(c.jti, r.json.id)
+  assert.equal(c.plan, 'free')
+  assert.equal(c.name, undefined)
+  assert.ok(Math.abs(c.iat - t0) <= 5)
+  assert.equal(c.nbf, c.iat)
+  assert.equal(c.exp - c.iat, 7 * 86400)
+  const ok = crypto.verify('sha256', Buffer.from(`${h}.${p}`), { key: fs.readFileSync(api.keys.kidPub), dsaEncoding: 'ieee-p1363' }, Buffer.from(s, 'base64url'))
+  assert.ok(ok, 'signature verifies with the published key')
+  // the token itself is not stored
+  const dump = await api.sql('SELECT row_to_json(t)::text FROM agent_tokens t')
+  assert.ok(!JSON.stringify(dump).includes(s))
+})
+
+scenario('token body rules: ttl_days 1..365, tunnel must be yours and not deleted', async () => {
+  const u = await api.signup()
+  const v = await api.signup()
+  const tid = (await api.request('GET', '/v1/tunnels', { session: u.session })).json.tunnels[0].id
+  for (const ttl of [0, 366, 1.5, '9']) {
+    const r = await api.request('POST', '/v1/tokens', { session: u.session, body: { tunnel_id: tid, ttl_days: ttl } })
+    assert.equal(r.status, 400, `${ttl}: ${r.text}`)
+    assert.equal(r.json.error.code, 'invalid_field')
+  }
+  const other = await api.request('POST', '/v1/tokens', { session: v.session, body: { tunnel_id: tid } })
+  assert.equal(other.status, 404)
+  const def = await api.request('POST', '/v1/tokens', { session: u.session, body: { tunnel_id: tid } })
+  const c = decode(def.json.token.split('.')[1])
+  assert.equal(c.exp - c.iat, 90 * 86400)
+})
+
+scenario('list and revoke: revoked zset and `revoke` event reach Redis within 1 s', async () => {
+  const u = await api.signup()
+  const tid = (await api.request('GET', '/v1/tunnels', { session: u.session })).json.tunnels[0].id
+  const a = (await api.request('POST', '/v1/tokens', { session: u.session, body: { tunnel_id: tid } })).json
+  const b = (await api.request('POST', '/v1/tokens', { session: u.session, body: { tunnel_id: tid } })).json
+  const list = await api.request('GET', '/v1/tokens', { session: u.session })
+  assert.equal(list.status, 200)
+  assert.deepEqual(list.json.tokens.map((t) => t.id).sort(), [a.id, b.id].sort())
+  for (const t of list.json.tokens) {
+    assert.equal(t.revoked_at, null)
+    assert.equal(t.tunnel_id, tid)
+    assert.match(t.expires_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/)
+  }
+  const v = await api.signup()
+  assert.equal((await api.request('DELETE', `/v1/tokens/${a.id}`, { session: v.session })).status, 404, 'not your token')
+  const t0 = Date.now()
+  const del = await api.request('DELETE', `/v1/tokens/${a.id}`, { session: u.session })
+  assert.equal(del.status, 204)
+  const key = `dvv:user:{${u.user.id}}:revoked`
+  const { ms } = await until(async () => (await api.redis('ZSCORE', key, a.id)) !== null, { timeoutMs: 1000, what: 'the revoked zset entry' })
+  const exp = JSON.parse(Buffer.from(a.token.split('.')[1], 'base64url')).exp
+  assert.equal(Number(await api.redis('ZSCORE', key, a.id)), exp, 'score = the token exp')
+  assert.equal(await api.redis('ZSCORE', key, b.id), null)
+  const ev = await until(async () => (await events(api.redisPort)).find((e) => e.type === 'revoke' && e.jti === a.id), { timeoutMs: 1000 - ms, what: 'the revoke event' })
+  assert.deepEqual(ev.value, { id: ev.value.id, type: 'revoke', sub: u.user.id, jti: a.id, tid })
+  assert.ok(Date.now() - t0 < 1500)
+  const after = await api.request('GET', '/v1/tokens', { session: u.session })
+  assert.notEqual(after.json.tokens.find((t) => t.id === a.id).revoked_at, null)
+  assert.equal(after.json.tokens.find((t) => t.id === b.id).revoked_at, null)
+})
+
+scenario('GET /v1/agent-config: relays, CA, base domain, no auth needed', async () => {
+  const r = await api.request('GET', '/v1/agent-config')
+  assert.equal(r.status, 200)
+  assert.equal(r.json.api, api.url)
+  assert.deepEqual(r.json.relays, { eu: '127.0.0.1:7000' })
+  assert.equal(r.json.ca_pem, fs.readFileSync(api.keys.ca, 'utf8'))
+  assert.equal(r.json.base_domain, 'dvv.test')
+})
