@@ -28,6 +28,7 @@
  * LOCAL and SPLICE are players and outlive it. */
 #include "agent.h"
 #include "ctlconn.h"
+#include "http.h"
 #include "log.h"
 #include "splice.h"
 
@@ -167,6 +168,10 @@ struct agent {
 	struct agent_dclist players; /* LOCAL + SPLICE */
 	unsigned active;	    /* players in SPLICE */
 	uint64_t joins;
+
+	/* the last PLAN frame (limits, usage, state), for the user's output */
+	struct ctl_msg plan;
+	bool have_plan;
 
 	struct loop_io stop_io;
 	int exit_code;
@@ -800,11 +805,49 @@ static void old_down(struct agent *a, const char *reason)
 	}
 }
 
+/* Refusals no retry can fix, by GOODBYE or ERROR code (the same words both ways):
+ *   revoked  the token was revoked                    -> exit AGENT_EXIT_AUTH
+ *   blocked  the tunnel was deleted or is over the plan -> exit AGENT_EXIT_AUTH
+ *   idle     the plan closed a tunnel without players -> exit AGENT_EXIT_REFUSED
+ * --retry-auth does not apply: the relay would refuse the same token again. Returns the exit
+ * status, or 0 when code is none of these. text receives what to tell the user. */
+int agent_final_refusal(const char *code, const char *reason, bool from_creds, char *text,
+			size_t cap)
+{
+	const char *r = reason && reason[0] ? reason : NULL;
+	if (!strcmp(code, "revoked")) {
+		snprintf(text, cap,
+			 "the tunnel's token was revoked (%s). Get a new one: %s",
+			 r ? r : "revoked in the dashboard",
+			 from_creds ? "'dvv tunnels use ID' or 'dvv login --token TOKEN'"
+				    : "a new token from the dashboard");
+		return AGENT_EXIT_AUTH;
+	}
+	if (!strcmp(code, "blocked")) {
+		snprintf(text, cap,
+			 "the relay will not run this tunnel: %s. 'dvv tunnels' shows which tunnels "
+			 "the account can run",
+			 r ? r : "it was deleted, or the plan has fewer tunnels");
+		return AGENT_EXIT_AUTH;
+	}
+	if (!strcmp(code, "idle")) {
+		snprintf(text, cap, "tunnel closed: %s",
+			 r ? r : "no players for too long; run dvv again to reopen");
+		return AGENT_EXIT_REFUSED;
+	}
+	return 0;
+}
+
 static void ctl_error(struct agent *a, const struct ctl_msg *m)
 {
 	const char *code = m->u.error.code, *msg = m->u.error.message;
 	char text[400];
-	if (!strcmp(code, "auth")) {
+	int final = agent_final_refusal(code, msg, a->cfg->from_creds, text, sizeof(text));
+	if (final) {
+		report_error(code, text);
+		a->next = NEXT_STOP;
+		a->exit_code = final;
+	} else if (!strcmp(code, "auth")) {
 		snprintf(text, sizeof(text),
 			 "the relay refused the token (%s). Check --token-file / DVV_TOKEN or get "
 			 "a new token%s",
@@ -1015,6 +1058,25 @@ static int old_on_msg(struct agent *a, struct agent_sess *s, const struct ctl_ms
 	}
 }
 
+/* PLAN: remember it and tell the user; a line when more than the usage changed. */
+static void plan_update(struct agent *a, const struct ctl_msg *m)
+{
+	const typeof(m->u.plan) *n = &m->u.plan, *o = &a->plan.u.plan;
+	bool changed = !a->have_plan || strcmp(n->tier, o->tier) ||
+		       n->max_tunnels != o->max_tunnels || n->max_players != o->max_players ||
+		       n->idle_timeout_s != o->idle_timeout_s ||
+		       n->bandwidth_bytes != o->bandwidth_bytes || n->period_end != o->period_end ||
+		       strcmp(n->state, o->state) || strcmp(n->message, o->message);
+	a->plan = *m;
+	a->have_plan = true;
+	struct agent_event ev = {.type = AGENT_EV_PLAN,
+				 .plan = &a->plan,
+				 .plan_changed = changed,
+				 .active = a->active,
+				 .joins = a->joins};
+	agent_report(&ev);
+}
+
 /* Called from inside ctl_conn_io: only queue messages here; anything that ends the channel
  * sets s->down_reason and returns 1, and ctl_io_cb tears down after ctl_conn_io returned
  * (migrations too: a->mig_pending / a->mig_finish). */
@@ -1077,7 +1139,25 @@ static int ctl_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 		a->mig_pending = false;
 		snprintf(s->down_reason, sizeof(s->down_reason), "relay said goodbye (%s)",
 			 m->u.goodbye.reason[0] ? m->u.goodbye.reason : "no reason");
-		if (!strcmp(m->u.goodbye.code, "replaced") ||
+		char text[400];
+		int final = agent_final_refusal(m->u.goodbye.code, m->u.goodbye.reason,
+						a->cfg->from_creds, text, sizeof(text));
+		if (final) {
+			report_error(m->u.goodbye.code, text);
+			a->next = NEXT_STOP;
+			a->exit_code = final;
+		} else if (!strcmp(m->u.goodbye.code, "plan")) {
+			/* the plan changed under a running tunnel (a custom name no longer
+			 * allowed): come back at once, the relay gives the tunnel what the plan
+			 * allows now */
+			pr_info("relay closed the session for a plan change (%s); reconnecting",
+				m->u.goodbye.reason[0] ? m->u.goodbye.reason : "no reason");
+			a->next = ++a->moves <= 3 ? NEXT_NOW : NEXT_BACKOFF;
+		} else if (!strcmp(m->u.goodbye.code, "bandwidth")) {
+			snprintf(text, sizeof(text), "the plan's bandwidth for this period is used up: %s",
+				 m->u.goodbye.reason[0] ? m->u.goodbye.reason : "no reason given");
+			report_error("bandwidth", text);
+		} else if (!strcmp(m->u.goodbye.code, "replaced") ||
 		    (!m->u.goodbye.code[0] && strstr(m->u.goodbye.reason, "replaced"))) {
 			/* Another agent runs with this token: two agents would take the tunnel
 			 * from each other forever. Say so, and come back only slowly. */
@@ -1088,6 +1168,10 @@ static int ctl_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 			a->retry_after_ms = AGENT_BACKOFF_CAP_MS;
 		}
 		return 1;
+	case CTL_PLAN:
+		if (a->state == AG_UP)
+			plan_update(a, m);
+		return 0;
 	default:
 		return 0; /* HELLO from a relay, or a newer type: ignore */
 	}
@@ -1425,25 +1509,6 @@ static void close_all(struct agent *a)
 		dc_close(d);
 }
 
-/* The static binary carries the OPENSSLDIR of the machine it was built on: on a distribution
- * that keeps its CA bundle elsewhere the "system store" would be empty. Find the bundle. */
-static const char *system_ca_bundle(void)
-{
-	static const char *const paths[] = {
-		"/etc/ssl/certs/ca-certificates.crt",		     /* Debian, Ubuntu, Alpine, Arch */
-		"/etc/pki/tls/certs/ca-bundle.crt",		     /* Fedora, RHEL */
-		"/etc/ssl/ca-bundle.pem",			     /* openSUSE */
-		"/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", /* RHEL 7+ */
-		"/etc/ssl/cert.pem",				     /* Alpine, macOS-like */
-	};
-	if (getenv("SSL_CERT_FILE") || getenv("SSL_CERT_DIR"))
-		return NULL; /* the user chose: OpenSSL honours these */
-	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
-		if (access(paths[i], R_OK) == 0)
-			return paths[i];
-	return NULL;
-}
-
 int agent_new(const struct agent_config *cfg, struct agent **out, char *err, size_t errlen)
 {
 	int rc = 0;
@@ -1485,8 +1550,11 @@ int agent_new(const struct agent_config *cfg, struct agent **out, char *err, siz
 	}
 	const char *ca = cfg->ca_file;
 	if (!ca && !cfg->pin)
-		ca = system_ca_bundle();
-	a->tls = tls_client_ctx(ca, cfg->pin, err, errlen);
+		ca = http_system_ca_bundle();
+	if (cfg->ca_pem && !cfg->ca_file && !cfg->pin)
+		a->tls = http_tls_ctx(NULL, cfg->ca_pem, err, errlen); /* the stored relays' CA */
+	else
+		a->tls = tls_client_ctx(ca, cfg->pin, err, errlen);
 	if (!a->tls) {
 		rc = -EINVAL;
 		goto out;

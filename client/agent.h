@@ -98,6 +98,9 @@ struct agent_config {
 	char token[CTL_TOKEN_MAX + 1];	/* never printed or logged */
 	const char *ca_file;
 	const char *pin;
+	char *ca_pem;			/* the relays' CA stored by dvv login (malloc'd), used when
+					 * the stored relays are and neither --ca nor --pin is given */
+	bool from_creds;		/* token (and maybe relays) from the credentials file */
 	bool proxy_protocol;
 	bool json;
 	bool retry_auth;
@@ -110,11 +113,15 @@ struct agent_config {
 #define AGENT_OPTS_HELP 1    /* --help: print agent_opts_usage to stdout, exit 0 */
 #define AGENT_OPTS_VERSION 2 /* --version */
 
-/* Fill cfg from argv and the environment (DVV_RELAY, DVV_REGIONS, DVV_REGION, DVV_TOKEN). Returns 0, AGENT_OPTS_HELP,
+/* Fill cfg from argv and the environment (DVV_RELAY, DVV_REGIONS, DVV_REGION, DVV_TOKEN), and
+ * without a token from those, from the credentials file (creds.h): its token, and its relays
+ * and CA unless relays are named. Returns 0, AGENT_OPTS_HELP,
  * AGENT_OPTS_VERSION, or -EINVAL with a one-line reason in err (a usage error). A token given
  * with --token is wiped from argv so it does not show in ps / /proc/PID/cmdline. */
 int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err, size_t errlen);
 void agent_opts_usage(FILE *f);
+/* Free what a parse allocated (ca_pem) and wipe the token. */
+void agent_opts_free(struct agent_config *cfg);
 /* Read a token file: trailing whitespace stripped, must be one printable line. */
 int agent_token_read_file(const char *path, char *out, size_t cap, char *err, size_t errlen);
 
@@ -166,6 +173,7 @@ enum agent_event_type {
 	AGENT_EV_MEASURING, /* a region measurement starts (no JSON event) */
 	AGENT_EV_REGIONS,   /* a region measurement ended */
 	AGENT_EV_MIGRATING, /* make-before-break: a new session is being opened, the old serves */
+	AGENT_EV_PLAN,	    /* a PLAN frame: the tunnel's plan, usage and state */
 };
 
 struct agent_event {
@@ -191,9 +199,19 @@ struct agent_event {
 	unsigned nregions;
 	int picked, previous;
 	bool probe_only;
+	/* plan: the frame, and whether anything but the usage changed since the last one (the
+	 * human output prints a line then; usage alone only updates the status line) */
+	const struct ctl_msg *plan;
+	bool plan_changed;
 };
 
 void agent_report_init(bool json, const char *local);
+/* Bytes for humans, binary units with one decimal dropped when it is 0: "512 B", "1.2 GiB",
+ * "10 GiB". */
+void agent_fmt_bytes(uint64_t b, char *out, size_t cap);
+/* One line about a PLAN frame (m->type CTL_PLAN): "plan free: 1 tunnel, 20 players, idle close
+ * after 30 min, 1.2 GiB of 10 GiB used, resets 2027-01-01", and the capped state. */
+void agent_plan_describe(const struct ctl_msg *m, char *out, size_t cap);
 void agent_report(const struct agent_event *ev);
 void agent_report_finish(void); /* end the in-place status line before exiting */
 
@@ -253,6 +271,12 @@ int agent_status_poll_start(struct agent_status_poll *p, const struct net_addr *
 			    const char *host);
 bool agent_status_poll_busy(const struct agent_status_poll *p);
 void agent_status_poll_stop(struct agent_status_poll *p); /* no callback */
+
+/* GOODBYE / ERROR codes that end the run (revoked, blocked: AGENT_EXIT_AUTH; idle:
+ * AGENT_EXIT_REFUSED): the exit status with the user's message in text, or 0 for any other
+ * code. from_creds: the token came from dvv login (the hint names dvv tunnels use). */
+int agent_final_refusal(const char *code, const char *reason, bool from_creds, char *text,
+			size_t cap);
 
 struct agent;
 int agent_new(const struct agent_config *cfg, struct agent **out, char *err, size_t errlen);

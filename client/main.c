@@ -1,7 +1,8 @@
-/* dvv: the agent users run next to their Minecraft server. main() only parses options, sets up
- * signals and the output mode, and maps the outcome to an exit status; the session lives in
- * agent.c. */
+/* dvv: the agent users run next to their Minecraft server. main() only hands the account
+ * subcommands to cmd.c, parses options, sets up signals and the output mode, and maps the
+ * outcome to an exit status; the session lives in agent.c. */
 #include "agent.h"
+#include "cmd.h"
 #include "log.h"
 
 #include <errno.h>
@@ -56,6 +57,8 @@ int main(int argc, char **argv)
 	int sigfd = -1, code = AGENT_EXIT_FAIL;
 
 	log_init("dvv", LOG_INFO);
+	if (agent_cmd_is(argc, argv))
+		return agent_cmd_main(argc, argv);
 	int rc = agent_opts_parse(argc, argv, &cfg, err, sizeof(err));
 	if (rc == AGENT_OPTS_HELP) {
 		agent_opts_usage(stdout);
@@ -70,8 +73,11 @@ int main(int argc, char **argv)
 		return AGENT_EXIT_USAGE;
 	}
 	log_set_level((enum log_level)cfg.log_level);
-	if (cfg.probe_only)
-		return probe_regions(&cfg);
+	if (cfg.probe_only) {
+		code = probe_regions(&cfg);
+		agent_opts_free(&cfg);
+		return code;
+	}
 
 	signal(SIGPIPE, SIG_IGN);
 	sigset_t set;
@@ -98,6 +104,6 @@ out:
 	agent_free(a);
 	if (sigfd >= 0)
 		close(sigfd);
-	explicit_bzero(cfg.token, sizeof(cfg.token));
+	agent_opts_free(&cfg);
 	return code;
 }

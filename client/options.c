@@ -1,6 +1,7 @@
 /* Command line and environment -> struct agent_config. No side effects besides reading the
- * token file and wiping a --token value from argv. */
+ * token file or the credentials file (dvv login) and wiping a --token value from argv. */
 #include "agent.h"
+#include "creds.h"
 #include "log.h"
 
 #include <errno.h>
@@ -16,6 +17,7 @@ void agent_opts_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: dvv [options]\n"
+		"       dvv login | logout | tunnels ...   (each has --help)\n"
 		"Share a local Minecraft server through a DVV relay: players join at the hostname\n"
 		"the relay gives this tunnel, nobody forwards a port.\n"
 		"\n"
@@ -26,7 +28,8 @@ void agent_opts_usage(FILE *f)
 		"  --region NAME       use this region of the list, without measuring (env DVV_REGION)\n"
 		"  --probe-regions     measure the regions, print the table and exit (0: one is\n"
 		"                      reachable, 1: none); no token needed\n"
-		"  --token-file FILE   read the tunnel token from FILE (recommended)\n"
+		"  --token-file FILE   read the tunnel token from FILE (default: the token stored by\n"
+		"                      'dvv login', with its relays)\n"
 		"  --token TOKEN       the tunnel token (env DVV_TOKEN; visible to other local users\n"
 		"                      while dvv starts: prefer --token-file or DVV_TOKEN)\n"
 		"  --local HOST:PORT   the Minecraft server to forward to (default %s)\n"
@@ -42,8 +45,9 @@ void agent_opts_usage(FILE *f)
 		"  --help              print this help and exit\n"
 		"\n"
 		"exit status: 0 stopped by SIGINT/SIGTERM, 1 failure, 2 usage error,\n"
-		"             3 token rejected by the relay, 4 tunnel refused for good (the relay\n"
-		"             needs a newer dvv, or the token's custom name is taken)\n",
+		"             3 token rejected, revoked, or the tunnel deleted or not in the plan,\n"
+		"             4 tunnel refused or closed for good (the relay needs a newer dvv, the\n"
+		"             token's custom name is taken, or the plan closed the idle tunnel)\n",
 		AGENT_DEFAULT_LOCAL);
 }
 
@@ -202,6 +206,63 @@ static int relay_opts(struct agent_config *cfg, const char *relay, const char *r
 	return 0;
 }
 
+/* No token given: the one `dvv login` stored, with the stored relays (and their CA) unless
+ * the command line or the environment names relays. */
+static int creds_fallback(struct agent_config *cfg, bool list_chosen, const char *region,
+			  char *err, size_t errlen)
+{
+	char path[4200], e2[700];
+	struct agent_creds c;
+	int rc = creds_path(path, sizeof(path), NULL, 0, e2, sizeof(e2));
+	if (!rc)
+		rc = creds_load(path, &c, e2, sizeof(e2));
+	if (rc == -ENOENT) {
+		snprintf(err, errlen, "no token: run 'dvv login --token TOKEN' once, or use "
+				      "--token-file FILE, --token TOKEN or DVV_TOKEN");
+		return -EINVAL;
+	}
+	if (rc) {
+		snprintf(err, errlen, "%s", e2);
+		return -EINVAL;
+	}
+	if (!c.token[0]) {
+		snprintf(err, errlen,
+			 "no token stored in %s: run 'dvv tunnels use ID' or 'dvv login --token "
+			 "TOKEN'",
+			 path);
+		rc = -EINVAL;
+		goto out;
+	}
+	snprintf(cfg->token, sizeof(cfg->token), "%s", c.token);
+	cfg->from_creds = true;
+	if (list_chosen || !c.nrelays)
+		goto out;
+	char spec[AGENT_MAX_REGIONS * 300] = "";
+	size_t off = 0;
+	for (unsigned i = 0; i < c.nrelays; i++)
+		off += (size_t)snprintf(spec + off, sizeof(spec) - off, "%s%s=%s", i ? "," : "",
+					c.relays[i].name, c.relays[i].endpoint);
+	if ((rc = relay_opts(cfg, NULL, spec, region, err, errlen)))
+		goto out;
+	if (c.ca_pem && !cfg->ca_file && !cfg->pin) {
+		cfg->ca_pem = strdup(c.ca_pem);
+		if (!cfg->ca_pem) {
+			snprintf(err, errlen, "out of memory");
+			rc = -ENOMEM;
+		}
+	}
+out:
+	creds_clear(&c);
+	return rc;
+}
+
+void agent_opts_free(struct agent_config *cfg)
+{
+	free(cfg->ca_pem);
+	cfg->ca_pem = NULL;
+	explicit_bzero(cfg->token, sizeof(cfg->token));
+}
+
 enum {
 	OPT_RELAY = 256,
 	OPT_TOKEN,
@@ -247,7 +308,7 @@ int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err,
 	bool want_help = false, want_version = false;
 	int rc = 0;
 
-	memset(cfg, 0, sizeof(*cfg));
+	memset(cfg, 0, sizeof(*cfg)); /* the caller frees a previous parse (agent_opts_free) */
 	cfg->log_level = LOG_INFO;
 	optind = 0; /* GNU: full re-initialisation, so tests can parse several times */
 	opterr = 0;
@@ -362,10 +423,11 @@ int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err,
 	} else if (!token_arg) {
 		const char *env = getenv("DVV_TOKEN");
 		if (!env || !*env) {
-			snprintf(err, errlen,
-				 "no token: use --token-file FILE, --token TOKEN or set DVV_TOKEN");
-			rc = -EINVAL;
-			goto out;
+			bool list_chosen = relay || regions || env_nonempty("DVV_RELAY") ||
+					   env_nonempty("DVV_REGIONS");
+			if ((rc = creds_fallback(cfg, list_chosen, region, err, errlen)))
+				goto out;
+			goto checks;
 		}
 		if (strlen(env) >= sizeof(cfg->token)) {
 			snprintf(err, errlen, "DVV_TOKEN is longer than %d bytes", CTL_TOKEN_MAX);
@@ -374,6 +436,7 @@ int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err,
 		}
 		snprintf(cfg->token, sizeof(cfg->token), "%s", env);
 	}
+checks:
 	if ((rc = token_check(cfg->token, strlen(cfg->token), err, errlen)))
 		goto out;
 
@@ -397,6 +460,6 @@ twice:
 	rc = -EINVAL;
 out:
 	if (rc < 0)
-		explicit_bzero(cfg->token, sizeof(cfg->token));
+		agent_opts_free(cfg);
 	return rc;
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 static struct {
@@ -21,7 +22,8 @@ static struct {
 	bool tty;
 	bool status_shown; /* the cursor sits at the end of the in-place status line */
 	const char *local;
-	char status[320];
+	char status[512]; /* hostname (255) + counters + plan_tail (127) */
+	char plan_tail[128]; /* appended to the status line: usage, or the capped state */
 } rep;
 
 void agent_report_init(bool json, const char *local)
@@ -31,6 +33,88 @@ void agent_report_init(bool json, const char *local)
 	rep.local = local;
 	rep.status_shown = false;
 	rep.status[0] = 0;
+	rep.plan_tail[0] = 0;
+}
+
+void agent_fmt_bytes(uint64_t b, char *out, size_t cap)
+{
+	static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+	if (b < 1024) {
+		snprintf(out, cap, "%llu B", (unsigned long long)b);
+		return;
+	}
+	unsigned u = 0;
+	double v = (double)b;
+	while (v >= 1024 && u + 1 < sizeof(unit) / sizeof(unit[0])) {
+		v /= 1024;
+		u++;
+	}
+	/* one decimal, rounded down so "10.0" never shows for 9.96, and dropped when it is 0 */
+	unsigned long long tenths = (unsigned long long)(v * 10);
+	if (tenths % 10)
+		snprintf(out, cap, "%llu.%llu %s", tenths / 10, tenths % 10, unit[u]);
+	else
+		snprintf(out, cap, "%llu %s", tenths / 10, unit[u]);
+}
+
+/* Printable text from the relay: control bytes (escape sequences) become '?'. */
+static void printable(const char *in, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (; *in && o + 1 < cap; in++)
+		out[o++] = ((unsigned char)*in < 0x20 || *in == 0x7f) ? '?' : *in;
+	out[o] = 0;
+}
+
+static void fmt_date(int64_t t, char *out, size_t cap)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	if (!gmtime_r(&tt, &tm) || !strftime(out, cap, "%Y-%m-%d", &tm))
+		snprintf(out, cap, "?");
+}
+
+void agent_plan_describe(const struct ctl_msg *m, char *out, size_t cap)
+{
+	const typeof(m->u.plan) *p = &m->u.plan;
+	char tier[32], used[32], limit[32], idle[48] = "", resets[48] = "";
+	printable(p->tier[0] ? p->tier : "?", tier, sizeof(tier));
+	agent_fmt_bytes(p->used_bytes, used, sizeof(used));
+	agent_fmt_bytes(p->bandwidth_bytes, limit, sizeof(limit));
+	if (p->idle_timeout_s) {
+		uint32_t t = p->idle_timeout_s;
+		if (t % 3600 == 0)
+			snprintf(idle, sizeof(idle), ", idle close after %u h", t / 3600);
+		else if (t % 60 == 0)
+			snprintf(idle, sizeof(idle), ", idle close after %u min", t / 60);
+		else
+			snprintf(idle, sizeof(idle), ", idle close after %u s", t);
+	}
+	if (p->period_end > 0) {
+		char d[24];
+		fmt_date(p->period_end, d, sizeof(d));
+		snprintf(resets, sizeof(resets), ", resets %s", d);
+	}
+	char tunnels[32], players[32];
+	if (p->max_tunnels)
+		snprintf(tunnels, sizeof(tunnels), "%u tunnel%s", p->max_tunnels,
+			 p->max_tunnels == 1 ? "" : "s");
+	else
+		snprintf(tunnels, sizeof(tunnels), "unlimited tunnels");
+	if (p->max_players)
+		snprintf(players, sizeof(players), "%u player%s", p->max_players,
+			 p->max_players == 1 ? "" : "s");
+	else
+		snprintf(players, sizeof(players), "no player limit");
+	char bw[96];
+	if (p->bandwidth_bytes)
+		snprintf(bw, sizeof(bw), "%s of %s used", used, limit);
+	else
+		snprintf(bw, sizeof(bw), "%s used, no bandwidth limit", used);
+	snprintf(out, cap, "plan %s: %s, %s%s, %s%s%s", tier, tunnels, players, idle, bw, resets,
+		 !strcmp(p->state, "capped")
+			 ? "; BANDWIDTH LIMIT REACHED: players cannot join until it resets"
+			 : "");
 }
 
 static void json_emit(json_t *o)
@@ -123,6 +207,17 @@ static void report_json(const struct agent_event *ev)
 	case AGENT_EV_REGIONS:
 		o = regions_json(ev);
 		break;
+	case AGENT_EV_PLAN: {
+		const typeof(ev->plan->u.plan) *p = &ev->plan->u.plan;
+		o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s}", "event", "plan",
+			      "tier", p->tier, "max_tunnels", (json_int_t)p->max_tunnels,
+			      "max_players", (json_int_t)p->max_players, "idle_timeout_s",
+			      (json_int_t)p->idle_timeout_s, "bandwidth_bytes",
+			      (json_int_t)p->bandwidth_bytes, "used_bytes", (json_int_t)p->used_bytes,
+			      "period_end", (json_int_t)p->period_end, "state", p->state, "message",
+			      p->message);
+		break;
+	}
 	}
 	json_emit(o);
 }
@@ -230,8 +325,8 @@ static void report_human(const struct agent_event *ev)
 		if (!rep.tty)
 			pr_info("tunnel up: %s via relay %s (tunnel %s, region %s)", hostname,
 				nz(ev->relay), nz(ev->tunnel), nz(ev->region));
-		snprintf(rep.status, sizeof(rep.status), "%s  players online: %u  joins: %llu", hostname,
-			 ev->active, (unsigned long long)ev->joins);
+		snprintf(rep.status, sizeof(rep.status), "%.255s  players online: %u  joins: %llu%.127s",
+			 hostname, ev->active, (unsigned long long)ev->joins, rep.plan_tail);
 		break;
 	case AGENT_EV_TUNNEL_DOWN:
 		say("Tunnel down: %s", nz(ev->reason));
@@ -262,8 +357,8 @@ static void report_human(const struct agent_event *ev)
 		if (rep.tty) {
 			if (hostname[0])
 				snprintf(rep.status, sizeof(rep.status),
-					 "%s  players online: %u  joins: %llu", hostname, ev->active,
-					 (unsigned long long)ev->joins);
+					 "%.255s  players online: %u  joins: %llu%.127s", hostname,
+					 ev->active, (unsigned long long)ev->joins, rep.plan_tail);
 		} else if (ev->type == AGENT_EV_PLAYER_OPEN) {
 			pr_info("player %s joined (%u online, %llu joins)", nz(ev->player),
 				ev->active, (unsigned long long)ev->joins);
@@ -285,6 +380,35 @@ static void report_human(const struct agent_event *ev)
 		regions_human(ev);
 		rep.status[0] = 0;
 		break;
+	case AGENT_EV_PLAN: {
+		const typeof(ev->plan->u.plan) *p = &ev->plan->u.plan;
+		char line[400], msg[300], used[32], limit[32];
+		agent_plan_describe(ev->plan, line, sizeof(line));
+		printable(p->message, msg, sizeof(msg));
+		if (ev->plan_changed) {
+			say("%s", line);
+			if (msg[0])
+				say("%s", msg);
+		} else {
+			pr_debug("%s", line);
+		}
+		agent_fmt_bytes(p->used_bytes, used, sizeof(used));
+		agent_fmt_bytes(p->bandwidth_bytes, limit, sizeof(limit));
+		if (!strcmp(p->state, "capped"))
+			snprintf(rep.plan_tail, sizeof(rep.plan_tail),
+				 "  BANDWIDTH LIMIT REACHED (%s of %s)", used, limit);
+		else if (p->bandwidth_bytes)
+			snprintf(rep.plan_tail, sizeof(rep.plan_tail), "  %s of %s used", used,
+				 limit);
+		else
+			snprintf(rep.plan_tail, sizeof(rep.plan_tail), "  %s used", used);
+		/* the status line (tty) carries the usage; rebuild it with the new tail */
+		if (rep.tty && hostname[0] && ev->type == AGENT_EV_PLAN)
+			snprintf(rep.status, sizeof(rep.status),
+				 "%.255s  players online: %u  joins: %llu%.127s", hostname, ev->active,
+				 (unsigned long long)ev->joins, rep.plan_tail);
+		break;
+	}
 	case AGENT_EV_ERROR:
 		status_clear();
 		if (!strcmp(nz(ev->code), "local_unreachable"))

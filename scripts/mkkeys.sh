@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Development keys and certificates, made with the openssl CLI:
 #   DIR/jwt.key  DIR/jwt.pub     ES256 (EC P-256) pair: dvv-token signs, the relay verifies
+#   DIR/jwt-keys/jwt.pub         the same public key in a key directory (kid "jwt"): a relay
+#                                given --jwt-pubkey DIR/jwt-keys accepts tokens minted with
+#                                --kid jwt and any <kid>.pub added there later (rotation)
 #   DIR/ca.key   DIR/ca.pem      development CA (10 years)
 #   DIR/relay.key DIR/relay.pem  relay certificate signed by that CA, SAN DNS:localhost,
 #                                IP:127.0.0.1, IP:::1 plus $DVV_CERT_SANS ("DNS:foo,IP:10.0.0.1")
@@ -73,6 +76,15 @@ new_ec_key jwt.key
 if [[ ! -e $dir/jwt.pub ]]; then
 	run openssl pkey -in "$dir/jwt.key" -pubout -out "$tmp/jwt.pub"
 	publish jwt.pub 644
+fi
+
+# Key directory (--jwt-pubkey DIR/jwt-keys): kid = file name without .pub.
+if [[ ! -e $dir/jwt-keys/jwt.pub ]]; then
+	mkdir -p -- "$dir/jwt-keys"
+	cp -- "$dir/jwt.pub" "$tmp/jwt-keys.pub"
+	chmod 644 "$tmp/jwt-keys.pub"
+	mv -n -- "$tmp/jwt-keys.pub" "$dir/jwt-keys/jwt.pub"
+	say "created $dir/jwt-keys/jwt.pub"
 fi
 
 # Development CA.

@@ -1,6 +1,7 @@
 /* dvv-token: mint an agent token (ES256 JWT) for development and tests.
  *
- *   dvv-token --key jwt.key --sub USER --tid TUNNEL [--plan free|paid] [--name LABEL]
+ *   dvv-token --key jwt.key --sub USER --tid TUNNEL [--plan TIER] [--name LABEL] [--kid KID]
+ *             [--jti ID]
  *             [--ttl SECONDS] [--iss dvv] [--aud dvv-relay] [--nbf-offset S] [--exp-offset S]
  *             [--alg-hs256-with-key FILE]
  *
@@ -36,7 +37,7 @@
 struct token_opts {
 	const char *key_path;
 	const char *hs256_path; /* test-only algorithm-confusion token */
-	const char *sub, *tid, *plan, *name, *iss, *aud;
+	const char *sub, *tid, *plan, *name, *iss, *aud, *kid, *jti;
 	long long ttl, nbf_offset, exp_offset;
 	int has_nbf, has_exp;
 };
@@ -44,7 +45,10 @@ struct token_opts {
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: dvv-token --key jwt.key --sub USER --tid TUNNEL [options]\n"
-		   "  --plan free|paid          plan claim (omitted: the relay assumes free)\n"
+		   "  --plan TIER               plan claim, [a-z0-9_-]{1,16} (omitted: the relay "
+		   "assumes free)\n"
+		   "  --kid KID                 key id in the header (the relay's <kid>.pub)\n"
+		   "  --jti ID                  token id (default: random), what a revocation names\n"
 		   "  --name LABEL              requested custom label (DNS label, 3-40 of "
 		   "[a-z0-9-])\n"
 		   "  --ttl SECONDS             lifetime, default 86400\n"
@@ -156,7 +160,8 @@ static int parse_seconds(const char *opt, const char *s, long long min, long lon
 /* 0 = mint, 1 = --help was answered, -EINVAL = usage error (already reported). */
 static int parse_args(int argc, char **argv, struct token_opts *o)
 {
-	enum { O_KEY = 256, O_SUB, O_TID, O_PLAN, O_NAME, O_TTL, O_ISS, O_AUD, O_NBF, O_EXP, O_HS };
+	enum { O_KEY = 256, O_SUB, O_TID, O_PLAN, O_NAME, O_TTL, O_ISS, O_AUD, O_NBF, O_EXP, O_HS,
+	       O_KID, O_JTI };
 	static const struct option longopts[] = {
 		{ "key", required_argument, NULL, O_KEY },
 		{ "sub", required_argument, NULL, O_SUB },
@@ -169,6 +174,8 @@ static int parse_args(int argc, char **argv, struct token_opts *o)
 		{ "nbf-offset", required_argument, NULL, O_NBF },
 		{ "exp-offset", required_argument, NULL, O_EXP },
 		{ "alg-hs256-with-key", required_argument, NULL, O_HS },
+		{ "kid", required_argument, NULL, O_KID },
+		{ "jti", required_argument, NULL, O_JTI },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -184,6 +191,8 @@ static int parse_args(int argc, char **argv, struct token_opts *o)
 		case O_ISS: o->iss = optarg; break;
 		case O_AUD: o->aud = optarg; break;
 		case O_HS: o->hs256_path = optarg; break;
+		case O_KID: o->kid = optarg; break;
+		case O_JTI: o->jti = optarg; break;
 		case O_TTL:
 			if (parse_seconds("--ttl", optarg, 1, TEN_YEARS_S, &o->ttl) < 0)
 				return -EINVAL;
@@ -222,8 +231,16 @@ static int parse_args(int argc, char **argv, struct token_opts *o)
 			AUTH_ID_MAX);
 		return -EINVAL;
 	}
-	if (o->plan && strcmp(o->plan, "free") != 0 && strcmp(o->plan, "paid") != 0) {
-		fprintf(stderr, "dvv-token: --plan must be free or paid\n");
+	if (o->plan && !auth_valid_tier(o->plan, strlen(o->plan))) {
+		fprintf(stderr, "dvv-token: --plan must be a tier name: 1-16 of [a-z0-9_-]\n");
+		return -EINVAL;
+	}
+	if (o->kid && !auth_valid_kid(o->kid, strlen(o->kid))) {
+		fprintf(stderr, "dvv-token: --kid must be 1-%d of [A-Za-z0-9._-]\n", AUTH_KID_MAX);
+		return -EINVAL;
+	}
+	if (o->jti && !auth_valid_id(o->jti, strlen(o->jti))) {
+		fprintf(stderr, "dvv-token: --jti must be 1-%d of [A-Za-z0-9_-]\n", AUTH_ID_MAX);
 		return -EINVAL;
 	}
 	if (o->name && !auth_valid_label(o->name, strlen(o->name))) {
@@ -284,7 +301,9 @@ static int mint(const struct token_opts *o, char **token)
 	ret = ret ? ret : jwt_add_grant(jwt, "aud", o->aud);
 	ret = ret ? ret : jwt_add_grant(jwt, "sub", o->sub);
 	ret = ret ? ret : jwt_add_grant(jwt, "tid", o->tid);
-	ret = ret ? ret : jwt_add_grant(jwt, "jti", jti);
+	ret = ret ? ret : jwt_add_grant(jwt, "jti", o->jti ? o->jti : jti);
+	if (!ret && o->kid)
+		ret = jwt_add_header(jwt, "kid", o->kid);
 	ret = ret ? ret : jwt_add_grant_int(jwt, "iat", (long)now);
 	ret = ret ? ret
 		  : jwt_add_grant_int(jwt, "exp",

@@ -140,7 +140,13 @@ static void render_metrics(struct relay *r, struct sbuf *b)
 	static const char *const accept_names[] = {ACCEPT_ERRORS(NAME)};
 	static const char *const agent_names[] = {AGENT_REFUSALS(NAME)};
 	static const char *const fwd_names[] = {FWD_REFUSED(NAME)};
+	static const char *const close_names[] = {PLAN_CLOSES(NAME)};
+	static const char *const join_names[] = {JOIN_REFUSALS(NAME)};
 #undef NAME
+	by_reason(b, "plan_closed_total", "Tunnels closed by plan enforcement, by reason",
+		  close_names, g_metrics.plan_closed, PLAN_CLOSE_MAX);
+	by_reason(b, "joins_refused_total", "Player logins refused by the tunnel's plan, by reason",
+		  join_names, g_metrics.join_refused, JOIN_REF_MAX);
 	by_reason(b, "accept_errors_total",
 		  "accept() failures that paused a listener for a moment, by reason", accept_names,
 		  g_metrics.accept_errors, ACCEPT_ERR_MAX);

@@ -3,7 +3,7 @@
  * Order of checks, cheapest and least trusting first:
  *   1. shape: <= AUTH_TOKEN_MAX bytes, only base64url characters and exactly two dots;
  *   2. header, decoded here (strict base64url, jansson rejecting duplicate keys): "alg" must be
- *      exactly "ES256", "typ" absent or "JWT", no "crit";
+ *      exactly "ES256", "typ" absent or "JWT", no "crit"; "kid" picks the key (unknown: refused);
  *   3. signature segment: exactly 64 bytes (R||S), canonically encoded;
  *   4. payload decoded here the same strict way, must be a JSON object;
  *   5. libjwt verifies the signature with the pinned key; its idea of the algorithm is checked;
@@ -22,8 +22,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <dirent.h>
 
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <jwt.h>
 #include <openssl/bio.h>
 #include <openssl/core_names.h>
@@ -78,6 +80,37 @@ int auth_valid_label(const char *s, size_t len)
 		unsigned char c = (unsigned char)s[i];
 
 		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+int auth_valid_tier(const char *s, size_t len)
+{
+	size_t i;
+
+	if (!s || len == 0 || len > 16)
+		return 0;
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+int auth_valid_kid(const char *s, size_t len)
+{
+	size_t i;
+
+	if (!s || len == 0 || len > AUTH_KID_MAX)
+		return 0;
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '-' || c == '.'))
 			return 0;
 	}
 	return 1;
@@ -177,9 +210,12 @@ static int json_str_equals(const json_t *v, const char *want)
 	       memcmp(json_string_value(v), want, len) == 0;
 }
 
-/* ---- key ---------------------------------------------------------------------------------- */
+/* ---- keys ------------------------------------------------------------------------------- */
 
-int auth_set_pubkey(struct auth_cfg *cfg, const void *pem, size_t len, char *err, size_t errlen)
+/* Check that pem is an EC P-256 public key and re-encode it: libjwt gets exactly the key checked
+ * here, nothing else that might have been in the file. */
+static int canon_key(const void *pem, size_t len, unsigned char **out, size_t *outlen, char *err,
+		     size_t errlen)
 {
 	char group[64] = "";
 	EVP_PKEY *pkey = NULL;
@@ -188,9 +224,8 @@ int auth_set_pubkey(struct auth_cfg *cfg, const void *pem, size_t len, char *err
 	unsigned char *copy;
 	int ret;
 
-	if (!cfg || !pem || len == 0 || len > INT_MAX)
+	if (!pem || len == 0 || len > INT_MAX)
 		return auth_fail(err, errlen, -EINVAL, "no public key given");
-
 	in = BIO_new_mem_buf(pem, (int)len);
 	if (!in) {
 		ret = auth_fail(err, errlen, -ENOMEM, "out of memory reading public key");
@@ -210,8 +245,6 @@ int auth_set_pubkey(struct auth_cfg *cfg, const void *pem, size_t len, char *err
 				"public key is not EC P-256 (ES256 needs P-256)");
 		goto out;
 	}
-	/* libjwt gets our own re-encoding: exactly the key checked above, nothing else that
-	 * might have been in the file. */
 	mem = BIO_new(BIO_s_mem());
 	if (!mem || !PEM_write_bio_PUBKEY(mem, pkey)) {
 		ret = auth_fail(err, errlen, -ENOMEM, "out of memory encoding public key");
@@ -225,9 +258,8 @@ int auth_set_pubkey(struct auth_cfg *cfg, const void *pem, size_t len, char *err
 	}
 	memcpy(copy, bm->data, bm->length);
 	copy[bm->length] = '\0';
-	free(cfg->pubkey);
-	cfg->pubkey = copy;
-	cfg->pubkey_len = bm->length;
+	*out = copy;
+	*outlen = bm->length;
 	ret = 0;
 out:
 	BIO_free(mem);
@@ -236,32 +268,62 @@ out:
 	return ret;
 }
 
-int auth_load_pubkey(struct auth_cfg *cfg, const char *path, char *err, size_t errlen)
+static void keys_free(struct auth_key *keys, int n)
 {
-	char buf[AUTH_PUBKEY_FILE_MAX + 1];
+	for (int i = 0; i < n; i++) {
+		free(keys[i].pem);
+		keys[i].pem = NULL;
+		keys[i].pem_len = 0;
+	}
+}
+
+/* Replace cfg's keys with the n keys in `keys` (ownership moves to cfg). */
+static void keys_install(struct auth_cfg *cfg, struct auth_key *keys, int n)
+{
+	keys_free(cfg->keys, cfg->nkeys);
+	memset(cfg->keys, 0, sizeof(cfg->keys));
+	memcpy(cfg->keys, keys, (size_t)n * sizeof(*keys));
+	cfg->nkeys = n;
+}
+
+int auth_set_pubkey(struct auth_cfg *cfg, const void *pem, size_t len, char *err, size_t errlen)
+{
+	struct auth_key k = {.no_kid = true};
+	int ret;
+
+	if (!cfg)
+		return auth_fail(err, errlen, -EINVAL, "no public key given");
+	ret = canon_key(pem, len, &k.pem, &k.pem_len, err, errlen);
+	if (ret == 0)
+		keys_install(cfg, &k, 1);
+	return ret;
+}
+
+/* Read a whole key file (at most AUTH_PUBKEY_FILE_MAX) into buf; returns its length or -errno. */
+static long read_key_file(int dirfd, const char *path, char *buf, size_t cap, char *err,
+			  size_t errlen)
+{
 	size_t len = 0;
 	struct stat st;
-	int fd, ret;
+	long ret;
+	int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 
-	if (!cfg || !path)
-		return auth_fail(err, errlen, -EINVAL, "no public key path given");
-	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		ret = -errno;
-		return auth_fail(err, errlen, ret, "cannot open %s: %s", path, strerror(-ret));
+		return auth_fail(err, errlen, (int)ret, "cannot open %s: %s", path, strerror(errno));
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		ret = auth_fail(err, errlen, -EINVAL, "%s is not a regular file", path);
 		goto out;
 	}
-	while (len < sizeof(buf)) {
-		ssize_t n = read(fd, buf + len, sizeof(buf) - len);
+	while (len < cap) {
+		ssize_t n = read(fd, buf + len, cap - len);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
 			ret = -errno;
-			auth_fail(err, errlen, ret, "cannot read %s: %s", path, strerror(-ret));
+			auth_fail(err, errlen, (int)ret, "cannot read %s: %s", path, strerror(errno));
 			goto out;
 		}
 		if (n == 0)
@@ -273,25 +335,190 @@ int auth_load_pubkey(struct auth_cfg *cfg, const char *path, char *err, size_t e
 				AUTH_PUBKEY_FILE_MAX);
 		goto out;
 	}
-	ret = auth_set_pubkey(cfg, buf, len, err, errlen);
-	if (ret < 0 && err && errlen) {
-		char why[160];
-
-		snprintf(why, sizeof(why), "%s", err);
-		snprintf(err, errlen, "%s: %s", path, why);
-	}
+	ret = (long)len;
 out:
 	close(fd);
 	return ret;
+}
+
+/* One key file into k (kid already set): read, check, canonicalise. */
+static int load_one(int dirfd, const char *shown, const char *name, struct auth_key *k, char *err,
+		    size_t errlen)
+{
+	char buf[AUTH_PUBKEY_FILE_MAX + 1];
+	char why[200];
+	long n = read_key_file(dirfd, name, buf, sizeof(buf), why, sizeof(why));
+	int ret;
+
+	if (n < 0)
+		return auth_fail(err, errlen, (int)n, "%s: %s", shown, why);
+	ret = canon_key(buf, (size_t)n, &k->pem, &k->pem_len, why, sizeof(why));
+	OPENSSL_cleanse(buf, sizeof(buf));
+	if (ret < 0)
+		return auth_fail(err, errlen, ret, "%s: %s", shown, why);
+	return 0;
+}
+
+/* name without `suffix` into kid; 0 if it had the suffix and the rest is a valid kid. */
+static int kid_of(const char *name, const char *suffix, char *kid)
+{
+	size_t n = strlen(name), sl = strlen(suffix);
+
+	if (n <= sl || strcmp(name + n - sl, suffix) != 0)
+		return -1;
+	if (!auth_valid_kid(name, n - sl))
+		return -2;
+	memcpy(kid, name, n - sl);
+	kid[n - sl] = '\0';
+	return 0;
+}
+
+static int load_dir(const char *path, struct auth_key *keys, int *nkeys, char *err, size_t errlen)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+	int n = 0, ret = 0;
+
+	if (!d)
+		return auth_fail(err, errlen, -errno, "cannot open directory %s: %s", path,
+				 strerror(errno));
+	while ((de = readdir(d))) {
+		char kid[AUTH_KID_MAX + 1], shown[600];
+		int k;
+
+		if (de->d_name[0] == '.')
+			continue; /* hidden files, editors' and rotation scripts' temporaries */
+		k = kid_of(de->d_name, ".pub", kid);
+		if (k == -1)
+			continue;
+		snprintf(shown, sizeof(shown), "%s/%s", path, de->d_name);
+		if (k == -2) {
+			ret = auth_fail(err, errlen, -EINVAL,
+					"%s: a kid (the name without .pub) may only hold "
+					"[A-Za-z0-9._-], at most %d characters",
+					shown, AUTH_KID_MAX);
+			goto out;
+		}
+		if (n == AUTH_KEYS_MAX) {
+			ret = auth_fail(err, errlen, -E2BIG, "%s: more than %d keys", path,
+					AUTH_KEYS_MAX);
+			goto out;
+		}
+		snprintf(keys[n].kid, sizeof(keys[n].kid), "%s", kid);
+		ret = load_one(dirfd(d), shown, de->d_name, &keys[n], err, errlen);
+		if (ret < 0)
+			goto out;
+		n++;
+	}
+	if (n == 0)
+		ret = auth_fail(err, errlen, -ENOKEY, "%s holds no *.pub key", path);
+out:
+	closedir(d);
+	if (ret < 0)
+		keys_free(keys, n);
+	else
+		*nkeys = n;
+	return ret;
+}
+
+static int64_t mtime_ns(const struct stat *st)
+{
+	return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+int auth_load_keys(struct auth_cfg *cfg, const char *path, char *err, size_t errlen)
+{
+	struct auth_key keys[AUTH_KEYS_MAX];
+	struct stat st;
+	int n = 0, ret;
+
+	if (!cfg || !path)
+		return auth_fail(err, errlen, -EINVAL, "no public key path given");
+	if (strlen(path) >= sizeof(cfg->src))
+		return auth_fail(err, errlen, -ENAMETOOLONG, "key path too long");
+	memset(keys, 0, sizeof(keys));
+	if (stat(path, &st) < 0)
+		return auth_fail(err, errlen, -errno, "cannot open %s: %s", path, strerror(errno));
+	if (S_ISDIR(st.st_mode)) {
+		ret = load_dir(path, keys, &n, err, errlen);
+	} else {
+		const char *base = strrchr(path, '/');
+
+		base = base ? base + 1 : path;
+		/* the kid of a lone file is its name; a name that cannot be a kid leaves the key
+		 * for tokens without one */
+		if (kid_of(base, ".pub", keys[0].kid) && kid_of(base, ".pem", keys[0].kid))
+			keys[0].kid[0] = '\0';
+		keys[0].no_kid = true;
+		ret = load_one(AT_FDCWD, path, path, &keys[0], err, errlen);
+		n = 1;
+	}
+	if (ret < 0)
+		return ret;
+	keys_install(cfg, keys, n);
+	memcpy(cfg->src, path, strlen(path) + 1);
+	cfg->src_mtime_ns = mtime_ns(&st);
+	return 0;
+}
+
+int auth_load_pubkey(struct auth_cfg *cfg, const char *path, char *err, size_t errlen)
+{
+	return auth_load_keys(cfg, path, err, errlen);
+}
+
+int auth_reload_if_changed(struct auth_cfg *cfg, char *err, size_t errlen)
+{
+	struct stat st;
+	char path[sizeof(cfg->src)];
+	int ret;
+
+	if (!cfg || !cfg->src[0])
+		return 0;
+	if (stat(cfg->src, &st) < 0)
+		return auth_fail(err, errlen, -errno, "cannot stat %s: %s", cfg->src,
+				 strerror(errno));
+	if (mtime_ns(&st) == cfg->src_mtime_ns)
+		return 0;
+	memcpy(path, cfg->src, sizeof(path));
+	ret = auth_load_keys(cfg, path, err, errlen);
+	if (ret < 0) {
+		cfg->src_mtime_ns = mtime_ns(&st); /* the same broken state is not retried */
+		return ret;
+	}
+	return 1;
 }
 
 void auth_cfg_free(struct auth_cfg *cfg)
 {
 	if (!cfg)
 		return;
-	free(cfg->pubkey);
-	cfg->pubkey = NULL;
-	cfg->pubkey_len = 0;
+	keys_free(cfg->keys, cfg->nkeys);
+	cfg->nkeys = 0;
+}
+
+/* The key that verifies a token with this header: by kid, or the no-kid key. */
+static const struct auth_key *pick_key(const struct auth_cfg *cfg, json_t *hdr, char *err,
+				       size_t errlen, int *ret)
+{
+	json_t *kid = json_object_get(hdr, "kid");
+
+	*ret = -EACCES;
+	if (!kid) {
+		for (int i = 0; i < cfg->nkeys; i++)
+			if (cfg->keys[i].no_kid)
+				return &cfg->keys[i];
+		auth_fail(err, errlen, -EACCES, "token has no kid (this relay has several keys)");
+		return NULL;
+	}
+	if (!json_is_string(kid) || !auth_valid_kid(json_string_value(kid), json_string_length(kid))) {
+		auth_fail(err, errlen, -EACCES, "kid is not 1-%d of [A-Za-z0-9._-]", AUTH_KID_MAX);
+		return NULL;
+	}
+	for (int i = 0; i < cfg->nkeys; i++)
+		if (json_str_equals(kid, cfg->keys[i].kid))
+			return &cfg->keys[i];
+	auth_fail(err, errlen, -EACCES, "unknown kid");
+	return NULL;
 }
 
 /* ---- verification --------------------------------------------------------------------------- */
@@ -449,9 +676,14 @@ static int check_claims(const struct auth_cfg *cfg, json_t *claims, int64_t now,
 		return r;
 
 	r = claim_string(claims, "plan", &s, &len);
-	if (r < 0 || (r == 0 && !(len == 4 && (!memcmp(s, "free", 4) || !memcmp(s, "paid", 4)))))
-		return auth_fail(err, errlen, -EACCES, "plan must be \"free\" or \"paid\"");
-	memcpy(out->plan, r == 0 ? s : "free", 5);
+	if (r < 0 || (r == 0 && !auth_valid_tier(s, len)))
+		return auth_fail(err, errlen, -EACCES, "plan must be a tier name: 1-16 of [a-z0-9_-]");
+	if (r == 0) {
+		memcpy(out->plan, s, len);
+		out->plan[len] = '\0';
+	} else {
+		memcpy(out->plan, "free", 5);
+	}
 
 	r = claim_string(claims, "name", &s, &len);
 	if (r < 0 || (r == 0 && !auth_valid_label(s, len)))
@@ -472,6 +704,7 @@ int auth_verify(const struct auth_cfg *cfg, const char *token, int64_t now, stru
 	struct auth_claims scratch;
 	const char *dot1 = NULL, *dot2 = NULL, *sig;
 	json_t *hdr = NULL, *claims = NULL;
+	const struct auth_key *key;
 	unsigned char rs[AUTH_ES256_SIG_LEN];
 	jwt_t *jwt = NULL;
 	size_t len, i, sig_len;
@@ -483,7 +716,7 @@ int auth_verify(const struct auth_cfg *cfg, const char *token, int64_t now, stru
 	if (err && errlen)
 		err[0] = '\0';
 
-	if (!cfg || !cfg->pubkey || cfg->pubkey_len == 0 || cfg->pubkey_len > INT_MAX)
+	if (!cfg || cfg->nkeys <= 0 || cfg->nkeys > AUTH_KEYS_MAX)
 		return auth_fail(err, errlen, -EINVAL, "no public key configured");
 	if (!cfg->issuer || !cfg->issuer[0] || !cfg->audience || !cfg->audience[0])
 		return auth_fail(err, errlen, -EINVAL, "issuer and audience must be configured");
@@ -531,6 +764,9 @@ int auth_verify(const struct auth_cfg *cfg, const char *token, int64_t now, stru
 	ret = check_header(hdr, err, errlen);
 	if (ret < 0)
 		goto out;
+	key = pick_key(cfg, hdr, err, errlen, &ret);
+	if (!key)
+		goto out;
 
 	/* 3. signature encoding */
 	sig = dot2 + 1;
@@ -552,7 +788,7 @@ int auth_verify(const struct auth_cfg *cfg, const char *token, int64_t now, stru
 	}
 
 	/* 5. signature */
-	ret = jwt_decode(&jwt, token, cfg->pubkey, (int)cfg->pubkey_len);
+	ret = jwt_decode(&jwt, token, key->pem, (int)key->pem_len);
 	if (ret == ENOMEM) {
 		ret = auth_fail(err, errlen, -ENOMEM, "out of memory verifying signature");
 		goto out;

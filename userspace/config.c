@@ -39,13 +39,14 @@ static const struct opt_def defs[] = {
 	I(route_cache_ms, 0, 60000, "how long a looked-up route is trusted"),
 	I(placement_margin, 0, 1000000, "load-score slack before a new tunnel is moved to a less loaded relay"),
 	I(capacity, 1, 100000000, "load this relay is sized for (4 per tunnel + 1 per player); scales its load score"),
+	S(shed_threshold, "fraction of --capacity from which priority-0 (free) tunnels are placed on other relays (default 0.9)"),
 	S(redis_prefix, "prefix of every Redis key"),
 	S(region, "region of this relay (eu, us, asia)"),
 	S(base_domain, "players use <name>.<region>.<base-domain>"),
 	S(instance_id, "unique id of this relay, names its bpf pin directory (default: hostname-pid)"),
 	S(tls_cert, "PEM certificate chain for the agent control channel"),
 	S(tls_key, "PEM private key for it"),
-	S(jwt_pubkey, "PEM ES256 public key that verifies agent tokens"),
+	S(jwt_pubkey, "ES256 public key file, or a directory of <kid>.pub keys (reloaded on SIGHUP and when it changes)"),
 	S(jwt_issuer, "required iss claim"),
 	S(jwt_audience, "required aud claim"),
 	S(dataplane, "bpf | userspace | auto (auto: bpf if it loads and passes a self-test)"),
@@ -185,6 +186,7 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	c->route_cache_ms = 2000;
 	c->placement_margin = 8;
 	c->capacity = RELAY_CAPACITY_DEFAULT;
+	strcpy(c->shed_threshold, "0.9");
 	c->max_handshakes = 20000;
 	c->max_tunnels = 100000;
 	c->agent_unauth_per_source = 64;
@@ -257,6 +259,15 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 		fprintf(stderr, "dvv-relay: --pool-min %d > --pool-max %d\n", c->pool_min,
 			c->pool_max);
 		return -1;
+	}
+	{
+		char *end;
+		c->shed_fraction = strtod(c->shed_threshold, &end);
+		if (!c->shed_threshold[0] || *end || !(c->shed_fraction > 0 && c->shed_fraction <= 1)) {
+			fprintf(stderr, "dvv-relay: --shed-threshold %s: want a fraction in (0, 1]\n",
+				c->shed_threshold);
+			return -1;
+		}
 	}
 	if (!c->public_agent_addr[0])
 		strcpy(c->public_agent_addr, c->agent_listen);

@@ -23,6 +23,8 @@ struct relay_cfg {
 	int route_cache_ms;	   /* how long a relay trusts a looked-up route */
 	int placement_margin;	   /* load-score slack before a registration is moved elsewhere */
 	int capacity;		   /* load units this relay is sized for; see RELAY_CAPACITY_DEFAULT */
+	char shed_threshold[16];   /* fraction of capacity above which priority 0 is placed away */
+	double shed_fraction;	   /* parsed shed_threshold, 0 < x <= 1 */
 	char redis_prefix[32];
 	char region[17];
 	char base_domain[128];

@@ -19,6 +19,9 @@ struct dataplane_ops {
 	int (*join)(struct dataplane *dp, int player_fd, int agent_fd, uint64_t tunnel_key);
 	/* Stop: tear down every pair and release resources. */
 	void (*stop)(struct dataplane *dp);
+	/* End every pair of tunnel_key (its players' connections close), asynchronously on the
+	 * plane's threads: plan enforcement (revoked, blocked, bandwidth used up). 0 or -ENOMEM. */
+	int (*kill)(struct dataplane *dp, uint64_t tunnel_key);
 };
 
 struct dataplane {
@@ -32,5 +35,14 @@ extern const struct dataplane_ops dp_bpf_ops; /* dp_bpf.c; start() fails cleanly
 /* Start the plane the configuration asks for; "auto" tries bpf (load + self-test) and falls
  * back to userspace with a log line saying why. */
 int dataplane_select(struct dataplane *dp, const struct relay_cfg *cfg);
+
+/* Live players per tunnel, for the plan's max_players and idle timeout: dataplane_join counts
+ * the pair (+1) before handing it over, and a plane calls dp_players_done(key) wherever it
+ * ends or drops a pair it was handed (the same places splices_active goes down). Any thread
+ * (one mutex; called once per pair start and end, never per byte). */
+int dataplane_join(struct dataplane *dp, int player_fd, int agent_fd, uint64_t tunnel_key);
+void dp_players_add(uint64_t tunnel_key);
+void dp_players_done(uint64_t tunnel_key);
+uint32_t dp_players(uint64_t tunnel_key);
 
 #endif

@@ -267,15 +267,25 @@ static int bpf_join(struct dataplane *dp, int player_fd, int agent_fd, uint64_t 
 	if (!b) {
 		close(player_fd);
 		close(agent_fd);
+		dp_players_done(tunnel_key);
 		return -ENODEV;
 	}
 	M_INC(splices_active);
 	int rc = bp_enqueue(b, player_fd, agent_fd, tunnel_key, false);
 	if (rc) {
 		M_DEC(splices_active);
+		dp_players_done(tunnel_key);
 		M_INC(splice_errors_total);
 	}
 	return rc;
+}
+
+/* A kill job: both fds -1 (pair_attach ends the tunnel's pairs instead of joining). */
+static int bpf_kill(struct dataplane *dp, uint64_t tunnel_key)
+{
+	struct bp_plane *b = dp->priv;
+	struct handoff_job j = {.player_fd = -1, .agent_fd = -1, .tunnel_key = tunnel_key};
+	return b ? handoff_push(&b->jobs, &j) : -ENODEV;
 }
 
 static void bpf_stop(struct dataplane *dp)
@@ -288,4 +298,4 @@ static void bpf_stop(struct dataplane *dp)
 }
 
 const struct dataplane_ops dp_bpf_ops = {
-	.name = "bpf", .start = bpf_start, .join = bpf_join, .stop = bpf_stop};
+	.name = "bpf", .start = bpf_start, .join = bpf_join, .stop = bpf_stop, .kill = bpf_kill};

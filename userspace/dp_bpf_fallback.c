@@ -2,6 +2,7 @@
  * the maps refused (one already half-closed, or the maps full) is relayed with splice(2)
  * (common/splice.c) on the plane's loop, and a single direction whose socket could not get
  * its verdict is relayed with recv()/send() through a userspace buffer. */
+#include "dataplane.h"
 #include "dp_bpf_int.h"
 #include "metrics.h"
 
@@ -74,6 +75,7 @@ static void demoted_done(struct splice_pair *sp, int err)
 		if (err)
 			M_INC(splice_errors_total);
 		M_DEC(splices_active);
+		dp_players_done(d->key);
 	}
 	splice_pair_close(sp);
 	dlist_del(&d->node);
@@ -92,7 +94,7 @@ static int tcp_state(int fd)
 /* Relay the pair with splice(2): the maps refused its `which` ("player"/"agent") socket with
  * errno why. Takes both fds (RST on failure). */
 void bp_pair_demote(struct bp_plane *b, int pfd, int afd, bool internal, int why,
-		    const char *which)
+		    const char *which, uint64_t key)
 {
 	struct bp_demoted *d = calloc(1, sizeof(*d));
 	int rc = d ? splice_pair_start(&b->loop, &d->sp, pfd, afd, demoted_done) : -ENOMEM;
@@ -103,10 +105,12 @@ void bp_pair_demote(struct bp_plane *b, int pfd, int afd, bool internal, int why
 		free(d);
 		if (!internal) {
 			M_DEC(splices_active);
+			dp_players_done(key);
 			M_INC(splice_errors_total);
 		}
 		return;
 	}
+	d->key = key;
 	pr_rl(LOG_INFO, "bpf plane: %s socket refused by the sockhash (%s, tcp state %d): "
 	      "relaying this pair with splice(2)", which, strerror(why),
 	      tcp_state(which[0] == 'p' ? pfd : afd));
@@ -114,6 +118,18 @@ void bp_pair_demote(struct bp_plane *b, int pfd, int afd, bool internal, int why
 	dlist_add_head(&b->demoted, &d->node);
 	if (!internal)
 		atomic_fetch_add(&b->n_demoted, 1);
+}
+
+/* End every demoted pair of tunnel key (plan enforcement). */
+void bp_demoted_kill(struct bp_plane *b, uint64_t key)
+{
+	struct dlist *n = b->demoted.next;
+	while (n != &b->demoted) {
+		struct bp_demoted *d = container_of(n, struct bp_demoted, node);
+		n = n->next;
+		if (d->key == key && !d->internal)
+			demoted_done(&d->sp, ECONNABORTED);
+	}
 }
 
 /* At stop: end every splice(2) pair (their sockets close normally). */

@@ -64,6 +64,7 @@ struct bp_pair {
 	bool conns_written;
 	bool internal; /* self-test pair: kept out of the relay's metrics */
 	bool dead;
+	uint64_t key;  /* its tunnel (dp_players) */
 };
 
 /* A pair the map refused, relayed with splice(2) by the same loop. */
@@ -71,6 +72,7 @@ struct bp_demoted {
 	struct splice_pair sp;
 	struct dlist node; /* bp_plane.demoted */
 	bool internal;
+	uint64_t key;	   /* its tunnel (dp_players) */
 };
 
 /* A dvv_tunnels entry, alive while the tunnel has at least one pair. */
@@ -108,7 +110,9 @@ struct bp_plane {
 /* dp_bpf_pair.c */
 /* Queue a pair for the plane's thread; on failure both fds are closed (RST). 0 or -errno. */
 int bp_enqueue(struct bp_plane *b, int player_fd, int agent_fd, uint64_t key, bool internal);
-void bp_take_jobs(struct loop *l);	/* the plane loop's on_wake: joins queued pairs */
+void bp_take_jobs(struct loop *l);
+void bp_pairs_kill(struct bp_plane *b, uint64_t key); /* end every pair of a tunnel */
+void bp_demoted_kill(struct bp_plane *b, uint64_t key);	/* the plane loop's on_wake: joins queued pairs */
 void bp_job_drop(void *arg, const struct handoff_job *j); /* a job never taken, at stop */
 struct bp_side *bp_side_by_cookie(struct bp_plane *b, uint64_t cookie);
 void bp_pair_service(struct bp_plane *b, struct bp_pair *p);
@@ -133,7 +137,7 @@ int bp_dir_release(struct bp_plane *b, struct bp_pair *p, int i);
 /* Relay s[i] -> s[!i] with recv()/send() (s[i] has no verdict): -errno, 1 again soon, 0. */
 int bp_dir_copy(struct bp_plane *b, struct bp_pair *p, int i, uint64_t *moved);
 void bp_pair_demote(struct bp_plane *b, int pfd, int afd, bool internal, int why,
-		    const char *which);
+		    const char *which, uint64_t key);
 void bp_demoted_close_all(struct bp_plane *b); /* at stop */
 
 /* dp_bpf_selftest.c */

@@ -2,6 +2,7 @@
  * handing the pair to the fallback), the service every event and timer runs (EOF, carrying a
  * FIN across once the redirect queue drained, watching a reader that acknowledges nothing), the
  * per-tunnel dvv_tunnels entries, and the end of a pair (close, or RST both ways). */
+#include "dataplane.h"
 #include "dp_bpf_int.h"
 #include "metrics.h"
 
@@ -159,6 +160,7 @@ void bp_pair_finish(struct bp_plane *b, struct bp_pair *p, int err)
 	if (!p->internal) {
 		atomic_fetch_sub(&b->n_active, 1);
 		M_DEC(splices_active);
+		dp_players_done(p->key);
 		M_ADD(splice_bytes_total, (int64_t)bytes);
 		if (err) {
 			M_INC(splice_errors_total);
@@ -370,6 +372,10 @@ static void side_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 static void pair_attach(void *arg, const struct handoff_job *j)
 {
 	struct bp_plane *b = arg;
+	if (j->player_fd < 0 && j->agent_fd < 0) {
+		bp_pairs_kill(b, j->tunnel_key);
+		return;
+	}
 	struct bp_pair *p = calloc(1, sizeof(*p));
 	int rc = 0, one = 1;
 	if (!p) {
@@ -377,11 +383,13 @@ static void pair_attach(void *arg, const struct handoff_job *j)
 		bp_close_abort(j->agent_fd);
 		if (!j->internal) {
 			M_DEC(splices_active);
+			dp_players_done(j->tunnel_key);
 			M_INC(splice_errors_total);
 		}
 		return;
 	}
 	p->b = b;
+	p->key = j->tunnel_key;
 	p->internal = j->internal;
 	p->s[0].io = (struct loop_io){.fd = j->player_fd, .cb = side_io_cb};
 	p->s[1].io = (struct loop_io){.fd = j->agent_fd, .cb = side_io_cb};
@@ -468,15 +476,31 @@ demote: {
 	int pfd = p->s[0].io.fd, afd = p->s[1].io.fd;
 	bool internal = p->internal;
 	p->s[0].io.fd = p->s[1].io.fd = -1;
-	if (!p->internal) /* counted again by the demoted pair */
+	if (!p->internal) { /* counted again by the demoted pair */
 		M_INC(splices_active);
+		dp_players_add(p->key);
+	}
+	uint64_t key = p->key;
 	bp_pair_finish(b, p, 0);
-	bp_pair_demote(b, pfd, afd, internal, -rc, refused);
+	bp_pair_demote(b, pfd, afd, internal, -rc, refused, key);
 	return;
 }
 fail:
 	pr_rl(LOG_WARN, "bpf plane: cannot join a pair: %s", strerror(-rc));
 	bp_pair_abort(b, p, -rc);
+}
+
+/* A kill job (both fds -1): end every pair of the tunnel, in the kernel path or demoted. */
+void bp_pairs_kill(struct bp_plane *b, uint64_t key)
+{
+	struct dlist *n = b->pairs.next;
+	while (n != &b->pairs) {
+		struct bp_pair *p = container_of(n, struct bp_pair, node);
+		n = n->next;
+		if (p->key == key && !p->internal)
+			bp_pair_finish(b, p, ECONNABORTED);
+	}
+	bp_demoted_kill(b, key);
 }
 
 void bp_take_jobs(struct loop *l)
@@ -488,10 +512,14 @@ void bp_take_jobs(struct loop *l)
 /* A job the stopped plane never took. */
 void bp_job_drop(void *arg, const struct handoff_job *j)
 {
+	if (j->player_fd < 0 && j->agent_fd < 0)
+		return; /* a kill job */
 	close(j->player_fd);
 	close(j->agent_fd);
-	if (!j->internal)
+	if (!j->internal) {
 		M_DEC(splices_active);
+		dp_players_done(j->tunnel_key);
+	}
 }
 
 int bp_enqueue(struct bp_plane *b, int player_fd, int agent_fd, uint64_t key, bool internal)

@@ -20,6 +20,7 @@
 struct us_pair {
 	struct splice_pair sp;
 	struct dlist node; /* us_worker.pairs */
+	uint64_t key;	   /* its tunnel (dp_players) */
 };
 
 struct us_worker {
@@ -47,14 +48,31 @@ static void pair_done(struct splice_pair *sp, int err)
 	if (err)
 		M_INC(splice_errors_total);
 	M_DEC(splices_active);
+	dp_players_done(p->key);
 	splice_pair_close(sp);
 	dlist_del(&p->node);
 	loop_defer(sp->loop, pair_free, p);
 }
 
+/* A kill job (both fds -1): end every pair of the tunnel on this worker. */
+static void pairs_kill(struct us_worker *w, uint64_t key)
+{
+	struct dlist *n = w->pairs.next;
+	while (n != &w->pairs) {
+		struct us_pair *p = container_of(n, struct us_pair, node);
+		n = n->next;
+		if (p->key == key)
+			pair_done(&p->sp, ECONNABORTED);
+	}
+}
+
 static void pair_start(void *arg, const struct handoff_job *j)
 {
 	struct us_worker *w = arg;
+	if (j->player_fd < 0 && j->agent_fd < 0) {
+		pairs_kill(w, j->tunnel_key);
+		return;
+	}
 	struct us_pair *p = calloc(1, sizeof(*p));
 	int rc = p ? splice_pair_start(&w->loop, &p->sp, j->player_fd, j->agent_fd, pair_done)
 		   : -ENOMEM;
@@ -64,17 +82,22 @@ static void pair_start(void *arg, const struct handoff_job *j)
 		close(j->agent_fd);
 		free(p);
 		M_DEC(splices_active);
+		dp_players_done(j->tunnel_key);
 		return;
 	}
+	p->key = j->tunnel_key;
 	dlist_add_head(&w->pairs, &p->node);
 }
 
 /* A job the stopped worker never took. */
 static void job_drop(void *arg, const struct handoff_job *j)
 {
+	if (j->player_fd < 0 && j->agent_fd < 0)
+		return; /* a kill job */
 	close(j->player_fd);
 	close(j->agent_fd);
 	M_DEC(splices_active);
+	dp_players_done(j->tunnel_key);
 }
 
 static void worker_take_jobs(struct loop *l)
@@ -131,9 +154,21 @@ static int us_join(struct dataplane *dp, int player_fd, int agent_fd, uint64_t t
 	int rc = handoff_push(&w->jobs, &j);
 	if (rc) {
 		M_DEC(splices_active);
+		dp_players_done(tunnel_key);
 		close(player_fd);
 		close(agent_fd);
 	}
+	return rc;
+}
+
+static int us_kill(struct dataplane *dp, uint64_t tunnel_key)
+{
+	struct us_plane *u = dp->priv;
+	struct handoff_job j = {.player_fd = -1, .agent_fd = -1, .tunnel_key = tunnel_key};
+	int rc = 0;
+	for (int i = 0; i < u->nw; i++)
+		if (handoff_push(&u->w[i].jobs, &j))
+			rc = -ENOMEM;
 	return rc;
 }
 
@@ -159,6 +194,7 @@ static void us_stop(struct dataplane *dp)
 		while ((p = dlist_first(&w->pairs, struct us_pair, node))) {
 			dlist_del(&p->node);
 			M_DEC(splices_active);
+			dp_players_done(p->key);
 			splice_pair_close(&p->sp);
 			free(p);
 		}
@@ -176,4 +212,5 @@ const struct dataplane_ops dp_userspace_ops = {
 	.start = us_start,
 	.join = us_join,
 	.stop = us_stop,
+	.kill = us_kill,
 };

@@ -330,6 +330,11 @@ static void on_lookup(struct relay *r, void *priv, const struct rredis_lookup_re
 		player_answer(p, registry_down(p), "the tunnel registry is unreachable");
 		return;
 	}
+	if (res->down_idle && !res->found) {
+		M_JOIN_REFUSED(idle);
+		player_answer(p, ANS_IDLE, "closed after being idle");
+		return;
+	}
 	p->known = res->known;
 	free(p->status);
 	p->status = NULL;

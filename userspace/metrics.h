@@ -44,7 +44,14 @@
 	X(agent_unauth_connections, gauge, "Agent-port connections not yet authenticated (not tunnels)") \
 	X(data_conns_retired_total, counter, "Idle pooled data connections replaced for their age")  \
 	X(tunnels_sent_away_total, counter, "Agents told to move elsewhere (drain, Redis outage)")   \
-	X(ctl_send_overflow_total, counter, "Control channels cut: their send queue was full")
+	X(ctl_send_overflow_total, counter, "Control channels cut: their send queue was full")       \
+	X(admit_last_us, gauge, "Latency of the last admit script (registration or plan re-read), microseconds") \
+	X(plan_events_total, counter, "Control events read from the events stream and acted on")     \
+	X(plan_events_errors_total, counter, "Events stream reads that failed (Redis down, bad reply)") \
+	X(users_capped, gauge, "Users over their bandwidth for the period, on this relay")          \
+	X(plan_frames_total, counter, "PLAN frames sent to agents")                                 \
+	X(revoke_to_goodbye_last_ms, gauge, "Last revoke/block event: ms from its stream id to the GOODBYE") \
+	X(tunnels_shed_total, counter, "Priority-0 tunnels moved away because the relay was over capacity")
 
 /* accept4() failures that paused a listener, by reason: dvv_relay_accept_errors_total{reason} */
 #define ACCEPT_ERRORS(X) X(emfile) X(enfile) X(enobufs) X(enomem) X(other)
@@ -58,8 +65,9 @@ enum accept_error {
 /* Agent-port connections and HELLOs refused, by reason: dvv_relay_agent_refused_total{reason}.
  * unauth_source: per-source unauthenticated cap; unauth_total: total unauthenticated cap;
  * tls_rate: TLS handshake rate; reg_rate: registration rate (ERROR busy); full: max-tunnels;
- * draining: the relay drains (MOVE or ERROR busy). */
-#define AGENT_REFUSALS(X) X(unauth_source) X(unauth_total) X(tls_rate) X(reg_rate) X(full) X(draining)
+ * draining: the relay drains (MOVE or ERROR busy); shed: a priority-0 registration over
+ * --shed-threshold (MOVE or ERROR busy). */
+#define AGENT_REFUSALS(X) X(unauth_source) X(unauth_total) X(tls_rate) X(reg_rate) X(full) X(draining) X(shed)
 enum agent_refusal {
 #define X(name) AGENT_REF_##name,
 	AGENT_REFUSALS(X)
@@ -77,6 +85,31 @@ enum fwd_refused {
 	FWD_REFUSED_MAX
 };
 
+/* Tunnels closed by plan enforcement, by reason: dvv_relay_plan_closed_total{reason} (idle: no
+ * player for idle_timeout_s; revoked: token revoked; blocked: tunnel deleted or suspended;
+ * plan: custom label no longer in the plan; shed: moved away, priority 0 over capacity). */
+#define PLAN_CLOSES(X) X(idle) X(revoked) X(blocked) X(plan) X(shed)
+enum plan_close {
+#define X(name) PLAN_CLOSE_##name,
+	PLAN_CLOSES(X)
+#undef X
+	PLAN_CLOSE_MAX
+};
+#define M_PLAN_CLOSED(why)                                                                     \
+	atomic_fetch_add_explicit(&g_metrics.plan_closed[PLAN_CLOSE_##why], 1, memory_order_relaxed)
+/* Player logins refused by the plan, by reason: dvv_relay_joins_refused_total{reason} (full:
+ * max_players; capped: bandwidth used up; idle: the tunnel was closed for being idle;
+ * registration refusals of priority 0 under load count as agent_refused{shed}). */
+#define JOIN_REFUSALS(X) X(full) X(capped) X(idle)
+enum join_refusal {
+#define X(name) JOIN_REF_##name,
+	JOIN_REFUSALS(X)
+#undef X
+	JOIN_REF_MAX
+};
+#define M_JOIN_REFUSED(why)                                                                    \
+	atomic_fetch_add_explicit(&g_metrics.join_refused[JOIN_REF_##why], 1, memory_order_relaxed)
+
 struct relay_metrics {
 #define X(name, type, help) _Atomic int64_t name;
 	METRICS(X)
@@ -84,6 +117,8 @@ struct relay_metrics {
 	_Atomic int64_t accept_errors[ACCEPT_ERR_MAX];
 	_Atomic int64_t agent_refused[AGENT_REF_MAX];
 	_Atomic int64_t forward_refused[FWD_REFUSED_MAX];
+	_Atomic int64_t plan_closed[PLAN_CLOSE_MAX];
+	_Atomic int64_t join_refused[JOIN_REF_MAX];
 };
 
 extern struct relay_metrics g_metrics;

@@ -7,6 +7,7 @@
 #define DVV_PLAN_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct plan_limits {
@@ -21,7 +22,19 @@ struct plan_limits {
 	int64_t period_start;	  /* Unix seconds; 0 = the current UTC calendar month */
 	int64_t period_end;
 	uint64_t version;	  /* the hash's version field: which write this is */
+	char status[12];	  /* "active" | "past_due" | "canceled" ("" without a plan hash) */
 };
+
+/* The limits of a user without a plan hash: tier = the token's claim, every limit 0 (none),
+ * custom names for the tier "paid" only (today's self-hosted behaviour). */
+void plan_from_claim(struct plan_limits *p, const char *tier);
+
+/* Fill p from the field/value pairs of `HGETALL dvv:user:{<sub>}:plan` (n strings, alternating
+ * field and value; lengths in len). Unknown fields are ignored (newer APIs may add some). A
+ * missing or invalid tier, or a number that does not parse or is out of range, refuses the
+ * whole hash: -EINVAL with the field named in err, p untouched. n == 0: -ENOENT (no plan). */
+int plan_from_hash(struct plan_limits *p, const char *const *kv, const size_t *len, size_t n,
+		   char *err, size_t errlen);
 
 /* The billing period containing `now`: the plan's own when it is set and `now` falls inside it,
  * else the UTC calendar month of `now` (free plans, or a paid period the API has not renewed

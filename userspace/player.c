@@ -10,6 +10,7 @@
 #include "ratelimit.h"
 #include "route_cache.h"
 #include "status.h"
+#include "enforce.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -58,6 +59,17 @@ static void answer_text(enum answer_kind k, enum answer_form f, const char *host
 			 : f == FORM_KICK ? "dvv cannot reach %s right now (its relay is unreachable). Try again shortly."
 					  : "%s is temporarily unreachable",
 			 host);
+		return;
+	case ANS_IDLE:
+		snprintf(out, outlen, "%s",
+			 f == FORM_STATUS ? "\u00a77Closed after being idle - the owner can restart it"
+			 : f == FORM_KICK ? "This server's tunnel was closed after being idle. Ask its owner to restart it."
+					  : "Closed after being idle: ask its owner to restart it");
+		return;
+	case ANS_FULL:
+	case ANS_CAPPED:
+		/* the texts come from enforce.c, which knows the plan */
+		snprintf(out, outlen, "%s", why);
 		return;
 	case ANS_OFFLINE:
 		break;
@@ -228,7 +240,7 @@ static int send_status(struct player *p)
 		if (buf != small)
 			free(buf);
 		buf = small;
-		answer_text(p->answer, FORM_STATUS, p->hs.host_len ? p->hs.host : "this address", "",
+		answer_text(p->answer, FORM_STATUS, p->hs.host_len ? p->hs.host : "this address", p->motd,
 			    motd, sizeof(motd));
 		n = mc_build_status_response(small, sizeof(small), p->hs.protocol, "dvv", motd);
 	}
@@ -319,7 +331,7 @@ static int do_join(struct player *p, struct dataconn *d, struct tunnel *t)
 	int pfd = player_release(p);
 	M_INC(players_joined_total);
 	tunnel_note_join(t);
-	r->dp.ops->join(&r->dp, pfd, afd, t->key);
+	dataplane_join(&r->dp, pfd, afd, t->key);
 	return 0;
 }
 
@@ -327,6 +339,8 @@ static void join_or_wait(struct player *p, struct tunnel *t)
 {
 	struct relay *r = p->r;
 	struct dataconn *d;
+	if (enforce_admit_player(p, t))
+		return; /* answered: the plan refuses this login */
 	while ((d = tunnel_take_idle(t)))
 		if (do_join(p, d, t) == 0) {
 			tunnel_refill(t);

@@ -26,7 +26,10 @@ enum answer_kind {
 	ANS_RECONNECTING, /* the name's tunnel exists but is offline, migrating or reconnecting:
 			   * status pings get the cached status marked offline (p->status) */
 	ANS_BUSY,	  /* too many players already waiting for the tunnel's agent */
-	ANS_UNAVAILABLE	  /* we cannot tell where the tunnel is (Redis unreachable) */
+	ANS_UNAVAILABLE,  /* we cannot tell where the tunnel is (Redis unreachable) */
+	ANS_IDLE,	  /* the tunnel was closed after being idle (plan idle timeout) */
+	ANS_FULL,	  /* the tunnel has its plan's max_players: why = the kick text */
+	ANS_CAPPED	  /* the user's bandwidth is used up: why = kick text, p->motd = MOTD */
 };
 
 struct player {
@@ -43,6 +46,7 @@ struct player {
 	bool legacy_wait;	    /* a bare legacy ping prefix: waiting for the 1.6 part */
 	struct mc_handshake hs;	    /* valid once routed */
 	enum answer_kind answer;    /* what our own answer says (status MOTD, kick) */
+	char motd[160];		    /* ANS_FULL / ANS_CAPPED: the status MOTD (enforce.c) */
 	/* from the Redis lookup (forward.c): the name's sanitized cached status (malloc, freed
 	 * with p) for the reconnecting answer, and whether Redis knows a tunnel for the name */
 	char *status;

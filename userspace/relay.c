@@ -3,6 +3,8 @@
  * and the ordered shut-down. relay.h holds the types the control plane's files share. */
 #include "relay.h"
 #include "admin.h"
+#include "enforce.h"
+#include "events.h"
 #include "forward.h"
 #include "log.h"
 #include "metrics.h"
@@ -20,12 +22,17 @@
 
 static struct loop_io sig_io;
 static int sig_count;
+static void relay_reload_keys(struct relay *r, bool forced);
 
 static void sig_cb(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	struct relay *r = l->data;
 	struct signalfd_siginfo si;
 	while (read(io->fd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGHUP) {
+			relay_reload_keys(r, true);
+			continue;
+		}
 		if (++sig_count > 1 || r->cfg.drain_timeout_s == 0) {
 			pr_info("signal %u: exiting now", si.ssi_signo);
 			loop_stop(l);
@@ -34,6 +41,33 @@ static void sig_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		pr_info("signal %u: draining (up to %d s; signal again to exit now)", si.ssi_signo,
 			r->cfg.drain_timeout_s);
 		relay_begin_drain(r);
+	}
+}
+
+/* JWT key rotation: the keys are read again on SIGHUP (forced) and whenever --jwt-pubkey's
+ * mtime changed (checked every KEYS_CHECK_MS). A failed reload keeps the keys in use. */
+#define KEYS_CHECK_MS 10000
+static uint64_t keys_checked_ms;
+
+static void relay_reload_keys(struct relay *r, bool forced)
+{
+	char err[512];
+	int rc;
+	keys_checked_ms = r->loop.now;
+	if (forced)
+		r->auth.src_mtime_ns = -1; /* never a real mtime: reload */
+	rc = auth_reload_if_changed(&r->auth, err, sizeof(err));
+	if (rc > 0) {
+		char kids[AUTH_KEYS_MAX * (AUTH_KID_MAX + 2) + 1] = "";
+		for (int i = 0; i < r->auth.nkeys; i++) {
+			strcat(kids, i ? "," : "");
+			strcat(kids, r->auth.keys[i].kid[0] ? r->auth.keys[i].kid : "(no kid)");
+		}
+		pr_info("JWT keys reloaded from %s: %d key(s): %s", r->cfg.jwt_pubkey,
+			r->auth.nkeys, kids);
+	} else if (rc < 0) {
+		pr_err("JWT keys: reload failed, keeping the %d key(s) in use: %s", r->auth.nkeys,
+		       err);
 	}
 }
 
@@ -106,7 +140,10 @@ static void tick_cb(struct loop *l, struct loop_timer *t)
 	struct relay *r = l->data;
 	atomic_store(&r->loop_alive_ms, l->now);
 	relay_tick_tunnels(r);
+	enforce_tick(r);
 	forward_tick(r);
+	if (l->now - keys_checked_ms >= KEYS_CHECK_MS)
+		relay_reload_keys(r, false);
 	if (l->now - r->last_heartbeat_ms >= (uint64_t)r->cfg.heartbeat_ms) {
 		r->last_heartbeat_ms = l->now;
 		rredis_heartbeat(r);
@@ -213,6 +250,7 @@ int relay_init(struct relay *r)
 		pr_err("JWT key: %s", err);
 		return -EINVAL;
 	}
+	keys_checked_ms = r->loop.now;
 	if (htab_init(&r->by_host, 1024) || htab_init(&r->by_tid, 1024) ||
 	    htab_init(&r->tokens, 4096) ||
 	    rl_init(&r->rl, 65536, (uint32_t)r->cfg.join_rate_v4, (uint32_t)r->cfg.join_rate_v6,
@@ -228,6 +266,7 @@ int relay_init(struct relay *r)
 	sigemptyset(&ss);
 	sigaddset(&ss, SIGINT);
 	sigaddset(&ss, SIGTERM);
+	sigaddset(&ss, SIGHUP); /* reload the JWT keys */
 	pthread_sigmask(SIG_BLOCK, &ss, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	sig_io = (struct loop_io){.fd = signalfd(-1, &ss, SFD_NONBLOCK | SFD_CLOEXEC), .cb = sig_cb};
@@ -261,6 +300,8 @@ int relay_init(struct relay *r)
 	}
 	if ((rc = rredis_start(r, tunnel_each_lease, tunnel_lease_lost)) || (rc = admin_start(r)))
 		return rc ? rc : -EINVAL;
+	if ((rc = events_start(r)))
+		return rc;
 	r->tick.cb = tick_cb;
 	loop_timer_arm(&r->loop, &r->tick, 0);
 	pr_info("relay %s up: players on %s, agents on %s, names *%s", r->cfg.instance_id,
@@ -275,6 +316,7 @@ void relay_free(struct relay *r)
 	admin_stop(r);
 	listener_close(&r->loop, &r->player_l);
 	listener_close(&r->loop, &r->agent_l);
+	events_stop(r);
 	rredis_stop(r); /* releases our leases while we still know them */
 	tunnel_close_all(r, "relay exit");
 	player_close_all(r);

@@ -12,6 +12,7 @@
 #include "listener.h"
 #include "loop.h"
 #include "mc.h"
+#include "plan.h"
 #include "net.h"
 #include "proto.h"
 #include "ratelimit.h"
@@ -87,6 +88,14 @@ struct tunnel {
 	bool sent_away;		    /* told MOVE / GOODBYE "draining": its new session is coming */
 	uint64_t last_status_ms;    /* loop time of the last CTL_STATUS stored (one per 10 s) */
 	enum wait_fate wait_fate;   /* set before tunnel_close: what its waiting players get */
+	/* the user's plan as it applies here (enforce.c): from admission, then plan events */
+	struct plan_limits plan;
+	bool custom;		    /* the hostname is a custom label (GOODBYE "plan" if it goes) */
+	bool capped;		    /* the user's bandwidth for the period is used up */
+	uint64_t used_bytes;	    /* the user's usage this period, as last known */
+	uint64_t idle_since_ms;	    /* loop time since which it has had no player (0: players) */
+	uint64_t last_plan_ms;	    /* loop time of the last PLAN frame */
+	uint64_t since_s;	    /* wall time it came up */
 };
 
 struct relay {
@@ -133,6 +142,8 @@ struct relay {
 	uint64_t last_heartbeat_ms; /* loop time of the last Redis heartbeat */
 	int ntunnels;		    /* sessions past HELLO (registering or up); never TS_AUTH */
 	_Atomic uint64_t loop_alive_ms; /* for /healthz, read by the admin thread */
+	struct events *events;	    /* the control events stream poller (events.c) */
+	uint64_t last_shed_ms;	    /* enforce.c: when priority-0 tunnels were last moved away */
 };
 
 int relay_init(struct relay *r);
@@ -177,5 +188,10 @@ void tunnel_lease_lost(struct relay *r, const char *hostname, uint64_t epoch);
 void dataconn_close(struct dataconn *d);
 void dataconn_close_all(struct relay *r);
 void relay_tick_tunnels(struct relay *r);
+/* Send t's agent a message and close the session (GOODBYE code + reason), for plan
+ * enforcement; fate says what its waiting players get. */
+void tunnel_goodbye(struct tunnel *t, const char *code, const char *reason);
+void tunnel_send(struct tunnel *t, const struct ctl_msg *m);
+
 
 #endif

@@ -5,6 +5,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "names.h"
+#include "plan.h"
 #include "rcluster.h"
 #include "relay.h"
 
@@ -29,25 +30,21 @@
 #define K_AGENTS "%s{%s}:agents" /* hash instance -> agent address (for MOVE) */
 #define K_ALIVE "%s{%s}:alive:%s"
 #define K_INFO "%s{%s}:info:%s"
-#define K_PLAN "%suser:{%s}:plan" /* hash written by the API; the relay reads its tier */
+/* A user's keys, written by the API (usage and live by the relays), all in the user's slot
+ * {<sub>}: the admit script reads them in one call. */
+#define K_PLAN "%suser:{%s}:plan"	/* hash: tier and limits (plan.h) */
+#define K_REVOKED "%suser:{%s}:revoked" /* zset jti -> exp */
+#define K_BLOCKED "%suser:{%s}:blocked" /* set of tids that must not run */
+#define K_NAMES "%suser:{%s}:names"	/* hash tid -> reserved custom label */
+#define K_USAGE "%suser:{%s}:usage"	/* hash period, bytes, t:<tid> */
 #define K_STATUS "%s{%s}:status" /* sanitized status JSON of the name's server, name grace TTL */
+#define K_DOWN "%s{%s}:down"	 /* why the name's tunnel was closed ("idle"), name grace TTL */
 
-/* User plans read from Redis are kept this long: a reconnect storm costs no extra round trip,
- * and a plan change made by the API reaches new registrations within this time. */
-#define PLAN_CACHE_MS 60000
-#define PLAN_CACHE_SLOTS 1024
-
-struct plan_slot {
-	char sub[AUTH_ID_MAX + 1];
-	uint64_t until_ms;
-	const char *tier; /* "free", "paid", or NULL: no (valid) plan in Redis, the token decides */
-};
 
 struct rredis {
 	struct relay *r;
 	rredis_each_lease_fn each_lease; /* the tunnel side, from rredis_start */
 	rredis_lost_fn lease_lost;
-	struct plan_slot plans[PLAN_CACHE_SLOTS]; /* direct-mapped by hash of the user id */
 	struct rc *rc;
 	bool up;
 	bool resync;	    /* (re)connected: the next renewal pass re-creates missing name records */
@@ -56,11 +53,13 @@ struct rredis {
 };
 
 /* Name claim, for the tunnel's own name (or the custom label it insists on) and for a random
- * candidate alike: refused if another tunnel holds the name.
- * KEYS route epoch owner; ARGV tid instance addr lease grace */
+ * candidate alike: refused if another tunnel holds the name. A claim clears the name's `down`
+ * mark (the tunnel is back).
+ * KEYS route epoch owner down; ARGV tid instance addr lease grace */
 static const char claim_lua[] =
 	"local owner = redis.call('GET', KEYS[3])\n"
 	"if owner and owner ~= ARGV[1] then return redis.error_reply('NAMETAKEN') end\n"
+	"redis.call('DEL', KEYS[4])\n"
 	"redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[5])\n"
 	"local epoch = redis.call('INCR', KEYS[2])\n"
 	"redis.call('EXPIRE', KEYS[2], ARGV[5])\n"
@@ -101,6 +100,26 @@ static const char renew_lua[] =
 	"  else lost[#lost+1] = i end\n"
 	"end\n"
 	"return lost\n";
+
+/* Admission of a registration, and the re-read after a `plan` event: everything about the user
+ * in one call on the user's slot. KEYS plan revoked blocked names usage; ARGV jti tid (either
+ * may be "": not checked). Returns {plan fields (HGETALL), revoked 0/1, blocked 0/1, the tid's
+ * reserved label or nil, usage period or nil, usage bytes or nil, all names (HGETALL) when no
+ * tid was given}. A plan key of the wrong type reads as no plan (the token's claim stands, as
+ * before); the revocation and block keys fail the call (registration: "unavailable"). */
+static const char admit_lua[] =
+	"local ok, plan = pcall(redis.call, 'HGETALL', KEYS[1])\n"
+	"if not ok then plan = {} end\n"
+	"local revoked, blocked, label, names = 0, 0, false, {}\n"
+	"if ARGV[1] ~= '' and redis.call('ZSCORE', KEYS[2], ARGV[1]) then revoked = 1 end\n"
+	"if ARGV[2] ~= '' then\n"
+	"  blocked = redis.call('SISMEMBER', KEYS[3], ARGV[2])\n"
+	"  label = redis.call('HGET', KEYS[4], ARGV[2])\n"
+	"else\n"
+	"  names = redis.call('HGETALL', KEYS[4])\n"
+	"end\n"
+	"local u = redis.call('HMGET', KEYS[5], 'period', 'bytes')\n"
+	"return {plan, revoked, blocked, label, u[1], u[2], names}\n";
 
 /* KEYS route; ARGV "<instance> <epoch> <addr>" */
 static const char release_lua[] =
@@ -308,10 +327,151 @@ int rredis_start(struct relay *r, rredis_each_lease_fn each_lease, rredis_lost_f
 
 bool rredis_up(const struct relay *r) { return r->redis && r->redis->up; }
 
+struct rc *rredis_rc(struct relay *r) { return rredis_up(r) ? r->redis->rc : NULL; }
+
+void rredis_forget_name(struct relay *r, const char *tid)
+{
+	struct rredis *rd = r->redis;
+	if (!rd || !rd->up)
+		return;
+	char kt[160];
+	snprintf(kt, sizeof(kt), K_TUNNEL, r->cfg.redis_prefix, tid);
+	if (rc_command(rd->rc, kt, count_err, rd, "DEL %s", kt) == 0)
+		rd->pending++;
+}
+
 static void route_value(const struct relay *r, uint64_t epoch, char *out, size_t outlen)
 {
 	snprintf(out, outlen, "%s %llu %s", r->cfg.instance_id, (unsigned long long)epoch,
 		 r->internal_addr[0] ? r->internal_addr : "-");
+}
+
+/* ---- admission: the user's keys ---- */
+
+/* The admit script's reply, parsed. Strings point into the reply. */
+struct admit_reply {
+	struct plan_limits plan; /* from_redis false: no (valid) plan hash */
+	bool revoked, blocked;
+	const char *label;	 /* reserved label of the tid asked about, or NULL */
+	uint64_t used_bytes;	 /* this period's usage (0 when the hash counts another period) */
+	const redisReply *names; /* HGETALL names (when no tid was given) */
+};
+
+static const char *reply_str(const redisReply *e, size_t max)
+{
+	return e && e->type == REDIS_REPLY_STRING && e->len <= max ? e->str : NULL;
+}
+
+/* 0, or -EPROTO for a reply of the wrong shape (counts as a Redis failure). */
+static int admit_parse(const redisReply *rep, const char *sub, const char *claim_tier,
+		       struct admit_reply *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 7 ||
+	    rep->element[0]->type != REDIS_REPLY_ARRAY || rep->element[6]->type != REDIS_REPLY_ARRAY)
+		return -EPROTO;
+	const redisReply *ph = rep->element[0];
+	const char *kv[64];
+	size_t kl[64], n = 0;
+	for (size_t i = 0; i < ph->elements && n < 64; i++) {
+		if (ph->element[i]->type != REDIS_REPLY_STRING)
+			return -EPROTO;
+		kv[n] = ph->element[i]->str;
+		kl[n++] = ph->element[i]->len;
+	}
+	char err[96];
+	int rc = plan_from_hash(&out->plan, kv, kl, n, err, sizeof(err));
+	if (rc == -EINVAL)
+		pr_rl(LOG_WARN, "redis: user %s: %s: ignored, the token's plan claim applies", sub,
+		      err);
+	if (rc)
+		plan_from_claim(&out->plan, claim_tier);
+	out->revoked = rep->element[1]->type == REDIS_REPLY_INTEGER && rep->element[1]->integer;
+	out->blocked = rep->element[2]->type == REDIS_REPLY_INTEGER && rep->element[2]->integer;
+	const char *label = reply_str(rep->element[3], AUTH_LABEL_MAX);
+	if (label && auth_valid_label(label, strlen(label)))
+		out->label = label;
+	else if (label)
+		pr_rl(LOG_WARN, "redis: user %s: reserved label is not a DNS label: ignored", sub);
+	/* the usage hash counts one period: another period's bytes are not this one's */
+	const char *period = reply_str(rep->element[4], 20), *bytes = reply_str(rep->element[5], 20);
+	int64_t ps, pe;
+	plan_period(&out->plan, (int64_t)wall_s(), &ps, &pe);
+	if (period && bytes && strtoll(period, NULL, 10) == ps)
+		out->used_bytes = strtoull(bytes, NULL, 10);
+	out->names = rep->element[6];
+	return 0;
+}
+
+static int admit_send(struct rredis *rd, const char *sub, const char *jti, const char *tid,
+		      rc_reply_cb cb, void *priv)
+{
+	const char *p = rd->r->cfg.redis_prefix;
+	char kp[160], kr[160], kb[160], kn[160], ku[160];
+	snprintf(kp, sizeof(kp), K_PLAN, p, sub);
+	snprintf(kr, sizeof(kr), K_REVOKED, p, sub);
+	snprintf(kb, sizeof(kb), K_BLOCKED, p, sub);
+	snprintf(kn, sizeof(kn), K_NAMES, p, sub);
+	snprintf(ku, sizeof(ku), K_USAGE, p, sub);
+	const char *keys[] = {kp, kr, kb, kn, ku};
+	const char *args[] = {jti, tid};
+	return eval(rd, kp, cb, priv, admit_lua, 5, keys, 2, args);
+}
+
+struct user_ctx {
+	struct relay *r;
+	rredis_user_cb cb;
+	void *priv;
+	char sub[AUTH_ID_MAX + 1];
+	uint64_t sent_ms;
+};
+
+static void on_user(struct rc *rc, redisReply *rep, void *priv)
+{
+	struct user_ctx *c = priv;
+	struct admit_reply a;
+	struct rredis_user res = {.sub = c->sub};
+	M_SET(admit_last_us, (int64_t)(mono_ms() - c->sent_ms) * 1000);
+	if (!rep || admit_parse(rep, c->sub, "free", &a)) {
+		M_INC(redis_errors_total);
+		if (rep && rep->type == REDIS_REPLY_ERROR)
+			pr_rl(LOG_WARN, "redis: plan of user %s: %s", c->sub, rep->str);
+		res.err = true;
+	} else {
+		res.plan = &a.plan;
+		res.used_bytes = a.used_bytes;
+		const redisReply *nm = a.names;
+		for (size_t i = 0; i + 1 < nm->elements && res.nnames < RREDIS_NAMES_MAX; i += 2) {
+			const char *tid = reply_str(nm->element[i], AUTH_ID_MAX);
+			const char *label = reply_str(nm->element[i + 1], AUTH_LABEL_MAX);
+			if (tid && label) {
+				res.name_tid[res.nnames] = tid;
+				res.name_label[res.nnames++] = label;
+			}
+		}
+	}
+	c->cb(c->r, c->priv, &res);
+	free(c);
+}
+
+int rredis_read_user(struct relay *r, const char *sub, rredis_user_cb cb, void *priv)
+{
+	struct rredis *rd = r->redis;
+	if (!rd || !rd->up)
+		return -ENOTCONN;
+	struct user_ctx *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	if (strlen(sub) >= sizeof(c->sub)) {
+		free(c);
+		return -EINVAL;
+	}
+	*c = (struct user_ctx){.r = r, .cb = cb, .priv = priv, .sent_ms = mono_ms()};
+	snprintf(c->sub, sizeof(c->sub), "%s", sub);
+	int rc = admit_send(rd, sub, "", "", on_user, c);
+	if (rc)
+		free(c);
+	return rc;
 }
 
 /* ---- registration ---- */
@@ -327,17 +487,23 @@ struct reg_ctx {
 	uint64_t epoch;
 	char tid[AUTH_ID_MAX + 1];
 	char sub[AUTH_ID_MAX + 1];
-	char plan[17];	 /* the claim; the plan key's tier replaces it */
-	char label[AUTH_LABEL_MAX + 1];
+	char jti[AUTH_ID_MAX + 1];
+	char claim[17];	 /* the token's plan claim: stands when the user has no plan hash */
+	char label[AUTH_LABEL_MAX + 1]; /* the custom label to use, "" none (after admission) */
+	char asked[AUTH_LABEL_MAX + 1]; /* the token's name claim */
+	struct plan_limits plan;
+	uint64_t used_bytes;
 	char cands[NCAND][96];
 	char name[256];	 /* the hostname being claimed */
 	char old[256];	 /* previous name of a tunnel switching to a custom label */
-	/* plan and tunnel-name reads sent together (pipelined): replies still due, and what
-	 * came back */
+	/* admission and tunnel-name reads sent together (pipelined): replies still due, and
+	 * what came back */
 	int inflight;
 	bool failed;
+	const char *refuse_code, *refuse_msg;
 	bool have_set;
 	char have[256];
+	uint64_t sent_ms;
 };
 
 static void reg_step(struct reg_ctx *c, redisReply *rep);
@@ -346,32 +512,36 @@ static void reg_cb(struct rc *rc, redisReply *rep, void *priv) { reg_step(priv, 
 
 static void reg_finish(struct reg_ctx *c, const char *code, const char *msg)
 {
-	struct rredis_reg_result res = {.code = code, .msg = msg, .plan = c->plan};
+	struct rredis_reg_result res = {.code = code, .msg = msg, .plan = &c->plan,
+					.used_bytes = c->used_bytes};
 	if (!code) {
 		res.hostname = c->name;
 		res.epoch = c->epoch;
+		res.custom = c->label[0] != 0;
 	}
 	c->cb(c->r, c->priv, &res);
 	free(c);
 }
 
-/* A custom label is the paid plan's: with any other plan the tunnel gets a random name. */
-static bool reg_custom(const struct reg_ctx *c) { return !strcmp(c->plan, "paid") && c->label[0]; }
+/* A custom label was granted at admission (rredis.h: names hash, else the token's claim, only
+ * on a plan with custom names). */
+static bool reg_custom(const struct reg_ctx *c) { return c->label[0] != 0; }
 
 static int reg_claim(struct reg_ctx *c)
 {
 	struct relay *r = c->r;
 	const char *p = r->cfg.redis_prefix;
-	char kr[320], ke[320], ko[320], lease[16], grace[16];
+	char kr[320], ke[320], ko[320], kd[320], lease[16], grace[16];
 	snprintf(kr, sizeof(kr), K_ROUTE, p, c->name);
 	snprintf(ke, sizeof(ke), K_EPOCH, p, c->name);
 	snprintf(ko, sizeof(ko), K_OWNER, p, c->name);
+	snprintf(kd, sizeof(kd), K_DOWN, p, c->name);
 	snprintf(lease, sizeof(lease), "%d", r->cfg.lease_ttl_s);
 	snprintf(grace, sizeof(grace), "%d", r->cfg.name_grace_s);
-	const char *keys[] = {kr, ke, ko};
+	const char *keys[] = {kr, ke, ko, kd};
 	const char *args[] = {c->tid, r->cfg.instance_id,
 			      r->internal_addr[0] ? r->internal_addr : "-", lease, grace};
-	return eval(r->redis, kr, reg_cb, c, claim_lua, 3, keys, 5, args);
+	return eval(r->redis, kr, reg_cb, c, claim_lua, 4, keys, 5, args);
 }
 
 static int reg_next_candidate(struct reg_ctx *c)
@@ -393,43 +563,6 @@ static void reg_release_old(struct relay *r, const char *name, const char *tid)
 	eval(r->redis, ko, count_err, NULL, unclaim_lua, 2, keys, 1, args);
 }
 
-static struct plan_slot *plan_slot(struct rredis *rd, const char *sub)
-{
-	uint64_t h = 1469598103934665603ull; /* FNV-1a: a cache index, not a security boundary */
-	for (const char *q = sub; *q; q++)
-		h = (h ^ (uint8_t)*q) * 1099511628211ull;
-	return &rd->plans[h % PLAN_CACHE_SLOTS];
-}
-
-/* The tier of an HGET plan tier reply: "free", "paid", or NULL when the user has none. */
-static const char *plan_tier(const redisReply *rep, const char *sub)
-{
-	if (!rep || rep->type != REDIS_REPLY_STRING)
-		return NULL;
-	if (!strcmp(rep->str, "free"))
-		return "free";
-	if (!strcmp(rep->str, "paid"))
-		return "paid";
-	pr_rl(LOG_WARN, "redis: user %s has an unknown plan tier: ignored, token decides", sub);
-	return NULL;
-}
-
-/* The user's plan in Redis (written by the API) wins over the token's claim: tokens live long,
- * upgrades and downgrades happen in between. */
-static void plan_apply(struct reg_ctx *c, const char *tier)
-{
-	if (tier)
-		snprintf(c->plan, sizeof(c->plan), "%s", tier);
-}
-
-static int reg_get_tunnel(struct reg_ctx *c)
-{
-	char kt[160];
-	snprintf(kt, sizeof(kt), K_TUNNEL, c->r->cfg.redis_prefix, c->tid);
-	c->stage = REG_GET_TUNNEL;
-	return rc_command(c->r->redis->rc, kt, reg_cb, c, "GET %s", kt);
-}
-
 /* The tunnel's current name (have, NULL: none) is known, and its plan: claim a name. */
 static int reg_have_name(struct reg_ctx *c, const char *have)
 {
@@ -447,28 +580,50 @@ static int reg_have_name(struct reg_ctx *c, const char *have)
 	return reg_claim(c);
 }
 
-/* Both pipelined reads answered: go on as after REG_GET_TUNNEL. */
+/* Both pipelined reads answered: refuse (revoked, blocked) or go on as after REG_GET_TUNNEL. */
 static void reg_joined(struct reg_ctx *c)
 {
-	if (c->failed || reg_have_name(c, c->have_set ? c->have : NULL))
+	if (c->failed) {
+		reg_finish(c, "unavailable", "tunnel registry unavailable, retrying");
+		return;
+	}
+	if (c->refuse_code) {
+		reg_finish(c, c->refuse_code, c->refuse_msg);
+		return;
+	}
+	if (reg_have_name(c, c->have_set ? c->have : NULL))
 		reg_finish(c, "unavailable", "tunnel registry unavailable, retrying");
 }
 
-static void reg_plan_cb(struct rc *rc, redisReply *rep, void *priv)
+static void reg_admit_cb(struct rc *rc, redisReply *rep, void *priv)
 {
 	struct reg_ctx *c = priv;
-	if (!rep) {
+	struct admit_reply a;
+	M_SET(admit_last_us, (int64_t)(mono_ms() - c->sent_ms) * 1000);
+	if (!rep || admit_parse(rep, c->sub, c->claim, &a)) {
 		M_INC(redis_errors_total);
+		if (rep && rep->type == REDIS_REPLY_ERROR)
+			pr_rl(LOG_WARN, "redis: admission of tunnel %s: %s", c->tid, rep->str);
 		c->failed = true;
-	} else if (rep->type == REDIS_REPLY_ERROR) {
-		/* a plan key of the wrong type: the token's claim stands, registration goes on */
-		pr_rl(LOG_WARN, "redis: plan of user %s unreadable: %s", c->sub, rep->str);
 	} else {
-		struct plan_slot *sl = plan_slot(c->r->redis, c->sub);
-		snprintf(sl->sub, sizeof(sl->sub), "%s", c->sub);
-		sl->tier = plan_tier(rep, c->sub);
-		sl->until_ms = c->r->loop.now + PLAN_CACHE_MS;
-		plan_apply(c, sl->tier);
+		c->plan = a.plan;
+		c->used_bytes = a.used_bytes;
+		if (a.revoked) {
+			c->refuse_code = "revoked";
+			c->refuse_msg = "this token was revoked: create a new one (dvv tunnels use, "
+					"or the dashboard) and run dvv login again";
+		} else if (a.blocked) {
+			c->refuse_code = "blocked";
+			c->refuse_msg = "this tunnel was deleted or is suspended: it is not part of "
+					"your plan (over its tunnel limit); pick another tunnel or "
+					"upgrade";
+		}
+		/* the custom label: the one reserved for the tunnel, else the token's */
+		c->label[0] = 0;
+		if (c->plan.custom_names) {
+			const char *l = a.label && c->plan.from_redis ? a.label : c->asked;
+			snprintf(c->label, sizeof(c->label), "%s", l);
+		}
 	}
 	if (--c->inflight == 0)
 		reg_joined(c);
@@ -582,7 +737,8 @@ int rredis_register_tunnel(struct relay *r, const struct rredis_reg *req, rredis
 		return -ENOTCONN;
 	struct reg_ctx *c;
 	if (strlen(req->tid) >= sizeof(c->tid) || strlen(req->sub) >= sizeof(c->sub) ||
-	    strlen(req->plan) >= sizeof(c->plan) || strlen(req->label) >= sizeof(c->label))
+	    strlen(req->plan) >= sizeof(c->claim) || strlen(req->label) >= sizeof(c->asked) ||
+	    strlen(req->jti) >= sizeof(c->jti))
 		return -EINVAL;
 	if (!(c = calloc(1, sizeof(*c))))
 		return -ENOMEM;
@@ -591,34 +747,29 @@ int rredis_register_tunnel(struct relay *r, const struct rredis_reg *req, rredis
 	c->priv = priv;
 	snprintf(c->tid, sizeof(c->tid), "%s", req->tid);
 	snprintf(c->sub, sizeof(c->sub), "%s", req->sub);
-	snprintf(c->plan, sizeof(c->plan), "%s", req->plan);
-	snprintf(c->label, sizeof(c->label), "%s", req->label);
+	snprintf(c->jti, sizeof(c->jti), "%s", req->jti);
+	snprintf(c->claim, sizeof(c->claim), "%s", req->plan);
+	snprintf(c->asked, sizeof(c->asked), "%s", req->label);
+	plan_from_claim(&c->plan, c->claim);
 	for (unsigned i = 0; i < NCAND; i++)
 		names_random(c->cands[i], sizeof(c->cands[i]), i);
-	int rc;
-	struct plan_slot *sl = plan_slot(rd, c->sub);
-	if (!strcmp(sl->sub, c->sub) && r->loop.now < sl->until_ms) {
-		plan_apply(c, sl->tier);
-		rc = reg_get_tunnel(c);
-	} else {
-		/* the plan and the tunnel's current name are independent reads: one round trip */
-		char kp[160], kt[160];
-		snprintf(kp, sizeof(kp), K_PLAN, r->cfg.redis_prefix, c->sub);
-		snprintf(kt, sizeof(kt), K_TUNNEL, r->cfg.redis_prefix, c->tid);
-		c->stage = REG_GET_TUNNEL;
-		c->inflight = 1;
-		rc = rc_command(rd->rc, kp, reg_plan_cb, c, "HGET %s tier", kp);
-		if (rc == 0) {
-			if (rc_command(rd->rc, kt, reg_tunnel_cb, c, "GET %s", kt) == 0)
-				c->inflight++;
-			else
-				c->failed = true; /* the plan reply finishes it: unavailable */
-			return 0;
-		}
-	}
-	if (rc)
+	/* admission (the user's slot) and the tunnel's current name (the tunnel's slot) are
+	 * independent reads: pipelined, one round trip */
+	char kt[160];
+	snprintf(kt, sizeof(kt), K_TUNNEL, r->cfg.redis_prefix, c->tid);
+	c->stage = REG_GET_TUNNEL;
+	c->inflight = 1;
+	c->sent_ms = mono_ms();
+	int rc = admit_send(rd, c->sub, c->jti, c->tid, reg_admit_cb, c);
+	if (rc) {
 		free(c);
-	return rc;
+		return rc;
+	}
+	if (rc_command(rd->rc, kt, reg_tunnel_cb, c, "GET %s", kt) == 0)
+		c->inflight++;
+	else
+		c->failed = true; /* the admission reply finishes it: unavailable */
+	return 0;
 }
 
 void rredis_release_tunnel(struct relay *r, const char *hostname, uint64_t epoch)
@@ -944,11 +1095,12 @@ static void on_lookup(struct rc *rc, redisReply *rep, void *priv)
 	struct rredis_lookup_result res = {0};
 	char inst[66], addr[130];
 	unsigned long long epoch;
-	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3) {
+	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 4) {
 		M_INC(redis_errors_total);
 		res.err = true;
 		goto out;
 	}
+	res.down_idle = rep->element[3]->type == REDIS_REPLY_STRING && !strcmp(rep->element[3]->str, "idle");
 	const redisReply *route = rep->element[0], *status = rep->element[1],
 			 *owner = rep->element[2];
 	if (route->type == REDIS_REPLY_STRING &&
@@ -979,13 +1131,14 @@ int rredis_lookup(struct relay *r, const char *hostname, rredis_lookup_cb cb, vo
 	if (!c)
 		return -ENOMEM;
 	*c = (struct lookup_ctx){cb, priv, r};
-	char kr[320], ks[320], ko[320];
+	char kr[320], ks[320], ko[320], kd[320];
 	const char *p = r->cfg.redis_prefix;
 	snprintf(kr, sizeof(kr), K_ROUTE, p, hostname);
 	snprintf(ks, sizeof(ks), K_STATUS, p, hostname);
 	snprintf(ko, sizeof(ko), K_OWNER, p, hostname);
+	snprintf(kd, sizeof(kd), K_DOWN, p, hostname);
 	/* one slot ({hostname}), one round trip */
-	int rc = rc_command(rd->rc, kr, on_lookup, c, "MGET %s %s %s", kr, ks, ko);
+	int rc = rc_command(rd->rc, kr, on_lookup, c, "MGET %s %s %s %s", kr, ks, ko, kd);
 	if (rc)
 		free(c);
 	return rc;
@@ -1001,6 +1154,22 @@ int rredis_store_status(struct relay *r, const char *hostname, const char *json,
 	char ks[320];
 	snprintf(ks, sizeof(ks), K_STATUS, r->cfg.redis_prefix, hostname);
 	int rc = rc_command(rd->rc, ks, count_err, rd, "SET %s %b EX %d", ks, json, len,
+			    r->cfg.name_grace_s);
+	if (rc == 0)
+		rd->pending++;
+	return rc;
+}
+
+int rredis_set_down(struct relay *r, const char *hostname, const char *why)
+{
+	struct rredis *rd = r->redis;
+	if (!rd || !rd->up)
+		return -ENOTCONN;
+	if (strlen(hostname) > 255)
+		return -EINVAL;
+	char kd[320];
+	snprintf(kd, sizeof(kd), K_DOWN, r->cfg.redis_prefix, hostname);
+	int rc = rc_command(rd->rc, kd, count_err, rd, "SET %s %s EX %d", kd, why,
 			    r->cfg.name_grace_s);
 	if (rc == 0)
 		rd->pending++;

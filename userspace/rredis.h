@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 struct relay;
+struct plan_limits;
 
 /* A route lease this relay holds: hostname (with the relay's suffix) for tunnel tid at epoch. */
 struct rredis_lease {
@@ -46,20 +47,33 @@ int rredis_start(struct relay *r, rredis_each_lease_fn each_lease, rredis_lost_f
 /* Best-effort clean exit: release our leases and instance keys (bounded by ~1 s). */
 void rredis_stop(struct relay *r);
 bool rredis_up(const struct relay *r);
+/* The Redis client while it is up (NULL otherwise): for the events poller's own commands. */
+struct rc *rredis_rc(struct relay *r);
+/* Forget the name bound to tunnel tid (tunnel:{tid}): its next registration draws a random
+ * name (a custom label the plan no longer allows). Fire and forget. */
+void rredis_forget_name(struct relay *r, const char *tid);
 
 /* A registration; the call copies it. */
 struct rredis_reg {
 	const char *tid;   /* the tunnel: a name belongs to it and survives its reconnects */
-	const char *sub;   /* the user, whose plan key is read (cached 60 s per user) */
-	const char *plan;  /* the token's plan claim: stands unless the plan key says otherwise */
-	const char *label; /* custom label asked for, "" none: granted on the paid plan only */
+	const char *sub;   /* the user, whose keys the admit script reads (every registration) */
+	const char *jti;   /* the token's id, "" none: refused if in the user's revoked set */
+	const char *plan;  /* the token's plan claim: stands when the user has no plan hash */
+	const char *label; /* the token's name claim, "" none */
 };
+/* Admission (the admit script, pipelined with the tunnel's name read: one round trip): a
+ * revoked jti -> "revoked", a blocked tid -> "blocked". The custom label is the user's names
+ * hash entry for tid if the plan has custom_names, else the token's name claim if the plan has
+ * custom_names (without a plan hash: tier "paid"), else none: a random name. */
 struct rredis_reg_result {
-	const char *code;     /* NULL: registered; else "busy", "unavailable" or "name_taken" */
+	const char *code;     /* NULL: registered; else "busy", "unavailable", "name_taken",
+			       * "revoked" or "blocked" */
 	const char *msg;      /* for the agent, with code */
 	const char *hostname; /* registered: the name (with the relay's suffix), ours... */
 	uint64_t epoch;	      /* ...at this fencing epoch */
-	const char *plan;     /* the plan that applied: the plan key's tier, else the claim */
+	bool custom;	      /* ...and it is a custom label */
+	const struct plan_limits *plan; /* what applies: the plan hash, else the token's claim */
+	uint64_t used_bytes;  /* the user's usage this period (usage hash) */
 };
 typedef void (*rredis_reg_cb)(struct relay *r, void *priv, const struct rredis_reg_result *res);
 /* Claim a name (the tunnel's own, its custom label, or a random new one) and take the route
@@ -67,6 +81,20 @@ typedef void (*rredis_reg_cb)(struct relay *r, void *priv, const struct rredis_r
  * through each_lease and gives it back with rredis_release_tunnel(). */
 int rredis_register_tunnel(struct relay *r, const struct rredis_reg *req, rredis_reg_cb cb,
 			   void *priv);
+/* Re-read a user's plan, usage and reserved names (the admit script without a jti or tid), on
+ * a `plan` event. err: Redis could not answer. */
+#define RREDIS_NAMES_MAX 64
+struct rredis_user {
+	bool err;
+	const char *sub;
+	const struct plan_limits *plan;
+	uint64_t used_bytes;
+	size_t nnames;	  /* the names hash: tid -> label */
+	const char *name_tid[RREDIS_NAMES_MAX], *name_label[RREDIS_NAMES_MAX];
+};
+typedef void (*rredis_user_cb)(struct relay *r, void *priv, const struct rredis_user *u);
+int rredis_read_user(struct relay *r, const char *sub, rredis_user_cb cb, void *priv);
+
 /* Drop our route lease for hostname if we still hold it at epoch (the name stays reserved).
  * Nothing is sent while Redis is down: the lease expires by itself. */
 void rredis_release_tunnel(struct relay *r, const char *hostname, uint64_t epoch);
@@ -97,11 +125,15 @@ struct rredis_lookup_result {
 	bool known;	      /* the name has an owner or a cached status: its tunnel exists */
 	const char *status;   /* the sanitized status JSON stored by status_sanitize, or NULL */
 	size_t status_len;
+	bool down_idle;	      /* the tunnel was closed for being idle (its `down` key) */
 };
 typedef void (*rredis_lookup_cb)(struct relay *r, void *priv, const struct rredis_lookup_result *res);
 int rredis_lookup(struct relay *r, const char *hostname, rredis_lookup_cb cb, void *priv);
 /* Store the sanitized status of hostname's server (TTL --name-grace-s). Fire and forget:
  * -ENOTCONN while Redis is down, -EINVAL for an empty status or a name too long. */
 int rredis_store_status(struct relay *r, const char *hostname, const char *json, size_t len);
+/* Mark hostname down for `why` ("idle") for the name grace: any relay answers its players with
+ * that (read in rredis_lookup's MGET); the name's next registration clears it. Fire and forget. */
+int rredis_set_down(struct relay *r, const char *hostname, const char *why);
 
 #endif

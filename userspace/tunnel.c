@@ -5,6 +5,7 @@
 #include "relay.h"
 #include "rredis.h"
 #include "status.h"
+#include "enforce.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -384,6 +385,18 @@ static void tunnel_close(struct tunnel *t, const char *code, const char *why)
 	tunnel_put(t);
 }
 
+void tunnel_send(struct tunnel *t, const struct ctl_msg *m) { send_msg(t, m); }
+
+void tunnel_goodbye(struct tunnel *t, const char *code, const char *reason)
+{
+	struct ctl_msg g = {.type = CTL_GOODBYE};
+	snprintf(g.u.goodbye.code, sizeof(g.u.goodbye.code), "%s", code);
+	snprintf(g.u.goodbye.reason, sizeof(g.u.goodbye.reason), "%s", reason);
+	send_msg(t, &g);
+	t->wait_fate = WAIT_OFFLINE;
+	tunnel_close(t, NULL, reason);
+}
+
 void tunnel_close_all(struct relay *r, const char *why)
 {
 	while (!dlist_empty(&r->tunnels))
@@ -522,15 +535,25 @@ static void tunnel_registered(struct relay *r, void *priv, const struct rredis_r
 		goto out;
 	}
 	/* the user's plan in Redis, if any, has replaced the token's claim */
-	snprintf(t->claims.plan, sizeof(t->claims.plan), "%s", res->plan);
+	snprintf(t->claims.plan, sizeof(t->claims.plan), "%s", res->plan->tier);
 	if (res->code) {
-		bool retry = strcmp(res->code, "name_taken") != 0;
+		/* a taken name, a revoked token, a blocked tunnel: retrying cannot help */
+		bool retry = strcmp(res->code, "name_taken") && strcmp(res->code, "revoked") &&
+			     strcmp(res->code, "blocked");
 		M_INC(tunnels_rejected_total);
 		send_error(t, res->code, res->msg, retry,
 			   retry ? 1000 + (uint32_t)(rand_u64() % 2000) : 0);
 		tunnel_close(t, NULL, res->msg);
 		goto out;
 	}
+	/* the plan decides placement under load (priority 0 goes elsewhere) */
+	if (!enforce_tunnel_up(t, res->plan, res->used_bytes)) {
+		rredis_release_tunnel(r, hostname, epoch);
+		t->wait_fate = WAIT_REROUTE;
+		tunnel_close(t, NULL, "priority-0 registration placed elsewhere (relay busy)");
+		goto out;
+	}
+	t->custom = res->custom;
 	tunnel_take_tid(r, t);
 	size_t len = strlen(hostname);
 	struct tunnel *other = tunnel_lookup_host(r, hostname, len);
@@ -544,8 +567,9 @@ static void tunnel_registered(struct relay *r, void *priv, const struct rredis_r
 	htab_add(&r->by_host, &t->host_hn, htab_hash(&r->by_host, hostname, len));
 	M_INC(tunnels_registered_total);
 	M_INC(tunnels_active);
-	pr_info("tunnel up: %s (tunnel %s, user %s, plan %s, agent %s, epoch %llu)", hostname,
-		t->claims.tid, t->claims.sub, t->claims.plan, t->peer, (unsigned long long)epoch);
+	pr_info("tunnel up: %s (tunnel %s, user %s, plan %s%s, agent %s, epoch %llu)", hostname,
+		t->claims.tid, t->claims.sub, t->claims.plan, t->capped ? ", capped" : "", t->peer,
+		(unsigned long long)epoch);
 	struct ctl_msg m = {.type = CTL_WELCOME};
 	snprintf(m.u.welcome.hostname, sizeof(m.u.welcome.hostname), "%s", hostname);
 	snprintf(m.u.welcome.tunnel, sizeof(m.u.welcome.tunnel), "%s", t->claims.tid);
@@ -557,6 +581,9 @@ static void tunnel_registered(struct relay *r, void *priv, const struct rredis_r
 		snprintf(m.u.welcome.peers[m.u.welcome.npeers++], sizeof(m.u.welcome.peers[0]), "%s",
 			 r->peers[i]);
 	send_msg(t, &m);
+	if (t->state != TS_UP)
+		goto out;
+	enforce_send_plan(t, NULL); /* right after WELCOME */
 	if (t->state != TS_UP)
 		goto out;
 	t->last_rx_ms = r->loop.now;
@@ -704,8 +731,8 @@ static int tunnel_register(struct tunnel *t)
 {
 	struct relay *r = t->r;
 	const struct rredis_reg req = {
-		.tid = t->claims.tid, .sub = t->claims.sub, .plan = t->claims.plan,
-		.label = t->claims.name};
+		.tid = t->claims.tid, .sub = t->claims.sub, .jti = t->claims.jti,
+		.plan = t->claims.plan, .label = t->claims.name};
 	t->refs++;
 	int rc = rredis_register_tunnel(r, &req, tunnel_registered, t);
 	if (rc) {

@@ -1,5 +1,6 @@
-/* Unit tests for the agent's pure parts: reconnect backoff, option parsing, token files, and
- * reading the relay's player header without ever reading the player's bytes behind it. */
+/* Unit tests for the agent's pure parts: reconnect backoff, option parsing (with the credentials
+ * dvv login stores), token files, reading the relay's player header without ever reading the
+ * player's bytes behind it, and what PLAN / GOODBYE / ERROR frames turn into for the user. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -18,6 +19,8 @@
 #include <cmocka.h>
 
 #include "agent.h"
+#include "cmd.h"
+#include "creds.h"
 #include "log.h"
 #include "net.h"
 #include "proto.h"
@@ -115,6 +118,8 @@ static int opts_setup(void **state)
 	unsetenv("DVV_RELAY");
 	unsetenv("DVV_REGIONS");
 	unsetenv("DVV_REGION");
+	/* no stored credentials unless a test writes them */
+	setenv("XDG_CONFIG_HOME", "/nonexistent/dvv-unit-test", 1);
 	return 0;
 }
 
@@ -367,6 +372,185 @@ static void header_errors(void **state)
 	close(sv[1]);
 }
 
+/* ---- stored credentials (dvv login) ---- */
+
+static void options_use_stored_credentials(void **state)
+{
+	char root[] = "/tmp/dvv-agent-opts-XXXXXX";
+	assert_non_null(mkdtemp(root));
+	setenv("XDG_CONFIG_HOME", root, 1);
+	char path[512], dir[512], e[600];
+	assert_int_equal(creds_path(path, sizeof(path), dir, sizeof(dir), e, sizeof(e)), 0);
+	struct agent_creds c;
+	memset(&c, 0, sizeof(c));
+	snprintf(c.api, sizeof(c.api), "http://127.0.0.1:8080");
+	snprintf(c.token, sizeof(c.token), "stored.token.value");
+	c.nrelays = 2;
+	snprintf(c.relays[0].name, sizeof(c.relays[0].name), "eu");
+	snprintf(c.relays[0].endpoint, sizeof(c.relays[0].endpoint), "127.0.0.1:7100");
+	snprintf(c.relays[1].name, sizeof(c.relays[1].name), "us");
+	snprintf(c.relays[1].endpoint, sizeof(c.relays[1].endpoint), "127.0.0.1:7200");
+	c.ca_pem = strdup("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+	assert_int_equal(creds_save(dir, path, &c, e, sizeof(e)), 0);
+
+	struct argv_buf b;
+	/* nothing given: token, relays and their CA from the file */
+	mkargv(&b, "dvv", NULL);
+	assert_int_equal(parse(&b), 0);
+	assert_string_equal(cfg.token, "stored.token.value");
+	assert_true(cfg.from_creds);
+	assert_int_equal(cfg.nregions, 2);
+	assert_string_equal(cfg.regions[1].endpoint, "127.0.0.1:7200");
+	assert_true(cfg.measure);
+	assert_non_null(cfg.ca_pem);
+	agent_opts_free(&cfg);
+	/* --region picks among the stored relays */
+	mkargv(&b, "dvv", "--region", "us", NULL);
+	assert_int_equal(parse(&b), 0);
+	assert_string_equal(cfg.relay, "127.0.0.1:7200");
+	assert_false(cfg.measure);
+	agent_opts_free(&cfg);
+	/* named relays win, and the stored CA is not theirs */
+	mkargv(&b, "dvv", "--relay", "relay.example:7000", NULL);
+	assert_int_equal(parse(&b), 0);
+	assert_string_equal(cfg.token, "stored.token.value");
+	assert_string_equal(cfg.relay, "relay.example:7000");
+	assert_null(cfg.ca_pem);
+	agent_opts_free(&cfg);
+	setenv("DVV_RELAY", "env.example:7000", 1);
+	mkargv(&b, "dvv", NULL);
+	assert_int_equal(parse(&b), 0);
+	assert_string_equal(cfg.relay, "env.example:7000");
+	assert_null(cfg.ca_pem);
+	agent_opts_free(&cfg);
+	unsetenv("DVV_RELAY");
+	/* a given token: the file is not even read */
+	setenv("DVV_TOKEN", "env.token", 1);
+	mkargv(&b, "dvv", NULL);
+	assert_int_equal(parse(&b), 0);
+	assert_string_equal(cfg.token, "env.token");
+	assert_false(cfg.from_creds);
+	assert_string_equal(cfg.relay, AGENT_DEFAULT_RELAY);
+	agent_opts_free(&cfg);
+	unsetenv("DVV_TOKEN");
+	/* a file others can read is refused, with the fix */
+	assert_int_equal(chmod(path, 0644), 0);
+	mkargv(&b, "dvv", NULL);
+	assert_int_equal(parse(&b), -EINVAL);
+	assert_non_null(strstr(err, "chmod 600"));
+	assert_null(strstr(err, "stored.token.value"));
+	assert_int_equal(chmod(path, 0600), 0);
+	/* logged in without a token yet */
+	c.token[0] = 0;
+	assert_int_equal(creds_save(dir, path, &c, e, sizeof(e)), 0);
+	mkargv(&b, "dvv", NULL);
+	assert_int_equal(parse(&b), -EINVAL);
+	assert_non_null(strstr(err, "dvv tunnels use"));
+	creds_clear(&c);
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	assert_int_equal(system(cmd), 0);
+	opts_setup(state);
+}
+
+/* ---- PLAN, GOODBYE and ERROR for the user ---- */
+
+static void bytes_for_humans(void **state)
+{
+	char b[32];
+	struct { uint64_t v; const char *want; } cases[] = {
+		{0, "0 B"}, {1023, "1023 B"}, {1024, "1 KiB"}, {1536, "1.5 KiB"},
+		{10737418240ull, "10 GiB"}, {1288490189ull, "1.2 GiB"},
+		{536870912000ull, "500 GiB"}, {10695475200ull, "9.9 GiB"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		agent_fmt_bytes(cases[i].v, b, sizeof(b));
+		assert_string_equal(b, cases[i].want);
+	}
+}
+
+static void plan_frame_described(void **state)
+{
+	struct ctl_msg m = {.type = CTL_PLAN};
+	snprintf(m.u.plan.tier, sizeof(m.u.plan.tier), "free");
+	m.u.plan.max_tunnels = 1;
+	m.u.plan.max_players = 20;
+	m.u.plan.idle_timeout_s = 1800;
+	m.u.plan.bandwidth_bytes = 10737418240ull;
+	m.u.plan.used_bytes = 1288490189ull;
+	m.u.plan.period_end = 1798761600; /* 2027-01-01T00:00:00Z */
+	snprintf(m.u.plan.state, sizeof(m.u.plan.state), "ok");
+	char line[400];
+	agent_plan_describe(&m, line, sizeof(line));
+	assert_string_equal(line, "plan free: 1 tunnel, 20 players, idle close after 30 min, "
+				  "1.2 GiB of 10 GiB used, resets 2027-01-01");
+	snprintf(m.u.plan.state, sizeof(m.u.plan.state), "capped");
+	agent_plan_describe(&m, line, sizeof(line));
+	assert_non_null(strstr(line, "BANDWIDTH LIMIT REACHED"));
+	/* a paid-like plan: no idle close, no limits shown as such, no period */
+	snprintf(m.u.plan.tier, sizeof(m.u.plan.tier), "paid");
+	snprintf(m.u.plan.state, sizeof(m.u.plan.state), "ok");
+	m.u.plan.max_tunnels = 5;
+	m.u.plan.max_players = 0;
+	m.u.plan.idle_timeout_s = 0;
+	m.u.plan.bandwidth_bytes = 0;
+	m.u.plan.used_bytes = 2048;
+	m.u.plan.period_end = 0;
+	agent_plan_describe(&m, line, sizeof(line));
+	assert_string_equal(line, "plan paid: 5 tunnels, no player limit, 2 KiB used, no "
+				  "bandwidth limit");
+	/* the frame the relay sends decodes into what is described */
+	uint8_t frame[CTL_HDR_LEN + CTL_PAYLOAD_MAX];
+	m.u.plan.idle_timeout_s = 7200;
+	int n = ctl_encode(&m, frame, sizeof(frame));
+	assert_true(n > 0);
+	struct ctl_msg back;
+	size_t used;
+	assert_int_equal(ctl_decode(frame, (size_t)n, &back, &used, err, sizeof(err)), 0);
+	assert_int_equal(back.type, CTL_PLAN);
+	agent_plan_describe(&back, line, sizeof(line));
+	assert_non_null(strstr(line, "idle close after 2 h"));
+}
+
+static void final_refusals_and_their_exit_status(void **state)
+{
+	char t[400];
+	assert_int_equal(agent_final_refusal("revoked", "token k_1 revoked", true, t, sizeof(t)),
+			 AGENT_EXIT_AUTH);
+	assert_non_null(strstr(t, "token k_1 revoked"));
+	assert_non_null(strstr(t, "dvv tunnels use"));
+	assert_int_equal(agent_final_refusal("revoked", "", false, t, sizeof(t)), AGENT_EXIT_AUTH);
+	assert_null(strstr(t, "dvv tunnels use"));
+	assert_int_equal(agent_final_refusal("blocked", "tunnel t_1 was deleted", false, t,
+					     sizeof(t)),
+			 AGENT_EXIT_AUTH);
+	assert_non_null(strstr(t, "tunnel t_1 was deleted"));
+	const char *idle = "no players for 30 min: the free plan closes idle tunnels; run dvv "
+			   "again to reopen";
+	assert_int_equal(agent_final_refusal("idle", idle, false, t, sizeof(t)),
+			 AGENT_EXIT_REFUSED);
+	assert_non_null(strstr(t, idle));
+	/* everything else is not final */
+	const char *other[] = {"plan", "bandwidth", "replaced", "draining", "moved", "auth",
+			       "busy", ""};
+	for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++)
+		assert_int_equal(agent_final_refusal(other[i], "x", false, t, sizeof(t)), 0);
+}
+
+static void jwt_claims_read_for_display(void **state)
+{
+	/* {"alg":"ES256"} . {"sub":"u_1","tid":"t_abc","n":5} . sig */
+	const char *jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1XzEiLCJ0aWQiOiJ0X2FiYyIsIm4iOjV9.c2ln";
+	char v[65];
+	assert_int_equal(agent_jwt_claim(jwt, "tid", v, sizeof(v)), 0);
+	assert_string_equal(v, "t_abc");
+	assert_int_equal(agent_jwt_claim(jwt, "n", v, sizeof(v)), -EINVAL); /* not a string */
+	assert_int_equal(agent_jwt_claim(jwt, "jti", v, sizeof(v)), -EINVAL);
+	assert_int_equal(agent_jwt_claim("nodots", "tid", v, sizeof(v)), -EINVAL);
+	assert_int_equal(agent_jwt_claim("a.b!d.c", "tid", v, sizeof(v)), -EINVAL);
+	assert_int_equal(agent_jwt_claim(jwt, "tid", v, 3), -EINVAL); /* does not fit */
+}
+
 int main(void)
 {
 	log_init("test_agent", LOG_ERROR);
@@ -383,6 +567,11 @@ int main(void)
 		cmocka_unit_test(header_split_across_many_reads_is_not_over_read),
 		cmocka_unit_test(header_with_longer_body_is_consumed_exactly),
 		cmocka_unit_test(header_errors),
+		cmocka_unit_test_setup(options_use_stored_credentials, opts_setup),
+		cmocka_unit_test(bytes_for_humans),
+		cmocka_unit_test(plan_frame_described),
+		cmocka_unit_test(final_refusals_and_their_exit_status),
+		cmocka_unit_test(jwt_claims_read_for_display),
 	};
 	return cmocka_run_group_tests_name("agent", tests, NULL, NULL);
 }

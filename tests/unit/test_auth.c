@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <jansson.h>
 #include <jwt.h>
@@ -627,15 +628,21 @@ static void longest_allowed_ids_are_accepted(void **state)
 static void bad_plan_is_rejected(void **state)
 {
 	struct fixture *f = *state;
-	const char *bad[] = { "pro", "", "FREE", "paid ", "freeX" };
+	const char *bad[] = { "", "FREE", "paid ", "free.x", "abcdefghijklmnopq" /* 17 */ };
+	struct auth_claims out;
 	size_t i;
 	char *t;
 
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		t = mint(f, with(good_claims(), "plan", json_string(bad[i])));
-		assert_rejected(f, t, "plan must be \"free\" or \"paid\"");
+		assert_rejected(f, t, "plan must be a tier name");
 		free(t);
 	}
+	/* any tier name the API may configure passes: the relay reads its limits from Redis */
+	t = mint(f, with(good_claims(), "plan", json_string("pro_2-x")));
+	assert_accepted(f, t, &out);
+	assert_str(out.plan, "pro_2-x", "plan");
+	free(t);
 	t = mint(f, with(good_claims(), "plan", json_integer(1)));
 	assert_rejected(f, t, "plan must be");
 	free(t);
@@ -706,7 +713,7 @@ static void hs256_signed_with_the_public_key_is_rejected(void **state)
 	assert_rejected(f, t, "alg HS256 not allowed, expected ES256");
 	free(t);
 	/* ...and with the exact bytes the verifier hands libjwt */
-	t = mint_alg(good_claims(), JWT_ALG_HS256, f->cfg.pubkey, f->cfg.pubkey_len);
+	t = mint_alg(good_claims(), JWT_ALG_HS256, f->cfg.keys[0].pem, f->cfg.keys[0].pem_len);
 	assert_rejected(f, t, "alg HS256 not allowed, expected ES256");
 	free(t);
 }
@@ -968,7 +975,7 @@ static void bad_arguments_return_einval(void **state)
 	cfg.audience = "";
 	assert_int_equal(auth_verify(&cfg, t, NOW, NULL, err, sizeof(err)), -EINVAL);
 	cfg = f->cfg;
-	cfg.pubkey = NULL;
+	cfg.nkeys = 0;
 	assert_int_equal(auth_verify(&cfg, t, NOW, NULL, err, sizeof(err)), -EINVAL);
 	/* no error buffer at all is fine */
 	assert_int_equal(auth_verify(&f->cfg, "x", NOW, NULL, NULL, 0), -EACCES);
@@ -999,7 +1006,7 @@ static void only_p256_public_keys_load(void **state)
 		fail_msg("expected -ENOENT naming the file for a missing key, got \"%s\"", err);
 	if (auth_set_pubkey(&cfg, corrupt, strlen(corrupt), err, sizeof(err)) != -EINVAL)
 		fail_msg("expected a corrupt PEM to be refused, got \"%s\"", err);
-	assert_null(cfg.pubkey);
+	assert_int_equal(cfg.nkeys, 0);
 
 	/* loading the other key replaces the first: our tokens stop verifying */
 	assert_int_equal(auth_load_pubkey(&cfg, f->pub_path, err, sizeof(err)), 0);
@@ -1015,7 +1022,248 @@ static void only_p256_public_keys_load(void **state)
 	}
 	auth_cfg_free(&cfg);
 	auth_cfg_free(&cfg);
-	assert_null(cfg.pubkey);
+	assert_int_equal(cfg.nkeys, 0);
+}
+
+/* ---- keys by kid ---------------------------------------------------------------------------- */
+
+/* Sign claims (consumed) with key, the header naming kid (NULL: no kid), the way the API does. */
+static char *mint_kid(EVP_PKEY *key, json_t *claims, const char *kid)
+{
+	char *pem = pem_of(key, 1), *json = json_dumps(claims, JSON_COMPACT), *token;
+	jwt_t *jwt = NULL;
+
+	assert_non_null(json);
+	assert_int_equal(jwt_new(&jwt), 0);
+	assert_int_equal(jwt_add_grants_json(jwt, json), 0);
+	if (kid)
+		assert_int_equal(jwt_add_header(jwt, "kid", kid), 0);
+	assert_int_equal(jwt_set_alg(jwt, JWT_ALG_ES256, (unsigned char *)pem, (int)strlen(pem)),
+			 0);
+	token = jwt_encode_str(jwt);
+	assert_non_null(token);
+	jwt_free(jwt);
+	free(json);
+	free(pem);
+	json_decref(claims);
+	return token;
+}
+
+/* A fresh key directory under the fixture's: <dir>/<name>/ */
+static void key_dir(struct fixture *f, const char *name, char *out, size_t cap)
+{
+	snprintf(out, cap, "%s/%s", f->dir, name);
+	assert_int_equal(mkdir(out, 0700), 0);
+}
+
+static void put_pub(const char *dir, const char *file, EVP_PKEY *key)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	write_pub(path, key);
+}
+
+static void rm_dir(const char *dir)
+{
+	char cmd[300];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf -- '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+static int verify_with(struct fixture *f, struct auth_cfg *cfg, const char *t, char *err,
+		       size_t cap)
+{
+	cfg->issuer = "dvv";
+	cfg->audience = "dvv-relay";
+	cfg->leeway_s = LEEWAY;
+	(void)f;
+	return auth_verify(cfg, t, NOW, NULL, err, cap);
+}
+
+static void file_key_accepts_its_kid_and_no_kid_only(void **state)
+{
+	struct fixture *f = *state;
+	char *t;
+
+	/* the fixture loaded <dir>/jwt.pub: kid "jwt" */
+	assert_str(f->cfg.keys[0].kid, "jwt", "kid of a lone file");
+	t = mint_kid(f->key, good_claims(), "jwt");
+	assert_accepted(f, t, NULL);
+	free(t);
+	t = mint_kid(f->key, good_claims(), NULL);
+	assert_accepted(f, t, NULL);
+	free(t);
+	t = mint_kid(f->key, good_claims(), "k2026");
+	assert_rejected(f, t, "unknown kid");
+	free(t);
+	t = mint_kid(f->key, good_claims(), "bad/kid");
+	assert_rejected(f, t, "kid is not");
+	free(t);
+}
+
+static void directory_keys_are_picked_by_kid(void **state)
+{
+	struct fixture *f = *state;
+	struct auth_cfg cfg = { 0 };
+	char dir[128], err[256];
+	char *t;
+
+	key_dir(f, "keys-pick", dir, sizeof(dir));
+	put_pub(dir, "k1.pub", f->key);
+	put_pub(dir, "k2.pub", f->other);
+	put_pub(dir, "notes.txt", f->other); /* not *.pub: ignored */
+	assert_int_equal(auth_load_keys(&cfg, dir, err, sizeof(err)), 0);
+	assert_int_equal(cfg.nkeys, 2);
+
+	/* rotation: tokens of the old key (k1) and of the new one (k2) both verify */
+	t = mint_kid(f->key, good_claims(), "k1");
+	assert_int_equal(verify_with(f, &cfg, t, err, sizeof(err)), 0);
+	free(t);
+	t = mint_kid(f->other, good_claims(), "k2");
+	assert_int_equal(verify_with(f, &cfg, t, err, sizeof(err)), 0);
+	free(t);
+	/* the kid picks one key: k1's signature under kid k2 fails */
+	t = mint_kid(f->key, good_claims(), "k2");
+	assert_int_equal(verify_with(f, &cfg, t, err, sizeof(err)), -EACCES);
+	assert_non_null(strstr(err, "bad signature"));
+	free(t);
+	t = mint_kid(f->key, good_claims(), "k3");
+	assert_int_equal(verify_with(f, &cfg, t, err, sizeof(err)), -EACCES);
+	assert_non_null(strstr(err, "unknown kid"));
+	free(t);
+	/* a directory has no default key: a token without kid is refused */
+	t = mint_kid(f->key, good_claims(), NULL);
+	assert_int_equal(verify_with(f, &cfg, t, err, sizeof(err)), -EACCES);
+	assert_non_null(strstr(err, "no kid"));
+	free(t);
+	/* the other vectors hold with a directory too */
+	t = mint_kid(f->key, with(good_claims(), "exp", json_integer(NOW - 3600)), "k1");
+	assert_int_equal(verify_with(f, &cfg, t, err, sizeof(err)), -EACCES);
+	assert_non_null(strstr(err, "expired"));
+	free(t);
+	t = mint_kid(f->key, with(good_claims(), "nbf", json_integer(NOW + 3600)), "k1");
+	assert_int_equal(verify_with(f, &cfg, t, err, sizeof(err)), -EACCES);
+	assert_non_null(strstr(err, "not valid for another"));
+	free(t);
+	t = mint_kid(f->key, with(good_claims(), "aud", json_string("x")), "k1");
+	assert_int_equal(verify_with(f, &cfg, t, err, sizeof(err)), -EACCES);
+	assert_non_null(strstr(err, "aud mismatch"));
+	free(t);
+	t = mint_kid(f->key, with(good_claims(), "iss", json_string("x")), "k1");
+	assert_int_equal(verify_with(f, &cfg, t, err, sizeof(err)), -EACCES);
+	assert_non_null(strstr(err, "iss mismatch"));
+	free(t);
+	{
+		/* HS256 with k1's public key as the secret, naming k1 */
+		jwt_t *jwt = NULL;
+		json_t *claims = good_claims();
+		char *json = json_dumps(claims, JSON_COMPACT);
+
+		json_decref(claims);
+		assert_int_equal(jwt_new(&jwt), 0);
+		assert_int_equal(jwt_add_grants_json(jwt, json), 0);
+		assert_int_equal(jwt_add_header(jwt, "kid", "k1"), 0);
+		assert_int_equal(jwt_set_alg(jwt, JWT_ALG_HS256, cfg.keys[0].pem,
+					     (int)cfg.keys[0].pem_len), 0);
+		t = jwt_encode_str(jwt);
+		jwt_free(jwt);
+		free(json);
+		assert_int_equal(verify_with(f, &cfg, t, err, sizeof(err)), -EACCES);
+		assert_non_null(strstr(err, "alg HS256 not allowed"));
+		free(t);
+		t = sign_raw(f->key, "{\"alg\":\"none\",\"kid\":\"k1\"}", "{}");
+		assert_int_equal(verify_with(f, &cfg, t, err, sizeof(err)), -EACCES);
+		assert_non_null(strstr(err, "alg"));
+		free(t);
+	}
+	auth_cfg_free(&cfg);
+	rm_dir(dir);
+}
+
+static void rotation_reload_and_failed_reload_keep_working_keys(void **state)
+{
+	struct fixture *f = *state;
+	struct auth_cfg cfg = { 0 };
+	char dir[128], err[256], path[256];
+	char *t_old, *t_new;
+
+	key_dir(f, "keys-rot", dir, sizeof(dir));
+	put_pub(dir, "old.pub", f->key);
+	assert_int_equal(auth_load_keys(&cfg, dir, err, sizeof(err)), 0);
+	t_old = mint_kid(f->key, good_claims(), "old");
+	t_new = mint_kid(f->other, good_claims(), "new");
+	assert_int_equal(verify_with(f, &cfg, t_new, err, sizeof(err)), -EACCES);
+	assert_int_equal(auth_reload_if_changed(&cfg, err, sizeof(err)), 0); /* unchanged */
+
+	/* the new key arrives: both verify (the directory's mtime moved) */
+	cfg.src_mtime_ns = 0; /* same-second writes: do not depend on the clock's resolution */
+	put_pub(dir, "new.pub", f->other);
+	assert_int_equal(auth_reload_if_changed(&cfg, err, sizeof(err)), 1);
+	assert_int_equal(cfg.nkeys, 2);
+	assert_int_equal(verify_with(f, &cfg, t_old, err, sizeof(err)), 0);
+	assert_int_equal(verify_with(f, &cfg, t_new, err, sizeof(err)), 0);
+
+	/* a broken key file: the reload fails, names the file, and the two keys stay */
+	snprintf(path, sizeof(path), "%s/broken.pub", dir);
+	write_file(path, "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n");
+	cfg.src_mtime_ns = 0;
+	assert_int_equal(auth_reload_if_changed(&cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "broken.pub"));
+	assert_int_equal(cfg.nkeys, 2);
+	assert_int_equal(verify_with(f, &cfg, t_old, err, sizeof(err)), 0);
+	/* ... and is not retried until something changes again */
+	assert_int_equal(auth_reload_if_changed(&cfg, err, sizeof(err)), 0);
+	unlink(path);
+
+	/* the old key retires: its tokens stop verifying */
+	snprintf(path, sizeof(path), "%s/old.pub", dir);
+	unlink(path);
+	cfg.src_mtime_ns = 0;
+	assert_int_equal(auth_reload_if_changed(&cfg, err, sizeof(err)), 1);
+	assert_int_equal(cfg.nkeys, 1);
+	assert_int_equal(verify_with(f, &cfg, t_old, err, sizeof(err)), -EACCES);
+	assert_non_null(strstr(err, "unknown kid"));
+	assert_int_equal(verify_with(f, &cfg, t_new, err, sizeof(err)), 0);
+	free(t_old);
+	free(t_new);
+	auth_cfg_free(&cfg);
+	rm_dir(dir);
+}
+
+static void key_directory_limits(void **state)
+{
+	struct fixture *f = *state;
+	struct auth_cfg cfg = { 0 };
+	char dir[128], err[256], name[32];
+
+	key_dir(f, "keys-empty", dir, sizeof(dir));
+	assert_int_equal(auth_load_keys(&cfg, dir, err, sizeof(err)), -ENOKEY);
+	assert_non_null(strstr(err, "no *.pub"));
+	put_pub(dir, "bad kid.pub", f->key);
+	assert_int_equal(auth_load_keys(&cfg, dir, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "bad kid.pub"));
+	rm_dir(dir);
+
+	key_dir(f, "keys-many", dir, sizeof(dir));
+	for (int i = 0; i <= AUTH_KEYS_MAX; i++) {
+		snprintf(name, sizeof(name), "k%02d.pub", i);
+		put_pub(dir, name, f->key);
+	}
+	assert_int_equal(auth_load_keys(&cfg, dir, err, sizeof(err)), -E2BIG);
+	assert_non_null(strstr(err, "more than 16 keys"));
+	assert_int_equal(cfg.nkeys, 0);
+	{
+		char path[200];
+
+		snprintf(path, sizeof(path), "%s/k00.pub", dir);
+		unlink(path);
+	}
+	assert_int_equal(auth_load_keys(&cfg, dir, err, sizeof(err)), 0);
+	assert_int_equal(cfg.nkeys, AUTH_KEYS_MAX);
+	auth_cfg_free(&cfg);
+	rm_dir(dir);
 }
 
 int main(void)
@@ -1054,6 +1302,10 @@ int main(void)
 		cmocka_unit_test(token_with_spaces_is_rejected),
 		cmocka_unit_test(bad_arguments_return_einval),
 		cmocka_unit_test(only_p256_public_keys_load),
+		cmocka_unit_test(file_key_accepts_its_kid_and_no_kid_only),
+		cmocka_unit_test(directory_keys_are_picked_by_kid),
+		cmocka_unit_test(rotation_reload_and_failed_reload_keep_working_keys),
+		cmocka_unit_test(key_directory_limits),
 	};
 
 	return cmocka_run_group_tests_name("auth", tests, group_setup, group_teardown);
