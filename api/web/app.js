@@ -372,6 +372,7 @@
     refs.title = el('h3', { class: 'tunnel-host' });
     refs.pill = el('span', { class: 'pill' });
     refs.idText = el('code', { class: 'muted small', text: id });
+    refs.pending = el('p', { class: 'muted small pending-name', hidden: true });
     refs.players = el('dd');
     refs.region = el('dd');
     refs.bytes = el('dd');
@@ -407,6 +408,7 @@
     refs.li = el('li', { class: 'tunnel card-inner', 'data-id': id },
       el('div', { class: 'row spread' }, refs.title, refs.pill),
       refs.idText,
+      refs.pending,
       el('dl', { class: 'facts grid' },
         el('dt', {}, 'Players'), refs.players,
         el('dt', {}, 'Region'), refs.region,
@@ -425,6 +427,9 @@
   function updateCard(refs, t) {
     const p = plan();
     setText(refs.title, t.hostname || (t.label ? `${t.label} (name reserved)` : 'No name yet: run the agent'));
+    // A reserved name shows in the hostname once the agent reconnects; until then say so.
+    const pending = t.label && t.hostname && !String(t.hostname).startsWith(`${t.label}.`);
+    showMsg(refs.pending, pending ? `Custom name ${t.label} takes effect when the agent reconnects.` : '');
     const suspended = t.state === 'suspended';
     const pill = suspended ? 'suspended' : t.online ? 'online' : 'offline';
     setText(refs.pill, pill);
