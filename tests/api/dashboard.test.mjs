@@ -9,7 +9,7 @@
 // tunnel with the plan-limit message, upgrades through checkout on the Stripe stand-in's page and
 // sees the paid plan appear, reserves a custom subdomain, creates a second tunnel, sees live
 // state refresh in place, and logs out. Hostile text stays text. On failure a screenshot and
-// the page's HTML land in the test's temp dir (kept, path printed).
+// the page's HTML land in the test's temp dir (kept, path printed; DVV_WEB_SHOTS=1: every step).
 
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
@@ -77,7 +77,7 @@ async function evidence (name) {
   try { await page.screenshot({ path: `${base}.png`, fullPage: true }) } catch {}
   try { fs.writeFileSync(`${base}.html`, await page.content()) } catch {}
   env.keepShots = true
-  process.stderr.write(`[dashboard] screenshot and HTML of the failing page: ${base}.png / .html\n`)
+  process.stderr.write(`[dashboard] screenshot and HTML of the page: ${base}.png / .html\n`)
 }
 
 /** scenario() that also leaves a screenshot when the step fails. */
@@ -85,6 +85,8 @@ function step (name, fn) {
   return scenario(name, { timeout: 90000 }, async (t) => {
     try {
       await fn(t)
+      // DVV_WEB_SHOTS=1: a screenshot after every step too (to look at the page)
+      if (process.env.DVV_WEB_SHOTS) await evidence(`ok ${name}`)
     } catch (err) {
       await evidence(name)
       throw err
@@ -368,6 +370,58 @@ step('a second tunnel on the paid plan', async () => {
   await page.click('#tunnel-create')
   await page.waitForFunction(() => document.querySelectorAll('#tunnel-list > li').length === 2)
   assert.equal(await visible('#tunnels-error'), false)
+})
+
+step('delete a tunnel: an inline confirmation, then the card goes and Redis blocks the tid', async () => {
+  const ids = await tunnelIds()
+  const tid = ids.find((x) => x !== env.tid1)
+  const card = cardSel(tid)
+  await page.click(`${card} button.delete-tunnel`)
+  await page.waitForSelector(`${card} .confirm:not([hidden])`)
+  // "Keep it" keeps it
+  await page.click(`${card} .confirm button.secondary`)
+  assert.equal(await visible(`${card} .confirm`), false)
+  assert.deepEqual(await tunnelIds(), ids)
+  await page.click(`${card} button.delete-tunnel`)
+  await page.click(`${card} .confirm button.danger`)
+  await page.waitForFunction((s) => !document.querySelector(s), {}, card)
+  const blocked = `${PREFIX}user:{${env.sub}}:blocked`
+  await until5s(async () => (await redis(env.redisPort, 'SISMEMBER', blocked, tid)) === 1, `${tid} in ${blocked}`)
+})
+
+step('usage: the bar follows what the relays count, and the capped state says when it resets', async () => {
+  const me = await page.evaluate(async () => (await (await fetch('/v1/me')).json()))
+  const cap = me.plan.bandwidth_bytes
+  const usage = `${PREFIX}user:{${env.sub}}:usage`
+  // written the way the relays' usage script writes it (docs/redis.md)
+  await redis(env.redisPort, 'HSET', usage, 'period', String(me.plan.period_start), 'bytes', String(Math.floor(cap / 4)))
+  await waitText('#usage-text', /of 500\.0 GiB used \(25%\)$/, 'usage text')
+  assert.equal(await page.$eval('#usage-bar', (e) => Math.round((e.value / e.max) * 100)), 25)
+  assert.equal(await visible('#usage-capped'), false)
+  await redis(env.redisPort, 'HSET', usage, 'bytes', String(cap))
+  const day = new Date(me.plan.period_end * 1000).toISOString().slice(0, 10)
+  await waitText('#usage-capped', new RegExp(`Bandwidth limit reached.*resets on ${day}`), 'capped notice')
+  await redis(env.redisPort, 'DEL', usage)
+  await page.waitForFunction(() => document.querySelector('#usage-capped').hidden, { timeout: 15000 })
+})
+
+step('a failed payment shows past due with what to do; paying again clears it', async () => {
+  const [sub] = [...env.standin.state.subscriptions.values()]
+  assert.ok(sub, 'the checkout made a subscription')
+  const post = (what) => fetch(`${env.standin.url}/admin/subscriptions/${sub.id}/${what}`, { method: 'POST', body: '{}' })
+  assert.equal((await post('past_due')).status, 200)
+  await waitText('#plan-status', /^past due$/, 'status badge')
+  await waitText('#plan-warning', /payment did not go through/, 'past-due warning')
+  assert.equal((await post('renew')).status, 200)
+  await waitText('#plan-status', /^active$/, 'status badge')
+  await page.waitForFunction(() => document.querySelector('#plan-warning').hidden, { timeout: 15000 })
+})
+
+step('a canceled checkout says nothing was charged', async () => {
+  await page.goto(`${env.api.url}/?checkout=cancel`, { waitUntil: 'load' })
+  await waitText('#checkout-banner', /Checkout canceled: nothing was charged/, 'cancel banner')
+  assert.equal(new URL(page.url()).search, '')
+  await waitText('#plan-name', /^Paid$/, 'plan title')
 })
 
 step('every write sent X-Requested-With and JSON; nothing left the two origins', async () => {
