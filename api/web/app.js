@@ -114,6 +114,13 @@
     503: 'The DVV service is unavailable right now. Try again in a moment.',
   };
 
+  // API messages are terse ("the Free plan allows 1 tunnel"): shown as a sentence, so that a
+  // hint appended after them reads right.
+  function sentence(msg) {
+    const m = msg.charAt(0).toUpperCase() + msg.slice(1);
+    return /[.!?]$/.test(m) ? m : `${m}.`;
+  }
+
   function errorText(status, body, retryAfter) {
     const err = body && typeof body.error === 'object' && body.error ? body.error : {};
     if (status === 429) {
@@ -122,7 +129,7 @@
         ? `Too many attempts. Wait ${plural(secs, 'second', 'seconds')} and try again.`
         : 'Too many attempts. Wait a moment and try again.';
     }
-    if (typeof err.message === 'string' && err.message.trim()) return err.message.trim().slice(0, 500);
+    if (typeof err.message === 'string' && err.message.trim()) return sentence(err.message.trim().slice(0, 500));
     return FALLBACK[status] || `The DVV service answered ${status}.`;
   }
 

@@ -4,11 +4,14 @@
 //
 //   node --test tests/api/dashboard.test.mjs        (DVV_BUILD=build-san by default)
 //
-// A user signs up in the page, sees the free plan and the first tunnel, creates a token (the
-// command shown once, copied with the button), revokes it (Redis learns it), is refused a second
-// tunnel with the plan-limit message, upgrades through checkout on the Stripe stand-in's page and
-// sees the paid plan appear, reserves a custom subdomain, creates a second tunnel, sees live
-// state refresh in place, and logs out. Hostile text stays text. On failure a screenshot and
+// A user signs up in the page (a hostile email stays text), sees the free plan and the first
+// tunnel, sees live state refresh in place, creates a token (the command shown once, copied with
+// the button) and runs that command for real (dvv login + dvv against a real relay that trusts
+// the API's key; a Minecraft player joins), revokes it (Redis learns it, the agent exits 3), is
+// refused a second tunnel with the plan-limit message, upgrades through checkout on the Stripe
+// stand-in's page and sees the paid plan appear, reserves a custom subdomain, creates and deletes
+// a second tunnel, sees usage, the capped state and a past-due payment, and logs out; then the
+// rate-limit message. On failure a screenshot and
 // the page's HTML land in the test's temp dir (kept, path printed; DVV_WEB_SHOTS=1: every step).
 
 import assert from 'node:assert/strict'
@@ -329,7 +332,7 @@ step('revoke the token: the list says revoked and Redis has the jti in the revok
 
 step('a second tunnel on the free plan: the page shows the plan-limit error', async () => {
   await page.click('#tunnel-create')
-  await waitText('#tunnels-error', /Upgrade to Paid for up to 5 tunnels/, 'plan limit message')
+  await waitText('#tunnels-error', /allows 1 tunnel\. Upgrade to Paid for up to 5 tunnels\.$/, 'plan limit message')
   assert.equal((await tunnelIds()).length, 1)
 })
 
