@@ -420,6 +420,16 @@ step('a failed payment shows past due with what to do; paying again clears it', 
   await page.waitForFunction(() => document.querySelector('#plan-warning').hidden, { timeout: 15000 })
 })
 
+step('"Manage billing" opens the billing portal, whose link leads back', async () => {
+  const btn = await page.waitForSelector('#billing-portal')
+  await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), btn.click()])
+  assert.ok(page.url().startsWith(`${env.standin.url}/portal/`), `on the stand-in's portal page: ${page.url()}`)
+  const back = await page.waitForSelector('a')
+  await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), back.click()])
+  assert.ok(page.url().startsWith(env.api.url), `back on the dashboard: ${page.url()}`)
+  await waitText('#plan-name', /^Paid$/, 'plan title')
+})
+
 step('a canceled checkout says nothing was charged', async () => {
   await page.goto(`${env.api.url}/?checkout=cancel`, { waitUntil: 'load' })
   await waitText('#checkout-banner', /Checkout canceled: nothing was charged/, 'cancel banner')
