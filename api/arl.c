@@ -94,7 +94,7 @@ int arl_take(struct arl *rl, const char *key, int per_min, uint64_t now_ms)
 	if (s->tokens >= 1.0)
 		s->tokens -= 1.0;
 	else
-		wait = (int)((1.0 - s->tokens) / rate / 1000.0) + 1;
+		wait = (int)(((1.0 - s->tokens) / rate + 999.0) / 1000.0); /* ceil, >= 1 */
 	pthread_mutex_unlock(&rl->mu);
 	return wait;
 }

@@ -142,8 +142,10 @@ PGresult *db_exec(PGconn *c, const char *sql, int n, const char *const *params)
 	state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 	snprintf(db_sqlstate, sizeof(db_sqlstate), "%s", state ? state : "?????");
 	/* unique violations are answers (409), not faults: do not log them */
+	/* the primary message only: DETAIL lines can quote parameter values */
 	if (strcmp(db_sqlstate, "23505") != 0)
-		pr_rl(LOG_ERROR, "postgresql: %.60s...: %s", sql, PQresultErrorMessage(r));
+		pr_rl(LOG_ERROR, "postgresql: %.60s...: %s (%s)", sql,
+		      PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) ?: "?", db_sqlstate);
 	PQclear(r);
 	return NULL;
 }

@@ -44,7 +44,7 @@ struct opt_def {
 
 static const struct opt_def defs[] = {
 	S(listen, "127.0.0.1:8080", "HTTP listen address (plain HTTP: put TLS in front)"),
-	K(pg, "dbname=dvv", "PostgreSQL conninfo (libpq; may hold a password)"),
+	S(pg, "dbname=dvv", "PostgreSQL conninfo (libpq; prefer PGPASSWORD/.pgpass for the password)"),
 	I(pg_pool, 1, 256, "8", "PostgreSQL connections"),
 	S(redis, "127.0.0.1:6379", "Redis (standalone or any Cluster node), numeric IP:port"),
 	S(redis_prefix, "dvv:", "prefix of every Redis key (the relays' --redis-prefix)"),
@@ -55,7 +55,7 @@ static const struct opt_def defs[] = {
 	S(relays, "eu=127.0.0.1:7000", "region=host:port of the agent port, comma-separated"),
 	S(ca_pem_path, "", "CA certificate agents should trust for the relays (empty: public CA)"),
 	S(jwt_key_dir, "keys", "directory of <kid>.key signing keys (and <kid>.pub)"),
-	S(jwt_kid, "", "signing key id (default: the newest .key file)"),
+	S(jwt_kid, "", "signing key id (empty: the newest <kid>.key that has a <kid>.pub)"),
 	S(jwt_issuer, "dvv", "iss claim of minted tokens (the relays' --jwt-issuer)"),
 	S(reserved_path, "", "file of extra reserved labels, one a line"),
 	I(threads, 1, 256, "8", "HTTP worker threads"),

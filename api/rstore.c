@@ -24,6 +24,7 @@
 #define RS_POLL_MS	250 /* the outbox is looked at this often even without a kick */
 #define RS_BATCH_USERS	100
 #define RS_EVENTS_MAXLEN "100000"
+#define RS_TRIM_MS	(10 * 60 * 1000)
 #define RS_ADVISORY_NS	2   /* pg_advisory_xact_lock(2, hashtext(user)): one pusher per user */
 
 struct rs_conn {
@@ -505,10 +506,30 @@ void rstore_kick(struct rstore *rs)
 	pthread_mutex_unlock(&rs->kmu);
 }
 
+/* Queue a rewrite for users whose revoked tokens expired lately, so the rewrite drops them from
+ * the revoked set (the relays ignore expired entries anyway; this keeps the set small). */
+static void rs_trim_expired(struct api *a, const char *window)
+{
+	const char *q[1] = { window };
+	PGconn *c = db_get(a);
+	PGresult *r;
+
+	if (!c)
+		return;
+	r = db_exec(c,
+		    "INSERT INTO redis_outbox (user_id) SELECT DISTINCT user_id FROM agent_tokens "
+		    "WHERE revoked_at IS NOT NULL AND expires_at <= now() AND "
+		    "expires_at > now() - $1::interval",
+		    1, q);
+	PQclear(r);
+	db_put(a, c, !r);
+}
+
 static void *rs_thread(void *arg)
 {
 	struct api *a = arg;
 	struct rstore *rs = a->rs;
+	uint64_t next_trim = 0;
 
 	for (;;) {
 		struct timespec dl;
@@ -529,6 +550,11 @@ static void *rs_thread(void *arg)
 			break;
 		}
 		pthread_mutex_unlock(&rs->kmu);
+		if (mono_ms() >= next_trim) {
+			/* every 10 min over the last 20 (2 days at start: what a stopped API missed) */
+			rs_trim_expired(a, next_trim ? "20 minutes" : "2 days");
+			next_trim = mono_ms() + RS_TRIM_MS;
+		}
 		rstore_sync_all(a);
 	}
 	return NULL;

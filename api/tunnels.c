@@ -53,7 +53,8 @@ static json_t *tun_json(struct api *a, const char *user_id, PGresult *r, int i, 
 	const char *id = PQgetvalue(r, i, 0), *pfx = rstore_prefix(a->rs);
 	char key[200], field[80], *live_s, *host_s = NULL, *per_s, *bytes_s;
 	const char *argv[3];
-	json_t *live = NULL, *t;
+	json_t *live = NULL, *t, *host, *region, *instance;
+	json_int_t players;
 	bool online = false;
 	long long bytes = 0;
 
@@ -85,25 +86,23 @@ static json_t *tun_json(struct api *a, const char *user_id, PGresult *r, int i, 
 	bytes_s = per_s && atoll(per_s) == period ? tun_redis_str(a, 3, argv) : NULL;
 	if (bytes_s)
 		bytes = atoll(bytes_s);
+	/* the live entry's hostname when it has one, else the last name the tunnel held */
+	host = host_s ? json_string(host_s)
+	       : json_is_string(json_object_get(live, "hostname"))
+		       ? json_incref(json_object_get(live, "hostname"))
+		       : json_null();
+	region = online && json_is_string(json_object_get(live, "region"))
+			 ? json_incref(json_object_get(live, "region"))
+			 : json_null();
+	instance = online && json_is_string(json_object_get(live, "instance"))
+			   ? json_incref(json_object_get(live, "instance"))
+			   : json_null();
+	players = online ? json_integer_value(json_object_get(live, "players")) : 0;
 	t = json_pack("{s:s,s:o,s:o,s:s,s:b,s:I,s:o,s:o,s:I,s:s}", "id", id, "label",
 		      PQgetisnull(r, i, 1) ? json_null() : json_string(PQgetvalue(r, i, 1)),
-		      "hostname",
-		      host_s ? json_string(host_s)
-		      : live ? json_incref(json_object_get(live, "hostname"))
-			     : json_null(),
-		      "state", PQgetvalue(r, i, 2), "online", online, "players",
-		      (json_int_t)(online ? json_integer_value(json_object_get(live, "players")) : 0),
-		      "region",
-		      online && json_is_string(json_object_get(live, "region"))
-			      ? json_incref(json_object_get(live, "region"))
-			      : json_null(),
-		      "instance",
-		      online && json_is_string(json_object_get(live, "instance"))
-			      ? json_incref(json_object_get(live, "instance"))
-			      : json_null(),
-		      "bytes", (json_int_t)bytes, "created_at", PQgetvalue(r, i, 3));
-	if (t && live && !host_s && !json_is_string(json_object_get(t, "hostname")))
-		json_object_set_new(t, "hostname", json_null());
+		      "hostname", host, "state", PQgetvalue(r, i, 2), "online", online, "players",
+		      (json_int_t)(players > 0 ? players : 0), "region", region, "instance",
+		      instance, "bytes", (json_int_t)bytes, "created_at", PQgetvalue(r, i, 3));
 	free(live_s);
 	free(host_s);
 	free(per_s);

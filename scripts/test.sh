@@ -4,7 +4,7 @@
 # with real Minecraft clients and servers. Ends with "N passed, N failed".
 #
 #   scripts/test.sh                 everything
-#   scripts/test.sh PART            one part: unit fuzz e2e splice netns redis cluster chaos
+#   scripts/test.sh PART            one part: unit fuzz e2e api splice netns redis cluster chaos
 #   FUZZ_SECONDS=60 scripts/test.sh fuzz
 #
 # splice, netns, redis, cluster and chaos need root (BPF, bpffs, network namespaces); CI runs as root.
@@ -128,6 +128,12 @@ if want e2e; then
     echo "== end to end on the $plane data plane (real Minecraft client and server, real Redis)"
     node_tests "e2e ($plane)" DVV_BUILD=build-san DVV_DATAPLANE=$plane -- tests/e2e/
   done
+fi
+
+if want api; then
+  # dvv-api against a throwaway PostgreSQL and Redis per test file (its C unit tests run in unit)
+  echo "== dvv-api (real PostgreSQL 15, Redis, relay and agent)"
+  node_tests api DVV_BUILD=build-san -- tests/api/
 fi
 
 if want splice; then

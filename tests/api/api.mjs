@@ -8,7 +8,7 @@ import net from 'node:net'
 import path from 'node:path'
 import crypto from 'node:crypto'
 import {
-  REPO_ROOT, bin, cleanup, freePort, httpGet, makeKeys, sleep, spawnProcess, startRedis, waitForLine
+  REPO_ROOT, bin, cleanup, freePort, httpGet, makeKeys, sanitizerReports, sleep, spawnProcess, startRedis, stopProcess, waitForLine
 } from '../e2e/harness.mjs'
 import { startPg, stopAllPg } from './pg.mjs'
 
@@ -111,6 +111,7 @@ export async function apiKeys (kid = 'k1') {
   return { ...keys, kid, keyDir: dir, kidPub: path.join(dir, `${kid}.pub`) }
 }
 
+const apiProcs = new Set()
 let counter = 0
 export function uniqueEmail (tag = 'user') {
   return `${tag}-${process.pid}-${++counter}-${crypto.randomBytes(3).toString('hex')}@example.com`
@@ -148,6 +149,7 @@ export async function startApi ({ pg, db, redisPort, keys, extraArgs = [], env =
     ...extraArgs
   ]
   const proc = spawnProcess('api', bin('dvv-api'), args, { env })
+  apiProcs.add(proc)
   const api = {
     proc, port, url, pg, db, redisPort, keys, args,
     request: (method, p, opts) => request(port, method, p, opts),
@@ -199,9 +201,15 @@ export async function events (redisPort, prefix = 'dvv:') {
   })
 }
 
+/** Stop everything; then fail the file if any process (dvv-api under ASan+UBSan) reported. */
 export async function cleanupApi () {
+  const procs = [...apiProcs]
+  apiProcs.clear()
+  await Promise.all(procs.filter((p) => !p.exited).map((p) => stopProcess(p)))
+  const found = sanitizerReports(procs)
   await cleanup()
   await stopAllPg()
+  if (found.length) throw new Error(`sanitizer reports from dvv-api:\n${found.map((f) => `${f.name}: ${f.line}`).join('\n')}`)
 }
 
 export { waitForLine, spawnProcess, bin, REPO_ROOT }

@@ -507,3 +507,11 @@ test('SIGKILL in the middle of 200 webhooks: after Stripe-style redelivery every
   }
   assert.equal(sql('SELECT count(*) FROM redis_outbox'), '0');
 });
+
+test('the API log holds neither Stripe secret nor a sanitizer report', () => {
+  const log = fs.readFileSync(env.apiLog, 'utf8');
+  assert.match(log, /billing: webhook from 127\.0\.0\.1 refused/); // the refusals were logged
+  assert.ok(!log.includes(SECRET_KEY), 'secret key in the log');
+  assert.ok(!log.includes(WEBHOOK_SECRET), 'webhook secret in the log');
+  assert.doesNotMatch(log, /AddressSanitizer|runtime error:/);
+});

@@ -54,3 +54,20 @@ scenario('two APIs starting at once on an empty database apply each migration on
   const u = await a.signup()
   assert.equal((await b.request('GET', '/v1/me', { session: u.session })).status, 200)
 })
+
+scenario('expired revoked tokens leave the revoked set (the rewrite after a restart drops them)', async () => {
+  const a = await startApi()
+  const u = await a.signup()
+  const tid = (await a.request('GET', '/v1/tunnels', { session: u.session })).json.tunnels[0].id
+  const tok = (await a.request('POST', '/v1/tokens', { session: u.session, body: { tunnel_id: tid } })).json
+  const keep = (await a.request('POST', '/v1/tokens', { session: u.session, body: { tunnel_id: tid } })).json
+  await a.request('DELETE', `/v1/tokens/${tok.id}`, { session: u.session })
+  await a.request('DELETE', `/v1/tokens/${keep.id}`, { session: u.session })
+  const key = `dvv:user:{${u.user.id}}:revoked`
+  await until(async () => (await a.redis('ZCARD', key)) === 2, { what: 'two revoked tokens in Redis' })
+  await a.sql(`UPDATE agent_tokens SET expires_at = now() - interval '1 hour' WHERE id = '${tok.id}'`)
+  await kill9(a.proc)
+  const b = await startApi({ pg: a.pg, db: a.db, redisPort: a.redisPort, keys: a.keys })
+  await until(async () => (await b.redis('ZSCORE', key, tok.id)) === null, { timeoutMs: 3000, what: 'the expired token trimmed' })
+  assert.notEqual(await b.redis('ZSCORE', key, keep.id), null, 'the unexpired revoked token stays')
+})

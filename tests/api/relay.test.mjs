@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 import { after } from 'node:test'
 import { requireBinaries, scenario, startAgent, startMcServer, startRedis, startRelay } from '../e2e/harness.mjs'
-import { apiKeys, cleanupApi, startApi } from './api.mjs'
+import { apiKeys, cleanupApi, startApi, until } from './api.mjs'
 
 after(cleanupApi)
 
@@ -26,4 +26,14 @@ scenario('an API-minted token brings a real tunnel up through a real relay', asy
   // the relay recorded the tunnel's name under its tid: the API shows it
   const t = (await api.request('GET', '/v1/tunnels', { session: u.session })).json.tunnels[0]
   assert.equal(t.hostname, agent.hostname)
+  // revoking the token in the API closes the running tunnel at the relay within about a second
+  // (API commit -> outbox -> Redis revoked set + `revoke` event -> the relay's event poller)
+  const before = (await relay.metric('dvv_relay_plan_closed_total')) || 0
+  const t0 = Date.now()
+  assert.equal((await api.request('DELETE', `/v1/tokens/${tok.id}`, { session: u.session })).status, 204)
+  await until(async () => ((await relay.metric('dvv_relay_plan_closed_total')) || 0) > before, { timeoutMs: 3000, intervalMs: 50, what: 'the relay closing the revoked tunnel' })
+  const ms = Date.now() - t0
+  assert.ok(ms < 2000, `revocation took ${ms} ms end to end`)
+  const m = await relay.metrics()
+  assert.match(m, /dvv_relay_plan_closed_total\{reason="revoked"\} [1-9]/)
 })

@@ -3,9 +3,11 @@
 // refused before they are read; only JSON is accepted.
 
 import assert from 'node:assert/strict'
+import fs from 'node:fs'
 import net from 'node:net'
+import path from 'node:path'
 import { after, before } from 'node:test'
-import { scenario } from '../e2e/harness.mjs'
+import { makeTempDir, scenario } from '../e2e/harness.mjs'
 import { PASSWORD, cleanupApi, startApi, uniqueEmail } from './api.mjs'
 
 let api
@@ -123,6 +125,26 @@ scenario('static files: the dashboard root, no traversal, JSON 404 for the rest'
     assert.equal(r.status, 404, `${p}: ${r.status}`)
     assert.ok(!r.text.includes('root:'), p)
   }
+})
+
+scenario('static files from --web-root: content types, index.html, no symlinks out', async () => {
+  const root = await makeTempDir('web')
+  fs.writeFileSync(path.join(root, 'index.html'), '<!doctype html><title>dvv</title>')
+  fs.writeFileSync(path.join(root, 'app.js'), 'console.log(1)')
+  fs.writeFileSync(path.join(root, 'style.css'), 'body{}')
+  fs.writeFileSync(path.join(root, '.secret'), 'hidden')
+  fs.symlinkSync('/etc/passwd', path.join(root, 'passwd'))
+  const web = await startApi({ pg: api.pg, redisPort: api.redisPort, extraArgs: ['--web-root', root] })
+  const idx = await web.request('GET', '/')
+  assert.equal(idx.status, 200)
+  assert.equal(idx.headers['content-type'], 'text/html; charset=utf-8')
+  assert.match(idx.text, /<title>dvv<\/title>/)
+  assert.equal(idx.headers['x-content-type-options'], 'nosniff')
+  assert.equal((await web.request('GET', '/app.js')).headers['content-type'], 'text/javascript; charset=utf-8')
+  assert.equal((await web.request('GET', '/style.css')).headers['content-type'], 'text/css; charset=utf-8')
+  assert.equal((await web.request('GET', '/.secret')).status, 404)
+  assert.equal((await web.request('GET', '/passwd')).status, 404, 'a symlink is not followed')
+  assert.equal((await web.request('GET', '/missing.js')).status, 404)
 })
 
 scenario('metrics count requests by route and status', async () => {
