@@ -14,6 +14,7 @@ PKGS=(
   redis-server redis-tools haproxy postgresql
   iproute2 nftables hping3 ethtool curl ca-certificates openssl procps psmisc python3
   nodejs npm
+  chromium fonts-dejavu-core
 )
 
 missing=()
@@ -40,8 +41,9 @@ if ((${#missing[@]})); then
   done
 fi
 
-# Node test tooling (a real Minecraft client and server: PrismarineJS minecraft-protocol)
-if [[ ! -d tests/e2e/node_modules/minecraft-protocol ]]; then
+# Node test tooling (a real Minecraft client and server: PrismarineJS minecraft-protocol;
+# puppeteer-core, which drives the packaged chromium and never downloads a browser)
+if [[ ! -d tests/e2e/node_modules/minecraft-protocol || ! -d tests/e2e/node_modules/puppeteer-core ]]; then
   echo "setup: installing npm test tooling (tests/e2e)" >&2
-  (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  (cd tests/e2e && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
