@@ -1,0 +1,68 @@
+// The README's first command, as a newcomer runs it: scripts/dvv-local.sh --json starts Redis,
+// PostgreSQL, the relay, dvv-api with its dashboard, the Stripe stand-in, an agent and a sample
+// Minecraft server. A real Minecraft client joins through it, the dashboard and the API answer,
+// and SIGTERM (what a service manager sends) stops everything: no process, BPF pin, PostgreSQL
+// cluster or temp dir is left behind.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { REPO_ROOT, sleep } from '../e2e/harness.mjs'
+import { join } from '../e2e/mc-client.mjs'
+
+let proc = null
+after(() => { if (proc && proc.exitCode === null) proc.kill('SIGKILL') })
+
+function alive (pid) {
+  try { process.kill(pid, 0); return true } catch { return false }
+}
+
+test('dvv-local.sh --json: a player joins, the dashboard answers, SIGTERM leaves nothing behind', { timeout: 600000 }, async () => {
+  proc = spawn(path.join(REPO_ROOT, 'scripts', 'dvv-local.sh'), ['--json'], {
+    cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: false
+  })
+  let out = ''
+  let err = ''
+  proc.stdout.on('data', (d) => { out += d })
+  proc.stderr.on('data', (d) => { err += d })
+  const deadline = Date.now() + 480000
+  while (!out.includes('\n') && proc.exitCode === null && Date.now() < deadline) await sleep(200)
+  assert.ok(out.includes('\n'), `dvv-local printed no JSON line (exit ${proc.exitCode}); stderr tail:\n${err.slice(-3000)}`)
+  const info = JSON.parse(out.split('\n')[0])
+  for (const k of ['player_addr', 'hostname', 'dashboard', 'api', 'redis', 'logs']) assert.ok(info[k], `--json lacks ${k}`)
+
+  // the dashboard page and the API behind it
+  const page = await fetch(info.dashboard)
+  assert.equal(page.status, 200)
+  assert.match(page.headers.get('content-type') || '', /text\/html/)
+  const plans = await (await fetch(`${info.api}/v1/plans`)).json()
+  assert.ok(Array.isArray(plans.plans) && plans.plans.length >= 2, 'GET /v1/plans lists the plans')
+  const cfg = await (await fetch(`${info.api}/v1/agent-config`)).json()
+  assert.ok(cfg.relays && Object.keys(cfg.relays).length >= 1, 'agent-config names a relay')
+
+  // a real Minecraft client joins the sample server through the tunnel
+  const [host, port] = info.player_addr.split(':')
+  const r = await join({ relayHost: host, relayPort: Number(port), hostname: info.hostname, username: 'newcomer', timeoutMs: 20000 })
+  assert.ok(r.ok, `join failed: ${r.error || r.kick}`)
+
+  // SIGTERM: everything stops and is removed
+  const logs = info.logs
+  proc.kill('SIGTERM')
+  const t0 = Date.now()
+  while (proc.exitCode === null && Date.now() - t0 < 20000) await sleep(100)
+  assert.notEqual(proc.exitCode, null, 'dvv-local did not exit within 20 s of SIGTERM')
+  await sleep(300)
+  assert.ok(!fs.existsSync(logs), `${logs} was left behind`)
+  assert.ok(!fs.existsSync('/sys/fs/bpf/dvv/local-1'), 'the relay\'s BPF pins were left behind')
+  const apiPort = new URL(info.api).port
+  await assert.rejects(fetch(`${info.api}/healthz`), `dvv-api still answers on ${apiPort}`)
+  const [, redisPort] = info.redis.split(':')
+  const stray = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((pid) => {
+    try {
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+      return cmd.includes(logs) || cmd.includes(`--port\0${redisPort}`)
+    } catch { return false }
+  })
+  assert.deepEqual(stray.filter((p) => alive(Number(p))), [], 'processes of the run are still alive')
+})
