@@ -35,6 +35,8 @@ struct api_opts {
 	char base_domain[128];
 	char relays[1024]; /* "eu=host:port,us=host:port" */
 	char ca_pem_path[512];
+	char agent_cmd[256];	/* the agent program in the command shown with a new token */
+	char agent_local[128];	/* its --local */
 	char jwt_key_dir[512];
 	char jwt_kid[64];
 	char jwt_issuer[64];

@@ -42,6 +42,8 @@ struct opt_def {
 #define I(f, lo, hi, d, h) { #f, O_INT, offsetof(struct api_opts, f), sizeof(int), lo, hi, d, h, false }
 #define B(f, d, h) { #f, O_BOOL, offsetof(struct api_opts, f), sizeof(bool), 0, 1, d, h, false }
 
+#define SAFE_CMD "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./:-"
+
 static const struct opt_def defs[] = {
 	S(listen, "127.0.0.1:8080", "HTTP listen address (plain HTTP: put TLS in front)"),
 	S(pg, "dbname=dvv", "PostgreSQL conninfo (libpq; prefer PGPASSWORD/.pgpass for the password)"),
@@ -54,6 +56,8 @@ static const struct opt_def defs[] = {
 	S(base_domain, "dvv.one", "the relays' --base-domain"),
 	S(relays, "eu=127.0.0.1:7000", "region=host:port of the agent port, comma-separated"),
 	S(ca_pem_path, "", "CA certificate agents should trust for the relays (empty: public CA)"),
+	S(agent_cmd, "dvv", "how users run the agent, in the command tokens come with"),
+	S(agent_local, "127.0.0.1:25565", "the server address in that command (--local)"),
 	S(jwt_key_dir, "keys", "directory of <kid>.key signing keys (and <kid>.pub)"),
 	S(jwt_kid, "", "signing key id (empty: the newest <kid>.key that has a <kid>.pub)"),
 	S(jwt_issuer, "dvv", "iss claim of minted tokens (the relays' --jwt-issuer)"),
@@ -299,6 +303,13 @@ int main(int argc, char **argv)
 	};
 	if (parse_relays(a) || load_reserved(a))
 		goto out;
+	/* shown to users as a command to paste into a shell: no character a shell would read */
+	if (!a->o.agent_cmd[0] || strspn(a->o.agent_cmd, SAFE_CMD) != strlen(a->o.agent_cmd) ||
+	    !a->o.agent_local[0] ||
+	    strspn(a->o.agent_local, SAFE_CMD "[]") != strlen(a->o.agent_local)) {
+		pr_err("--agent-cmd and --agent-local: only letters, digits and _./:- allowed");
+		goto out;
+	}
 	if (a->o.ca_pem_path[0] && !(a->ca_pem = read_text(a->o.ca_pem_path, CA_PEM_MAX))) {
 		pr_err("--ca-pem %s: unreadable or over %d bytes", a->o.ca_pem_path, CA_PEM_MAX);
 		goto out;

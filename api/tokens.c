@@ -267,8 +267,8 @@ void tokens_create(struct api *a, const struct api_req *r, struct api_resp *out)
 		api_error(out, 500, "internal", "database error");
 		goto out;
 	}
-	len = asprintf(&cmd, "dvv login --api %s --token %s && dvv --local 127.0.0.1:25565",
-		       a->o.public_url, tok);
+	len = asprintf(&cmd, "%s login --api %s --token %s && %s --local %s", a->o.agent_cmd,
+		       a->o.public_url, tok, a->o.agent_cmd, a->o.agent_local);
 	if (len < 0) {
 		cmd = NULL;
 		api_error(out, 500, "internal", "out of memory");

@@ -109,6 +109,16 @@ as_pg "$pg_bin/pg_ctl" -D "$pg_data" -l "$run/pg/log" -w -t 30 \
   { log "postgresql did not start"; cat "$run/pg/log" >&2; exit 1; }
 as_pg "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U dvv dvv
 
+# the command the dashboard shows runs this checkout's agent against the sample server (or yours)
+if [[ -z $local_addr ]]; then
+  mc_port=$(pick_port 25566)
+  cmd_local="127.0.0.1:$mc_port"
+else
+  cmd_local=$local_addr
+fi
+agent_cmd="$root/build/dvv"
+[[ $agent_cmd =~ ^[A-Za-z0-9_./:-]+$ ]] || agent_cmd=build/dvv
+
 api_url="http://127.0.0.1:$api_port"
 stripe_key="sk_test_local_$(openssl rand -hex 8)"
 webhook_secret="whsec_local_$(openssl rand -hex 16)"
@@ -121,12 +131,12 @@ DVV_API_STRIPE_SECRET_KEY=$stripe_key DVV_API_STRIPE_WEBHOOK_SECRET=$webhook_sec
   --pg "host=127.0.0.1 port=$pg_port user=dvv dbname=dvv" --redis "127.0.0.1:$redis_port" \
   --plans deploy/plans.json --web-root api/web --base-domain dvv.localhost \
   --relays "eu=127.0.0.1:$agent_port" --ca-pem "$run/keys/ca.pem" --jwt-key-dir "$run/keys/api-keys" \
-  --stripe-api "http://127.0.0.1:$stripe_port" 2>"$run/api.log" &
+  --stripe-api "http://127.0.0.1:$stripe_port" --agent-cmd "$agent_cmd" --agent-local "$cmd_local" \
+  2>"$run/api.log" &
 pids+=($!)
 wait_for 20 curl -fsS "$api_url/readyz" || { log "dvv-api did not start"; cat "$run/api.log" >&2; exit 1; }
 
 if [[ -z $local_addr ]]; then
-  mc_port=$(pick_port 25566)
   node tests/e2e/mc-server.mjs --port "$mc_port" --motd "A DVV tunnel demo server" \
     >"$run/mc.log" 2>&1 &
   pids+=($!)

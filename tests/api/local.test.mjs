@@ -7,6 +7,7 @@ import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { REPO_ROOT, sleep } from '../e2e/harness.mjs'
 import { join } from '../e2e/mc-client.mjs'
@@ -45,6 +46,41 @@ test('dvv-local.sh --json: a player joins, the dashboard answers, SIGTERM leaves
   const [host, port] = info.player_addr.split(':')
   const r = await join({ relayHost: host, relayPort: Number(port), hostname: info.hostname, username: 'newcomer', timeoutMs: 20000 })
   assert.ok(r.ok, `join failed: ${r.error || r.kick}`)
+
+  // a newcomer: signs up, creates a token, runs exactly the command the API hands out (with its
+  // own config dir), and a Minecraft client joins the new tunnel
+  const post = async (url, body, session) => {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', ...(session ? { Authorization: `Bearer ${session}` } : {}) },
+      body: JSON.stringify(body)
+    })
+    return { status: res.status, json: await res.json() }
+  }
+  const su = await post(`${info.api}/v1/signup`, { email: 'newcomer@example.com', password: 'a long enough password' })
+  assert.equal(su.status, 201, JSON.stringify(su.json))
+  const tl = await (await fetch(`${info.api}/v1/tunnels`, { headers: { Authorization: `Bearer ${su.json.session}` } })).json()
+  const tok = await post(`${info.api}/v1/tokens`, { tunnel_id: tl.tunnels[0].id }, su.json.session)
+  assert.equal(tok.status, 201, JSON.stringify(tok.json))
+  const cfgDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dvv-newcomer-'))
+  const agent = spawn('bash', ['-c', `${tok.json.command.replace(/ && /, ' && exec ')} --json`], {
+    cwd: REPO_ROOT, env: { ...process.env, XDG_CONFIG_HOME: cfgDir }, stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let aout = ''
+  agent.stdout.on('data', (d) => { aout += d })
+  agent.stderr.on('data', (d) => { aout += d })
+  try {
+    const t1 = Date.now()
+    while (!/"tunnel_up"/.test(aout) && agent.exitCode === null && Date.now() - t1 < 30000) await sleep(200)
+    const m = /"event":"tunnel_up".*?"hostname":"([^"]+)"/.exec(aout)
+    assert.ok(m, `the agent started by the dashboard's command did not come up:\n${aout.slice(-2000)}`)
+    assert.notEqual(m[1], info.hostname)
+    const r2 = await join({ relayHost: host, relayPort: Number(port), hostname: m[1], username: 'friend', timeoutMs: 20000 })
+    assert.ok(r2.ok, `join through the newcomer's tunnel failed: ${r2.error}`)
+  } finally {
+    agent.kill('SIGTERM')
+    fs.rmSync(cfgDir, { recursive: true, force: true })
+  }
 
   // SIGTERM: everything stops and is removed
   const logs = info.logs
