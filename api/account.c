@@ -358,11 +358,9 @@ void account_signup(struct api *a, const struct api_req *r, struct api_resp *out
 		api_error(out, 500, "internal", "cannot hash the password");
 		goto out;
 	}
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		goto out;
-	}
 	if (db_begin(c))
 		goto fail;
 	q[0] = id;
@@ -418,11 +416,9 @@ void account_login(struct api *a, const struct api_req *r, struct api_resp *out)
 		*s = (char)((*s >= 'A' && *s <= 'Z') ? *s + 32 : *s);
 	if (api_rate_limited(a, r, out, acct))
 		goto out;
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		goto out;
-	}
 	q[0] = cr.email;
 	res = db_exec(c,
 		      "SELECT id, email, password_hash, " API_TS("created_at")
@@ -474,11 +470,9 @@ void account_logout(struct api *a, const struct api_req *r, struct api_resp *out
 	}
 	acct_session_hash(tok, hex);
 	OPENSSL_cleanse(tok, sizeof(tok));
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		return;
-	}
 	res = db_exec(c, "DELETE FROM sessions WHERE hash = decode($1, 'hex')", 1, q);
 	db_put(a, c, false);
 	if (!res) {
@@ -532,11 +526,9 @@ void account_me(struct api *a, const struct api_req *r, struct api_resp *out)
 	PGconn *c;
 	PGresult *res;
 
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		return;
-	}
 	res = db_exec(c,
 		      "SELECT id, email, " API_TS("created_at") ", tier, plan_status, "
 		      "coalesce(period_start, 0), coalesce(period_end, 0) FROM users WHERE id = $1",

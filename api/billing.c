@@ -137,11 +137,9 @@ void billing_checkout(struct api *a, const struct api_req *r, struct api_resp *o
 		goto out;
 	}
 
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		goto out;
-	}
 	ret = bill_user_for_checkout(c, r->user_id, email, sizeof(email), customer,
 				     sizeof(customer));
 	db_put(a, c, ret == -EIO);
@@ -224,11 +222,9 @@ void billing_portal(struct api *a, const struct api_req *r, struct api_resp *out
 		api_error(out, 503, "unavailable", "billing is not configured on this server");
 		return;
 	}
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		return;
-	}
 	ret = bill_user_for_checkout(c, r->user_id, email, sizeof(email), customer,
 				     sizeof(customer));
 	db_put(a, c, ret == -EIO);
@@ -619,11 +615,9 @@ void billing_webhook(struct api *a, const struct api_req *r, struct api_resp *ou
 		return;
 	}
 
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		return;
-	}
 	if (db_begin(c)) {
 		broken = true;
 		goto fail;

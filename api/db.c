@@ -128,6 +128,15 @@ void db_pool_put(struct db_pool *p, PGconn *c, bool broken)
 }
 
 PGconn *db_get(struct api *a) { return db_pool_get(a->db, DB_WAIT_MS); }
+
+PGconn *db_get_or_503(struct api *a, struct api_resp *out)
+{
+	PGconn *c = db_get(a);
+
+	if (!c)
+		api_error(out, 503, "unavailable", "database unavailable");
+	return c;
+}
 void db_put(struct api *a, PGconn *c, bool broken) { db_pool_put(a->db, c, broken); }
 
 PGresult *db_exec(PGconn *c, const char *sql, int n, const char *const *params)

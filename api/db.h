@@ -14,6 +14,7 @@
 #include <libpq-fe.h>
 
 struct api;
+struct api_resp;
 struct db_pool;
 
 struct db_migration {
@@ -30,6 +31,8 @@ void db_pool_put(struct db_pool *p, PGconn *c, bool broken);
 int db_pool_size(const struct db_pool *p);
 
 PGconn *db_get(struct api *a); /* a connection from the pool (blocks up to 5 s; NULL: 503) */
+/* db_get for a handler: NULL has already answered out with 503 unavailable. */
+PGconn *db_get_or_503(struct api *a, struct api_resp *out);
 void db_put(struct api *a, PGconn *c, bool broken);
 int db_begin(PGconn *c);
 int db_commit(PGconn *c);

@@ -152,15 +152,13 @@ static void tun_answer_one(struct api *a, PGconn *c, const struct api_req *r,
 void tunnels_list(struct api *a, const struct api_req *r, struct api_resp *out)
 {
 	const char *q[1] = { r->user_id };
-	PGconn *c = db_get(a);
+	PGconn *c = db_get_or_503(a, out);
 	PGresult *res;
 	json_t *arr;
 	int64_t period;
 
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	if (!c)
 		return;
-	}
 	period = tun_period(c, r->user_id);
 	res = db_exec(c,
 		      "SELECT " TUN_COLS " FROM tunnels t WHERE t.user_id = $1 AND "
@@ -191,11 +189,9 @@ void tunnels_create(struct api *a, const struct api_req *r, struct api_resp *out
 		api_error(out, err.status, err.code, "%s", err.message);
 		return;
 	}
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		return;
-	}
 	if (db_begin(c))
 		goto fail;
 	/* the user row lock serialises concurrent creates: two cannot both pass the count */
@@ -230,13 +226,11 @@ void tunnels_delete(struct api *a, const struct api_req *r, struct api_resp *out
 {
 	const char *q[2] = { id, r->user_id };
 	json_t *events = NULL;
-	PGconn *c = db_get(a);
+	PGconn *c = db_get_or_503(a, out);
 	PGresult *res = NULL, *w;
 
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	if (!c)
 		return;
-	}
 	if (db_begin(c))
 		goto fail;
 	res = db_exec(c,
@@ -309,13 +303,11 @@ static void tun_label(struct api *a, const struct api_req *r, struct api_resp *o
 {
 	const char *q[3] = { id, r->user_id, label };
 	json_t *events = NULL;
-	PGconn *c = db_get(a);
+	PGconn *c = db_get_or_503(a, out);
 	PGresult *res = NULL;
 
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	if (!c)
 		return;
-	}
 	if (db_begin(c))
 		goto fail;
 	res = db_exec(c,
@@ -366,11 +358,9 @@ void tunnels_set_label(struct api *a, const struct api_req *r, struct api_resp *
 		api_error(out, err.status, err.code, "%s", err.message);
 		return;
 	}
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		return;
-	}
 	pl = account_user_plan(c, &a->plans, r->user_id);
 	db_put(a, c, false);
 	if (!pl->custom_names) {
