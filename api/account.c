@@ -187,22 +187,19 @@ int account_outbox(PGconn *c, const char *user_id, json_t *events)
 {
 	char *ev = json_dumps(events, JSON_COMPACT);
 	const char *p[2] = { user_id, ev };
-	PGresult *r;
+	int ret;
 
 	if (!ev)
 		return -ENOMEM;
-	r = db_exec(c, "INSERT INTO redis_outbox (user_id, events) VALUES ($1, $2::jsonb)", 2, p);
+	ret = db_run(c, "INSERT INTO redis_outbox (user_id, events) VALUES ($1, $2::jsonb)", 2, p);
 	free(ev);
-	if (!r)
-		return -EIO;
-	PQclear(r);
-	return 0;
+	return ret;
 }
 
 int account_apply_limits(PGconn *c, const struct plan *pl, const char *user_id, json_t *events)
 {
 	const char *p[2] = { user_id, NULL };
-	PGresult *r, *u;
+	PGresult *r;
 	int ret = 0;
 
 	r = db_exec(c,
@@ -218,12 +215,9 @@ int account_apply_limits(PGconn *c, const struct plan *pl, const char *user_id, 
 			continue;
 		p[0] = PQgetvalue(r, i, 0);
 		p[1] = want;
-		u = db_exec(c, "UPDATE tunnels SET state = $2 WHERE id = $1", 2, p);
-		if (!u) {
-			ret = -EIO;
+		ret = db_run(c, "UPDATE tunnels SET state = $2 WHERE id = $1", 2, p);
+		if (ret)
 			break;
-		}
-		PQclear(u);
 		if (!strcmp(want, "suspended"))
 			json_array_append_new(events,
 					      json_pack("{s:s,s:s,s:s}", "type", "tunnel", "tid",
@@ -241,7 +235,7 @@ int account_set_plan(PGconn *c, const struct plans *p, const char *user_id, cons
 	char ps[24] = "", pe[24] = "";
 	const char *q[8];
 	json_t *events = NULL;
-	PGresult *r = NULL, *w;
+	PGresult *r = NULL;
 	int ret;
 
 	if (!pl || !status ||
@@ -271,30 +265,24 @@ int account_set_plan(PGconn *c, const struct plans *p, const char *user_id, cons
 	q[2] = status;
 	q[3] = ps[0] ? ps : NULL;
 	q[4] = pe[0] ? pe : NULL;
-	w = db_exec(c,
-		    "UPDATE users SET tier = $2, plan_status = $3, period_start = $4::bigint, "
-		    "period_end = $5::bigint WHERE id = $1",
-		    5, q);
-	if (!w) {
-		ret = -EIO;
+	ret = db_run(c,
+		     "UPDATE users SET tier = $2, plan_status = $3, period_start = $4::bigint, "
+		     "period_end = $5::bigint WHERE id = $1",
+		     5, q);
+	if (ret)
 		goto out;
-	}
-	PQclear(w);
 	q[1] = PQgetvalue(r, 0, 0)[0] ? PQgetvalue(r, 0, 0) : NULL; /* "" = a new account */
 	q[2] = tier;
 	q[3] = q[1] ? PQgetvalue(r, 0, 1) : NULL;
 	q[4] = status;
 	q[5] = source;
 	q[6] = stripe_event;
-	w = db_exec(c,
-		    "INSERT INTO plan_changes (user_id, from_tier, to_tier, from_status, to_status, "
-		    "source, stripe_event) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-		    7, q);
-	if (!w) {
-		ret = -EIO;
+	ret = db_run(c,
+		     "INSERT INTO plan_changes (user_id, from_tier, to_tier, from_status, to_status, "
+		     "source, stripe_event) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+		     7, q);
+	if (ret)
 		goto out;
-	}
-	PQclear(w);
 	events = json_pack("[{s:s}]", "type", "plan");
 	ret = events ? account_apply_limits(c, pl, user_id, events) : -ENOMEM;
 	/* labels stay in PostgreSQL; the outbox rewrite leaves them out of Redis while the plan has

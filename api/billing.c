@@ -326,15 +326,11 @@ static int bill_link_customer(PGconn *c, const char *user_id, const char *custom
 	if (!customer[0])
 		return 0;
 	const char *q[2] = {user_id, customer};
-	PGresult *r = db_exec(c,
-			      "UPDATE users SET stripe_customer = $2 WHERE id = $1 AND "
-			      "stripe_customer IS DISTINCT FROM $2 AND NOT EXISTS (SELECT 1 FROM "
-			      "users o WHERE o.stripe_customer = $2 AND o.id <> $1)",
-			      2, q);
-	if (!r)
-		return -EIO;
-	PQclear(r);
-	return 0;
+	return db_run(c,
+		      "UPDATE users SET stripe_customer = $2 WHERE id = $1 AND "
+		      "stripe_customer IS DISTINCT FROM $2 AND NOT EXISTS (SELECT 1 FROM "
+		      "users o WHERE o.stripe_customer = $2 AND o.id <> $1)",
+		      2, q);
 }
 
 struct bill_sub {
@@ -350,13 +346,13 @@ static int bill_lock_sub(PGconn *c, const char *sub, const char *user_id, const 
 			 struct bill_sub *s)
 {
 	const char *q[3] = {sub, user_id, customer};
-	PGresult *r = db_exec(c,
-			      "INSERT INTO subscriptions (id, user_id, customer, status) VALUES "
-			      "($1, $2, $3, 'incomplete') ON CONFLICT (id) DO NOTHING",
-			      3, q);
-	if (!r)
+	PGresult *r;
+
+	if (db_run(c,
+		   "INSERT INTO subscriptions (id, user_id, customer, status) VALUES "
+		   "($1, $2, $3, 'incomplete') ON CONFLICT (id) DO NOTHING",
+		   3, q))
 		return -EIO;
-	PQclear(r);
 	r = db_exec(c,
 		    "SELECT last_event_created, price IS NOT NULL, coalesce(period_start, 0), "
 		    "coalesce(period_end, 0), status FROM subscriptions WHERE id = $1 FOR UPDATE",
@@ -387,16 +383,12 @@ static int bill_update_sub(PGconn *c, const char *sub, const struct stripe_event
 	const char *q[6] = {sub, status, from_sub_event && ev->price[0] ? ev->price : NULL,
 			    from_sub_event && ev->period_end ? ps : NULL,
 			    from_sub_event && ev->period_end ? pe : NULL, created};
-	PGresult *r = db_exec(c,
-			      "UPDATE subscriptions SET status = $2, price = coalesce($3, price), "
-			      "period_start = coalesce($4::bigint, period_start), period_end = "
-			      "coalesce($5::bigint, period_end), last_event_created = "
-			      "greatest(last_event_created, $6::bigint), updated_at = now() WHERE id = $1",
-			      6, q);
-	if (!r)
-		return -EIO;
-	PQclear(r);
-	return 0;
+	return db_run(c,
+		      "UPDATE subscriptions SET status = $2, price = coalesce($3, price), "
+		      "period_start = coalesce($4::bigint, period_start), period_end = "
+		      "coalesce($5::bigint, period_end), last_event_created = "
+		      "greatest(last_event_created, $6::bigint), updated_at = now() WHERE id = $1",
+		      6, q);
 }
 
 /* Whether the user has another subscription that still pays for a plan. */

@@ -44,6 +44,8 @@ int db_migrate(PGconn *c);
  * when its status is COMMAND_OK or TUPLES_OK, else logs (without parameters: they may be
  * secrets), clears it and returns NULL. */
 PGresult *db_exec(PGconn *c, const char *sql, int n, const char *const *params);
+/* db_exec for a statement whose rows are not needed: 0 or -EIO. */
+int db_run(PGconn *c, const char *sql, int n, const char *const *params);
 /* The SQLSTATE of the last failed db_exec on this thread ("" if none). */
 const char *db_last_sqlstate(void);
 

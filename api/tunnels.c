@@ -22,15 +22,10 @@
 int tunnels_insert(PGconn *c, const char *user_id, char *id_out)
 {
 	const char *q[2] = { id_out, user_id };
-	PGresult *r;
 
 	if (account_new_id("t_", id_out))
 		return -EIO;
-	r = db_exec(c, "INSERT INTO tunnels (id, user_id) VALUES ($1, $2)", 2, q);
-	if (!r)
-		return -EIO;
-	PQclear(r);
-	return 0;
+	return db_run(c, "INSERT INTO tunnels (id, user_id) VALUES ($1, $2)", 2, q);
 }
 
 /* One string reply (or NULL) from a one-key command. The caller frees the result. */
@@ -227,7 +222,7 @@ void tunnels_delete(struct api *a, const struct api_req *r, struct api_resp *out
 	const char *q[2] = { id, r->user_id };
 	json_t *events = NULL;
 	PGconn *c = db_get_or_503(a, out);
-	PGresult *res = NULL, *w;
+	PGresult *res = NULL;
 
 	if (!c)
 		return;
@@ -244,13 +239,11 @@ void tunnels_delete(struct api *a, const struct api_req *r, struct api_resp *out
 		api_error(out, 404, "not_found", "no such tunnel");
 		goto out;
 	}
-	w = db_exec(c,
-		    "UPDATE agent_tokens SET revoked_at = now() WHERE tunnel_id = $1 AND "
-		    "revoked_at IS NULL",
-		    1, q);
-	if (!w)
+	if (db_run(c,
+		   "UPDATE agent_tokens SET revoked_at = now() WHERE tunnel_id = $1 AND "
+		   "revoked_at IS NULL",
+		   1, q))
 		goto fail;
-	PQclear(w);
 	events = json_pack("[{s:s,s:s,s:s}]", "type", "tunnel", "tid", id, "reason", "deleted");
 	/* a slot freed: a tunnel suspended by a downgrade may run again */
 	if (!events ||
