@@ -196,6 +196,16 @@ int account_outbox(PGconn *c, const char *user_id, json_t *events)
 	return ret;
 }
 
+int account_commit_events(struct api *a, PGconn *c, const char *user_id, json_t *events)
+{
+	int ret = events ? account_outbox(c, user_id, events) : -ENOMEM;
+
+	ret = ret ?: db_commit(c);
+	if (!ret)
+		rstore_kick(a->rs);
+	return ret;
+}
+
 int account_apply_limits(PGconn *c, const struct plan *pl, const char *user_id, json_t *events)
 {
 	const char *p[2] = { user_id, NULL };

@@ -310,9 +310,8 @@ void tokens_delete(struct api *a, const struct api_req *r, struct api_resp *out,
 		goto out;
 	}
 	ev = json_pack("[{s:s,s:s,s:s}]", "type", "revoke", "jti", id, "tid", PQgetvalue(res, 0, 0));
-	if (!ev || account_outbox(c, r->user_id, ev) || db_commit(c))
+	if (account_commit_events(a, c, r->user_id, ev))
 		goto fail;
-	rstore_kick(a->rs);
 	api_reply(out, 204, NULL);
 	goto out;
 fail:

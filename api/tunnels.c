@@ -249,9 +249,8 @@ void tunnels_delete(struct api *a, const struct api_req *r, struct api_resp *out
 	if (!events ||
 	    account_apply_limits(c, account_user_plan(c, &a->plans, r->user_id), r->user_id,
 				 events) ||
-	    account_outbox(c, r->user_id, events) || db_commit(c))
+	    account_commit_events(a, c, r->user_id, events))
 		goto fail;
-	rstore_kick(a->rs);
 	api_reply(out, 204, NULL);
 	goto out;
 fail:
@@ -321,9 +320,8 @@ static void tun_label(struct api *a, const struct api_req *r, struct api_resp *o
 		goto out;
 	}
 	events = json_pack("[{s:s}]", "type", "plan");
-	if (!events || account_outbox(c, r->user_id, events) || db_commit(c))
+	if (account_commit_events(a, c, r->user_id, events))
 		goto fail;
-	rstore_kick(a->rs);
 	if (label)
 		tun_answer_one(a, c, r, out, 200, id);
 	else
