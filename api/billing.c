@@ -41,6 +41,21 @@ static bool stripe_configured(const struct api_cfg *cfg)
 	       *cfg->stripe_secret_key;
 }
 
+/* The checks before any call to Stripe for a user: logged in, billing configured. false has
+ * answered out. */
+static bool bill_ready(const struct api_cfg *cfg, const struct api_req *r, struct api_resp *out)
+{
+	if (!r->user_id) {
+		api_error(out, 401, "unauthorized", "log in first");
+		return false;
+	}
+	if (!stripe_configured(cfg)) {
+		api_error(out, 503, "unavailable", "billing is not configured on this server");
+		return false;
+	}
+	return true;
+}
+
 static int64_t to_i64(const char *s)
 {
 	return s && *s ? strtoll(s, NULL, 10) : 0;
@@ -115,14 +130,8 @@ void billing_checkout(struct api *a, const struct api_req *r, struct api_resp *o
 	PGconn *c = NULL;
 	int ret;
 
-	if (!r->user_id) {
-		api_error(out, 401, "unauthorized", "log in first");
+	if (!bill_ready(cfg, r, out))
 		return;
-	}
-	if (!stripe_configured(cfg)) {
-		api_error(out, 503, "unavailable", "billing is not configured on this server");
-		return;
-	}
 	body = api_parse_body(r, out);
 	if (!body)
 		return;
@@ -214,14 +223,8 @@ void billing_portal(struct api *a, const struct api_req *r, struct api_resp *out
 	PGconn *c;
 	int ret;
 
-	if (!r->user_id) {
-		api_error(out, 401, "unauthorized", "log in first");
+	if (!bill_ready(cfg, r, out))
 		return;
-	}
-	if (!stripe_configured(cfg)) {
-		api_error(out, 503, "unavailable", "billing is not configured on this server");
-		return;
-	}
 	c = db_get_or_503(a, out);
 	if (!c)
 		return;
