@@ -187,22 +187,29 @@ int account_outbox(PGconn *c, const char *user_id, json_t *events)
 {
 	char *ev = json_dumps(events, JSON_COMPACT);
 	const char *p[2] = { user_id, ev };
-	PGresult *r;
+	int ret;
 
 	if (!ev)
 		return -ENOMEM;
-	r = db_exec(c, "INSERT INTO redis_outbox (user_id, events) VALUES ($1, $2::jsonb)", 2, p);
+	ret = db_run(c, "INSERT INTO redis_outbox (user_id, events) VALUES ($1, $2::jsonb)", 2, p);
 	free(ev);
-	if (!r)
-		return -EIO;
-	PQclear(r);
-	return 0;
+	return ret;
+}
+
+int account_commit_events(struct api *a, PGconn *c, const char *user_id, json_t *events)
+{
+	int ret = events ? account_outbox(c, user_id, events) : -ENOMEM;
+
+	ret = ret ?: db_commit(c);
+	if (!ret)
+		rstore_kick(a->rs);
+	return ret;
 }
 
 int account_apply_limits(PGconn *c, const struct plan *pl, const char *user_id, json_t *events)
 {
 	const char *p[2] = { user_id, NULL };
-	PGresult *r, *u;
+	PGresult *r;
 	int ret = 0;
 
 	r = db_exec(c,
@@ -218,12 +225,9 @@ int account_apply_limits(PGconn *c, const struct plan *pl, const char *user_id, 
 			continue;
 		p[0] = PQgetvalue(r, i, 0);
 		p[1] = want;
-		u = db_exec(c, "UPDATE tunnels SET state = $2 WHERE id = $1", 2, p);
-		if (!u) {
-			ret = -EIO;
+		ret = db_run(c, "UPDATE tunnels SET state = $2 WHERE id = $1", 2, p);
+		if (ret)
 			break;
-		}
-		PQclear(u);
 		if (!strcmp(want, "suspended"))
 			json_array_append_new(events,
 					      json_pack("{s:s,s:s,s:s}", "type", "tunnel", "tid",
@@ -241,7 +245,7 @@ int account_set_plan(PGconn *c, const struct plans *p, const char *user_id, cons
 	char ps[24] = "", pe[24] = "";
 	const char *q[8];
 	json_t *events = NULL;
-	PGresult *r = NULL, *w;
+	PGresult *r = NULL;
 	int ret;
 
 	if (!pl || !status ||
@@ -271,30 +275,24 @@ int account_set_plan(PGconn *c, const struct plans *p, const char *user_id, cons
 	q[2] = status;
 	q[3] = ps[0] ? ps : NULL;
 	q[4] = pe[0] ? pe : NULL;
-	w = db_exec(c,
-		    "UPDATE users SET tier = $2, plan_status = $3, period_start = $4::bigint, "
-		    "period_end = $5::bigint WHERE id = $1",
-		    5, q);
-	if (!w) {
-		ret = -EIO;
+	ret = db_run(c,
+		     "UPDATE users SET tier = $2, plan_status = $3, period_start = $4::bigint, "
+		     "period_end = $5::bigint WHERE id = $1",
+		     5, q);
+	if (ret)
 		goto out;
-	}
-	PQclear(w);
 	q[1] = PQgetvalue(r, 0, 0)[0] ? PQgetvalue(r, 0, 0) : NULL; /* "" = a new account */
 	q[2] = tier;
 	q[3] = q[1] ? PQgetvalue(r, 0, 1) : NULL;
 	q[4] = status;
 	q[5] = source;
 	q[6] = stripe_event;
-	w = db_exec(c,
-		    "INSERT INTO plan_changes (user_id, from_tier, to_tier, from_status, to_status, "
-		    "source, stripe_event) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-		    7, q);
-	if (!w) {
-		ret = -EIO;
+	ret = db_run(c,
+		     "INSERT INTO plan_changes (user_id, from_tier, to_tier, from_status, to_status, "
+		     "source, stripe_event) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+		     7, q);
+	if (ret)
 		goto out;
-	}
-	PQclear(w);
 	events = json_pack("[{s:s}]", "type", "plan");
 	ret = events ? account_apply_limits(c, pl, user_id, events) : -ENOMEM;
 	/* labels stay in PostgreSQL; the outbox rewrite leaves them out of Redis while the plan has
@@ -358,11 +356,9 @@ void account_signup(struct api *a, const struct api_req *r, struct api_resp *out
 		api_error(out, 500, "internal", "cannot hash the password");
 		goto out;
 	}
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		goto out;
-	}
 	if (db_begin(c))
 		goto fail;
 	q[0] = id;
@@ -418,11 +414,9 @@ void account_login(struct api *a, const struct api_req *r, struct api_resp *out)
 		*s = (char)((*s >= 'A' && *s <= 'Z') ? *s + 32 : *s);
 	if (api_rate_limited(a, r, out, acct))
 		goto out;
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		goto out;
-	}
 	q[0] = cr.email;
 	res = db_exec(c,
 		      "SELECT id, email, password_hash, " API_TS("created_at")
@@ -474,11 +468,9 @@ void account_logout(struct api *a, const struct api_req *r, struct api_resp *out
 	}
 	acct_session_hash(tok, hex);
 	OPENSSL_cleanse(tok, sizeof(tok));
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		return;
-	}
 	res = db_exec(c, "DELETE FROM sessions WHERE hash = decode($1, 'hex')", 1, q);
 	db_put(a, c, false);
 	if (!res) {
@@ -532,11 +524,9 @@ void account_me(struct api *a, const struct api_req *r, struct api_resp *out)
 	PGconn *c;
 	PGresult *res;
 
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		return;
-	}
 	res = db_exec(c,
 		      "SELECT id, email, " API_TS("created_at") ", tier, plan_status, "
 		      "coalesce(period_start, 0), coalesce(period_end, 0) FROM users WHERE id = $1",

@@ -47,6 +47,10 @@ int account_apply_limits(PGconn *c, const struct plan *pl, const char *user_id, 
 
 /* Append an outbox row for user_id naming `events` (JSON array, may be empty). 0 or -EIO. */
 int account_outbox(PGconn *c, const char *user_id, json_t *events);
+/* The end of a handler's transaction that the relays must hear about: queue events (NULL: they
+ * could not be built) in the outbox, commit, and wake the outbox push. 0 or -errno (the caller
+ * rolls back). */
+int account_commit_events(struct api *a, PGconn *c, const char *user_id, json_t *events);
 
 /* The user's plan (falls back to the default plan for an unknown tier). */
 const struct plan *account_user_plan(PGconn *c, const struct plans *p, const char *user_id);

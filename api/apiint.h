@@ -74,7 +74,6 @@ struct api {
 
 /* Set out to status with body j (owned; NULL: no body). */
 void api_reply(struct api_resp *out, int status, json_t *j);
-/* A pooled PostgreSQL connection, or NULL with out set to 503 unavailable. */
 /* Signup/login throttling: per client IP, and per account when account != NULL. true = limited
  * (out set to 429 with Retry-After). */
 bool api_rate_limited(struct api *a, const struct api_req *r, struct api_resp *out,

@@ -41,6 +41,21 @@ static bool stripe_configured(const struct api_cfg *cfg)
 	       *cfg->stripe_secret_key;
 }
 
+/* The checks before any call to Stripe for a user: logged in, billing configured. false has
+ * answered out. */
+static bool bill_ready(const struct api_cfg *cfg, const struct api_req *r, struct api_resp *out)
+{
+	if (!r->user_id) {
+		api_error(out, 401, "unauthorized", "log in first");
+		return false;
+	}
+	if (!stripe_configured(cfg)) {
+		api_error(out, 503, "unavailable", "billing is not configured on this server");
+		return false;
+	}
+	return true;
+}
+
 static int64_t to_i64(const char *s)
 {
 	return s && *s ? strtoll(s, NULL, 10) : 0;
@@ -115,14 +130,8 @@ void billing_checkout(struct api *a, const struct api_req *r, struct api_resp *o
 	PGconn *c = NULL;
 	int ret;
 
-	if (!r->user_id) {
-		api_error(out, 401, "unauthorized", "log in first");
+	if (!bill_ready(cfg, r, out))
 		return;
-	}
-	if (!stripe_configured(cfg)) {
-		api_error(out, 503, "unavailable", "billing is not configured on this server");
-		return;
-	}
 	body = api_parse_body(r, out);
 	if (!body)
 		return;
@@ -137,11 +146,9 @@ void billing_checkout(struct api *a, const struct api_req *r, struct api_resp *o
 		goto out;
 	}
 
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		goto out;
-	}
 	ret = bill_user_for_checkout(c, r->user_id, email, sizeof(email), customer,
 				     sizeof(customer));
 	db_put(a, c, ret == -EIO);
@@ -216,19 +223,11 @@ void billing_portal(struct api *a, const struct api_req *r, struct api_resp *out
 	PGconn *c;
 	int ret;
 
-	if (!r->user_id) {
-		api_error(out, 401, "unauthorized", "log in first");
+	if (!bill_ready(cfg, r, out))
 		return;
-	}
-	if (!stripe_configured(cfg)) {
-		api_error(out, 503, "unavailable", "billing is not configured on this server");
+	c = db_get_or_503(a, out);
+	if (!c)
 		return;
-	}
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
-		return;
-	}
 	ret = bill_user_for_checkout(c, r->user_id, email, sizeof(email), customer,
 				     sizeof(customer));
 	db_put(a, c, ret == -EIO);
@@ -330,15 +329,11 @@ static int bill_link_customer(PGconn *c, const char *user_id, const char *custom
 	if (!customer[0])
 		return 0;
 	const char *q[2] = {user_id, customer};
-	PGresult *r = db_exec(c,
-			      "UPDATE users SET stripe_customer = $2 WHERE id = $1 AND "
-			      "stripe_customer IS DISTINCT FROM $2 AND NOT EXISTS (SELECT 1 FROM "
-			      "users o WHERE o.stripe_customer = $2 AND o.id <> $1)",
-			      2, q);
-	if (!r)
-		return -EIO;
-	PQclear(r);
-	return 0;
+	return db_run(c,
+		      "UPDATE users SET stripe_customer = $2 WHERE id = $1 AND "
+		      "stripe_customer IS DISTINCT FROM $2 AND NOT EXISTS (SELECT 1 FROM "
+		      "users o WHERE o.stripe_customer = $2 AND o.id <> $1)",
+		      2, q);
 }
 
 struct bill_sub {
@@ -354,13 +349,13 @@ static int bill_lock_sub(PGconn *c, const char *sub, const char *user_id, const 
 			 struct bill_sub *s)
 {
 	const char *q[3] = {sub, user_id, customer};
-	PGresult *r = db_exec(c,
-			      "INSERT INTO subscriptions (id, user_id, customer, status) VALUES "
-			      "($1, $2, $3, 'incomplete') ON CONFLICT (id) DO NOTHING",
-			      3, q);
-	if (!r)
+	PGresult *r;
+
+	if (db_run(c,
+		   "INSERT INTO subscriptions (id, user_id, customer, status) VALUES "
+		   "($1, $2, $3, 'incomplete') ON CONFLICT (id) DO NOTHING",
+		   3, q))
 		return -EIO;
-	PQclear(r);
 	r = db_exec(c,
 		    "SELECT last_event_created, price IS NOT NULL, coalesce(period_start, 0), "
 		    "coalesce(period_end, 0), status FROM subscriptions WHERE id = $1 FOR UPDATE",
@@ -391,16 +386,12 @@ static int bill_update_sub(PGconn *c, const char *sub, const struct stripe_event
 	const char *q[6] = {sub, status, from_sub_event && ev->price[0] ? ev->price : NULL,
 			    from_sub_event && ev->period_end ? ps : NULL,
 			    from_sub_event && ev->period_end ? pe : NULL, created};
-	PGresult *r = db_exec(c,
-			      "UPDATE subscriptions SET status = $2, price = coalesce($3, price), "
-			      "period_start = coalesce($4::bigint, period_start), period_end = "
-			      "coalesce($5::bigint, period_end), last_event_created = "
-			      "greatest(last_event_created, $6::bigint), updated_at = now() WHERE id = $1",
-			      6, q);
-	if (!r)
-		return -EIO;
-	PQclear(r);
-	return 0;
+	return db_run(c,
+		      "UPDATE subscriptions SET status = $2, price = coalesce($3, price), "
+		      "period_start = coalesce($4::bigint, period_start), period_end = "
+		      "coalesce($5::bigint, period_end), last_event_created = "
+		      "greatest(last_event_created, $6::bigint), updated_at = now() WHERE id = $1",
+		      6, q);
 }
 
 /* Whether the user has another subscription that still pays for a plan. */
@@ -619,11 +610,9 @@ void billing_webhook(struct api *a, const struct api_req *r, struct api_resp *ou
 		return;
 	}
 
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		return;
-	}
 	if (db_begin(c)) {
 		broken = true;
 		goto fail;

@@ -128,6 +128,15 @@ void db_pool_put(struct db_pool *p, PGconn *c, bool broken)
 }
 
 PGconn *db_get(struct api *a) { return db_pool_get(a->db, DB_WAIT_MS); }
+
+PGconn *db_get_or_503(struct api *a, struct api_resp *out)
+{
+	PGconn *c = db_get(a);
+
+	if (!c)
+		api_error(out, 503, "unavailable", "database unavailable");
+	return c;
+}
 void db_put(struct api *a, PGconn *c, bool broken) { db_pool_put(a->db, c, broken); }
 
 PGresult *db_exec(PGconn *c, const char *sql, int n, const char *const *params)
@@ -150,9 +159,9 @@ PGresult *db_exec(PGconn *c, const char *sql, int n, const char *const *params)
 	return NULL;
 }
 
-static int db_simple(PGconn *c, const char *sql)
+int db_run(PGconn *c, const char *sql, int n, const char *const *params)
 {
-	PGresult *r = db_exec(c, sql, 0, NULL);
+	PGresult *r = db_exec(c, sql, n, params);
 
 	if (!r)
 		return -EIO;
@@ -160,8 +169,8 @@ static int db_simple(PGconn *c, const char *sql)
 	return 0;
 }
 
-int db_begin(PGconn *c) { return db_simple(c, "BEGIN"); }
-int db_commit(PGconn *c) { return db_simple(c, "COMMIT"); }
+int db_begin(PGconn *c) { return db_run(c, "BEGIN", 0, NULL); }
+int db_commit(PGconn *c) { return db_run(c, "COMMIT", 0, NULL); }
 void db_rollback(PGconn *c)
 {
 	if (PQtransactionStatus(c) != PQTRANS_IDLE)
@@ -181,15 +190,11 @@ int db_migrate(PGconn *c)
 		return ret;
 	params[0] = lock;
 	/* several APIs starting at once: the others wait here, then see the versions recorded */
-	r = db_exec(c, "SELECT pg_advisory_xact_lock($1::bigint)", 1, params);
-	if (!r) {
-		ret = -EIO;
-		goto out;
-	}
-	PQclear(r);
-	ret = db_simple(c, "CREATE TABLE IF NOT EXISTS schema_migrations ("
-			   "version int PRIMARY KEY, name text NOT NULL, "
-			   "applied_at timestamptz NOT NULL DEFAULT now())");
+	ret = db_run(c, "SELECT pg_advisory_xact_lock($1::bigint)", 1, params) ?:
+	      db_run(c, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+			"version int PRIMARY KEY, name text NOT NULL, "
+			"applied_at timestamptz NOT NULL DEFAULT now())",
+		     0, NULL);
 	if (ret)
 		goto out;
 	for (const struct db_migration *m = db_migrations; m->version; m++) {
@@ -216,13 +221,10 @@ int db_migrate(PGconn *c)
 			goto out;
 		}
 		PQclear(r);
-		r = db_exec(c, "INSERT INTO schema_migrations (version, name) VALUES ($1::int, $2)",
-			    2, params);
-		if (!r) {
-			ret = -EIO;
+		ret = db_run(c, "INSERT INTO schema_migrations (version, name) VALUES ($1::int, $2)",
+			     2, params);
+		if (ret)
 			goto out;
-		}
-		PQclear(r);
 		pr_info("applied migration %03d_%s", m->version, m->name);
 		applied++;
 	}

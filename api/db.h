@@ -14,6 +14,7 @@
 #include <libpq-fe.h>
 
 struct api;
+struct api_resp;
 struct db_pool;
 
 struct db_migration {
@@ -30,6 +31,8 @@ void db_pool_put(struct db_pool *p, PGconn *c, bool broken);
 int db_pool_size(const struct db_pool *p);
 
 PGconn *db_get(struct api *a); /* a connection from the pool (blocks up to 5 s; NULL: 503) */
+/* db_get for a handler: NULL has already answered out with 503 unavailable. */
+PGconn *db_get_or_503(struct api *a, struct api_resp *out);
 void db_put(struct api *a, PGconn *c, bool broken);
 int db_begin(PGconn *c);
 int db_commit(PGconn *c);
@@ -41,6 +44,8 @@ int db_migrate(PGconn *c);
  * when its status is COMMAND_OK or TUPLES_OK, else logs (without parameters: they may be
  * secrets), clears it and returns NULL. */
 PGresult *db_exec(PGconn *c, const char *sql, int n, const char *const *params);
+/* db_exec for a statement whose rows are not needed: 0 or -EIO. */
+int db_run(PGconn *c, const char *sql, int n, const char *const *params);
 /* The SQLSTATE of the last failed db_exec on this thread ("" if none). */
 const char *db_last_sqlstate(void);
 

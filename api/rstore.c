@@ -417,7 +417,7 @@ static int rs_sync_user(struct api *a, PGconn *c, const char *user)
 {
 	const char *p[2] = { user, NULL };
 	char ns[8], version[24];
-	PGresult *r = NULL, *rows = NULL;
+	PGresult *rows = NULL;
 	json_t *st = NULL;
 	int ret;
 
@@ -427,12 +427,10 @@ static int rs_sync_user(struct api *a, PGconn *c, const char *user)
 	snprintf(ns, sizeof(ns), "%d", RS_ADVISORY_NS);
 	p[1] = user;
 	p[0] = ns;
-	r = db_exec(c, "SELECT pg_advisory_xact_lock($1::int, hashtext($2))", 2, p);
-	ret = -EIO;
-	if (!r)
+	ret = db_run(c, "SELECT pg_advisory_xact_lock($1::int, hashtext($2))", 2, p);
+	if (ret)
 		goto out;
-	PQclear(r);
-	r = NULL;
+	ret = -EIO; /* until the rows are pushed and deleted */
 	p[0] = user;
 	rows = db_exec(c,
 		       "SELECT id, events::text FROM redis_outbox WHERE user_id = $1 ORDER BY id "
@@ -454,14 +452,13 @@ static int rs_sync_user(struct api *a, PGconn *c, const char *user)
 	if (ret)
 		goto out;
 	p[1] = version;
-	r = db_exec(c, "DELETE FROM redis_outbox WHERE user_id = $1 AND id <= $2::bigint", 2, p);
-	ret = r ? db_commit(c) : -EIO;
+	ret = db_run(c, "DELETE FROM redis_outbox WHERE user_id = $1 AND id <= $2::bigint", 2, p) ?:
+	      db_commit(c);
 	if (!ret)
 		__atomic_add_fetch(&a->rs->pushed, (unsigned long)PQntuples(rows), __ATOMIC_RELAXED);
 out:
 	if (ret)
 		db_rollback(c);
-	PQclear(r);
 	PQclear(rows);
 	json_decref(st);
 	return ret;

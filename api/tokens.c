@@ -176,13 +176,11 @@ void tokens_list(struct api *a, const struct api_req *r, struct api_resp *out)
 {
 	const char *q[1] = { r->user_id };
 	json_t *arr;
-	PGconn *c = db_get(a);
+	PGconn *c = db_get_or_503(a, out);
 	PGresult *res;
 
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	if (!c)
 		return;
-	}
 	res = db_exec(c,
 		      "SELECT id, tunnel_id, " API_TS("created_at") ", " API_TS("expires_at") ", "
 		      API_TS("revoked_at") " FROM agent_tokens WHERE user_id = $1 "
@@ -221,11 +219,9 @@ void tokens_create(struct api *a, const struct api_req *r, struct api_resp *out)
 		api_error(out, 500, "internal", "no randomness");
 		return;
 	}
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		return;
-	}
 	q[0] = bt.tunnel_id;
 	q[1] = r->user_id;
 	res = db_exec(c,
@@ -295,13 +291,11 @@ void tokens_delete(struct api *a, const struct api_req *r, struct api_resp *out,
 {
 	const char *q[2] = { id, r->user_id };
 	json_t *ev = NULL;
-	PGconn *c = db_get(a);
+	PGconn *c = db_get_or_503(a, out);
 	PGresult *res = NULL;
 
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	if (!c)
 		return;
-	}
 	if (db_begin(c))
 		goto fail;
 	res = db_exec(c,
@@ -316,9 +310,8 @@ void tokens_delete(struct api *a, const struct api_req *r, struct api_resp *out,
 		goto out;
 	}
 	ev = json_pack("[{s:s,s:s,s:s}]", "type", "revoke", "jti", id, "tid", PQgetvalue(res, 0, 0));
-	if (!ev || account_outbox(c, r->user_id, ev) || db_commit(c))
+	if (account_commit_events(a, c, r->user_id, ev))
 		goto fail;
-	rstore_kick(a->rs);
 	api_reply(out, 204, NULL);
 	goto out;
 fail:

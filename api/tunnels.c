@@ -22,15 +22,10 @@
 int tunnels_insert(PGconn *c, const char *user_id, char *id_out)
 {
 	const char *q[2] = { id_out, user_id };
-	PGresult *r;
 
 	if (account_new_id("t_", id_out))
 		return -EIO;
-	r = db_exec(c, "INSERT INTO tunnels (id, user_id) VALUES ($1, $2)", 2, q);
-	if (!r)
-		return -EIO;
-	PQclear(r);
-	return 0;
+	return db_run(c, "INSERT INTO tunnels (id, user_id) VALUES ($1, $2)", 2, q);
 }
 
 /* One string reply (or NULL) from a one-key command. The caller frees the result. */
@@ -152,15 +147,13 @@ static void tun_answer_one(struct api *a, PGconn *c, const struct api_req *r,
 void tunnels_list(struct api *a, const struct api_req *r, struct api_resp *out)
 {
 	const char *q[1] = { r->user_id };
-	PGconn *c = db_get(a);
+	PGconn *c = db_get_or_503(a, out);
 	PGresult *res;
 	json_t *arr;
 	int64_t period;
 
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	if (!c)
 		return;
-	}
 	period = tun_period(c, r->user_id);
 	res = db_exec(c,
 		      "SELECT " TUN_COLS " FROM tunnels t WHERE t.user_id = $1 AND "
@@ -191,11 +184,9 @@ void tunnels_create(struct api *a, const struct api_req *r, struct api_resp *out
 		api_error(out, err.status, err.code, "%s", err.message);
 		return;
 	}
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		return;
-	}
 	if (db_begin(c))
 		goto fail;
 	/* the user row lock serialises concurrent creates: two cannot both pass the count */
@@ -230,13 +221,11 @@ void tunnels_delete(struct api *a, const struct api_req *r, struct api_resp *out
 {
 	const char *q[2] = { id, r->user_id };
 	json_t *events = NULL;
-	PGconn *c = db_get(a);
-	PGresult *res = NULL, *w;
+	PGconn *c = db_get_or_503(a, out);
+	PGresult *res = NULL;
 
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	if (!c)
 		return;
-	}
 	if (db_begin(c))
 		goto fail;
 	res = db_exec(c,
@@ -250,21 +239,18 @@ void tunnels_delete(struct api *a, const struct api_req *r, struct api_resp *out
 		api_error(out, 404, "not_found", "no such tunnel");
 		goto out;
 	}
-	w = db_exec(c,
-		    "UPDATE agent_tokens SET revoked_at = now() WHERE tunnel_id = $1 AND "
-		    "revoked_at IS NULL",
-		    1, q);
-	if (!w)
+	if (db_run(c,
+		   "UPDATE agent_tokens SET revoked_at = now() WHERE tunnel_id = $1 AND "
+		   "revoked_at IS NULL",
+		   1, q))
 		goto fail;
-	PQclear(w);
 	events = json_pack("[{s:s,s:s,s:s}]", "type", "tunnel", "tid", id, "reason", "deleted");
 	/* a slot freed: a tunnel suspended by a downgrade may run again */
 	if (!events ||
 	    account_apply_limits(c, account_user_plan(c, &a->plans, r->user_id), r->user_id,
 				 events) ||
-	    account_outbox(c, r->user_id, events) || db_commit(c))
+	    account_commit_events(a, c, r->user_id, events))
 		goto fail;
-	rstore_kick(a->rs);
 	api_reply(out, 204, NULL);
 	goto out;
 fail:
@@ -309,13 +295,11 @@ static void tun_label(struct api *a, const struct api_req *r, struct api_resp *o
 {
 	const char *q[3] = { id, r->user_id, label };
 	json_t *events = NULL;
-	PGconn *c = db_get(a);
+	PGconn *c = db_get_or_503(a, out);
 	PGresult *res = NULL;
 
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	if (!c)
 		return;
-	}
 	if (db_begin(c))
 		goto fail;
 	res = db_exec(c,
@@ -336,9 +320,8 @@ static void tun_label(struct api *a, const struct api_req *r, struct api_resp *o
 		goto out;
 	}
 	events = json_pack("[{s:s}]", "type", "plan");
-	if (!events || account_outbox(c, r->user_id, events) || db_commit(c))
+	if (account_commit_events(a, c, r->user_id, events))
 		goto fail;
-	rstore_kick(a->rs);
 	if (label)
 		tun_answer_one(a, c, r, out, 200, id);
 	else
@@ -366,11 +349,9 @@ void tunnels_set_label(struct api *a, const struct api_req *r, struct api_resp *
 		api_error(out, err.status, err.code, "%s", err.message);
 		return;
 	}
-	c = db_get(a);
-	if (!c) {
-		api_error(out, 503, "unavailable", "database unavailable");
+	c = db_get_or_503(a, out);
+	if (!c)
 		return;
-	}
 	pl = account_user_plan(c, &a->plans, r->user_id);
 	db_put(a, c, false);
 	if (!pl->custom_names) {

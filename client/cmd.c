@@ -624,6 +624,34 @@ static void print_tunnels(json_t *j, const char *current)
 		printf("* the tunnel plain 'dvv' runs\n");
 }
 
+static void print_created(json_t *j, const char *unused)
+{
+	char buf[300];
+
+	(void)unused;
+	printf("Created tunnel %s; 'dvv tunnels use %s' makes plain 'dvv' run it\n",
+	       jstr(j, "id", buf, sizeof(buf), "?"), buf);
+}
+
+/* Ask the API (the answer lands in *j, the caller frees it) and print the answer: one line of
+ * JSON with --json, for people through human(j, arg) otherwise. 0 or an exit code. */
+static int call_and_print(struct api_ctx *a, const char *method, const char *path,
+			  const char *session, json_t *req, json_t **j,
+			  void (*human)(json_t *j, const char *arg), const char *arg)
+{
+	int rc = api_call(a, method, path, session, req, j);
+
+	if (rc)
+		return rc;
+	if (a->json) {
+		json_dumpf(*j, stdout, JSON_COMPACT);
+		putchar('\n');
+	} else {
+		human(*j, arg);
+	}
+	return 0;
+}
+
 static int cmd_tunnels(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -672,27 +700,14 @@ static int cmd_tunnels(int argc, char **argv)
 		goto out;
 	}
 	if (!verb) {
-		if ((rc = api_call(&a, "GET", "/v1/tunnels", c.session, NULL, &j)))
-			goto out;
-		if (a.json) {
-			json_dumpf(j, stdout, JSON_COMPACT);
-			putchar('\n');
-		} else {
-			print_tunnels(j, c.tunnel);
-		}
+		rc = call_and_print(&a, "GET", "/v1/tunnels", c.session, NULL, &j, print_tunnels,
+				    c.tunnel);
 		goto out;
 	}
 	if (!strcmp(verb, "create")) {
 		req = json_object();
-		if ((rc = api_call(&a, "POST", "/v1/tunnels", c.session, req, &j)))
-			goto out;
-		if (a.json) {
-			json_dumpf(j, stdout, JSON_COMPACT);
-			putchar('\n');
-		} else {
-			printf("Created tunnel %s; 'dvv tunnels use %s' makes plain 'dvv' run it\n",
-			       jstr(j, "id", buf, sizeof(buf), "?"), buf);
-		}
+		rc = call_and_print(&a, "POST", "/v1/tunnels", c.session, req, &j, print_created,
+				    NULL);
 		goto out;
 	}
 	/* use ID: a fresh token for it becomes the one plain dvv runs with */

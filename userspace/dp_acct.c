@@ -95,6 +95,15 @@ void dp_acct_put(struct dp_acct_tab *t, struct dp_acct *a)
 	free(a);
 }
 
+struct dp_acct *dp_acct_hold(struct dp_acct_tab *t, uint64_t key)
+{
+	int err = 0;
+	struct dp_acct *a = dp_acct_get(t, key, &err);
+	if (!a)
+		errno = -err;
+	return a;
+}
+
 struct dp_acct *dp_acct_pair_get(struct dp_acct_tab *t, uint64_t key, int *err)
 {
 	struct dp_acct *a = dp_acct_get(t, key, err);

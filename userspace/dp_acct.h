@@ -55,6 +55,8 @@ void dp_acct_free(struct dp_acct_tab *t);
  * a full table (-ENOSPC), -ENOMEM or on_create's error. */
 struct dp_acct *dp_acct_get(struct dp_acct_tab *t, uint64_t key, int *err);
 void dp_acct_put(struct dp_acct_tab *t, struct dp_acct *a);
+/* dp_acct_get for a plane's acct_hold (dataplane.h): NULL with errno set. */
+struct dp_acct *dp_acct_hold(struct dp_acct_tab *t, uint64_t key);
 /* A pair joins / ends: its reference plus the player count. */
 struct dp_acct *dp_acct_pair_get(struct dp_acct_tab *t, uint64_t key, int *err);
 void dp_acct_pair_put(struct dp_acct_tab *t, struct dp_acct *a);

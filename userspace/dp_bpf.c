@@ -198,11 +198,7 @@ static int bpf_tunnel_bytes(struct dataplane *dp, uint64_t key, uint64_t *to_age
 static struct dp_acct *bpf_acct_hold(struct dataplane *dp, uint64_t key)
 {
 	struct bp_plane *b = dp->priv;
-	int err = 0;
-	struct dp_acct *a = dp_acct_get(&b->acct, key, &err);
-	if (!a)
-		errno = -err;
-	return a;
+	return dp_acct_hold(&b->acct, key);
 }
 
 static void bpf_acct_release(struct dataplane *dp, struct dp_acct *a)

@@ -240,11 +240,7 @@ static int us_tunnel_bytes(struct dataplane *dp, uint64_t key, uint64_t *to_agen
 static struct dp_acct *us_acct_hold(struct dataplane *dp, uint64_t key)
 {
 	struct us_plane *u = dp->priv;
-	int err = 0;
-	struct dp_acct *a = dp_acct_get(&u->acct, key, &err);
-	if (!a)
-		errno = -err;
-	return a;
+	return dp_acct_hold(&u->acct, key);
 }
 
 static void us_acct_release(struct dataplane *dp, struct dp_acct *a)

@@ -29,7 +29,6 @@ const CAP = 2 * MIB
 const FLUSH_MS = 500
 
 let keys, redis, relayA, relayB, mcs, rawServer, agentRaw, agentMc, agentB
-let onRaw = null
 
 function rcli (...args) {
   return execFileSync('redis-cli', ['-p', String(redis.port), '--raw', ...args.map(String)], { encoding: 'utf8' }).trim()
@@ -69,21 +68,9 @@ before(h.withLogs('setup', async () => {
   const args = ['--usage-flush-ms', String(FLUSH_MS), '--heartbeat-ms', '500']
   relayA = await h.startRelay({ redisPort: redis.port, keys, instanceId: 'cap-a', extraArgs: args })
   mcs = await h.startMcServer({ motd: 'DVV cap test' })
-  rawServer = net.createServer((c) => {
-    c.on('error', () => {})
-    c.once('data', (d) => {
-      // the agent's own status pings (next state 1) are not the player
-      if (d.length > d[0] && d[d[0]] === 1) { c.destroy(); return }
-      c.pause()
-      c.unshift(d)
-      const f = onRaw
-      onRaw = null
-      if (f) f(c); else c.destroy()
-    })
-  })
-  await new Promise((resolve) => rawServer.listen(0, '127.0.0.1', resolve))
+  rawServer = await h.startRawServer()
   const token = (tid) => h.mintToken({ keys, sub: SUB, tid, ttl: 3600 })
-  agentRaw = await h.startAgent({ relayAgentPort: relayA.agentPort, token: await token('t-raw'), ca: keys.ca, localPort: rawServer.address().port })
+  agentRaw = await h.startAgent({ relayAgentPort: relayA.agentPort, token: await token('t-raw'), ca: keys.ca, localPort: rawServer.port })
   agentMc = await h.startAgent({ relayAgentPort: relayA.agentPort, token: await token('t-mc'), ca: keys.ca, localPort: mcs.port })
   // cap-b joins the region after cap-a's tunnels settled: the least loaded, it keeps its own
   relayB = await h.startRelay({ redisPort: redis.port, keys, instanceId: 'cap-b', extraArgs: args })
@@ -105,7 +92,7 @@ after(async () => {
  */
 async function streamUntilCut ({ chunk = 32 * 1024, everyMs = 20, timeoutMs = 20000 } = {}) {
   const hs = handshakeBytes({ hostname: agentRaw.hostname })
-  const serverSide = new Promise((resolve) => { onRaw = resolve })
+  const serverSide = rawServer.nextPlayer()
   const p = net.connect({ port: relayA.playerPort, host: '127.0.0.1' })
   p.on('error', () => {})
   await new Promise((resolve, reject) => { p.once('connect', resolve); p.once('close', reject) })
@@ -113,7 +100,7 @@ async function streamUntilCut ({ chunk = 32 * 1024, everyMs = 20, timeoutMs = 20
   const closed = new Promise((resolve) => p.once('close', () => resolve(null)))
   const s = await Promise.race([serverSide, closed, h.sleep(timeoutMs).then(() => 'timeout')])
   if (!s || s === 'timeout') { // refused at the handshake: the server never saw it
-    onRaw = null
+    rawServer.forget()
     p.destroy()
     return { crossedAt: null, cutAt: s ? null : Date.now(), moved: 0, refused: true }
   }

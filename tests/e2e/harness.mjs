@@ -561,6 +561,36 @@ export async function startMcServer ({ port = 0, motd = 'DVV e2e server', versio
 }
 
 /**
+ * A plain TCP server standing in for a game that is not Minecraft, behind an agent. The agent's
+ * own status pings (a handshake whose next state is 1) are closed; each player connection is
+ * handed, paused with its first bytes still unread, to the promise of the latest nextPlayer()
+ * (closed when none waits; forget() drops a wait). Resolves {server, port, nextPlayer, forget,
+ * close}; cleanup() does not close it.
+ */
+export async function startRawServer () {
+  let waiting = null
+  const server = net.createServer((c) => {
+    c.on('error', () => {})
+    c.once('data', (d) => {
+      if (d.length > d[0] && d[d[0]] === 1) { c.destroy(); return }
+      c.pause()
+      c.unshift(d)
+      const f = waiting
+      waiting = null
+      if (f) f(c); else c.destroy() // resumed by the test once it listens
+    })
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    server,
+    port: server.address().port,
+    nextPlayer: () => new Promise((resolve) => { waiting = resolve }),
+    forget: () => { waiting = null },
+    close: () => server.close()
+  }
+}
+
+/**
  * Debian's haproxy in the foreground: frontend on a free port with `accept-proxy`, TCP mode, one
  * log line per connection on stdout ("dvv-src=CLIENT_IP:CLIENT_PORT"), backend = targetPort.
  */

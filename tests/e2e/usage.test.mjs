@@ -28,7 +28,6 @@ const MIB = 1024 * 1024
 const FLUSH_MS = 500
 
 let keys, redis, redisDir, relay, mcs, proxy, rawServer, agentMc, agentRaw
-let onRaw = null
 
 async function rcli (...args) {
   const { stdout } = await exec('redis-cli', ['-p', String(redis.port), '--raw', ...args])
@@ -118,7 +117,7 @@ function startCountingProxy (targetPort) {
 /** A raw player of the raw tunnel: dial, handshake, write up bytes, read down bytes, close. */
 async function rawExchange (up, down) {
   const hs = handshakeBytes({ hostname: agentRaw.hostname })
-  const serverSide = new Promise((resolve) => { onRaw = resolve })
+  const serverSide = rawServer.nextPlayer()
   const p = net.connect({ port: relay.playerPort, host: '127.0.0.1' })
   await new Promise((resolve, reject) => { p.once('connect', resolve); p.once('error', reject) })
   p.write(hs)
@@ -158,23 +157,11 @@ before(h.withLogs('setup', async () => {
   relay = await h.startRelay({ redisPort: redis.port, keys, extraArgs: ['--usage-flush-ms', String(FLUSH_MS)] })
   mcs = await h.startMcServer({ motd: 'usage e2e' })
   proxy = await startCountingProxy(mcs.port)
-  rawServer = net.createServer((c) => {
-    c.on('error', () => {})
-    // the agent's status pings are not the player: next state 1
-    c.once('data', (d) => {
-      if (d.length > d[0] && d[d[0]] === 1) { c.destroy(); return }
-      c.pause()
-      c.unshift(d)
-      const f = onRaw
-      onRaw = null
-      if (f) f(c); else c.destroy() // resumed by the test once it listens
-    })
-  })
-  await new Promise((resolve) => rawServer.listen(0, '127.0.0.1', resolve))
+  rawServer = await h.startRawServer()
   const tMc = await h.mintToken({ keys, sub: SUB, tid: 'tunnel-mc', ttl: 3600 })
   const tRaw = await h.mintToken({ keys, sub: SUB, tid: 'tunnel-raw', ttl: 3600 })
   agentMc = await h.startAgent({ relayAgentPort: relay.agentPort, token: tMc, ca: keys.ca, localPort: proxy.port })
-  agentRaw = await h.startAgent({ relayAgentPort: relay.agentPort, token: tRaw, ca: keys.ca, localPort: rawServer.address().port })
+  agentRaw = await h.startAgent({ relayAgentPort: relay.agentPort, token: tRaw, ca: keys.ca, localPort: rawServer.port })
 }), { timeout: 90000 })
 
 after(async () => {
