@@ -155,13 +155,13 @@ export function relaysSuite ({ redisMode, id }) {
 
   h.scenario('the user\'s plan is read from Redis at registration and wins over the token\'s claim', async () => {
     // the API marked the user paid after the token was minted "free": the custom label is granted
-    await cli('HSET', 'dvv:user:{user-plan}:plan', 'tier', 'paid', 'max_players', '50', 'max_tunnels', '3', 'bandwidth_kbps', '0')
+    await cli('HSET', 'dvv:user:{user-plan}:plan', 'tier', 'paid', 'custom_names', '1', 'max_players', '50', 'max_tunnels', '3')
     const tp = await h.mintToken({ keys, sub: 'user-plan', tid: 'tunnel-plan', plan: 'free', name: 'plan-probe', ttl: 3600 })
     const ap = await h.startAgent({ relayHost: r(1).ip, relayAgentPort: 7000, token: tp, ca: keys.ca, localPort: mc.port, upTimeoutMs: 30000 })
     assert.equal(ap.hostname, 'plan-probe.eu.dvv.test', `expected the paid plan from Redis to grant the custom name, got ${ap.hostname}`)
     await h.stopProcess(ap.proc)
     // downgraded to free: the token still says paid, the custom label is not granted any more
-    await cli('HSET', 'dvv:user:{user-down}:plan', 'tier', 'free')
+    await cli('HSET', 'dvv:user:{user-down}:plan', 'tier', 'free', 'custom_names', '0')
     const td = await h.mintToken({ keys, sub: 'user-down', tid: 'tunnel-down', plan: 'paid', name: 'down-probe', ttl: 3600 })
     const ad = await h.startAgent({ relayHost: r(2).ip, relayAgentPort: 7000, token: td, ca: keys.ca, localPort: mc.port, upTimeoutMs: 30000 })
     assert.notEqual(ad.hostname, 'down-probe.eu.dvv.test', 'a user downgraded to free in Redis kept the paid custom name')
