@@ -13,7 +13,14 @@ import { REPO_ROOT, sleep } from '../e2e/harness.mjs'
 import { join } from '../e2e/mc-client.mjs'
 
 let proc = null
-after(() => { if (proc && proc.exitCode === null) proc.kill('SIGKILL') })
+// a failed assertion still stops the demo the way a user does (SIGTERM: it stops its PostgreSQL
+// and removes its files); SIGKILL only if that hangs
+after(async () => {
+  if (!proc || proc.exitCode !== null) return
+  proc.kill('SIGTERM')
+  for (let i = 0; i < 200 && proc.exitCode === null; i++) await sleep(100)
+  if (proc.exitCode === null) proc.kill('SIGKILL')
+})
 
 function alive (pid) {
   try { process.kill(pid, 0); return true } catch { return false }
