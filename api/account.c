@@ -1,5 +1,6 @@
 /* Accounts: signup and login (argon2id), sessions, the user's plan and its changes (account.h). */
 #include "account.h"
+#include "net.h" /* hex_encode */
 
 #include <argon2.h>
 #include <errno.h>
@@ -110,18 +111,12 @@ int account_new_id(const char *prefix, char *out)
 	return 0;
 }
 
-static void acct_hex(const unsigned char *b, size_t n, char *out)
-{
-	for (size_t i = 0; i < n; i++)
-		snprintf(out + 2 * i, 3, "%02x", b[i]);
-}
-
 static void acct_session_hash(const char *session, char hex[2 * SHA256_DIGEST_LENGTH + 1])
 {
 	unsigned char d[SHA256_DIGEST_LENGTH];
 
 	SHA256((const unsigned char *)session, strlen(session), d);
-	acct_hex(d, sizeof(d), hex);
+	hex_encode(d, sizeof(d), hex);
 }
 
 /* New session for user_id inside the caller's transaction; the secret into out. */

@@ -18,6 +18,7 @@
 #include <openssl/params.h>
 
 #include "stripe.h"
+#include "net.h" /* hex_encode, hex_decode */
 
 /* Stripe API version the outbound calls pin, so the answers have the shape parsed here. */
 #define STRIPE_VERSION "2024-06-20"
@@ -64,17 +65,6 @@ out:
 	return ret;
 }
 
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int stripe_sign(const char *secret, const char *payload, size_t len, int64_t t, char *out,
 		size_t outlen)
 {
@@ -85,8 +75,7 @@ int stripe_sign(const char *secret, const char *payload, size_t len, int64_t t, 
 	if (ret)
 		return ret;
 	char hex[65];
-	for (int i = 0; i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+	hex_encode(mac, sizeof(mac), hex);
 	if ((size_t)snprintf(out, outlen, "t=%s,v1=%s", ts, hex) >= outlen)
 		return -ENOSPC;
 	return 0;
@@ -160,15 +149,10 @@ int stripe_verify_signature(const char *secret, const char *payload, size_t len,
 				       "Stripe-Signature: v1 signature is not 64 hex digits");
 				goto out;
 			}
-			for (size_t i = 0; i < 32; i++) {
-				int hi = hexval((unsigned char)v[2 * i]);
-				int lo = hexval((unsigned char)v[2 * i + 1]);
-				if (hi < 0 || lo < 0) {
-					seterr(err, errlen,
-					       "Stripe-Signature: v1 signature is not 64 hex digits");
-					goto out;
-				}
-				sigs[nsig][i] = (unsigned char)(hi << 4 | lo);
+			if (hex_decode(v, 64, sigs[nsig], sizeof(sigs[nsig])) != 32) {
+				seterr(err, errlen,
+				       "Stripe-Signature: v1 signature is not 64 hex digits");
+				goto out;
 			}
 			nsig++;
 		}
