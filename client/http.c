@@ -324,7 +324,13 @@ static int chunked(struct http_parser *p, bool eof, char *err, size_t errlen)
 		case CH_TRAILER:
 			n = line_at(p, p->pos, &next);
 			if (n < 0) {
-				if (avail > HTTP_LINE_MAX)
+				/* no LF yet: a CR at the end may be the line end, not content,
+				 * so a line of exactly HTTP_LINE_MAX bytes is judged the same
+				 * whether its CR and LF arrive together or apart */
+				size_t have = avail;
+				if (have && p->raw[p->raw_len - 1] == '\r')
+					have--;
+				if (have > HTTP_LINE_MAX)
 					return fail(p, -EPROTO, err, errlen,
 						    "chunk line longer than %d bytes", HTTP_LINE_MAX);
 				goto more;

@@ -245,6 +245,26 @@ static void oversize_is_refused(void **state)
 					   sizeof(err)),
 			 -EPROTO);
 	http_parser_free(&p);
+	/* a chunk-size line of exactly HTTP_LINE_MAX bytes is good whether its CR and LF
+	 * arrive together or apart (the CR alone at the end is not content) */
+	for (int apart = 0; apart < 2; apart++) {
+		http_parser_init(&p, false);
+		c = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+		assert_int_equal(feed(&p, c, strlen(c), false, false), 0);
+		memset(big, 'f', HTTP_LINE_MAX);
+		big[0] = '1';
+		big[1] = ';';
+		big[HTTP_LINE_MAX] = '\r';
+		assert_int_equal(http_parser_input(&p, (uint8_t *)big, HTTP_LINE_MAX + !apart,
+						   false, err, sizeof(err)),
+				 0);
+		if (apart)
+			assert_int_equal(feed(&p, "\r", 1, false, false), 0);
+		c = "\nx\r\n0\r\n\r\n";
+		assert_int_equal(feed(&p, c, strlen(c), false, false), 1);
+		assert_int_equal(p.body_len, 1);
+		http_parser_free(&p);
+	}
 	free(big);
 }
 
