@@ -48,8 +48,8 @@ _Static_assert(DVV_XDP_V6_SOURCE_PREFIX % 8 == 0 && DVV_XDP_V6_SOURCE_PREFIX <= 
 /* Tunables, set by userspace through skel->rodata before load. Ports in host order; 0 = off. */
 const volatile __u16 player_port = 0;
 const volatile __u16 agent_port = 0;
-const volatile __u64 src_interval_ns = 50000000;    /* 1e9 / xdp_syn_rate */
-const volatile __u64 src_tolerance_ns = 2000000000; /* xdp_syn_burst * src_interval_ns */
+const volatile __u64 src_interval_ns = 20000000;    /* 1e9 / xdp_syn_rate */
+const volatile __u64 src_tolerance_ns = 5000000000; /* xdp_syn_burst * src_interval_ns */
 const volatile __u64 port_interval_ns = 50000;	    /* 1e9 / xdp_port_syn_budget */
 const volatile __u64 port_tolerance_ns = 1000000000; /* budget * port_interval_ns: 1 s deep */
 
