@@ -186,6 +186,7 @@ static bool of_user(const struct tunnel *t, const char *sub)
 static void cap(struct tunnel *t)
 {
 	t->capped = true;
+	M_INC(tunnels_capped);
 	if (t->r->dp.ops->kill)
 		t->r->dp.ops->kill(&t->r->dp, t->key);
 	pr_info("tunnel %s: user %s used the plan's bandwidth for the period: players cut",
@@ -207,13 +208,13 @@ void enforce_user_total(struct relay *r, const char *sub, uint64_t total, bool p
 		} else if (t->capped && (!t->plan.bandwidth_bytes || total < t->plan.bandwidth_bytes)) {
 			/* the period's total went back under the cap: a new billing period began */
 			t->capped = false;
+			M_DEC(tunnels_capped);
 			pr_info("tunnel %s: user %s is under the plan's bandwidth again (new period)",
 				t->hostname, t->claims.sub);
 			enforce_send_plan(t, "bandwidth available again: a new billing period began");
 		}
 	}
 	if (newly) {
-		M_INC(users_capped);
 		if (publish)
 			events_publish(r, "capped", sub, NULL, NULL, NULL);
 	}
@@ -226,16 +227,11 @@ void enforce_usage_total(struct relay *r, const char *sub, uint64_t total)
 
 void enforce_user_capped(struct relay *r, const char *sub)
 {
-	bool newly = false;
 	dlist_for_each(n, &r->tunnels) {
 		struct tunnel *t = container_of(n, struct tunnel, node);
-		if (of_user(t, sub) && !t->capped && t->plan.bandwidth_bytes) {
-			newly = true;
+		if (of_user(t, sub) && !t->capped && t->plan.bandwidth_bytes)
 			cap(t);
-		}
 	}
-	if (newly)
-		M_INC(users_capped);
 }
 
 /* Close every tunnel of sub matching jti or tid with GOODBYE code: its players go too. */
@@ -293,7 +289,6 @@ static void on_user_plan(struct relay *r, void *priv, const struct rredis_user *
 	(void)priv;
 	if (u->err)
 		return; /* the next plan event or registration reads it again */
-	bool lifted = false, newly = false;
 	for (struct dlist *it = r->tunnels.next; it != &r->tunnels;) {
 		struct tunnel *t = container_of(it, struct tunnel, node);
 		it = it->next;
@@ -322,20 +317,17 @@ static void on_user_plan(struct relay *r, void *priv, const struct rredis_user *
 			continue;
 		}
 		bool over = t->plan.bandwidth_bytes && t->used_bytes >= t->plan.bandwidth_bytes;
+		bool lifted = false;
 		if (t->capped && !over) {
 			t->capped = false;
+			M_DEC(tunnels_capped);
 			lifted = true;
 		} else if (!t->capped && over) {
-			newly = true;
 			cap(t);
 			continue;
 		}
 		enforce_send_plan(t, lifted ? "your plan changed: bandwidth available again" : NULL);
 	}
-	if (lifted)
-		M_DEC(users_capped);
-	if (newly)
-		M_INC(users_capped);
 }
 
 void enforce_plan_changed(struct relay *r, const char *sub)

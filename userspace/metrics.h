@@ -53,7 +53,7 @@
 	X(admit_last_us, gauge, "Latency of the last admit script (registration or plan re-read), microseconds") \
 	X(plan_events_total, counter, "Control events read from the events stream and acted on")     \
 	X(plan_events_errors_total, counter, "Events stream reads that failed (Redis down, bad reply)") \
-	X(users_capped, gauge, "Users over their bandwidth for the period, on this relay")          \
+	X(tunnels_capped, gauge, "Tunnels whose user is over the bandwidth of the period, here")       \
 	X(plan_frames_total, counter, "PLAN frames sent to agents")                                 \
 	X(revoke_to_goodbye_last_ms, gauge, "Last revoke/block event: ms from its stream id to the GOODBYE") \
 	X(tunnels_shed_total, counter, "Priority-0 tunnels moved away because the relay was over capacity")

@@ -303,6 +303,8 @@ void agent_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 static void tunnel_free(void *arg)
 {
 	struct tunnel *t = arg;
+	if (t->capped)
+		M_DEC(tunnels_capped); /* the gauge counts tunnels that exist */
 	ctl_conn_free(&t->ctl);
 	OPENSSL_cleanse(&t->claims, sizeof(t->claims));
 	free(t);

@@ -179,7 +179,7 @@ h.scenario('real bytes cross the cap: the stream is cut within about one flush, 
   const kickB = await join({ relayPort: relayB.playerPort, hostname: agentB.hostname, username: 'post-b' })
   assert.equal(kickB.kicked, kickText)
   await until(() => planEvents(agentB, 'capped').length, 'PLAN capped at the cap-b agent', 2000)
-  assert.ok(await relayB.metric('dvv_relay_users_capped') >= 1)
+  assert.ok(await relayB.metric('dvv_relay_tunnels_capped') >= 1)
 })
 
 h.scenario('an upgrade (plan hash + plan event) lifts the cap on both relays within 2 s', async () => {
@@ -197,6 +197,9 @@ h.scenario('an upgrade (plan hash + plan event) lifts the cap on both relays wit
   for (const ag of [agentRaw, agentMc, agentB]) {
     await until(() => ag.proc.events.filter((e) => e.event === 'plan' && e.tier === 'paid' && e.state === 'ok').length, 'PLAN ok on the paid tier', 2000)
   }
+  // the gauge of capped tunnels comes back down with the cap
+  assert.equal(await relayA.metric('dvv_relay_tunnels_capped'), 0, 'no capped tunnel left on cap-a')
+  assert.equal(await relayB.metric('dvv_relay_tunnels_capped'), 0, 'no capped tunnel left on cap-b')
   // and bytes flow again on the raw tunnel, up to the new cap
   const r = await streamUntilCut({ timeoutMs: 1500 })
   assert.equal(r.cutAt, null, `the raw stream runs again after the upgrade (cut after ${r.moved} bytes)`)
