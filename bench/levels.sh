@@ -99,7 +99,21 @@ NEED=$((4 * TUNNELS + 3 * PLAYERS + 65536))
 cur=$(cat /proc/sys/fs/nr_open)
 if ((cur < NEED)); then OLD_NR_OPEN=$cur; sysctl -qw fs.nr_open="$NEED"; fi
 NOFILE=$(cat /proc/sys/fs/nr_open)
-ulimit -Hn "$NOFILE" && ulimit -Sn "$NOFILE"
+ulimit -Hn "$NOFILE" 2>/dev/null || true # needs CAP_SYS_RESOURCE; without it the hard limit stays
+ulimit -Sn "$(ulimit -Hn)"
+# Each of the relay and the loadgen holds ~5 descriptors per tunnel (control + ~4 pooled data
+# connections, measured at small) and 2 per player; the relay's userspace plane 4 more per player
+# (two splice pipes). Refuse a level this process tree cannot hold rather than measure descriptor
+# exhaustion.
+PER_PLAYER=2
+[[ $PLANE == userspace ]] && PER_PLAYER=6
+FDS=$((5 * TUNNELS + PER_PLAYER * PLAYERS + 1000))
+if (($(ulimit -Hn) < FDS)); then
+  echo "levels.sh: $LEVEL needs about $FDS descriptors per process (relay and loadgen each);" \
+    "the hard RLIMIT_NOFILE here is $(ulimit -Hn) and cannot be raised (no CAP_SYS_RESOURCE?)." \
+    "Run it where 'ulimit -Hn $FDS' works, or set TUNNELS/PLAYERS to fit."
+  exit 3
+fi
 
 read -r P_REDIS P_PLAYER P_AGENT P_ADMIN < <(python3 -c '
 import socket
@@ -201,7 +215,7 @@ PIDS+=($!)
 
 snap() { # snap NAME: relay memory and socket totals at one moment
   { echo "== $1 $(date +%s%3N)"; cat "/proc/$RELAY_PID/status"; cat "/proc/$RELAY_PID/smaps_rollup"
-    cat /proc/net/sockstat; } >"$TMP/snap-$1.txt"
+    cat /proc/net/sockstat; grep -E '^(Slab|SUnreclaim):' /proc/meminfo; } >"$TMP/snap-$1.txt"
 }
 sleep 2
 snap baseline
@@ -243,6 +257,7 @@ wait "$LG_PID"
 LG_RC=$?
 set -e
 curl -s --max-time 5 "http://127.0.0.1:$P_ADMIN/metrics" >"$TMP/metrics.txt" || true
+redis-cli -p "$P_REDIS" info commandstats >"$TMP/commandstats.txt" 2>/dev/null || true
 touch "$SAMPLER_STOP"
 sleep 1.5
 
@@ -263,6 +278,8 @@ def snap(name):
             if m: d.setdefault(m.group(1), int(m.group(2)) * 1024)
             m = re.match(r"TCP: inuse (\d+) orphan \d+ tw \d+ alloc (\d+) mem (\d+)", l)
             if m: d["tcp_inuse"], d["tcp_alloc"], d["tcp_mem_pages"] = map(int, m.groups())
+            m = re.match(r"(Slab|SUnreclaim):\s+(\d+) kB", l)
+            if m: d[m.group(1)] = int(m.group(2)) * 1024
     except FileNotFoundError:
         pass
     return d
@@ -301,7 +318,6 @@ R["bytes_per_tunnel_anon"] = per(base, tun, N, "RssAnon")
 R["bytes_per_player_rss"] = per(tun, st, M, "VmRSS")
 R["bytes_per_player_anon"] = per(tun, st, M, "RssAnon")
 R["tcp_mem_bytes_steady"] = st.get("tcp_mem_pages", 0) * 4096
-json.dump(R, open(out + ".json", "a")); open(out + ".json", "a").write("\n")
 f = lambda v, d=1: "n/a" if v is None else f"{v:,.{d}f}"
 lat = lambda k: lg.get(k, {})
 errs = lg.get("errors", {})
@@ -329,6 +345,10 @@ row("relay userspace bytes per tunnel (RSS, anon delta)", f"{f(R['bytes_per_tunn
 row("relay userspace bytes per player (RSS, anon delta)", f"{f(R['bytes_per_player_rss'],0)}, {f(R['bytes_per_player_anon'],0)}")
 row("kernel TCP memory, whole machine, steady (MiB; sockstat)", f(R["tcp_mem_bytes_steady"] / 2**20))
 row("TCP sockets in use, whole machine, steady", f"{st.get('tcp_inuse',0):,}")
+if "Slab" in base and "Slab" in st and st.get("tcp_alloc", 0) > base.get("tcp_alloc", 0):
+    R["slab_bytes_per_socket"] = (st["Slab"] - base["Slab"]) / (st["tcp_alloc"] - base["tcp_alloc"])
+    row("kernel slab per TCP socket, whole machine (Slab delta / sockets delta, bytes)",
+        f(R["slab_bytes_per_socket"], 0))
 if ss:
     row("relay's sockets at steady (ss -tm): count, skmem sum (MiB)",
         f"{int(ss.get('relay_sockets',0)):,}, {f(int(ss.get('skmem_bytes',0)) / 2**20)}")
@@ -339,10 +359,23 @@ for n in ("register", "join", "steady"):
         f"{f(x['relay_pct'])} / {f(x['loadgen_pct'])} / {f(x['redis_pct'])}, {f(x['machine_busy_pct'])}")
     row(f"Redis {n}: commands/s (mean), peak instantaneous ops/s",
         f"{f(x['redis_cmds_per_s'],0)}, {x['redis_peak_ops']:,}")
+cs = []
+try:
+    for l in open(f"{tmp}/commandstats.txt"):
+        m = re.match(r"cmdstat_(\w+):calls=(\d+)", l)
+        if m: cs.append((int(m.group(2)), m.group(1)))
+except FileNotFoundError:
+    pass
+cs.sort(reverse=True)
+R["redis_commandstats"] = {k: v for v, k in cs}
+if cs:
+    row("Redis commands over the whole run, most called", ", ".join(f"{k} {v:,}" for v, k in cs[:6]))
 row("Redis used_memory at the end (MiB)", f((R["redis_used_memory_end"] or 0) / 2**20))
 bw = M * int(msg) * 2 * 1000 / int(ival)
 row("player payload, both directions (kB/s)", f(bw / 1000))
 lines.append("")
+with open(out + ".json", "a") as o:
+    o.write(json.dumps(R) + "\n")
 with open(out, "a") as o:
     o.write("\n".join(lines) + "\n")
 print("\n".join(lines))

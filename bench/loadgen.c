@@ -19,9 +19,9 @@
  * Phases: register (tunnels at --reg-rate per second), settle (--settle seconds with every
  * tunnel up and no player yet: a clean point to measure what tunnels alone cost), join (players
  * at --join-rate), steady (--hold seconds once every player joined or failed; --churn-rate
- * players per second leave and join again, which measures join latency under steady load), drain (no more sends for
- * 2 s; every message sent must have arrived). The whole run is bounded by --duration seconds and
- * stops by itself. Progress lines go to stderr once a second; one JSON summary goes to stdout.
+ * players per second leave and join again, which measures join latency under steady load),
+ * drain (no more sends for 2 s; every message sent must have arrived). The whole run is
+ * bounded by --duration seconds and stops by itself. Progress lines go to stderr once a second; one JSON summary goes to stdout.
  * Exit status: 0 when the run completed with no error and every player up, 1 otherwise, 2 on a
  * usage error.
  *
@@ -116,11 +116,12 @@ enum lg_err {
 	E_SEND,		 /* a send failed or would have blocked (light traffic never should) */
 	E_LOST,		 /* messages sent but not received by the end of the drain */
 	E_TUNNEL_DOWN,	 /* a player's tunnel was not up when it was to join */
+	E_STALE_JOIN,	 /* a server side got a player that is not waiting (gave up, or twice) */
 	E_COUNT
 };
 static const char *const err_name[E_COUNT] = {
 	"connect", "ctl_lost", "refused", "reg_timeout", "player_closed", "server_closed",
-	"bad_header", "misrouted", "corrupt", "join_timeout", "send", "lost", "tunnel_down"};
+	"bad_header", "misrouted", "corrupt", "join_timeout", "send", "lost", "tunnel_down", "stale_join"};
 
 struct samples {
 	uint32_t *v; /* microseconds */
@@ -548,7 +549,7 @@ static void dconn_login(struct worker *w, struct dconn *d, size_t len)
 		goto bad;
 	}
 	if (p->state != P_JOINING || p->srv) {
-		count(w, E_MISROUTED); /* no such player waiting: a duplicate or a stale join */
+		count(w, E_STALE_JOIN); /* no such player waiting: a duplicate or a late join */
 		goto bad;
 	}
 	d->player = p;
@@ -810,7 +811,8 @@ static void tunnel_tick(struct worker *w, struct tunnel *t, uint64_t now_ms)
 	if (t->state == T_RETRY && now_ms >= t->retry_at_ms) {
 		tunnel_start(w, t);
 	} else if ((t->state == T_CONNECTING || t->state == T_TLS) &&
-		   now_ms - t->t_start_us / 1000 > C.reg_timeout_ms) {
+		   now_ms > t->t_start_us / 1000 + C.reg_timeout_ms) {
+		/* (a tunnel started in this very tick has t_start_us > now_ms) */
 		count(w, E_REG_TIMEOUT);
 		t->retry_at_ms = 0;
 		tunnel_down(w, t, 1000);
