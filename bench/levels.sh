@@ -6,6 +6,9 @@
 #   bench/levels.sh medium  ...                                       10k tunnels, 50k players
 #   bench/levels.sh large   ...                                       50k tunnels, 200k players
 #   bench/levels.sh tiny    ...                                       20 tunnels, 100 players
+#   --relays K: split the level into K shards, each its own relay and loadgen on the one Redis
+#   (for hosts whose per-process descriptor limit cannot hold one relay; the relay figures are
+#   then the K relays' sums, the latency percentiles the worst shard's)
 #
 # The environment overrides the level's sizes: TUNNELS, PLAYERS, REG_RATE, JOIN_RATE, HOLD (s of
 # steady state), SETTLE (s between the last registration and the first join), MSG_BYTES,
@@ -36,13 +39,16 @@ LEVEL=${1:-}
 shift || true
 PLANE=bpf
 OUT=/tmp/dvv-levels.md
+RELAYS=${RELAYS:-1}
 while (($#)); do
   case $1 in
     --dataplane) PLANE=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    *) echo "usage: bench/levels.sh tiny|small|medium|large [--dataplane bpf|userspace] [--out FILE]"; exit 2 ;;
+    --relays) RELAYS=$2; shift 2 ;;
+    *) echo "usage: bench/levels.sh tiny|small|medium|large [--dataplane bpf|userspace] [--out FILE] [--relays K]"; exit 2 ;;
   esac
 done
+[[ $RELAYS =~ ^[0-9]+$ ]] && ((RELAYS >= 1 && RELAYS <= 64)) || { echo "levels.sh: --relays 1..64"; exit 2; }
 case $LEVEL in
   tiny)   D_T=20;    D_P=100;    D_REG=200;  D_JOIN=500;  D_HOLD=5 ;;
   small)  D_T=1000;  D_P=5000;   D_REG=1000; D_JOIN=2000; D_HOLD=20 ;;
@@ -65,7 +71,7 @@ DURATION=${DURATION:-$((TUNNELS / REG_RATE + SETTLE + PLAYERS / JOIN_RATE + HOLD
 B=build
 TMP=$(mktemp -d /tmp/dvv-levels.XXXXXX)
 INST=lvl-i12-load-$LEVEL-$PLANE-$$
-PIN=/sys/fs/bpf/dvv/$INST
+PINS=()
 PIDS=()
 OLD_NR_OPEN=
 
@@ -78,7 +84,9 @@ cleanup() {
     kill -9 "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
   done
-  [[ -e $PIN ]] && { echo "levels.sh: removing pins left in $PIN"; rm -rf -- "$PIN"; }
+  for p in "${PINS[@]}"; do
+    [[ -e $p ]] && { echo "levels.sh: removing pins left in $p"; rm -rf -- "$p"; }
+  done
   [[ -n $OLD_NR_OPEN ]] && sysctl -qw fs.nr_open="$OLD_NR_OPEN" 2>/dev/null || true
   if [[ -n ${KEEP_LOGS:-} ]]; then echo "levels.sh: logs kept in $TMP"; else rm -rf "$TMP"; fi
 }
@@ -107,21 +115,26 @@ ulimit -Sn "$(ulimit -Hn)"
 # exhaustion.
 PER_PLAYER=2
 [[ $PLANE == userspace ]] && PER_PLAYER=6
-FDS=$((5 * TUNNELS + PER_PLAYER * PLAYERS + 1000))
+# With --relays K the level is split into K shards, each a relay and a loadgen of its own (on one
+# Redis): the same load on this machine, for hosts whose per-process descriptor limit is too low
+# for one relay (its figures are then K relays' sums, not one relay's).
+ST=$(((TUNNELS + RELAYS - 1) / RELAYS)) SP=$(((PLAYERS + RELAYS - 1) / RELAYS))
+FDS=$((5 * ST + PER_PLAYER * SP + 1000))
 if (($(ulimit -Hn) < FDS)); then
   echo "levels.sh: $LEVEL needs about $FDS descriptors per process (relay and loadgen each);" \
     "the hard RLIMIT_NOFILE here is $(ulimit -Hn) and cannot be raised (no CAP_SYS_RESOURCE?)." \
-    "Run it where 'ulimit -Hn $FDS' works, or set TUNNELS/PLAYERS to fit."
+    "Run it where 'ulimit -Hn $FDS' works, split it with --relays K, or set TUNNELS/PLAYERS."
   exit 3
 fi
 
-read -r P_REDIS P_PLAYER P_AGENT P_ADMIN < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(4)]
+read -r P_REDIS PORTS < <(python3 -c '
+import socket, sys
+ss = [socket.socket() for _ in range(1 + 3 * int(sys.argv[1]))]
 for s in ss: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))')
+print(" ".join(str(s.getsockname()[1]) for s in ss))' "$RELAYS")
+read -r -a PA <<<"$PORTS" # relay k: player PA[3k], agent PA[3k+1], admin PA[3k+2]
 
-echo "== keys, redis, relay ($PLANE, instance $INST; logs in $TMP)"
+echo "== keys, redis, $RELAYS relay(s) ($PLANE, instance $INST; logs in $TMP)"
 bash scripts/mkkeys.sh "$TMP/keys" >/dev/null
 K=$TMP/keys
 mkdir -p "$TMP/redis"
@@ -136,47 +149,62 @@ for i in $(seq 1 100); do
 done
 
 # All load comes from this host: the per-source limits are lifted (as tests/e2e/harness.mjs
-# LOOPBACK_LIMITS does), and the relay-wide admission rates and caps are raised to the level.
-$B/dvv-relay --player-listen "127.0.0.1:$P_PLAYER" --agent-listen "127.0.0.1:$P_AGENT" \
-  --admin-listen "127.0.0.1:$P_ADMIN" --redis "127.0.0.1:$P_REDIS" --region eu \
-  --base-domain dvv.test --tls-cert "$K/relay.pem" --tls-key "$K/relay.key" \
-  --jwt-pubkey "$K/jwt.pub" --jwt-issuer dvv --jwt-audience dvv-relay --instance-id "$INST" \
-  --dataplane "$PLANE" --drain-timeout-s 1 --log-level "${RELAY_LOG_LEVEL:-warn}" \
-  --join-rate-v4 1000000 --join-rate-v6 1000000 --join-burst 1000000 \
-  --max-pending-per-source 1000000 --agent-unauth-per-source 1000000 \
-  --agent-unauth-max 1000000 --agent-tls-rate 100000 --agent-reg-rate 100000 \
-  --max-tunnels $((TUNNELS + 1000)) --capacity $((4 * TUNNELS + PLAYERS + 1000)) \
-  --max-handshakes 100000 >"$TMP/relay.log" 2>&1 &
-PIDS+=($!)
-RELAY_PID=$!
-for i in $(seq 1 200); do
-  [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$P_ADMIN/readyz" \
-    || true) == 200 ]] && break
-  if ! kill -0 "$RELAY_PID" 2>/dev/null || ((i == 200)); then
-    echo "levels.sh: dvv-relay not ready:"; tail -20 "$TMP/relay.log"; exit 1
-  fi
-  sleep 0.1
+# LOOPBACK_LIMITS does), and the relay-wide admission rates and caps are raised to the level;
+# placement never moves an agent to another of our relays.
+RELAY_PIDS=()
+PINS=()
+for ((k = 0; k < RELAYS; k++)); do
+  inst=$INST; ((RELAYS > 1)) && inst=$INST-$k
+  PINS+=("/sys/fs/bpf/dvv/$inst")
+  $B/dvv-relay --player-listen "127.0.0.1:${PA[3 * k]}" --agent-listen "127.0.0.1:${PA[3 * k + 1]}" \
+    --admin-listen "127.0.0.1:${PA[3 * k + 2]}" --redis "127.0.0.1:$P_REDIS" --region eu \
+    --base-domain dvv.test --tls-cert "$K/relay.pem" --tls-key "$K/relay.key" \
+    --jwt-pubkey "$K/jwt.pub" --jwt-issuer dvv --jwt-audience dvv-relay --instance-id "$inst" \
+    --dataplane "$PLANE" --drain-timeout-s 1 --log-level "${RELAY_LOG_LEVEL:-warn}" \
+    --join-rate-v4 1000000 --join-rate-v6 1000000 --join-burst 1000000 \
+    --max-pending-per-source 1000000 --agent-unauth-per-source 1000000 \
+    --agent-unauth-max 1000000 --agent-tls-rate 100000 --agent-reg-rate 100000 \
+    --max-tunnels $((ST + 1000)) --capacity $((4 * ST + SP + 1000)) --placement-margin 1000000 \
+    --max-handshakes 100000 >"$TMP/relay-$k.log" 2>&1 &
+  PIDS+=($!)
+  RELAY_PIDS+=($!)
 done
+for ((k = 0; k < RELAYS; k++)); do
+  for i in $(seq 1 200); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 \
+      "http://127.0.0.1:${PA[3 * k + 2]}/readyz" || true) == 200 ]] && break
+    if ! kill -0 "${RELAY_PIDS[k]}" 2>/dev/null || ((i == 200)); then
+      echo "levels.sh: dvv-relay $k not ready:"; tail -20 "$TMP/relay-$k.log"; exit 1
+    fi
+    sleep 0.1
+  done
+done
+RELAY_PID=${RELAY_PIDS[0]}
 
 # Sampler: once a second, everything the report needs, as JSON lines.
 SAMPLER_STOP=$TMP/sampler.stop
-python3 - "$TMP/samples.jsonl" "$SAMPLER_STOP" "$RELAY_PID" "$REDIS_PID" "$P_REDIS" <<'EOF' &
+python3 - "$TMP/samples.jsonl" "$SAMPLER_STOP" "$(IFS=,; echo "${RELAY_PIDS[*]}")" "$REDIS_PID" \
+  "$P_REDIS" <<'EOF' &
 import json, os, subprocess, sys, time
 out, stop, relay, redis, rport = sys.argv[1:6]
-def stat(pid):
-    try:
-        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        return int(f[11]) + int(f[12])
-    except Exception:
-        return None
-def status(pid):
+def stat(pids):  # utime + stime ticks, summed over a comma-separated pid list
+    t = 0
+    for pid in pids.split(","):
+        try:
+            f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            t += int(f[11]) + int(f[12])
+        except Exception:
+            return None
+    return t
+def status(pids):
     d = {}
-    try:
-        for l in open(f"/proc/{pid}/status"):
-            if l.startswith(("VmRSS", "RssAnon", "VmHWM")):
-                k, v = l.split(":"); d[k] = int(v.split()[0]) * 1024
-    except Exception:
-        pass
+    for pid in pids.split(","):
+        try:
+            for l in open(f"/proc/{pid}/status"):
+                if l.startswith(("VmRSS", "RssAnon", "VmHWM")):
+                    k, v = l.split(":"); d[k] = d.get(k, 0) + int(v.split()[0]) * 1024
+        except Exception:
+            pass
     return d
 def cpu():
     f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
@@ -213,33 +241,54 @@ with open(out, "w") as o:
 EOF
 PIDS+=($!)
 
-snap() { # snap NAME: relay memory and socket totals at one moment
-  { echo "== $1 $(date +%s%3N)"; cat "/proc/$RELAY_PID/status"; cat "/proc/$RELAY_PID/smaps_rollup"
+snap() { # snap NAME: relay memory (every relay) and socket totals at one moment
+  { echo "== $1 $(date +%s%3N)"
+    for p in "${RELAY_PIDS[@]}"; do cat "/proc/$p/status" "/proc/$p/smaps_rollup"; done
     cat /proc/net/sockstat; grep -E '^(Slab|SUnreclaim):' /proc/meminfo; } >"$TMP/snap-$1.txt"
 }
 sleep 2
 snap baseline
 
-echo "== loadgen: $TUNNELS tunnels at $REG_RATE/s, $PLAYERS players at $JOIN_RATE/s, hold ${HOLD}s, bound ${DURATION}s"
-$B/dvv-loadgen --agent-port "$P_AGENT" --player-port "$P_PLAYER" --ca "$K/ca.pem" \
-  --jwt-key "$K/jwt.key" --tunnels "$TUNNELS" --players "$PLAYERS" --reg-rate "$REG_RATE" \
-  --join-rate "$JOIN_RATE" --hold "$HOLD" --settle "$SETTLE" --msg-bytes "$MSG_BYTES" \
-  --interval-ms "$INTERVAL_MS" --threads "$THREADS" --duration "$DURATION" \
-  >"$TMP/loadgen.json" 2> >(tee "$TMP/loadgen.log" >&2) &
-PIDS+=($!)
-LG_PID=$!
-echo "$LG_PID" >"$SAMPLER_STOP.lg"
+echo "== loadgen: $TUNNELS tunnels at $REG_RATE/s, $PLAYERS players at $JOIN_RATE/s, hold ${HOLD}s, bound ${DURATION}s, $RELAYS shard(s)"
+LG_PIDS=()
+LG_THREADS=$THREADS; ((RELAYS > 1)) && LG_THREADS=1
+for ((k = 0; k < RELAYS; k++)); do
+  t0=$((k * ST)) p0=$((k * SP))
+  nt=$((TUNNELS - t0 < ST ? TUNNELS - t0 : ST)) np=$((PLAYERS - p0 < SP ? PLAYERS - p0 : SP))
+  ((nt > 0)) || break
+  $B/dvv-loadgen --agent-port "${PA[3 * k + 1]}" --player-port "${PA[3 * k]}" --ca "$K/ca.pem" \
+    --jwt-key "$K/jwt.key" --tunnels "$nt" --players "$((np < 0 ? 0 : np))" \
+    --reg-rate "$(python3 -c "print($REG_RATE / $RELAYS)")" \
+    --join-rate "$(python3 -c "print($JOIN_RATE / $RELAYS)")" --hold "$HOLD" --settle "$SETTLE" \
+    --msg-bytes "$MSG_BYTES" --interval-ms "$INTERVAL_MS" --threads "$LG_THREADS" \
+    --duration "$DURATION" --tid-prefix "lgt$k-" --sub-prefix "lgu$k-" --tunnel-offset "$t0" \
+    --player-offset "$p0" >"$TMP/loadgen-$k.json" 2>"$TMP/loadgen-$k.log" &
+  PIDS+=($!)
+  LG_PIDS+=($!)
+done
+(IFS=,; echo "${LG_PIDS[*]}") >"$SAMPLER_STOP.lg"
+NLG=${#LG_PIDS[@]}
+tail -qF "$TMP/loadgen-0.log" 2>/dev/null | grep --line-buffered -v '^loadgen: player' >&2 &
+TAIL_PID=$!
+PIDS+=($TAIL_PID)
+in_phase() { # every loadgen has printed a progress line in phase $1
+  local n; n=$(grep -l "phase=$1" "$TMP"/loadgen-*.log 2>/dev/null | wc -l)
+  ((n == NLG))
+}
+alive() { local p; for p in "${LG_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
 # the two memory points: after the tunnels settled (before any join), and at steady state
 took_tunnels= took_steady=
-while kill -0 "$LG_PID" 2>/dev/null; do
-  if [[ -z $took_tunnels ]] && grep -q 'phase=settle' "$TMP/loadgen.log" 2>/dev/null; then
+RELAY_SS_FILTER=$(for ((k = 0; k < RELAYS; k++)); do
+  printf '%ssport = :%s or sport = :%s' "$( ((k)) && echo ' or ')" "${PA[3 * k]}" "${PA[3 * k + 1]}"; done)
+while alive; do
+  if [[ -z $took_tunnels ]] && in_phase settle; then
     sleep $((SETTLE > 2 ? SETTLE - 2 : 0)); snap tunnels; took_tunnels=1
   fi
-  if [[ -z $took_steady ]] && grep -q 'phase=steady' "$TMP/loadgen.log" 2>/dev/null; then
+  if [[ -z $took_steady ]] && in_phase steady; then
     sleep $((HOLD / 2)); snap steady; took_steady=1
-    curl -s --max-time 5 "http://127.0.0.1:$P_ADMIN/metrics" >"$TMP/metrics-steady.txt" || true
-    # the relay's own sockets: accepted ones have its player or agent port as local port
-    ss -tmnH "( sport = :$P_PLAYER or sport = :$P_AGENT )" 2>/dev/null | python3 -c '
+    curl -s --max-time 5 "http://127.0.0.1:${PA[2]}/metrics" >"$TMP/metrics-steady.txt" || true
+    # the relays' own sockets: accepted ones have a relay's player or agent port as local port
+    ss -tmnH "( $RELAY_SS_FILTER )" 2>/dev/null | python3 -c '
 import re, sys
 c = s = 0
 for l in sys.stdin:
@@ -252,22 +301,44 @@ print(f"relay_sockets={c} skmem_bytes={s}")' >"$TMP/ss.txt" || true
   fi
   sleep 0.5
 done
-set +e
-wait "$LG_PID"
-LG_RC=$?
-set -e
-curl -s --max-time 5 "http://127.0.0.1:$P_ADMIN/metrics" >"$TMP/metrics.txt" || true
+LG_RC=0
+for p in "${LG_PIDS[@]}"; do wait "$p" || LG_RC=1; done
+kill "$TAIL_PID" 2>/dev/null || true
+curl -s --max-time 5 "http://127.0.0.1:${PA[2]}/metrics" >"$TMP/metrics.txt" || true
 redis-cli -p "$P_REDIS" info commandstats >"$TMP/commandstats.txt" 2>/dev/null || true
 touch "$SAMPLER_STOP"
 sleep 1.5
 
 echo "== report -> $OUT"
 python3 - "$TMP" "$OUT" "$LEVEL" "$PLANE" "$TUNNELS" "$PLAYERS" "$LG_RC" "$REG_RATE" "$JOIN_RATE" \
-  "$MSG_BYTES" "$INTERVAL_MS" "$HOLD" <<'EOF'
+  "$MSG_BYTES" "$INTERVAL_MS" "$HOLD" "$NLG" <<'EOF'
 import json, os, re, sys, datetime
-tmp, out, level, plane, N, M, rc, reg_rate, join_rate, msg, ival, hold = sys.argv[1:13]
-N, M = int(N), int(M)
-lg = json.load(open(f"{tmp}/loadgen.json")) if os.path.getsize(f"{tmp}/loadgen.json") else {}
+tmp, out, level, plane, N, M, rc, reg_rate, join_rate, msg, ival, hold, shards = sys.argv[1:14]
+N, M, shards = int(N), int(M), int(shards)
+parts = []
+for k in range(shards):
+    p = f"{tmp}/loadgen-{k}.json"
+    if os.path.exists(p) and os.path.getsize(p):
+        parts.append(json.load(open(p)))
+# one summary from the shards: counts add up; times and phase ends are the latest, phase starts
+# the earliest; a latency percentile is the worst shard's (an upper bound when shards > 1)
+lg = {}
+if parts:
+    lg = dict(parts[0])
+    for k in ("tunnels_up", "players_up", "joins", "reg_busy", "pool_retired", "data_opened",
+              "msgs_tx", "msgs_rx", "errors_total"):
+        lg[k] = sum(x.get(k, 0) for x in parts)
+    lg["errors"] = {e: sum(x["errors"].get(e, 0) for x in parts) for e in parts[0]["errors"]}
+    lg["register_s"] = max(x["register_s"] for x in parts)
+    w = [x["wall_ms"] for x in parts]
+    lg["wall_ms"] = {"start": min(x["start"] for x in w), "registered": max(x["registered"] for x in w),
+                     "joining": max(x["joining"] for x in w), "players_up": max(x["players_up"] for x in w),
+                     "drain": min(x["drain"] for x in w)}
+    for d in ("register_latency", "join_latency_ramp", "join_latency_steady"):
+        ds = [x[d] for x in parts if x[d].get("n")]
+        lg[d] = {"n": sum(x[d]["n"] for x in parts)}
+        for q in ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"):
+            if ds: lg[d][q] = max(x[q] for x in ds)
 S = [json.loads(l) for l in open(f"{tmp}/samples.jsonl") if l.strip()]
 tck = os.sysconf("SC_CLK_TCK")
 def snap(name):
@@ -275,7 +346,7 @@ def snap(name):
     try:
         for l in open(f"{tmp}/snap-{name}.txt"):
             m = re.match(r"(VmRSS|RssAnon|Anonymous|Rss|Pss):\s+(\d+) kB", l)
-            if m: d.setdefault(m.group(1), int(m.group(2)) * 1024)
+            if m: d[m.group(1)] = d.get(m.group(1), 0) + int(m.group(2)) * 1024
             m = re.match(r"TCP: inuse (\d+) orphan \d+ tw \d+ alloc (\d+) mem (\d+)", l)
             if m: d["tcp_inuse"], d["tcp_alloc"], d["tcp_mem_pages"] = map(int, m.groups())
             m = re.match(r"(Slab|SUnreclaim):\s+(\d+) kB", l)
@@ -321,9 +392,11 @@ R["tcp_mem_bytes_steady"] = st.get("tcp_mem_pages", 0) * 4096
 f = lambda v, d=1: "n/a" if v is None else f"{v:,.{d}f}"
 lat = lambda k: lg.get(k, {})
 errs = lg.get("errors", {})
+relays_arg = f" --relays {shards}" if shards > 1 else ""
 lines = []
-lines.append(f"### {level}: {N:,} tunnels, {M:,} players, {plane} plane ({datetime.date.today()})\n")
-lines.append(f"`bench/levels.sh {level} --dataplane {plane}` on {os.cpu_count()} vCPU, "
+lines.append(f"### {level}: {N:,} tunnels, {M:,} players, {plane} plane" +
+             (f", {shards} relays (one shard each)" if shards > 1 else "") + f" ({datetime.date.today()})\n")
+lines.append(f"`bench/levels.sh {level} --dataplane {plane}{relays_arg}` on {os.cpu_count()} vCPU, "
              f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
              f"kernel {os.uname().release}; machine shared with other work. Registration at {reg_rate}/s, "
              f"joins at {join_rate}/s, {msg} B each way every {ival} ms per player, {hold} s steady. "

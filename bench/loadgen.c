@@ -27,7 +27,8 @@
  *
  * Sockets bind 127.x.y.z source addresses (IP_BIND_ADDRESS_NO_PORT: the port is chosen per
  * 4-tuple at connect) so ports never run out; tunnels use 127.10.0.0/16 upwards, players
- * 127.20.0.0/16 upwards. One epoll loop per thread (--threads), each owning the tunnels
+ * 127.20.0.0/16 upwards (--tunnel-offset / --player-offset shift them: one load split over several
+ * loadgen processes, as bench/levels.sh does past one process's descriptor limit). One epoll loop per thread (--threads), each owning the tunnels
  * i % threads == t and their players; nothing blocks, no thread per connection. RLIMIT_NOFILE is
  * raised to the hard limit (the caller raises the hard limit and fs.nr_open).
  */
@@ -77,6 +78,7 @@ static struct {
 	unsigned msg_bytes, interval_ms;
 	unsigned duration_s, hold_s, settle_s, join_timeout_ms, reg_timeout_ms;
 	const char *sub_prefix, *tid_prefix;
+	uint32_t tunnel_offset, player_offset; /* source addresses of a shard (several loadgens) */
 } C = {
 	.tunnels = 20,
 	.players = 100,
@@ -394,7 +396,7 @@ static void player_start(struct worker *w, struct player *p, bool steady)
 		p->state = P_DONE;
 		return;
 	}
-	struct sockaddr_in src = src_addr(20, p->idx);
+	struct sockaddr_in src = src_addr(20, C.player_offset + p->idx);
 	p->t0_us = mono_us();
 	p->steady = steady;
 	p->seq_tx = p->seq_rx = 0;
@@ -474,7 +476,7 @@ static void dconn_free(struct dconn *d)
 
 static void dconn_open(struct worker *w, uint32_t tidx, const uint8_t token[ATTACH_TOKEN_LEN])
 {
-	struct sockaddr_in src = src_addr(10, tidx);
+	struct sockaddr_in src = src_addr(10, C.tunnel_offset + tidx);
 	struct dconn *d = calloc(1, sizeof(*d));
 	if (!d) {
 		count(w, E_CONNECT);
@@ -680,7 +682,7 @@ static void tunnel_down(struct worker *w, struct tunnel *t, uint64_t retry_in_ms
 
 static void tunnel_start(struct worker *w, struct tunnel *t)
 {
-	struct sockaddr_in src = src_addr(10, t->idx);
+	struct sockaddr_in src = src_addr(10, C.tunnel_offset + t->idx);
 	t->t_start_us = mono_us();
 	t->fd = dial(&src, C.agent_port);
 	if (t->fd < 0 || ep_set(w, EPOLL_CTL_ADD, t->fd, EPOLLOUT, t)) {
@@ -1025,7 +1027,8 @@ static void usage(void)
 		"  [--tunnels N] [--players M] [--reg-rate R/s] [--join-rate R/s] [--churn-rate R/s]\n"
 		"  [--threads T] [--msg-bytes B] [--interval-ms I] [--duration S] [--hold S] [--settle S]\n"
 		"  [--join-timeout-ms MS] [--reg-timeout-ms MS] [--max-pending-reg N]\n"
-		"  [--max-joining N] [--sub-prefix S] [--tid-prefix S]\n");
+		"  [--max-joining N] [--sub-prefix S] [--tid-prefix S] [--tunnel-offset N]\n"
+		"  [--player-offset N]   (offsets: this shard's first source address index)\n");
 }
 
 static int parse(int argc, char **argv)
@@ -1039,6 +1042,7 @@ static int parse(int argc, char **argv)
 		{"reg-timeout-ms", 1, 0, 'R'}, {"max-pending-reg", 1, 0, 'P'},
 		{"max-joining", 1, 0, 'M'},  {"settle", 1, 0, 'S'},
 		{"sub-prefix", 1, 0, 's'},   {"tid-prefix", 1, 0, 'T'},
+		{"tunnel-offset", 1, 0, 'O'}, {"player-offset", 1, 0, 'Q'},
 		{0, 0, 0, 0}};
 	int c;
 	while ((c = getopt_long(argc, argv, "", o, NULL)) != -1) {
@@ -1064,6 +1068,8 @@ static int parse(int argc, char **argv)
 		case 'M': C.max_joining = (unsigned)atoi(optarg); break;
 		case 's': C.sub_prefix = optarg; break;
 		case 'T': C.tid_prefix = optarg; break;
+		case 'O': C.tunnel_offset = (uint32_t)strtoul(optarg, NULL, 10); break;
+		case 'Q': C.player_offset = (uint32_t)strtoul(optarg, NULL, 10); break;
 		default: usage(); return -EINVAL;
 		}
 	}
