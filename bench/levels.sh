@@ -101,14 +101,6 @@ done
 echo "== build (release)"
 make -s -j"$(nproc)" $B/dvv-relay $B/dvv-loadgen
 
-# Descriptors: the relay holds ~ 3 per tunnel (control + pooled) + 2 per player, the loadgen as
-# many again. Both raise their soft limit to the hard one; the hard one is raised here.
-NEED=$((4 * TUNNELS + 3 * PLAYERS + 65536))
-cur=$(cat /proc/sys/fs/nr_open)
-if ((cur < NEED)); then OLD_NR_OPEN=$cur; sysctl -qw fs.nr_open="$NEED"; fi
-NOFILE=$(cat /proc/sys/fs/nr_open)
-ulimit -Hn "$NOFILE" 2>/dev/null || true # needs CAP_SYS_RESOURCE; without it the hard limit stays
-ulimit -Sn "$(ulimit -Hn)"
 # Each of the relay and the loadgen holds ~5 descriptors per tunnel (control + ~4 pooled data
 # connections, measured at small) and 2 per player; the relay's userspace plane 4 more per player
 # (two splice pipes). Refuse a level this process tree cannot hold rather than measure descriptor
@@ -120,6 +112,14 @@ PER_PLAYER=2
 # for one relay (its figures are then K relays' sums, not one relay's).
 ST=$(((TUNNELS + RELAYS - 1) / RELAYS)) SP=$(((PLAYERS + RELAYS - 1) / RELAYS))
 FDS=$((5 * ST + PER_PLAYER * SP + 1000))
+# Both processes raise their soft limit to the hard one; the hard one (and fs.nr_open, put back
+# on exit) is raised here when the kernel lets us.
+cur=$(cat /proc/sys/fs/nr_open)
+if ((cur < FDS)); then OLD_NR_OPEN=$cur; sysctl -qw fs.nr_open="$FDS" || OLD_NR_OPEN=; fi
+if (($(ulimit -Hn) < FDS)); then
+  ulimit -Hn "$(cat /proc/sys/fs/nr_open)" 2>/dev/null || true # needs CAP_SYS_RESOURCE
+fi
+ulimit -Sn "$(ulimit -Hn)"
 if (($(ulimit -Hn) < FDS)); then
   echo "levels.sh: $LEVEL needs about $FDS descriptors per process (relay and loadgen each);" \
     "the hard RLIMIT_NOFILE here is $(ulimit -Hn) and cannot be raised (no CAP_SYS_RESOURCE?)." \
