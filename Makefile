@@ -93,7 +93,7 @@ $(RELAY_OBJ) $(call obj,userspace/main.c): | $(SKELS)
 $(patsubst tests/unit/%.c,$(BUILD)/obj/tests/unit/%.o,$(UNIT_SRC)): | $(SKELS)
 
 .PHONY: all relay api agent tools unit fuzz test static clean setup run
-all: $(BUILD)/dvv-relay $(BUILD)/dvv $(BUILD)/dvv-api $(TOOLS_BIN)
+all: $(BUILD)/dvv-relay $(BUILD)/dvv $(BUILD)/dvv-api $(TOOLS_BIN) $(BUILD)/dvv-loadgen
 relay: $(BUILD)/dvv-relay
 api: $(BUILD)/dvv-api
 agent: $(BUILD)/dvv
@@ -137,6 +137,12 @@ $(BUILD)/dvv-api: $(call obj,api/main.c) $(BUILD)/libapi.a $(BUILD)/libdvv.a
 $(BUILD)/dvv: $(call obj,client/main.c) $(BUILD)/libagent.a $(BUILD)/libdvv.a
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(AGENT_LIBS)
+
+# The load generator (bench/loadgen.c, driven by bench/levels.sh and tests/e2e/loadgen.test.mjs;
+# built with `all` so it keeps building). It speaks the agent protocol through common/ only.
+$(BUILD)/dvv-loadgen: $(call obj,bench/loadgen.c) $(BUILD)/libdvv.a
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -ljwt -ljansson -lssl -lcrypto -lpthread
 
 $(BUILD)/%: $(BUILD)/obj/tools/%.o $(BUILD)/librelay.a $(BUILD)/libdvv.a
 	$(call msg,LD,$@)
