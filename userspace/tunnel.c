@@ -626,26 +626,6 @@ void tunnel_lease_lost(struct relay *r, const char *hostname, uint64_t epoch)
 
 static int tunnel_register(struct tunnel *t);
 
-static void tunnel_placed(struct relay *r, void *priv, const char *addr)
-{
-	struct tunnel *t = priv;
-	if (t->state == TS_REGISTERING) {
-		if (addr && strcmp(addr, r->cfg.public_agent_addr)) {
-			struct ctl_msg m = {.type = CTL_MOVE};
-			snprintf(m.u.move.addr, sizeof(m.u.move.addr), "%s", addr);
-			snprintf(m.u.move.reason, sizeof(m.u.move.reason), "less loaded relay");
-			send_msg(t, &m);
-			M_INC(tunnels_moved_total);
-			/* players handed over from a replaced session follow the agent there */
-			t->wait_fate = WAIT_REROUTE;
-			tunnel_close(t, NULL, "moved to a less loaded relay");
-		} else {
-			tunnel_register(t);
-		}
-	}
-	tunnel_put(t);
-}
-
 static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 {
 	struct relay *r = t->r;
@@ -724,15 +704,20 @@ static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 	unauth_done(r, &t->unauth, &t->src, t->src_slot);
 	r->ntunnels++; /* a session now: counted for max-tunnels and the published load */
 	loop_timer_cancel(&r->loop, &t->timer);
-	/* Placement: unless a MOVE already chose this relay for the agent, ask whether a less
-	 * loaded active relay of the region should take the tunnel (one hop, never a loop). */
-	if (!m->u.hello.placed && rredis_up(r)) {
-		t->refs++;
-		if (rredis_pick_instance(r, tunnel_placed, t) == 0) {
-			loop_timer_arm(&r->loop, &t->timer, (uint64_t)r->cfg.ctl_auth_timeout_ms);
-			return 0;
-		}
-		t->refs--;
+	/* Placement: unless a MOVE already chose this relay for the agent, a less loaded active
+	 * relay of the region takes the tunnel (one hop, never a loop). The answer comes from the
+	 * last heartbeat: no Redis round trip per registration. */
+	const char *addr = m->u.hello.placed ? NULL : rredis_placement(r);
+	if (addr && strcmp(addr, r->cfg.public_agent_addr)) {
+		struct ctl_msg mv = {.type = CTL_MOVE};
+		snprintf(mv.u.move.addr, sizeof(mv.u.move.addr), "%s", addr);
+		snprintf(mv.u.move.reason, sizeof(mv.u.move.reason), "less loaded relay");
+		send_msg(t, &mv);
+		M_INC(tunnels_moved_total);
+		/* players handed over from a replaced session follow the agent there */
+		t->wait_fate = WAIT_REROUTE;
+		tunnel_close(t, NULL, "moved to a less loaded relay");
+		return -1;
 	}
 	return tunnel_register(t);
 }
