@@ -80,6 +80,7 @@ static const struct opt_def defs[] = {
 	I(agent_unauth_max, 1, 10000000, "unauthenticated agent-port connections in total"),
 	I(agent_tls_rate, 1, 1000000, "control-channel TLS handshakes started per second (over it: closed)"),
 	I(agent_reg_rate, 1, 1000000, "tunnel registrations per second (over it: ERROR busy + retry_after)"),
+	I(agent_tls_threads, 0, 64, "threads for control-channel TLS handshakes and token checks (0 = on the control loop)"),
 	I(pool_max_age_s, 5, 86400, "idle pooled data connections older than this are replaced"),
 	I(max_waiting_per_tunnel, 1, 100000, "players waiting on one tunnel for a data connection"),
 	I(forward_connect_ms, 100, 60000, "connect to the owning relay and get its answer within this"),
@@ -195,6 +196,9 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	c->agent_unauth_max = 4096;
 	c->agent_tls_rate = 500;
 	c->agent_reg_rate = 200;
+	/* one handshake thread per CPU: a reconnect storm's crypto uses every core */
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	c->agent_tls_threads = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (int)ncpu;
 	c->pool_max_age_s = 120;
 	c->log_level = LOG_INFO;
 
