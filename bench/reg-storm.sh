@@ -3,12 +3,15 @@
 # registration of every tunnel), then all disconnecting and reconnecting at once (round 2: the
 # reconnect storm, every tunnel keeps its name), with the relay pinned to 1 and then 2 cores.
 # Measures per round: time until all are registered, registrations/s, refusals, Redis commands
-# per registration (INFO commandstats delta, minus the background rate measured just before),
-# relay CPU seconds and peak RSS.
+# per registration (every command the relay sends, from MONITOR, minus the background rate of
+# the 2 s before the round; commands inside scripts are not counted, a script is one command;
+# the usage flush is set to 10 min so its batched per-user EVAL stays out of the count), relay
+# CPU seconds and peak RSS, and the client's CPU (it shares the machine's cores).
 #
 #   bench/reg-storm.sh                 N = 2000 5000 10000, relay on 1 and 2 cores
 #   NS="2000" CORES="2" bench/reg-storm.sh
 #   RELAY_ARGS="--agent-reg-rate 200" bench/reg-storm.sh   (extra relay flags, e.g. old limits)
+#   RELAY_BIN=/path/to/other/dvv-relay bench/reg-storm.sh   (another build, e.g. an older commit)
 #
 # Everything runs on loopback: its own redis-server (no persistence) on a free port, its own
 # dvv-relay (userspace plane, instance reg-storm-<pid>-...), bench/reg_storm.c as the agents
@@ -70,7 +73,7 @@ print(*[s.getsockname()[1] for s in ss])')
 		inst=reg-storm-$$-$n-$cores
 		log=$TMP/relay-$n-$cores.log
 		# shellcheck disable=SC2086 # RELAY_ARGS is a list of flags
-		taskset -c "$cpus" $B/dvv-relay --player-listen "127.0.0.1:$P_PLAYER" \
+		taskset -c "$cpus" "${RELAY_BIN:-$B/dvv-relay}" --player-listen "127.0.0.1:$P_PLAYER" \
 			--agent-listen "127.0.0.1:$P_AGENT" --admin-listen "127.0.0.1:$P_ADMIN" \
 			--redis "127.0.0.1:$P_REDIS" --region eu --base-domain dvv.test \
 			--tls-cert "$K/relay.pem" --tls-key "$K/relay.key" --jwt-pubkey "$K/jwt.pub" \
