@@ -102,7 +102,13 @@ print(*[s.getsockname()[1] for s in ss])')
 			--ca "$K/ca.pem" --jwt-key "$K/jwt.key" --n "$n" --sources "$SOURCES" \
 			--rounds 2 --deadline-s "$DEADLINE_S" --tag "s$$x$n"; }
 		storm=$STORM_PID sout=${STORM[0]} sin=${STORM[1]}
-		client=$(pgrep -P "$storm" | head -1) # reg_storm under timeout
+		client= # reg_storm, under timeout
+		for _ in $(seq 1 100); do
+			client=$(pgrep -P "$storm" || true)
+			[[ -n $client ]] && break
+			sleep 0.05
+		done
+		[[ -n $client ]] || { echo "bench/reg-storm.sh: reg_storm did not start"; exit 1; }
 		PIDS+=($storm)
 		for round in 1 2; do
 			line=

@@ -4,6 +4,7 @@
 #include "log.h"
 
 #include <ctype.h>
+#include <sched.h>
 #include <getopt.h>
 #include <stddef.h>
 #include <limits.h>
@@ -199,8 +200,11 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	 * could not finish in 10 s whatever the relay's cores */
 	c->agent_tls_rate = 2000;
 	c->agent_reg_rate = 2000;
-	/* one handshake thread per CPU: a reconnect storm's crypto uses every core */
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	/* one handshake thread per CPU this process may run on (taskset, cgroup cpusets): a
+	 * reconnect storm's crypto uses every core, and no more threads than cores */
+	cpu_set_t cpus;
+	long ncpu = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus)
+								  : sysconf(_SC_NPROCESSORS_ONLN);
 	c->agent_tls_threads = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (int)ncpu;
 	c->pool_max_age_s = 120;
 	c->log_level = LOG_INFO;
