@@ -11,7 +11,8 @@
  * Source addresses 127.91.<i / 250>.<i % 250 + 1> spread over K addresses so no address runs
  * out of ports (the relay's per-source limits must be lifted). Prints one "round=" line per
  * round: time until all registered, registrations/s, attempts, refusals by code, p50/p99 of
- * the time from an agent's first connect to its WELCOME. Before each round it prints
+ * the time from an agent's first connect to its WELCOME, and this client's own CPU time (it
+ * shares the machine with the relay). Before each round it prints
  * "waiting round=R" and reads one line from stdin (the script snapshots counters meanwhile). Exit 1 when a round missed its
  * deadline (every run stops by itself). No data connections are opened: ATTACH is ignored.
  */
@@ -228,9 +229,16 @@ static int cmp_u64(const void *x, const void *y)
 	return a < b ? -1 : a > b;
 }
 
+static uint64_t cpu_ms(void) /* this process, user + system */
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static int run_round(int round, uint64_t deadline_ms)
 {
-	uint64_t t0 = now_ms();
+	uint64_t t0 = now_ms(), c0 = cpu_ms();
 	S.up = 0;
 	S.attempts = S.closed_plain = 0;
 	S.err_busy = S.err_unavailable = S.err_timeout = S.err_other = 0;
@@ -269,11 +277,12 @@ static int run_round(int round, uint64_t deadline_ms)
 	double secs = (double)(t1 - t0) / 1000.0;
 	printf("round=%d n=%d registered=%d seconds=%.2f regs_per_s=%.0f attempts=%u "
 	       "closed_without_error=%u busy=%u unavailable=%u timeout=%u other=%u "
-	       "p50_ms=%llu p99_ms=%llu\n",
+	       "p50_ms=%llu p99_ms=%llu cpu_ms=%llu\n",
 	       round, S.n, S.up, secs, secs > 0 ? S.up / secs : 0, S.attempts, S.closed_plain,
 	       S.err_busy, S.err_unavailable, S.err_timeout, S.err_other,
 	       (unsigned long long)(nl ? lat[nl / 2] : 0),
-	       (unsigned long long)(nl ? lat[(nl * 99) / 100] : 0));
+	       (unsigned long long)(nl ? lat[(nl * 99) / 100] : 0),
+	       (unsigned long long)(cpu_ms() - c0));
 	fflush(stdout);
 	free(lat);
 	return S.up == S.n ? 0 : -1;
