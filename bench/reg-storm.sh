@@ -13,6 +13,10 @@
 #   RELAY_ARGS="--agent-reg-rate 200" bench/reg-storm.sh   (extra relay flags, e.g. old limits)
 #   RELAY_BIN=/path/to/other/dvv-relay bench/reg-storm.sh   (another build, e.g. an older commit)
 #
+# The relay gets --capacity 1000000: at the default (20000 load units, 4 per tunnel) a relay
+# past 0.9 of it sends free-plan agents elsewhere from about 4,500 tunnels on, which is
+# placement working, not registration speed.
+#
 # Everything runs on loopback: its own redis-server (no persistence) on a free port, its own
 # dvv-relay (userspace plane, instance reg-storm-<pid>-...), bench/reg_storm.c as the agents
 # from 127.91.x.y source addresses. Each round is bounded (DEADLINE_S, default 120 s); the
@@ -24,6 +28,12 @@ NS=${NS:-"2000 5000 10000"}
 CORES=${CORES:-"1 2"}
 DEADLINE_S=${DEADLINE_S:-120}
 SOURCES=${SOURCES:-200}
+# One run per agent count, each with its own Redis, relay and temporary directory.
+read -r -a ns_list <<<"$NS"
+if ((${#ns_list[@]} > 1)); then
+	for n in "${ns_list[@]}"; do NS=$n bash "$0" || exit; done
+	exit 0
+fi
 TMP=$(mktemp -d /tmp/dvv-reg-storm.XXXXXX)
 PIDS=()
 
@@ -81,7 +91,7 @@ print(*[s.getsockname()[1] for s in ss])')
 			--dataplane userspace --log-level warn \
 			--join-rate-v4 1000000 --join-rate-v6 1000000 --join-burst 1000000 \
 			--max-pending-per-source 1000000 --agent-unauth-per-source 1000000 \
-			--usage-flush-ms 600000 \
+			--usage-flush-ms 600000 --capacity 1000000 \
 			${RELAY_ARGS:-} >"$log" 2>&1 &
 		relay=$!
 		PIDS+=($relay)

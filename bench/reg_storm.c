@@ -27,6 +27,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/rand.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,6 +308,8 @@ int main(int argc, char **argv)
 				"[--sources K] [--rounds R] [--deadline-s S<=600] [--tag STR]\n");
 		return 2;
 	}
+	/* a relay refusing at accept closes before our ClientHello is written: EPIPE, not death */
+	signal(SIGPIPE, SIG_IGN);
 	FILE *f = fopen(keyf, "r");
 	if (!f || !(keylen = fread(key, 1, sizeof(key) - 1, f))) {
 		perror("reg_storm: jwt key");
