@@ -195,9 +195,11 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	c->max_tunnels = 100000;
 	c->agent_unauth_per_source = 64;
 	c->agent_unauth_max = 4096;
-	/* measured (bench/reg-storm.sh): a 2-core relay registers 1,000-2,000 agents a second,
-	 * 3 Redis commands each for a reconnect; below that a reconnect storm of 10,000 agents
-	 * could not finish in 10 s whatever the relay's cores */
+	/* measured (bench/reg-storm.sh): about 1,100 registrations a second on a shared 2-core
+	 * machine with the load generator on the same cores, 0.6-0.8 ms of relay CPU and 3 Redis
+	 * commands each for a reconnect; at 200 a second a reconnect storm of 10,000 agents could
+	 * not finish in 10 s whatever the relay's cores. Above what the relay manages, handshakes
+	 * wait (bounded by --agent-unauth-max and the auth timeout) instead of being refused. */
 	c->agent_tls_rate = 2000;
 	c->agent_reg_rate = 2000;
 	/* one handshake thread per CPU this process may run on (taskset, cgroup cpusets): a
