@@ -277,6 +277,12 @@ SSL_CTX *tls_server_ctx(const char *cert, const char *key, char *err, size_t err
 		goto fail;
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	/* No session resumption: agents never offer a session, and the reconnect storm that would
+	 * gain from it follows a relay restart, whose new process could not decrypt the old one's
+	 * tickets anyway. So no TLS 1.3 tickets are made and sent (two per handshake by default),
+	 * and no session is kept in a server-side cache. */
+	SSL_CTX_set_num_tickets(ctx, 0);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
 		ssl_errstr(err, errlen, cert);
 		goto free;

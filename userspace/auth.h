@@ -1,10 +1,10 @@
 /* Agent authentication: verify the ES256 JWT an agent presents when it opens its tunnel.
  *
- * libjwt 1.10 only checks a signature, and does it with whatever algorithm the token's own
- * header names (it accepted an HS256 token signed with the ES256 *public* key as secret). So
- * everything that matters happens here, before and after libjwt: the token's shape and length,
- * the header (alg pinned to ES256), the signature's encoding, and every claim. libjwt is only
- * asked "is this signature valid for this key", and its answer is double-checked.
+ * Everything happens here: the token's shape and length, the header (alg pinned to ES256: a
+ * generic JWT library verifies with whatever algorithm the token's own header names, and libjwt
+ * 1.10 accepted an HS256 token signed with the ES256 *public* key as secret), the signature's
+ * encoding, the ECDSA P-256 verification itself (OpenSSL, with the key parsed once at load), and
+ * every claim. auth_verify only reads cfg: threads may verify at once while no reload runs.
  */
 #ifndef DVV_AUTH_H
 #define DVV_AUTH_H
@@ -30,6 +30,7 @@ struct auth_key {
 	bool no_kid;		    /* also verifies tokens whose header has no kid */
 	unsigned char *pem;	    /* canonical PEM (SubjectPublicKeyInfo), NUL-terminated, owned */
 	size_t pem_len;		    /* without the NUL */
+	struct evp_pkey_st *pkey;   /* the same key parsed once (EVP_PKEY), owned, read-only */
 };
 
 struct auth_cfg {
@@ -71,8 +72,8 @@ int auth_load_pubkey(struct auth_cfg *cfg, const char *path, char *err, size_t e
 int auth_reload_if_changed(struct auth_cfg *cfg, char *err, size_t errlen);
 
 /* One key from memory, replacing all keys: it verifies tokens without a kid only. The key must
- * be an EC P-256 "PUBLIC KEY" PEM; cfg keeps its own canonical re-encoding of it (what libjwt
- * is later given). */
+ * be an EC P-256 "PUBLIC KEY" PEM; cfg keeps its own canonical re-encoding of it and the key
+ * parsed from that, which verifies. */
 int auth_set_pubkey(struct auth_cfg *cfg, const void *pem, size_t len, char *err, size_t errlen);
 
 /* Frees the keys; issuer and audience are borrowed and left alone. Safe to call twice. */

@@ -4,6 +4,7 @@
 #include "log.h"
 
 #include <ctype.h>
+#include <sched.h>
 #include <getopt.h>
 #include <stddef.h>
 #include <limits.h>
@@ -80,6 +81,7 @@ static const struct opt_def defs[] = {
 	I(agent_unauth_max, 1, 10000000, "unauthenticated agent-port connections in total"),
 	I(agent_tls_rate, 1, 1000000, "control-channel TLS handshakes started per second (over it: closed)"),
 	I(agent_reg_rate, 1, 1000000, "tunnel registrations per second (over it: ERROR busy + retry_after)"),
+	I(agent_tls_threads, 0, 64, "threads for control-channel TLS handshakes and token checks (0 = on the control loop)"),
 	I(pool_max_age_s, 5, 86400, "idle pooled data connections older than this are replaced"),
 	I(max_waiting_per_tunnel, 1, 100000, "players waiting on one tunnel for a data connection"),
 	I(forward_connect_ms, 100, 60000, "connect to the owning relay and get its answer within this"),
@@ -193,8 +195,19 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	c->max_tunnels = 100000;
 	c->agent_unauth_per_source = 64;
 	c->agent_unauth_max = 4096;
-	c->agent_tls_rate = 500;
-	c->agent_reg_rate = 200;
+	/* measured (bench/reg-storm.sh): about 1,100 registrations a second on a shared 2-core
+	 * machine with the load generator on the same cores, 0.6-0.8 ms of relay CPU and 3 Redis
+	 * commands each for a reconnect; at 200 a second a reconnect storm of 10,000 agents could
+	 * not finish in 10 s whatever the relay's cores. Above what the relay manages, handshakes
+	 * wait (bounded by --agent-unauth-max and the auth timeout) instead of being refused. */
+	c->agent_tls_rate = 2000;
+	c->agent_reg_rate = 2000;
+	/* one handshake thread per CPU this process may run on (taskset, cgroup cpusets): a
+	 * reconnect storm's crypto uses every core, and no more threads than cores */
+	cpu_set_t cpus;
+	long ncpu = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus)
+								  : sysconf(_SC_NPROCESSORS_ONLN);
+	c->agent_tls_threads = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (int)ncpu;
 	c->pool_max_age_s = 120;
 	c->log_level = LOG_INFO;
 

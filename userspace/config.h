@@ -64,6 +64,7 @@ struct relay_cfg {
 	int agent_unauth_max;	   /* unauthenticated agent-port connections in total */
 	int agent_tls_rate;	   /* control-channel TLS handshakes started per second (burst: 1 s) */
 	int agent_reg_rate;	   /* HELLOs accepted for registration per second (burst: 1 s) */
+	int agent_tls_threads;	   /* control-channel handshake threads; 0 = on the control loop */
 	int pool_max_age_s;	   /* an idle pooled data connection older than this is replaced */
 	int max_waiting_per_tunnel; /* players waiting on one tunnel for a data connection */
 	int forward_connect_ms;	   /* relay-to-relay forward: connect + answer byte deadline */

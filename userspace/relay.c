@@ -56,7 +56,9 @@ static void relay_reload_keys(struct relay *r, bool forced)
 	keys_checked_ms = r->loop.now;
 	if (forced)
 		r->auth.src_mtime_ns = -1; /* never a real mtime: reload */
+	pthread_rwlock_wrlock(&r->auth_lock); /* the handshake threads verify with these keys */
 	rc = auth_reload_if_changed(&r->auth, err, sizeof(err));
+	pthread_rwlock_unlock(&r->auth_lock);
 	if (rc > 0) {
 		char kids[AUTH_KEYS_MAX * (AUTH_KID_MAX + 2) + 1] = "";
 		for (int i = 0; i < r->auth.nkeys; i++) {
@@ -243,6 +245,7 @@ int relay_init(struct relay *r)
 		pr_err("TLS: %s", err);
 		return -EINVAL;
 	}
+	pthread_rwlock_init(&r->auth_lock, NULL);
 	r->auth.issuer = r->cfg.jwt_issuer;
 	r->auth.audience = r->cfg.jwt_audience;
 	r->auth.leeway_s = 30;
@@ -298,6 +301,8 @@ int relay_init(struct relay *r)
 		if (rc)
 			return rc;
 	}
+	if ((rc = tunnel_hs_start(r))) /* threads: after the signal mask above */
+		return rc;
 	if ((rc = rredis_start(r, tunnel_each_lease, tunnel_lease_lost)) || (rc = usage_init(r)) ||
 	    (rc = admin_start(r)))
 		return rc ? rc : -EINVAL;
@@ -318,6 +323,7 @@ void relay_free(struct relay *r)
 	admin_stop(r);
 	listener_close(&r->loop, &r->player_l);
 	listener_close(&r->loop, &r->agent_l);
+	tunnel_hs_stop(r); /* handshakes in progress: closed, never registered */
 	events_stop(r);
 	usage_stop(r);	/* the last counts and live entries, while Redis is still ours */
 	rredis_stop(r); /* releases our leases while we still know them */
@@ -338,6 +344,7 @@ void relay_free(struct relay *r)
 	rl_free(&r->rl);
 	rl_free(&r->agent_rl);
 	auth_cfg_free(&r->auth);
+	pthread_rwlock_destroy(&r->auth_lock);
 	if (r->tls)
 		SSL_CTX_free(r->tls);
 }

@@ -20,6 +20,8 @@
 #include "rredis.h"
 #include "usage.h"
 
+#include <pthread.h>
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -102,6 +104,10 @@ struct tunnel {
 	uint64_t idle_since_ms;	    /* loop time since which it has had no player (0: players) */
 	uint64_t last_plan_ms;	    /* loop time of the last PLAN frame */
 	uint64_t since_s;	    /* wall time it came up */
+	/* the HELLO's token, checked on a handshake thread (hspool.h) before the tunnel reaches
+	 * the control loop: auth_verify's result and message */
+	int pre_auth_rc;
+	char pre_auth_err[160];
 	struct dp_acct *acct;	    /* while TS_UP: the tunnel's data-plane accounting (usage.c
 				     * holds it); tunnel_players() reads the live player count */
 };
@@ -120,6 +126,11 @@ struct relay {
 	struct listener player_l, agent_l;
 	SSL_CTX *tls;
 	struct auth_cfg auth;
+	/* the handshake threads verify tokens with auth while the loop may reload its keys:
+	 * readers are the threads, the writer the reload */
+	pthread_rwlock_t auth_lock;
+	struct hspool *hsp;	    /* control-channel handshakes on threads; NULL: on the loop */
+	bool hsp_stopping;	    /* relay exit: jobs coming back are closed, never registered */
 	struct htab by_host, by_tid, tokens;
 	struct ratelimit rl;
 	/* agent port admission (tunnel.c): unauthenticated connections per source and in total,
@@ -164,6 +175,10 @@ struct relay {
 	struct events *events;	    /* the control events stream poller (events.c) */
 	uint64_t last_shed_ms;	    /* enforce.c: when priority-0 tunnels were last moved away */
 };
+
+/* tunnel.c: the handshake threads (cfg.agent_tls_threads; none: handshakes on the loop) */
+int tunnel_hs_start(struct relay *r);
+void tunnel_hs_stop(struct relay *r);
 
 int relay_init(struct relay *r);
 int relay_run(struct relay *r);

@@ -50,6 +50,7 @@ struct rredis {
 	bool resync;	    /* (re)connected: the next renewal pass re-creates missing name records */
 	int pending;	    /* commands in flight during shutdown */
 	uint64_t last_renew_ms;
+	char pick[128];	    /* the heartbeat's placement answer: "" = stay here */
 };
 
 /* Name claim, for the tunnel's own name (or the custom label it insists on) and for a random
@@ -126,14 +127,17 @@ static const char release_lua[] =
 	"if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end\n"
 	"return 0\n";
 
-/* Heartbeat of one instance and reaping of dead ones, all in the region's slot.
- * KEYS load agents alive info; ARGV id ttl state score agent_addr grace alive_prefix
- * info_prefix, then info field/value pairs. Dead = in the load set without an alive key. */
+/* Heartbeat of one instance, reaping of dead ones and the placement answer, all in the region's
+ * slot. KEYS load agents alive info; ARGV id ttl state score agent_addr grace alive_prefix
+ * info_prefix margin, then info field/value pairs. Dead = in the load set without an alive key.
+ * Returns {reaped, pick}: pick is the agent address of the least-loaded instance when it beats
+ * us by more than margin, else false. Scores change only at heartbeats, so this answer is as
+ * fresh as one read per registration was, without a Redis call per registration. */
 static const char heartbeat_lua[] =
 	"local id = ARGV[1]\n"
 	"redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])\n"
 	"local info = {}\n"
-	"for i = 9, #ARGV do info[#info+1] = ARGV[i] end\n"
+	"for i = 10, #ARGV do info[#info+1] = ARGV[i] end\n"
 	"redis.call('HSET', KEYS[4], unpack(info))\n"
 	"redis.call('EXPIRE', KEYS[4], ARGV[6])\n"
 	"if ARGV[3] == 'alive' then\n"
@@ -149,16 +153,15 @@ static const char heartbeat_lua[] =
 	"    redis.call('DEL', ARGV[8]..other) reaped = reaped + 1\n"
 	"  end\n"
 	"end\n"
-	"return reaped\n";
-
-/* Least-loaded active instance, if it beats us by more than the margin.
- * KEYS load agents; ARGV id margin. Returns its agent address or nil. */
-static const char pick_lua[] =
+	"local pick = false\n"
 	"local best = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
-	"if #best == 0 or best[1] == ARGV[1] then return false end\n"
-	"local mine = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
-	"if mine and tonumber(mine) <= tonumber(best[2]) + tonumber(ARGV[2]) then return false end\n"
-	"return redis.call('HGET', KEYS[2], best[1])\n";
+	"if #best > 0 and best[1] ~= id then\n"
+	"  local mine = redis.call('ZSCORE', KEYS[1], id)\n"
+	"  if not mine or tonumber(mine) > tonumber(best[2]) + tonumber(ARGV[9]) then\n"
+	"    pick = redis.call('HGET', KEYS[2], best[1])\n"
+	"  end\n"
+	"end\n"
+	"return {reaped, pick}\n";
 
 /* Active instances of the region other than us, least loaded first, as agent addresses.
  * KEYS load agents; ARGV id max */
@@ -531,6 +534,7 @@ struct reg_ctx {
 	bool failed;
 	const char *refuse_code, *refuse_msg;
 	bool have_set;
+	bool bound;	 /* the tunnel record already names c->name, TTL fresh: no SET after claim */
 	char have[256];
 	uint64_t sent_ms;
 };
@@ -600,8 +604,11 @@ static int reg_have_name(struct reg_ctx *c, const char *have)
 		snprintf(c->name, sizeof(c->name), "%s%s", c->label, r->suffix);
 		if (have && strcmp(have, c->name))
 			snprintf(c->old, sizeof(c->old), "%s", have);
+		else if (have)
+			c->bound = true; /* already this label's record, renewed by GETEX */
 	} else if (have && strlen(have) < sizeof(c->name)) {
 		snprintf(c->name, sizeof(c->name), "%s", have);
+		c->bound = true; /* read with GETEX: its TTL was renewed by that read */
 	} else {
 		return reg_next_candidate(c);
 	}
@@ -703,7 +710,7 @@ static void reg_step(struct reg_ctx *c, redisReply *rep)
 			break;
 		}
 		c->epoch = (uint64_t)rep->integer;
-		{
+		if (!c->bound) {
 			char grace[16];
 			snprintf(grace, sizeof(grace), "%d", r->cfg.name_grace_s);
 			/* (re)bind tunnel -> name; a custom label replaces the old random name */
@@ -750,6 +757,7 @@ static void reg_step(struct reg_ctx *c, redisReply *rep)
 			return;
 		}
 		snprintf(c->name, sizeof(c->name), "%s", rep->str);
+		c->bound = true; /* just bound by the other session, with a fresh TTL */
 		c->stage = REG_CLAIM_KEEP;
 		rc = reg_claim(c);
 		break;
@@ -783,8 +791,11 @@ int rredis_register_tunnel(struct relay *r, const struct rredis_reg *req, rredis
 	for (unsigned i = 0; i < NCAND; i++)
 		names_random(c->cands[i], sizeof(c->cands[i]), i);
 	/* admission (the user's slot) and the tunnel's current name (the tunnel's slot) are
-	 * independent reads: pipelined, one round trip */
-	char kt[160];
+	 * independent reads: pipelined, one round trip. GETEX renews the name record's TTL as it
+	 * reads it, so a tunnel that keeps its name needs no SET after the claim (3 commands in
+	 * all for a reconnect). */
+	char kt[160], grace[16];
+	snprintf(grace, sizeof(grace), "%d", r->cfg.name_grace_s);
 	snprintf(kt, sizeof(kt), K_TUNNEL, r->cfg.redis_prefix, c->tid);
 	c->stage = REG_GET_TUNNEL;
 	c->inflight = 1;
@@ -794,7 +805,7 @@ int rredis_register_tunnel(struct relay *r, const struct rredis_reg *req, rredis
 		free(c);
 		return rc;
 	}
-	if (rc_command(rd->rc, kt, reg_tunnel_cb, c, "GET %s", kt) == 0)
+	if (rc_command(rd->rc, kt, reg_tunnel_cb, c, "GETEX %s EX %s", kt, grace) == 0)
 		c->inflight++;
 	else
 		c->failed = true; /* the admission reply finishes it: unavailable */
@@ -817,43 +828,12 @@ void rredis_release_tunnel(struct relay *r, const char *hostname, uint64_t epoch
 
 /* ---- placement ---- */
 
-struct pick_ctx {
-	rredis_pick_cb cb;
-	void *priv;
-	struct relay *r;
-};
-
-static void on_pick(struct rc *rc, redisReply *rep, void *priv)
-{
-	struct pick_ctx *c = priv;
-	const char *addr = NULL;
-	if (rep && rep->type == REDIS_REPLY_STRING && rep->len > 0 && rep->len < 128)
-		addr = rep->str;
-	else if (!rep || rep->type == REDIS_REPLY_ERROR)
-		M_INC(redis_errors_total);
-	c->cb(c->r, c->priv, addr);
-	free(c);
-}
-
-int rredis_pick_instance(struct relay *r, rredis_pick_cb cb, void *priv)
+const char *rredis_placement(struct relay *r)
 {
 	struct rredis *rd = r->redis;
-	if (!rd || !rd->up)
-		return -ENOTCONN;
-	struct pick_ctx *c = malloc(sizeof(*c));
-	if (!c)
-		return -ENOMEM;
-	*c = (struct pick_ctx){cb, priv, r};
-	char kl[96], ka[96], margin[16];
-	snprintf(kl, sizeof(kl), K_LOAD, r->cfg.redis_prefix, r->cfg.region);
-	snprintf(ka, sizeof(ka), K_AGENTS, r->cfg.redis_prefix, r->cfg.region);
-	snprintf(margin, sizeof(margin), "%d", r->cfg.placement_margin);
-	const char *keys[] = {kl, ka};
-	const char *args[] = {r->cfg.instance_id, margin};
-	int rc = eval(rd, kl, on_pick, c, pick_lua, 2, keys, 2, args);
-	if (rc)
-		free(c);
-	return rc;
+	if (!rd || !rd->up || !rd->pick[0])
+		return NULL;
+	return rd->pick;
 }
 
 struct targets_ctx {
@@ -1017,6 +997,25 @@ static void renew_leases(struct rredis *rd)
 		rd->resync = false;
 }
 
+/* The heartbeat's reply carries the placement answer registrations use until the next one. An
+ * error or a reply of another shape keeps registrations here (placement is an optimisation). */
+static void on_heartbeat(struct rc *rc, redisReply *rep, void *priv)
+{
+	struct rredis *rd = priv;
+	rd->pick[0] = 0;
+	if (!rep || rep->type == REDIS_REPLY_ERROR) {
+		M_INC(redis_errors_total);
+		if (rep)
+			pr_rl(LOG_WARN, "redis: heartbeat: %s", rep->str);
+		return;
+	}
+	const char *addr = rep->type == REDIS_REPLY_ARRAY && rep->elements == 2
+				   ? reply_str(rep->element[1], sizeof(rd->pick) - 1)
+				   : NULL;
+	if (addr)
+		snprintf(rd->pick, sizeof(rd->pick), "%s", addr);
+}
+
 void rredis_heartbeat(struct relay *r)
 {
 	struct rredis *rd = r->redis;
@@ -1045,6 +1044,8 @@ void rredis_heartbeat(struct relay *r)
 	snprintf(grace, sizeof(grace), "%d", c->name_grace_s);
 	snprintf(tunnels, sizeof(tunnels), "%d", r->ntunnels);
 	snprintf(players, sizeof(players), "%lld", players_n);
+	char margin[16];
+	snprintf(margin, sizeof(margin), "%d", c->placement_margin);
 	const char *keys[] = {kl, ka, kalive, kinfo};
 	const char *args[] = {c->instance_id,
 			      sttl,
@@ -1054,6 +1055,7 @@ void rredis_heartbeat(struct relay *r)
 			      grace,
 			      apre,
 			      ipre,
+			      margin,
 			      "region", c->region,
 			      "agent_addr", c->public_agent_addr,
 			      "player_addr", c->player_listen,
@@ -1063,8 +1065,8 @@ void rredis_heartbeat(struct relay *r)
 			      "players", players,
 			      "capacity", cap,
 			      "dataplane", r->dp.ops ? r->dp.ops->name : "-"};
-	eval(rd, kl, count_err, NULL, heartbeat_lua, 4, keys, (int)(sizeof(args) / sizeof(args[0])),
-	     args);
+	eval(rd, kl, on_heartbeat, rd, heartbeat_lua, 4, keys,
+	     (int)(sizeof(args) / sizeof(args[0])), args);
 	uint64_t every = (uint64_t)c->lease_ttl_s * 1000 / 3;
 	if (r->loop.now - rd->last_renew_ms >= every) {
 		rd->last_renew_ms = r->loop.now;

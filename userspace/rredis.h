@@ -101,10 +101,12 @@ void rredis_release_tunnel(struct relay *r, const char *hostname, uint64_t epoch
 /* Periodic: instance heartbeat and load, reaping of dead instances, lease renewal. */
 void rredis_heartbeat(struct relay *r);
 
-/* Placement: should a new registration go to another instance? cb gets addr = that instance's
- * agent address, or NULL to stay here (also on any error: placement is an optimisation). */
-typedef void (*rredis_pick_cb)(struct relay *r, void *priv, const char *addr);
-int rredis_pick_instance(struct relay *r, rredis_pick_cb cb, void *priv);
+/* Placement: should a new registration go to another instance? The agent address of that
+ * instance, or NULL to stay here (Redis down, no better instance, the last heartbeat failed:
+ * placement is an optimisation). Answered from the last heartbeat's reply (the load scores it
+ * compares change only at heartbeats), so a registration costs no Redis call for it. The
+ * pointer is valid until the next heartbeat reply. */
+const char *rredis_placement(struct relay *r);
 
 /* The agent addresses of the region's other active relays (draining ones have left the load
  * set), least loaded first: drain and Redis-outage MOVE targets, WELCOME peers. err = Redis

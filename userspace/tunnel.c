@@ -6,6 +6,7 @@
 #include "rredis.h"
 #include "status.h"
 #include "enforce.h"
+#include "hspool.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -628,27 +629,9 @@ void tunnel_lease_lost(struct relay *r, const char *hostname, uint64_t epoch)
 
 static int tunnel_register(struct tunnel *t);
 
-static void tunnel_placed(struct relay *r, void *priv, const char *addr)
-{
-	struct tunnel *t = priv;
-	if (t->state == TS_REGISTERING) {
-		if (addr && strcmp(addr, r->cfg.public_agent_addr)) {
-			struct ctl_msg m = {.type = CTL_MOVE};
-			snprintf(m.u.move.addr, sizeof(m.u.move.addr), "%s", addr);
-			snprintf(m.u.move.reason, sizeof(m.u.move.reason), "less loaded relay");
-			send_msg(t, &m);
-			M_INC(tunnels_moved_total);
-			/* players handed over from a replaced session follow the agent there */
-			t->wait_fate = WAIT_REROUTE;
-			tunnel_close(t, NULL, "moved to a less loaded relay");
-		} else {
-			tunnel_register(t);
-		}
-	}
-	tunnel_put(t);
-}
-
-static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
+/* pre: the token was verified on a handshake thread (t->pre_auth_rc, t->pre_auth_err, and
+ * t->claims already hold the result); else it is verified here. */
+static int handle_hello(struct tunnel *t, const struct ctl_msg *m, bool pre)
 {
 	struct relay *r = t->r;
 	char err[160];
@@ -663,7 +646,13 @@ static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 		tunnel_close(t, "version", msg);
 		return -1;
 	}
-	int rc = auth_verify(&r->auth, m->u.hello.token, wall_s(), &t->claims, err, sizeof(err));
+	int rc;
+	if (pre) {
+		rc = t->pre_auth_rc;
+		snprintf(err, sizeof(err), "%s", t->pre_auth_err);
+	} else {
+		rc = auth_verify(&r->auth, m->u.hello.token, wall_s(), &t->claims, err, sizeof(err));
+	}
 	if (rc) {
 		M_INC(tunnels_rejected_total);
 		pr_rl(LOG_INFO, "agent %s: token rejected: %s", t->peer, err);
@@ -726,15 +715,20 @@ static int handle_hello(struct tunnel *t, const struct ctl_msg *m)
 	unauth_done(r, &t->unauth, &t->src, t->src_slot);
 	r->ntunnels++; /* a session now: counted for max-tunnels and the published load */
 	loop_timer_cancel(&r->loop, &t->timer);
-	/* Placement: unless a MOVE already chose this relay for the agent, ask whether a less
-	 * loaded active relay of the region should take the tunnel (one hop, never a loop). */
-	if (!m->u.hello.placed && rredis_up(r)) {
-		t->refs++;
-		if (rredis_pick_instance(r, tunnel_placed, t) == 0) {
-			loop_timer_arm(&r->loop, &t->timer, (uint64_t)r->cfg.ctl_auth_timeout_ms);
-			return 0;
-		}
-		t->refs--;
+	/* Placement: unless a MOVE already chose this relay for the agent, a less loaded active
+	 * relay of the region takes the tunnel (one hop, never a loop). The answer comes from the
+	 * last heartbeat: no Redis round trip per registration. */
+	const char *addr = m->u.hello.placed ? NULL : rredis_placement(r);
+	if (addr && strcmp(addr, r->cfg.public_agent_addr)) {
+		struct ctl_msg mv = {.type = CTL_MOVE};
+		snprintf(mv.u.move.addr, sizeof(mv.u.move.addr), "%s", addr);
+		snprintf(mv.u.move.reason, sizeof(mv.u.move.reason), "less loaded relay");
+		send_msg(t, &mv);
+		M_INC(tunnels_moved_total);
+		/* players handed over from a replaced session follow the agent there */
+		t->wait_fate = WAIT_REROUTE;
+		tunnel_close(t, NULL, "moved to a less loaded relay");
+		return -1;
 	}
 	return tunnel_register(t);
 }
@@ -789,7 +783,7 @@ static int tunnel_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 	t->last_rx_ms = t->r->loop.now;
 	switch (t->state) {
 	case TS_AUTH:
-		return handle_hello(t, m) ? 1 : 0;
+		return handle_hello(t, m, false) ? 1 : 0;
 	case TS_REGISTERING:
 		return 0; /* nothing is expected until WELCOME; ignore */
 	case TS_UP:
@@ -855,31 +849,19 @@ static void tunnel_timer_cb(struct loop *l, struct loop_timer *tm)
 	loop_timer_arm(l, tm, PING_INTERVAL_MS);
 }
 
-static void tunnel_from_sniff(struct dataconn *d)
+/* A new tunnel object for a control channel on fd, still unauthenticated (the count moves
+ * from the sniffing dataconn d, which is freed; fd is the tunnel's now). */
+static struct tunnel *tunnel_new(struct dataconn *d)
 {
 	struct relay *r = d->r;
-	int fd = d->io.fd;
-	/* TLS handshakes cost CPU: over the rate the connection is closed before the handshake
-	 * (the agent backs off and retries); a queue of waiting handshakes would only hold
-	 * descriptors while the agent's own timeout runs */
-	if (!rl_tb_take(&r->tls_tb, r->loop.now)) {
-		M_REFUSED(tls_rate);
-		pr_rl(LOG_WARN, "agent port: over %d TLS handshakes per second: closing",
-		      r->cfg.agent_tls_rate);
-		dataconn_close(d);
-		return;
-	}
 	struct tunnel *t = calloc(1, sizeof(*t));
-	if (!t) {
-		dataconn_close(d);
-		return;
-	}
-	/* still unauthenticated: the count moves from the dataconn to the tunnel */
+	if (!t)
+		return NULL;
 	t->src = d->src;
 	t->src_slot = d->src_slot;
 	t->unauth = d->unauth;
 	d->unauth = false;
-	/* the fd moves from the sniffing dataconn to the tunnel */
+	int fd = d->io.fd;
 	loop_timer_cancel(&r->loop, &d->timer);
 	loop_io_del(&r->loop, &d->io);
 	d->io.fd = -1;
@@ -899,18 +881,144 @@ static void tunnel_from_sniff(struct dataconn *d)
 	t->io = (struct loop_io){.fd = fd, .cb = tunnel_io_cb};
 	t->timer.cb = tunnel_timer_cb;
 	t->more.cb = tunnel_more_cb;
+	return t;
+}
+
+/* t's control channel (t->ctl) is set up: the tunnel joins the loop. */
+static void tunnel_attach_ctl(struct tunnel *t)
+{
+	struct relay *r = t->r;
+	t->ctl.on_msg = tunnel_on_msg;
+	t->ctl.data = t;
+	t->ctl.max_frames = CTL_FRAMES_PER_WAKEUP;
+	dlist_add_tail(&r->tunnels, &t->node);
+	loop_timer_arm(&r->loop, &t->timer, (uint64_t)r->cfg.ctl_auth_timeout_ms);
+}
+
+static void tunnel_from_sniff(struct dataconn *d)
+{
+	struct relay *r = d->r;
+	/* TLS handshakes cost CPU: over the rate the connection is closed before the handshake
+	 * (the agent backs off and retries); a queue of waiting handshakes would only hold
+	 * descriptors while the agent's own timeout runs */
+	if (!rl_tb_take(&r->tls_tb, r->loop.now)) {
+		M_REFUSED(tls_rate);
+		pr_rl(LOG_WARN, "agent port: over %d TLS handshakes per second: closing",
+		      r->cfg.agent_tls_rate);
+		dataconn_close(d);
+		return;
+	}
+	struct tunnel *t = tunnel_new(d);
+	if (!t) {
+		dataconn_close(d);
+		return;
+	}
+	int fd = t->io.fd;
+	if (r->hsp) {
+		/* the handshake and the token check run on a handshake thread; the tunnel joins
+		 * the loop when they are done (tunnel_hs_done) */
+		int rc = hsp_submit(r->hsp, fd, t);
+		if (rc == 0)
+			return;
+		if (rc == -EAGAIN) {
+			/* jobs are unauthenticated connections, bounded by the same number */
+			M_REFUSED(unauth_total);
+			pr_rl(LOG_WARN, "agent port: %d control-channel handshakes in progress: closing",
+			      hsp_jobs(r->hsp));
+		}
+		unauth_done(r, &t->unauth, &t->src, t->src_slot);
+		close(fd);
+		free(t);
+		return;
+	}
 	if (ctl_conn_init(&t->ctl, r->tls, fd, true, NULL)) {
 		unauth_done(r, &t->unauth, &t->src, t->src_slot);
 		close(fd);
 		free(t);
 		return;
 	}
-	t->ctl.on_msg = tunnel_on_msg;
-	t->ctl.data = t;
-	t->ctl.max_frames = CTL_FRAMES_PER_WAKEUP;
-	dlist_add_tail(&r->tunnels, &t->node);
-	loop_timer_arm(&r->loop, &t->timer, (uint64_t)r->cfg.ctl_auth_timeout_ms);
+	tunnel_attach_ctl(t);
 	tunnel_io_cb(&r->loop, &t->io, EPOLLIN);
+}
+
+/* ---- handshake threads ---- */
+
+/* On a handshake thread: the first frame is there; verify its token. Reads r->auth (under the
+ * read lock: the loop may reload the keys) and writes only into the tunnel object, which no one
+ * else sees until the job comes back. */
+static void tunnel_hs_work(struct hsp_job *j, void *arg)
+{
+	struct relay *r = arg;
+	struct tunnel *t = j->priv;
+	const struct ctl_msg *m = j->first;
+	if (m->type != CTL_HELLO || m->u.hello.proto != 1)
+		return; /* handle_hello answers on the loop */
+	pthread_rwlock_rdlock(&r->auth_lock);
+	t->pre_auth_rc = auth_verify(&r->auth, m->u.hello.token, wall_s(), &t->claims,
+				     t->pre_auth_err, sizeof(t->pre_auth_err));
+	pthread_rwlock_unlock(&r->auth_lock);
+}
+
+/* Back on the loop: the tunnel takes the connection and its HELLO is handled, or it is closed. */
+static void tunnel_hs_done(struct hsp_job *j, void *arg)
+{
+	struct relay *r = arg;
+	struct tunnel *t = j->priv;
+	if (j->status || r->hsp_stopping) {
+		if (j->status == -ETIMEDOUT)
+			pr_rl(LOG_INFO, "agent port: connection closed, nothing useful within %d ms",
+			      r->cfg.ctl_auth_timeout_ms);
+		else if (j->status && j->status != -ESHUTDOWN)
+			pr_rl(LOG_INFO, "agent %s: %s", t->peer,
+			      j->ctl.err[0] ? j->ctl.err : strerror(-j->status));
+		unauth_done(r, &t->unauth, &t->src, t->src_slot);
+		hsp_job_free(j); /* closes the socket */
+		OPENSSL_cleanse(&t->claims, sizeof(t->claims));
+		free(t);
+		return;
+	}
+	hsp_job_take(j, &t->ctl);
+	struct ctl_msg *m = j->first;
+	j->first = NULL;
+	hsp_job_free(j);
+	tunnel_attach_ctl(t);
+	t->last_rx_ms = r->loop.now;
+	int rc = handle_hello(t, m, true);
+	OPENSSL_cleanse(m, sizeof(*m));
+	free(m);
+	if (rc || t->state == TS_CLOSED)
+		return;
+	/* whatever followed HELLO (nothing, normally) and the replies: the loop's usual path */
+	tunnel_io_cb(&r->loop, &t->io, EPOLLIN);
+}
+
+int tunnel_hs_start(struct relay *r)
+{
+	char err[160];
+	if (r->cfg.agent_tls_threads <= 0)
+		return 0;
+	const struct hsp_cfg c = {.ctx = r->tls,
+				  .threads = r->cfg.agent_tls_threads,
+				  /* every job is an unauthenticated connection: the same bound */
+				  .max_jobs = r->cfg.agent_unauth_max,
+				  .timeout_ms = r->cfg.ctl_auth_timeout_ms,
+				  .work = tunnel_hs_work,
+				  .done = tunnel_hs_done,
+				  .arg = r};
+	r->hsp = hsp_start(&r->loop, &c, err, sizeof(err));
+	if (!r->hsp) {
+		pr_err("%s", err);
+		return -ENOMEM;
+	}
+	pr_info("agent port: %d handshake thread(s)", r->cfg.agent_tls_threads);
+	return 0;
+}
+
+void tunnel_hs_stop(struct relay *r)
+{
+	r->hsp_stopping = true;
+	hsp_stop(r->hsp);
+	r->hsp = NULL;
 }
 
 /* Once a second: expire unused attach tokens, retire aged pooled connections, top pools up. */
