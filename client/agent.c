@@ -326,6 +326,7 @@ static void dc_open(struct agent_sess *s, const uint8_t token[ATTACH_TOKEN_LEN])
 		d->io.fd = fd;
 		/* pooled connections sit silent for minutes: keep NATs from forgetting them */
 		net_keepalive(fd, NET_KEEPALIVE_IDLE_S);
+		net_bound_queue(fd, &a->cfg->data_queue); /* queue in front of a slow player = lag */
 		rc = loop_io_set(&a->loop, &d->io, EPOLLOUT);
 	}
 	if (rc) {
@@ -482,6 +483,7 @@ static void dc_player(struct agent_dc *d)
 	int fd, rc = net_connect(&a->local_addr, &fd);
 	if (!rc) {
 		d->local_io.fd = fd;
+		net_bound_queue(fd, &a->cfg->local_queue); /* the server queues no lag in here */
 		rc = loop_io_set(&a->loop, &d->local_io, EPOLLOUT);
 	}
 	if (rc) {

@@ -178,6 +178,18 @@ void net_tune_stream(int fd)
 	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 }
 
+int net_bound_queue(int fd, const struct net_queue_opts *o)
+{
+	int rc = 0;
+	if (o->notsent_lowat > 0 && setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT,
+					       &o->notsent_lowat, sizeof(o->notsent_lowat)) < 0)
+		rc = -errno;
+	if (o->rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &o->rcvbuf, sizeof(o->rcvbuf)) < 0 &&
+	    !rc)
+		rc = -errno;
+	return rc;
+}
+
 int net_keepalive(int fd, int idle_s)
 {
 	int one = 1, idle = idle_s > 0 ? idle_s : NET_KEEPALIVE_IDLE_S;

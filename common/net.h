@@ -26,6 +26,28 @@ int net_set_nonblock(int fd);
 int net_so_error(int fd);
 void net_tune_stream(int fd); /* TCP_NODELAY + keepalive: game traffic is latency bound */
 
+/* Queue bounds for a socket that relays one game connection (docs/operators.md "Queue bounds").
+ * A game sends everything on one connection, so every byte queued in front of the player is
+ * lag: with the kernel's defaults a relayed connection held several MiB in send buffers and
+ * autotuned receive buffers when the player's downlink was the bottleneck, against well under
+ * 1 MiB on a routed path. Both bounds only limit what waits; a fast path is not slowed.
+ *   notsent_lowat  TCP_NOTSENT_LOWAT: the socket stops being writable (and splice, sendmsg and
+ *                  the kernel's sockmap worker stop adding to it) once this many bytes wait
+ *                  unsent; bytes in flight are not counted, so throughput is unaffected. 0 =
+ *                  the kernel's default (only the send buffer bounds it).
+ *   rcvbuf         SO_RCVBUF for a hop whose reader can stop reading because its own output is
+ *                  full (the agent's connection to the local server): what the peer can push
+ *                  in ahead of that. Turns autotuning off, so use it only where the round trip
+ *                  is short. 0 = autotuning.
+ * Returns 0 or the first -errno (the socket stays usable either way). */
+struct net_queue_opts {
+	int notsent_lowat;
+	int rcvbuf;
+};
+#define NET_NOTSENT_LOWAT_KB_DEFAULT 64 /* --notsent-lowat-kb, relay and agent */
+#define NET_LOCAL_RCVBUF_KB_DEFAULT 128 /* the agent's --local-rcvbuf-kb */
+int net_bound_queue(int fd, const struct net_queue_opts *o);
+
 /* Keepalive for long-lived connections that may sit idle behind NAT or a stateful firewall
  * (control channel, pooled data connections, relay-to-relay): probes after idle_s of silence,
  * every NET_KEEPALIVE_INTVL_S, dead after NET_KEEPALIVE_CNT unanswered, and unacknowledged

@@ -37,6 +37,7 @@ struct relay_cfg {
 	char dataplane[16];	   /* bpf | userspace | auto */
 	char bpf_pin_root[128];	   /* maps/links pinned under <root>/<instance-id>/ */
 	int max_lag_mb;		   /* MiB queued towards a slow reader, then the connection is cut */
+	int notsent_lowat_kb;	   /* TCP_NOTSENT_LOWAT on player and agent data sockets, 0 = off */
 	char xdp_ifaces[128];	   /* comma-separated interfaces to attach the XDP SYN guard to */
 	char xdp_mode[16];	   /* native | generic | auto */
 	int xdp_syn_rate;	   /* SYNs per second per source address */

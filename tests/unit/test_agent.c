@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <cmocka.h>
 
@@ -551,6 +552,40 @@ static void jwt_claims_read_for_display(void **state)
 	assert_int_equal(agent_jwt_claim(jwt, "tid", v, 3), -EINVAL); /* does not fit */
 }
 
+/* The queue bounds: defaults, flags, bad values, and what net_bound_queue sets on a socket. */
+static void options_queue_bounds(void **state)
+{
+	struct argv_buf b;
+	mkargv(&b, "dvv", "--token", "a.b.c", NULL);
+	assert_int_equal(parse(&b), 0);
+	assert_int_equal(cfg.data_queue.notsent_lowat, NET_NOTSENT_LOWAT_KB_DEFAULT << 10);
+	assert_int_equal(cfg.data_queue.rcvbuf, 0); /* the relay link keeps autotuning */
+	assert_int_equal(cfg.local_queue.rcvbuf, NET_LOCAL_RCVBUF_KB_DEFAULT << 10);
+	mkargv(&b, "dvv", "--token", "a.b.c", "--notsent-lowat-kb", "0", "--local-rcvbuf-kb", "32",
+	       NULL);
+	assert_int_equal(parse(&b), 0);
+	assert_int_equal(cfg.data_queue.notsent_lowat, 0);
+	assert_int_equal(cfg.local_queue.notsent_lowat, 0);
+	assert_int_equal(cfg.local_queue.rcvbuf, 32 << 10);
+	mkargv(&b, "dvv", "--token", "a.b.c", "--local-rcvbuf-kb", "-1", NULL);
+	assert_int_equal(parse(&b), -EINVAL);
+	assert_non_null(strstr(err, "--local-rcvbuf-kb"));
+	mkargv(&b, "dvv", "--token", "a.b.c", "--notsent-lowat-kb", "12x", NULL);
+	assert_int_equal(parse(&b), -EINVAL);
+
+	int fd = socket(AF_INET, SOCK_STREAM, 0), v = 0;
+	socklen_t l = sizeof(v);
+	assert_true(fd >= 0);
+	assert_int_equal(net_bound_queue(fd, &(struct net_queue_opts){.notsent_lowat = 65536,
+								      .rcvbuf = 32768}),
+			 0);
+	assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, &l), 0);
+	assert_int_equal(v, 65536);
+	assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, &l), 0);
+	assert_int_equal(v, 2 * 32768); /* the kernel doubles it for its overhead */
+	close(fd);
+}
+
 int main(void)
 {
 	log_init("test_agent", LOG_ERROR);
@@ -562,6 +597,7 @@ int main(void)
 		cmocka_unit_test_setup(options_all_flags, opts_setup),
 		cmocka_unit_test_setup(options_environment, opts_setup),
 		cmocka_unit_test_setup(options_usage_errors, opts_setup),
+		cmocka_unit_test_setup(options_queue_bounds, opts_setup),
 		cmocka_unit_test_setup(options_help_and_version, opts_setup),
 		cmocka_unit_test_setup(token_file_trimmed_and_checked, opts_setup),
 		cmocka_unit_test(header_split_across_many_reads_is_not_over_read),
