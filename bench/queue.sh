@@ -312,7 +312,8 @@ row("server socket SIOCOUTQ, median (KiB)", "srv_outq_med", lambda x: "%d" % (x 
 row("server socket unsent (SIOCOUTQNSD), median (KiB)", "srv_unsent_med", lambda x: "%d" % (x / 1024), False)
 row("mid-run Send-Q + Recv-Q, srv namespace (KiB)", "sock_srv", lambda x: "%d" % (x / 1024), False)
 row("mid-run Send-Q + Recv-Q, relay namespace (KiB)", "sock_rly", lambda x: "%d" % (x / 1024), False)
-row("bpf throttles", "throttles", lambda x: "%d" % x, False)
+t = get("downlink", "bpf", "throttles")
+rows.append("| bpf throttles | | %s | | | |" % ("n/a" if t is None else "%d" % t))
 
 sym = []
 runs = sorted({int(k.split(",")[2]) for k in R if k.startswith("symmetric,")})
@@ -332,13 +333,14 @@ if runs:
 
 body = "\n".join(rows) + "\n\n" + "\n".join(sym) + "\n"
 print(body)
-begin, end = "<!-- queue-bench:begin -->", "<!-- queue-bench:end -->"
+begin, end = "<!-- queue-bench:begin", "<!-- queue-bench:end -->"
 try:
     doc = open(out).read()
 except FileNotFoundError:
     doc = ""
 if begin in doc and end in doc:
-    doc = doc[:doc.index(begin) + len(begin)] + "\n" + body + doc[doc.index(end):]
+    b = doc.index("\n", doc.index(begin)) + 1  # keep the whole begin line
+    doc = doc[:b] + body + doc[doc.index(end):]
     open(out, "w").write(doc)
     print("wrote the queue-bench section of " + out)
 else:
