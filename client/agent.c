@@ -480,10 +480,10 @@ static void dc_player(struct agent_dc *d)
 	dclist_add(&a->players, d);
 	pr_debug("player %s assigned, connecting to %s", d->player_str, a->cfg->local);
 
-	int fd, rc = net_connect(&a->local_addr, &fd);
+	/* bounded before connect: the server queues no lag in here (its segment size too) */
+	int fd, rc = net_connect_bounded(&a->local_addr, &a->cfg->local_queue, &fd);
 	if (!rc) {
 		d->local_io.fd = fd;
-		net_bound_queue(fd, &a->cfg->local_queue); /* the server queues no lag in here */
 		rc = loop_io_set(&a->loop, &d->local_io, EPOLLOUT);
 	}
 	if (rc) {

@@ -39,14 +39,27 @@ void net_tune_stream(int fd); /* TCP_NODELAY + keepalive: game traffic is latenc
  *                  full (the agent's connection to the local server): what the peer can push
  *                  in ahead of that. Turns autotuning off, so use it only where the round trip
  *                  is short. 0 = autotuning.
+ *   mss            TCP_MAXSEG, the segment size this end advertises (set before connect: see
+ *                  net_connect_bounded). The PEER's kernel sizes its send buffer as 2 x its
+ *                  congestion window in segments x each segment's memory, the segment plus
+ *                  ~640 bytes of headers rounded up to a power of two: over loopback (64 KiB
+ *                  segments, 128 KiB each, ten at connection start) ~2.6 MiB before any data
+ *                  moves. The local server's options are not ours to set, but a segment just
+ *                  under a power of two less that overhead (7168: 8 KiB each) halves its memory
+ *                  per byte against 8192 (16 KiB each). 0 = the route's MSS.
  * Returns 0 or the first -errno (the socket stays usable either way). */
 struct net_queue_opts {
 	int notsent_lowat;
 	int rcvbuf;
+	int mss;
 };
 #define NET_NOTSENT_LOWAT_KB_DEFAULT 64 /* --notsent-lowat-kb, relay and agent */
-#define NET_LOCAL_RCVBUF_KB_DEFAULT 128 /* the agent's --local-rcvbuf-kb */
+#define NET_LOCAL_RCVBUF_KB_DEFAULT 64 /* the agent's --local-rcvbuf-kb */
+#define NET_LOCAL_MSS_DEFAULT 7168	/* the agent's --local-mss */
 int net_bound_queue(int fd, const struct net_queue_opts *o);
+/* net_connect with the bounds applied before connect(), so the SYN already carries the MSS
+ * and the window scale that rcvbuf implies. Same returns as net_connect. */
+int net_connect_bounded(const struct net_addr *a, const struct net_queue_opts *o, int *fd_out);
 
 /* Keepalive for long-lived connections that may sit idle behind NAT or a stateful firewall
  * (control channel, pooled data connections, relay-to-relay): probes after idle_s of silence,

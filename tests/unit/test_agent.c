@@ -561,12 +561,23 @@ static void options_queue_bounds(void **state)
 	assert_int_equal(cfg.data_queue.notsent_lowat, NET_NOTSENT_LOWAT_KB_DEFAULT << 10);
 	assert_int_equal(cfg.data_queue.rcvbuf, 0); /* the relay link keeps autotuning */
 	assert_int_equal(cfg.local_queue.rcvbuf, NET_LOCAL_RCVBUF_KB_DEFAULT << 10);
+	assert_int_equal(cfg.local_queue.mss, NET_LOCAL_MSS_DEFAULT);
+	assert_int_equal(cfg.data_queue.mss, 0); /* the relay link keeps its path's MSS */
 	mkargv(&b, "dvv", "--token", "a.b.c", "--notsent-lowat-kb", "0", "--local-rcvbuf-kb", "32",
-	       NULL);
+	       "--local-mss", "0", NULL);
 	assert_int_equal(parse(&b), 0);
 	assert_int_equal(cfg.data_queue.notsent_lowat, 0);
 	assert_int_equal(cfg.local_queue.notsent_lowat, 0);
 	assert_int_equal(cfg.local_queue.rcvbuf, 32 << 10);
+	assert_int_equal(cfg.local_queue.mss, 0);
+	mkargv(&b, "dvv", "--token", "a.b.c", "--local-mss", "535", NULL);
+	assert_int_equal(parse(&b), -EINVAL);
+	assert_non_null(strstr(err, "--local-mss"));
+	mkargv(&b, "dvv", "--token", "a.b.c", "--local-mss", "65496", NULL);
+	assert_int_equal(parse(&b), -EINVAL);
+	mkargv(&b, "dvv", "--token", "a.b.c", "--local-mss", "3456", NULL);
+	assert_int_equal(parse(&b), 0);
+	assert_int_equal(cfg.local_queue.mss, 3456);
 	mkargv(&b, "dvv", "--token", "a.b.c", "--local-rcvbuf-kb", "-1", NULL);
 	assert_int_equal(parse(&b), -EINVAL);
 	assert_non_null(strstr(err, "--local-rcvbuf-kb"));
@@ -584,6 +595,32 @@ static void options_queue_bounds(void **state)
 	assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, &l), 0);
 	assert_int_equal(v, 2 * 32768); /* the kernel doubles it for its overhead */
 	close(fd);
+
+	/* net_connect_bounded: the segment size reaches the peer, whose kernel sizes its own
+	 * buffers from it (loopback's would be 65483) */
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t sl = sizeof(sa);
+	int lsn = socket(AF_INET, SOCK_STREAM, 0), c = -1, s;
+	assert_true(lsn >= 0);
+	assert_int_equal(bind(lsn, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lsn, 1), 0);
+	assert_int_equal(getsockname(lsn, (struct sockaddr *)&sa, &sl), 0);
+	struct net_addr na = {.len = sizeof(sa)};
+	memcpy(&na.ss, &sa, sizeof(sa));
+	assert_int_equal(net_connect_bounded(&na, &(struct net_queue_opts){.mss = 7168, .rcvbuf = 65536},
+					     &c),
+			 0);
+	s = accept(lsn, NULL, NULL);
+	assert_true(s >= 0);
+	l = sizeof(v);
+	assert_int_equal(getsockopt(s, IPPROTO_TCP, TCP_MAXSEG, &v, &l), 0);
+	assert_true(v > 0 && v <= 7168);
+	l = sizeof(v);
+	assert_int_equal(getsockopt(c, SOL_SOCKET, SO_RCVBUF, &v, &l), 0);
+	assert_int_equal(v, 2 * 65536);
+	close(s);
+	close(c);
+	close(lsn);
 }
 
 int main(void)
