@@ -14,7 +14,10 @@ Every SAMPLE_MS after WARMUP_S, for TIME_S, it records:
            everything between the two applications (every socket buffer, psock queue,
            emulated link and bottleneck buffer on the way);
   outq     SIOCOUTQ on the server's socket (unacknowledged + unsent) and its unsent part
-           (SIOCOUTQNSD); inq: SIOCINQ on the player's socket.
+           (SIOCOUTQNSD); inq: SIOCINQ on the player's socket;
+  held     queued minus the server socket's SIOCOUTQ: what is past the server's own socket
+           (relayed: everything the agent, the links and the relay hold; routed: the links
+           beyond the server's in-flight bytes and the player's socket).
 Prints one line of key=value: medians, p95 and max of queued, the medians of the others, the
 player's read rate over the window (mbit) and the queue expressed in seconds at that rate.
 
@@ -93,7 +96,7 @@ def main():
     end = t0 + warm + dur
     next_sample = t0 + warm
     win_read0 = None
-    q, outq, nsd, inq = [], [], [], []
+    q, outq, nsd, inq, held = [], [], [], [], []
     while True:
         now = time.monotonic()
         if now >= end:
@@ -123,6 +126,7 @@ def main():
                 print("t=%.1f queued=%d outq=%d" % (now - t0, wrote - read,
                                                    ioctl_int(srv, SIOCOUTQ)), file=sys.stderr)
             outq.append(ioctl_int(srv, SIOCOUTQ))
+            held.append(max(0, wrote - read - outq[-1]))
             nsd.append(ioctl_int(srv, SIOCOUTQNSD))
             inq.append(ioctl_int(ply, SIOCINQ))
             next_sample += sample
@@ -130,10 +134,10 @@ def main():
     mbit = (read - win_read0) * 8 / secs / 1e6 if secs > 0 else 0
     qmed = pct(q, 0.5)
     print("mbit=%.2f queued_med=%d queued_p95=%d queued_max=%d queue_s=%.2f srv_outq_med=%d "
-          "srv_unsent_med=%d player_inq_med=%d samples=%d"
+          "srv_unsent_med=%d player_inq_med=%d held_med=%d held_p95=%d samples=%d"
           % (mbit, qmed, pct(q, 0.95), max(q) if q else 0,
              qmed * 8 / (mbit * 1e6) if mbit else 0, pct(outq, 0.5), pct(nsd, 0.5),
-             pct(inq, 0.5), len(q)), flush=True)
+             pct(inq, 0.5), pct(held, 0.5), pct(held, 0.95), len(q)), flush=True)
     return 0
 
 
