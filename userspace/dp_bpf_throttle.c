@@ -55,8 +55,17 @@ static uint64_t side_target(struct bp_plane *b, struct bp_side *s, struct bp_sid
 	if (getsockopt(s->io.fd, IPPROTO_TCP, TCP_INFO, &in, &li) < 0 ||
 	    getsockopt(o->io.fd, IPPROTO_TCP, TCP_INFO, &out, &lo) < 0)
 		return b->throttle_lag;
-	uint64_t rtt_us = in.tcpi_rtt > in.tcpi_rcv_rtt ? in.tcpi_rtt : in.tcpi_rcv_rtt;
+	/* the smaller known estimate: the receive-side one inflates while the sender idles */
+	uint64_t rtt_us = in.tcpi_rtt && (!in.tcpi_rcv_rtt || in.tcpi_rtt < in.tcpi_rcv_rtt)
+				  ? in.tcpi_rtt
+				  : in.tcpi_rcv_rtt;
 	uint64_t rtt_bytes = out.tcpi_delivery_rate * rtt_us / 1000000u;
+	/* never up to the tighten and cut limits: a loopback burst's delivery rate times a
+	 * stale round trip reached hundreds of MiB, the throttle never came, and the pair was
+	 * cut for lag */
+	uint64_t cap = b->tighten_lag / 2 > b->throttle_lag ? b->tighten_lag / 2 : b->throttle_lag;
+	if (rtt_bytes > cap / 2)
+		rtt_bytes = cap / 2;
 	*half_rtt = rtt_bytes / 2;
 	return 2 * rtt_bytes > b->throttle_lag ? 2 * rtt_bytes : b->throttle_lag;
 }
