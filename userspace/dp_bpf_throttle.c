@@ -55,10 +55,9 @@ static uint64_t side_target(struct bp_plane *b, struct bp_side *s, struct bp_sid
 	if (getsockopt(s->io.fd, IPPROTO_TCP, TCP_INFO, &in, &li) < 0 ||
 	    getsockopt(o->io.fd, IPPROTO_TCP, TCP_INFO, &out, &lo) < 0)
 		return b->throttle_lag;
-	/* the smaller known estimate: the receive-side one inflates while the sender idles */
-	uint64_t rtt_us = in.tcpi_rtt && (!in.tcpi_rcv_rtt || in.tcpi_rtt < in.tcpi_rcv_rtt)
-				  ? in.tcpi_rtt
-				  : in.tcpi_rcv_rtt;
+	/* the larger estimate: the sender-side one may date from the handshake, without the
+	 * queueing a busy path adds (taking it starved a 50 Mbit/s stream to 0.75-0.86x) */
+	uint64_t rtt_us = in.tcpi_rtt > in.tcpi_rcv_rtt ? in.tcpi_rtt : in.tcpi_rcv_rtt;
 	uint64_t rtt_bytes = out.tcpi_delivery_rate * rtt_us / 1000000u;
 	/* never up to the tighten and cut limits: a loopback burst's delivery rate times a
 	 * stale round trip reached hundreds of MiB, the throttle never came, and the pair was
