@@ -12,8 +12,6 @@
 #include <linux/sockios.h>
 
 #define PIPE_CAP 65536u
-#define SPLICE_TARGET_MAX (8u << 20) /* queue bound's round-trip target, at most (100 ms at
-					 * 320 Mbit/s: a player link is far below) */
 
 _Atomic uint64_t splice_n_clamps, splice_n_unclamps;
 
@@ -100,10 +98,10 @@ static void queue_bound(struct splice_dir *d)
 		 * queueing a busy path adds (taking it starved a 50 Mbit/s stream to 0.75-0.86x) */
 		uint64_t rtt_us = in.tcpi_rtt > in.tcpi_rcv_rtt ? in.tcpi_rtt : in.tcpi_rcv_rtt;
 		uint64_t rtt_bytes = out.tcpi_delivery_rate * rtt_us / 1000000u;
-		/* a loopback burst's delivery rate times a stale round trip can reach hundreds of
-		 * MiB: no pair needs more than SPLICE_TARGET_MAX to cover its round trip */
-		if (rtt_bytes > SPLICE_TARGET_MAX / 2)
-			rtt_bytes = SPLICE_TARGET_MAX / 2;
+		/* at most 4 x queue_max: the receive-side RTT estimate inflates at times, and a
+		 * delivery rate times it reached tens of MiB (no bound left) */
+		if (rtt_bytes > 2 * (uint64_t)d->queue_max)
+			rtt_bytes = 2 * (uint64_t)d->queue_max;
 		uint64_t t = 2 * rtt_bytes > d->queue_max ? 2 * rtt_bytes : d->queue_max;
 		d->target = t > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)t;
 		if (q <= d->target)

@@ -28,7 +28,7 @@ struct splice_dir {
 	/* Queue bound (set after splice_pair_start; 0 = none). While `to` cannot take more, the
 	 * bytes waiting here (unread in `from`, in the pipe, unsent in `to`) are lag; above
 	 * `target` (queue_max, or twice the bytes `to` drains in one round trip of `from` if
-	 * that is more, so a far sender is not starved) `from`'s receive window is clamped to
+	 * that is more, so a far sender is not starved; at most 4 x queue_max) `from`'s receive window is clamped to
 	 * about half that round trip's worth: its sender slows below the drain rate and the
 	 * queue moves back to it, as on a routed path. Released below half the target. */
 	uint32_t queue_max;

@@ -59,10 +59,14 @@ static uint64_t side_target(struct bp_plane *b, struct bp_side *s, struct bp_sid
 	 * queueing a busy path adds (taking it starved a 50 Mbit/s stream to 0.75-0.86x) */
 	uint64_t rtt_us = in.tcpi_rtt > in.tcpi_rcv_rtt ? in.tcpi_rtt : in.tcpi_rcv_rtt;
 	uint64_t rtt_bytes = out.tcpi_delivery_rate * rtt_us / 1000000u;
-	/* never up to the tighten and cut limits: a loopback burst's delivery rate times a
-	 * stale round trip reached hundreds of MiB, the throttle never came, and the pair was
-	 * cut for lag */
-	uint64_t cap = b->tighten_lag / 2 > b->throttle_lag ? b->tighten_lag / 2 : b->throttle_lag;
+	/* at most 4 x the plane's bound (and below the tighten and cut limits): the receive-side
+	 * RTT estimate inflates at times, and a delivery rate times it reached tens to hundreds
+	 * of MiB: the throttle never came (13 MiB queued for a 10 Mbit/s player; a loopback
+	 * pair cut for lag) */
+	uint64_t cap = 4 * b->throttle_lag < b->tighten_lag / 2 ? 4 * b->throttle_lag
+								 : b->tighten_lag / 2;
+	if (cap < b->throttle_lag)
+		cap = b->throttle_lag;
 	if (rtt_bytes > cap / 2)
 		rtt_bytes = cap / 2;
 	*half_rtt = rtt_bytes / 2;
