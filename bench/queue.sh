@@ -6,7 +6,9 @@
 #   bench/queue.sh               ~5 minutes
 #   DURATION=10 SYM_RUNS=3 bench/queue.sh     quicker
 #   OUT=/tmp/q.md bench/queue.sh              leave the docs alone
-#   RELAY_ARGS="--notsent-lowat-kb 0 ..." AGENT_ARGS="..."   extra flags (compare settings)
+#   RELAY_ARGS="--notsent-lowat-kb 0 ..." AGENT_ARGS="..."   extra flags (compare settings);
+#            AGENT_ARGS defaults to "--local-mss 7168 --local-rcvbuf-kb 64" (off in the agent's
+#            own defaults: docs/operators.md "Queue bounds")
 #   CHECK=1 (tests/netns/queue.sh): the slow-downlink case only, short, and exit 1 unless, for
 #            each plane, the median bytes held past the server's own socket (by the agent, the
 #            links and the relay: CHECK_WHAT=held, the default) are <= CHECK_RATIO x the routed
@@ -47,7 +49,7 @@ PLAYER_RTT_MS=${PLAYER_RTT_MS:-20}
 AGENT_RTT_MS=${AGENT_RTT_MS:-10}
 BUFFER_MS=${BUFFER_MS:-100}
 RELAY_ARGS=${RELAY_ARGS:-}
-AGENT_ARGS=${AGENT_ARGS:-}
+AGENT_ARGS=${AGENT_ARGS-"--local-mss 7168 --local-rcvbuf-kb 64"}
 CHECK=${CHECK:-}
 CHECK_RATIO=${CHECK_RATIO:-2}
 CHECK_SLACK_KB=${CHECK_SLACK_KB:-256}

@@ -54,8 +54,10 @@ struct net_queue_opts {
 	int mss;
 };
 #define NET_NOTSENT_LOWAT_KB_DEFAULT 64 /* --notsent-lowat-kb, relay and agent */
-#define NET_LOCAL_RCVBUF_KB_DEFAULT 64 /* the agent's --local-rcvbuf-kb */
-#define NET_LOCAL_MSS_DEFAULT 7168	/* the agent's --local-mss */
+#define NET_LOCAL_RCVBUF_KB_DEFAULT 0 /* the agent's --local-rcvbuf-kb: off, see NET_LOCAL_MSS_DEFAULT */
+#define NET_LOCAL_MSS_DEFAULT 0 /* --local-mss: off by default (with --local-rcvbuf-kb) until
+				  * tests/e2e/bytes.test.mjs passes with them: its 1 GiB each way
+				  * through the bpf plane was reset with 7168 / 64 */
 int net_bound_queue(int fd, const struct net_queue_opts *o);
 /* net_connect with the bounds applied before connect(), so the SYN already carries the MSS
  * and the window scale that rcvbuf implies. Same returns as net_connect. */
