@@ -326,6 +326,7 @@ static void dc_open(struct agent_sess *s, const uint8_t token[ATTACH_TOKEN_LEN])
 		d->io.fd = fd;
 		/* pooled connections sit silent for minutes: keep NATs from forgetting them */
 		net_keepalive(fd, NET_KEEPALIVE_IDLE_S);
+		net_bound_queue(fd, &a->cfg->data_queue); /* queue in front of a slow player = lag */
 		rc = loop_io_set(&a->loop, &d->io, EPOLLOUT);
 	}
 	if (rc) {
@@ -479,7 +480,8 @@ static void dc_player(struct agent_dc *d)
 	dclist_add(&a->players, d);
 	pr_debug("player %s assigned, connecting to %s", d->player_str, a->cfg->local);
 
-	int fd, rc = net_connect(&a->local_addr, &fd);
+	/* bounded before connect: the server queues no lag in here (its segment size too) */
+	int fd, rc = net_connect_bounded(&a->local_addr, &a->cfg->local_queue, &fd);
 	if (!rc) {
 		d->local_io.fd = fd;
 		rc = loop_io_set(&a->loop, &d->local_io, EPOLLOUT);

@@ -105,6 +105,8 @@ struct agent_config {
 	bool json;
 	bool retry_auth;
 	int log_level;			/* enum log_level */
+	struct net_queue_opts data_queue;  /* data connections to the relay (--notsent-lowat-kb) */
+	struct net_queue_opts local_queue; /* connections to the local server (+ --local-rcvbuf-kb) */
 };
 
 /* ---- options.c ---- */

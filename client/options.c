@@ -39,6 +39,15 @@ void agent_opts_usage(FILE *f)
 		"  --pin HEX           accept only a relay whose public key SHA-256 (SPKI) is HEX\n"
 		"                      (default: the system CA store)\n"
 		"  --retry-auth        keep retrying (slowly) when the relay rejects the token\n"
+		"  --notsent-lowat-kb N  KiB a connection queues unsent before dvv stops feeding it\n"
+		"                      (TCP_NOTSENT_LOWAT; default %d, 0 = kernel default): bytes\n"
+		"                      waiting in front of a slow player are lag\n"
+		"  --local-rcvbuf-kb N receive buffer of each connection to the local server (default\n"
+		"                      %d, 0 = kernel autotuning): what the server can queue ahead\n"
+		"                      of a slow player\n"
+		"  --local-mss N       segment size in bytes dvv asks of the local server (default\n"
+		"                      %d, 0 = the route's): the server's kernel sizes its send\n"
+		"                      buffer from it, ~2.6 MiB of queue with loopback's 64 KiB\n"
 		"  --json              one JSON event per line on stdout (for scripts and panels)\n"
 		"  --log-level LEVEL   error, warn, info (default) or debug; logs go to stderr\n"
 		"  --version           print the version and exit\n"
@@ -48,7 +57,8 @@ void agent_opts_usage(FILE *f)
 		"             3 token rejected, revoked, or the tunnel deleted or not in the plan,\n"
 		"             4 tunnel refused or closed for good (the relay needs a newer dvv, the\n"
 		"             token's custom name is taken, or the plan closed the idle tunnel)\n",
-		AGENT_DEFAULT_LOCAL);
+		AGENT_DEFAULT_LOCAL, NET_NOTSENT_LOWAT_KB_DEFAULT, NET_LOCAL_RCVBUF_KB_DEFAULT,
+		NET_LOCAL_MSS_DEFAULT);
 }
 
 /* A JWT is base64url segments and dots; accept any printable ASCII without spaces. */
@@ -277,6 +287,9 @@ enum {
 	OPT_REGIONS,
 	OPT_REGION,
 	OPT_PROBE_REGIONS,
+	OPT_NOTSENT_LOWAT,
+	OPT_LOCAL_RCVBUF,
+	OPT_LOCAL_MSS,
 	OPT_VERSION,
 	OPT_HELP,
 };
@@ -295,6 +308,9 @@ static const struct option long_opts[] = {
 	{"regions", required_argument, NULL, OPT_REGIONS},
 	{"region", required_argument, NULL, OPT_REGION},
 	{"probe-regions", no_argument, NULL, OPT_PROBE_REGIONS},
+	{"notsent-lowat-kb", required_argument, NULL, OPT_NOTSENT_LOWAT},
+	{"local-rcvbuf-kb", required_argument, NULL, OPT_LOCAL_RCVBUF},
+	{"local-mss", required_argument, NULL, OPT_LOCAL_MSS},
 	{"version", no_argument, NULL, OPT_VERSION},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
@@ -310,6 +326,10 @@ int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err,
 
 	memset(cfg, 0, sizeof(*cfg)); /* the caller frees a previous parse (agent_opts_free) */
 	cfg->log_level = LOG_INFO;
+	cfg->data_queue.notsent_lowat = NET_NOTSENT_LOWAT_KB_DEFAULT << 10;
+	cfg->local_queue.notsent_lowat = NET_NOTSENT_LOWAT_KB_DEFAULT << 10;
+	cfg->local_queue.rcvbuf = NET_LOCAL_RCVBUF_KB_DEFAULT << 10;
+	cfg->local_queue.mss = NET_LOCAL_MSS_DEFAULT;
 	optind = 0; /* GNU: full re-initialisation, so tests can parse several times */
 	opterr = 0;
 	for (;;) {
@@ -363,6 +383,37 @@ int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err,
 		case OPT_PROBE_REGIONS:
 			cfg->probe_only = true;
 			break;
+		case OPT_NOTSENT_LOWAT:
+		case OPT_LOCAL_RCVBUF: {
+			char *end;
+			long kb = strtol(optarg, &end, 10);
+			if (end == optarg || *end || kb < 0 || kb > 65536) {
+				snprintf(err, errlen, "--%s '%s': want KiB from 0 to 65536",
+					 o == OPT_NOTSENT_LOWAT ? "notsent-lowat-kb" : "local-rcvbuf-kb",
+					 optarg);
+				rc = -EINVAL;
+				goto out;
+			}
+			if (o == OPT_NOTSENT_LOWAT)
+				cfg->data_queue.notsent_lowat = cfg->local_queue.notsent_lowat =
+					(int)kb << 10;
+			else
+				cfg->local_queue.rcvbuf = (int)kb << 10;
+			break;
+		}
+		case OPT_LOCAL_MSS: {
+			char *end;
+			long mss = strtol(optarg, &end, 10);
+			/* 536: the smallest MSS every TCP accepts; 65495: loopback's own */
+			if (end == optarg || *end || (mss != 0 && (mss < 536 || mss > 65495))) {
+				snprintf(err, errlen, "--local-mss '%s': want 0 or bytes from 536 to 65495",
+					 optarg);
+				rc = -EINVAL;
+				goto out;
+			}
+			cfg->local_queue.mss = (int)mss;
+			break;
+		}
 		case OPT_LOG_LEVEL:
 			cfg->log_level = log_level_parse(optarg);
 			if (cfg->log_level < 0) {

@@ -178,6 +178,37 @@ void net_tune_stream(int fd)
 	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 }
 
+int net_bound_queue(int fd, const struct net_queue_opts *o)
+{
+	int rc = 0;
+	if (o->notsent_lowat > 0 && setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT,
+					       &o->notsent_lowat, sizeof(o->notsent_lowat)) < 0)
+		rc = -errno;
+	if (o->rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &o->rcvbuf, sizeof(o->rcvbuf)) < 0 &&
+	    !rc)
+		rc = -errno;
+	if (o->mss > 0 && setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &o->mss, sizeof(o->mss)) < 0 && !rc)
+		rc = -errno;
+	return rc;
+}
+
+int net_connect_bounded(const struct net_addr *a, const struct net_queue_opts *o, int *fd_out)
+{
+	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	net_tune_stream(fd);
+	net_bound_queue(fd, o); /* best effort: the connection works without the bounds */
+	*fd_out = fd;
+	if (connect(fd, (const struct sockaddr *)&a->ss, a->len) < 0 && errno != EINPROGRESS) {
+		int e = -errno;
+		close(fd);
+		*fd_out = -1;
+		return e;
+	}
+	return 0;
+}
+
 int net_keepalive(int fd, int idle_s)
 {
 	int one = 1, idle = idle_s > 0 ? idle_s : NET_KEEPALIVE_IDLE_S;

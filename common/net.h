@@ -26,6 +26,43 @@ int net_set_nonblock(int fd);
 int net_so_error(int fd);
 void net_tune_stream(int fd); /* TCP_NODELAY + keepalive: game traffic is latency bound */
 
+/* Queue bounds for a socket that relays one game connection (docs/operators.md "Queue bounds").
+ * A game sends everything on one connection, so every byte queued in front of the player is
+ * lag: with the kernel's defaults a relayed connection held several MiB in send buffers and
+ * autotuned receive buffers when the player's downlink was the bottleneck, against well under
+ * 1 MiB on a routed path. Both bounds only limit what waits; a fast path is not slowed.
+ *   notsent_lowat  TCP_NOTSENT_LOWAT: the socket stops being writable (and splice, sendmsg and
+ *                  the kernel's sockmap worker stop adding to it) once this many bytes wait
+ *                  unsent; bytes in flight are not counted, so throughput is unaffected. 0 =
+ *                  the kernel's default (only the send buffer bounds it).
+ *   rcvbuf         SO_RCVBUF for a hop whose reader can stop reading because its own output is
+ *                  full (the agent's connection to the local server): what the peer can push
+ *                  in ahead of that. Turns autotuning off, so use it only where the round trip
+ *                  is short. 0 = autotuning.
+ *   mss            TCP_MAXSEG, the segment size this end advertises (set before connect: see
+ *                  net_connect_bounded). The PEER's kernel sizes its send buffer as 2 x its
+ *                  congestion window in segments x each segment's memory, the segment plus
+ *                  ~640 bytes of headers rounded up to a power of two: over loopback (64 KiB
+ *                  segments, 128 KiB each, ten at connection start) ~2.6 MiB before any data
+ *                  moves. The local server's options are not ours to set, but a segment just
+ *                  under a power of two less that overhead (7168: 8 KiB each) halves its memory
+ *                  per byte against 8192 (16 KiB each). 0 = the route's MSS.
+ * Returns 0 or the first -errno (the socket stays usable either way). */
+struct net_queue_opts {
+	int notsent_lowat;
+	int rcvbuf;
+	int mss;
+};
+#define NET_NOTSENT_LOWAT_KB_DEFAULT 64 /* --notsent-lowat-kb, relay and agent */
+#define NET_LOCAL_RCVBUF_KB_DEFAULT 0 /* the agent's --local-rcvbuf-kb: off, see NET_LOCAL_MSS_DEFAULT */
+#define NET_LOCAL_MSS_DEFAULT 0 /* --local-mss: off by default (with --local-rcvbuf-kb) until
+				  * tests/e2e/bytes.test.mjs passes with them: its 1 GiB each way
+				  * through the bpf plane was reset with 7168 / 64 */
+int net_bound_queue(int fd, const struct net_queue_opts *o);
+/* net_connect with the bounds applied before connect(), so the SYN already carries the MSS
+ * and the window scale that rcvbuf implies. Same returns as net_connect. */
+int net_connect_bounded(const struct net_addr *a, const struct net_queue_opts *o, int *fd_out);
+
 /* Keepalive for long-lived connections that may sit idle behind NAT or a stateful firewall
  * (control channel, pooled data connections, relay-to-relay): probes after idle_s of silence,
  * every NET_KEEPALIVE_INTVL_S, dead after NET_KEEPALIVE_CNT unanswered, and unacknowledged

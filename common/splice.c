@@ -5,11 +5,15 @@
 #include <fcntl.h>
 #include <string.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <linux/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <linux/sockios.h>
 
 #define PIPE_CAP 65536u
+
+_Atomic uint64_t splice_n_clamps, splice_n_unclamps;
 
 static void pair_io_cb_a(struct loop *l, struct loop_io *io, uint32_t events);
 static void pair_io_cb_b(struct loop *l, struct loop_io *io, uint32_t events);
@@ -64,7 +68,71 @@ static bool eof_was_reset(int fd)
 	socklen_t sl = sizeof(ti);
 	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &sl) < 0)
 		return false;
-	return ti.tcpi_state == TCP_CLOSE;
+	return ti.tcpi_state == 7; /* TCP_CLOSE (netinet/tcp.h; linux/tcp.h gives tcp_info) */
+}
+
+static int ioctl_int(int fd, unsigned long req)
+{
+	int v = 0;
+	return ioctl(fd, req, &v) < 0 ? 0 : v;
+}
+
+/* The queue bound of splice.h, checked only while `to` pushes back or `from` is clamped, so a
+ * flowing pair pays nothing. Errors leave the window as it is (the pair works either way). */
+static void queue_bound(struct splice_dir *d)
+{
+	uint64_t q = (uint64_t)ioctl_int(d->from, SIOCINQ) + d->inpipe +
+		     (uint64_t)ioctl_int(d->to, SIOCOUTQNSD);
+	if (!d->target)
+		d->target = d->queue_max;
+	if (!d->clamped && q > d->queue_max) {
+		/* recompute the target from this pair's own drain rate and round trip */
+		struct tcp_info in, out;
+		socklen_t li = sizeof(in), lo = sizeof(out);
+		memset(&in, 0, sizeof(in));
+		memset(&out, 0, sizeof(out));
+		if (getsockopt(d->from, IPPROTO_TCP, TCP_INFO, &in, &li) < 0 ||
+		    getsockopt(d->to, IPPROTO_TCP, TCP_INFO, &out, &lo) < 0)
+			return;
+		/* the larger estimate: the sender-side one may date from the handshake, without the
+		 * queueing a busy path adds (taking it starved a 50 Mbit/s stream to 0.75-0.86x) */
+		uint64_t rtt_us = in.tcpi_rtt > in.tcpi_rcv_rtt ? in.tcpi_rtt : in.tcpi_rcv_rtt;
+		uint64_t rtt_bytes = out.tcpi_delivery_rate * rtt_us / 1000000u;
+		/* at most 4 x queue_max: the receive-side RTT estimate inflates at times, and a
+		 * delivery rate times it reached tens of MiB (no bound left) */
+		if (rtt_bytes > 2 * (uint64_t)d->queue_max)
+			rtt_bytes = 2 * (uint64_t)d->queue_max;
+		uint64_t t = 2 * rtt_bytes > d->queue_max ? 2 * rtt_bytes : d->queue_max;
+		d->target = t > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)t;
+		if (q <= d->target)
+			return;
+		socklen_t sl = sizeof(d->saved_clamp);
+		if (getsockopt(d->from, IPPROTO_TCP, TCP_WINDOW_CLAMP, &d->saved_clamp, &sl) < 0)
+			return;
+		/* half a round trip's worth: the sender keeps half the drain rate (never stalls,
+		 * stays ACK-clocked) and at least two segments, so it gets the window back with
+		 * the next ACK once released */
+		uint64_t c = rtt_bytes / 2, min = 2 * (uint64_t)(in.tcpi_rcv_mss ? in.tcpi_rcv_mss
+										  : 1460);
+		d->clamp = (int)(c < min ? min : c > (uint64_t)INT32_MAX ? INT32_MAX : c);
+		if (setsockopt(d->from, IPPROTO_TCP, TCP_WINDOW_CLAMP, &d->clamp,
+			       sizeof(d->clamp)) < 0)
+			return;
+		d->clamped = true;
+		atomic_fetch_add_explicit(&splice_n_clamps, 1, memory_order_relaxed);
+	} else if (d->clamped && q < d->target / 2) {
+		setsockopt(d->from, IPPROTO_TCP, TCP_WINDOW_CLAMP, &d->saved_clamp,
+			   sizeof(d->saved_clamp));
+		d->clamped = false;
+		atomic_fetch_add_explicit(&splice_n_unclamps, 1, memory_order_relaxed);
+	} else if (d->clamped) {
+		/* receive-buffer autotuning rewrites the clamp when it grows the buffer */
+		int now = 0;
+		socklen_t sl = sizeof(now);
+		if (!getsockopt(d->from, IPPROTO_TCP, TCP_WINDOW_CLAMP, &now, &sl) && now > d->clamp)
+			setsockopt(d->from, IPPROTO_TCP, TCP_WINDOW_CLAMP, &d->clamp,
+				   sizeof(d->clamp));
+	}
 }
 
 /* Move what can be moved in one direction, until it blocks. Returns 0 or -errno. */
@@ -100,13 +168,17 @@ static int pump(struct splice_dir *d, bool from_shut)
 			} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
 				return -errno;
 			}
+			d->blocked = n < 0 && errno == EAGAIN;
 		}
 		if (d->eof && !d->inpipe && !d->shut) {
 			shutdown(d->to, SHUT_WR);
 			d->shut = true;
 		}
-		if (!moved)
+		if (!moved) {
+			if (d->queue_max && ((d->inpipe && d->blocked) || d->clamped))
+				queue_bound(d);
 			return 0;
+		}
 	}
 }
 

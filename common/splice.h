@@ -25,6 +25,18 @@ struct splice_dir {
 	uint64_t bytes;	 /* bytes delivered to `to` */
 	_Atomic uint64_t *count; /* NULL, or also added to here as they are delivered (the relay's
 				  * per-tunnel accounting; set after splice_pair_start) */
+	/* Queue bound (set after splice_pair_start; 0 = none). While `to` cannot take more, the
+	 * bytes waiting here (unread in `from`, in the pipe, unsent in `to`) are lag; above
+	 * `target` (queue_max, or twice the bytes `to` drains in one round trip of `from` if
+	 * that is more, so a far sender is not starved; at most 4 x queue_max) `from`'s receive window is clamped to
+	 * about half that round trip's worth: its sender slows below the drain rate and the
+	 * queue moves back to it, as on a routed path. Released below half the target. */
+	uint32_t queue_max;
+	uint32_t target;
+	int saved_clamp; /* from's TCP_WINDOW_CLAMP before clamping */
+	int clamp;	 /* the clamp set, while clamped */
+	bool clamped;
+	bool blocked; /* the last write to `to` would have blocked */
 };
 
 struct splice_pair {
@@ -39,6 +51,8 @@ struct splice_pair {
 /* Start moving bytes between a and b (both non-blocking, connected). Returns 0 or -errno (pipe
  * creation failed: the caller still owns a and b). */
 int splice_pair_start(struct loop *l, struct splice_pair *p, int a, int b, splice_done_cb cb);
+/* Clamps done and released by queue bounds, process-wide (metrics). */
+extern _Atomic uint64_t splice_n_clamps, splice_n_unclamps;
 /* Deregister and close both sockets and the pipes. Safe to call once. */
 void splice_pair_close(struct splice_pair *p);
 

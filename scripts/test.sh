@@ -142,9 +142,11 @@ if want splice; then
 fi
 
 if want netns; then
-  echo "== network namespaces: XDP SYN guard under floods, region pick under netem delay"
+  echo "== network namespaces: XDP SYN guard under floods, region pick under netem delay, queues"
   cmocka_script xdp_flood env DVV_BUILD=build-san tests/netns/xdp_flood.sh
   cmocka_script region_pick env DVV=build-san/dvv tests/netns/region_pick.sh
+  echo "== network namespaces: bytes queued on one connection over a slow downlink, relayed vs routed"
+  cmocka_script queue env DVV_BUILD=build-san NO_BUILD=1 tests/netns/queue.sh
 fi
 
 if want redis; then

@@ -1,6 +1,7 @@
 /* The admin HTTP port (admin.h): /healthz, /readyz and the Prometheus text of /metrics, built
  * from atomics on libmicrohttpd's thread. */
 #include "admin.h"
+#include "splice.h"
 #include "log.h"
 #include "metrics.h"
 #include "relay.h"
@@ -106,6 +107,13 @@ static void render_bpf_metrics(struct relay *r, struct sbuf *b)
 		sample(b, "bpf_drain_timeouts_total", "counter",
 		       "half-closes abandoned because redirected bytes never left", st.drain_timeouts);
 	}
+	/* the userspace plane's queue bound (common/splice.h), process-wide */
+	sample(b, "splice_clamps_total", "counter",
+	       "userspace plane: senders whose window was clamped because a reader fell behind",
+	       atomic_load_explicit(&splice_n_clamps, memory_order_relaxed));
+	sample(b, "splice_unclamps_total", "counter",
+	       "userspace plane: clamped senders given their window back",
+	       atomic_load_explicit(&splice_n_unclamps, memory_order_relaxed));
 	struct dvv_xdp_counters xc;
 	if (r->xdp && xdp_guard_counters(r->xdp, &xc) == 0) {
 		static const char *const names[] = {"pass_other", "pass_short", "drop_deny", "pass_allow",

@@ -2,6 +2,7 @@
  * checked against its bounds; --help lists every option. */
 #include "config.h"
 #include "log.h"
+#include "net.h"
 
 #include <ctype.h>
 #include <sched.h>
@@ -76,6 +77,8 @@ static const struct opt_def defs[] = {
 	I(drain_timeout_s, 0, 86400, "on SIGTERM, players keep playing at most this long"),
 	I(max_handshakes, 16, 1000000, "concurrent unfinished player handshakes"),
 	I(max_lag_mb, 1, 65536, "MiB queued towards a slow reader before its connection is cut"),
+	I(notsent_lowat_kb, 0, 65536, "KiB a player or agent data socket queues unsent (TCP_NOTSENT_LOWAT; 0 = kernel default)"),
+	I(queue_kb, 0, 65536, "KiB a relayed connection queues in the relay in front of a slow reader before its sender is slowed (more if its round trip needs it; 0 = off on the userspace plane, 4096 on the bpf plane)"),
 	I(max_tunnels, 1, 1000000, "tunnels this instance accepts"),
 	I(agent_unauth_per_source, 1, 1000000, "unauthenticated agent-port connections per IPv4 address / IPv6 /64"),
 	I(agent_unauth_max, 1, 10000000, "unauthenticated agent-port connections in total"),
@@ -167,6 +170,8 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	strcpy(c->bpf_pin_root, "/sys/fs/bpf/dvv");
 	strcpy(c->xdp_mode, "auto");
 	c->max_lag_mb = 64;
+	c->notsent_lowat_kb = NET_NOTSENT_LOWAT_KB_DEFAULT;
+	c->queue_kb = RELAY_QUEUE_KB_DEFAULT;
 	c->xdp_syn_rate = 50;
 	c->xdp_syn_burst = 250;
 	c->xdp_port_syn_budget = 20000;

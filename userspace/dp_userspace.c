@@ -43,6 +43,7 @@ struct us_plane {
 	int nw;
 	atomic_uint rr;
 	struct dp_acct_tab acct;
+	uint32_t queue_max; /* --queue-kb, in bytes: common/splice.h */
 };
 
 static void pair_free(void *arg) { free(arg); }
@@ -101,6 +102,8 @@ static void pair_start(void *arg, const struct handoff_job *j)
 		p->sp.dir[0].count = &p->acct->bytes[DP_TO_AGENT];
 		p->sp.dir[1].count = &p->acct->bytes[DP_TO_PLAYER];
 	}
+	/* bytes queued here in front of a slow reader are lag: both directions bounded */
+	p->sp.dir[0].queue_max = p->sp.dir[1].queue_max = w->u->queue_max;
 	dlist_add_head(&w->pairs, &p->node);
 }
 
@@ -136,6 +139,7 @@ static int us_start(struct dataplane *dp, const struct relay_cfg *cfg)
 		return -ENOMEM;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	u->nw = cfg->workers ? cfg->workers : (ncpu > 0 ? (int)ncpu : 1);
+	u->queue_max = (uint32_t)cfg->queue_kb << 10;
 	u->w = calloc((size_t)u->nw, sizeof(*u->w));
 	if (!u->w || dp_acct_init(&u->acct, DP_ACCT_MAX)) {
 		free(u->w);

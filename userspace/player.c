@@ -557,6 +557,9 @@ static int player_start(struct relay *r, struct player *p, int fd,
 			long slot, bool forwarded)
 {
 	net_tune_stream(fd);
+	/* bytes for this player wait in front of its downlink: keep that queue short (lag) */
+	net_bound_queue(fd,
+			&(struct net_queue_opts){.notsent_lowat = r->cfg.notsent_lowat_kb << 10});
 	p->refs = 1;
 	p->fwd.io.fd = -1; /* no connection to another relay */
 	p->r = r;

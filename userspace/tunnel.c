@@ -276,6 +276,9 @@ void agent_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 			continue;
 		}
 		net_tune_stream(fd);
+		/* the player -> server direction queues here when the agent's host is the bottleneck */
+		net_bound_queue(fd, &(struct net_queue_opts){.notsent_lowat = r->cfg.notsent_lowat_kb
+										<< 10});
 		d->src = ss;
 		d->src_slot = slot;
 		d->unauth = true;

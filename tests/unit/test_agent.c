@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <cmocka.h>
 
@@ -551,6 +552,77 @@ static void jwt_claims_read_for_display(void **state)
 	assert_int_equal(agent_jwt_claim(jwt, "tid", v, 3), -EINVAL); /* does not fit */
 }
 
+/* The queue bounds: defaults, flags, bad values, and what net_bound_queue sets on a socket. */
+static void options_queue_bounds(void **state)
+{
+	struct argv_buf b;
+	mkargv(&b, "dvv", "--token", "a.b.c", NULL);
+	assert_int_equal(parse(&b), 0);
+	assert_int_equal(cfg.data_queue.notsent_lowat, NET_NOTSENT_LOWAT_KB_DEFAULT << 10);
+	assert_int_equal(cfg.data_queue.rcvbuf, 0); /* the relay link keeps autotuning */
+	assert_int_equal(cfg.local_queue.rcvbuf, NET_LOCAL_RCVBUF_KB_DEFAULT << 10);
+	assert_int_equal(cfg.local_queue.mss, NET_LOCAL_MSS_DEFAULT);
+	assert_int_equal(cfg.data_queue.mss, 0); /* the relay link keeps its path's MSS */
+	mkargv(&b, "dvv", "--token", "a.b.c", "--notsent-lowat-kb", "0", "--local-rcvbuf-kb", "32",
+	       "--local-mss", "0", NULL);
+	assert_int_equal(parse(&b), 0);
+	assert_int_equal(cfg.data_queue.notsent_lowat, 0);
+	assert_int_equal(cfg.local_queue.notsent_lowat, 0);
+	assert_int_equal(cfg.local_queue.rcvbuf, 32 << 10);
+	assert_int_equal(cfg.local_queue.mss, 0);
+	mkargv(&b, "dvv", "--token", "a.b.c", "--local-mss", "535", NULL);
+	assert_int_equal(parse(&b), -EINVAL);
+	assert_non_null(strstr(err, "--local-mss"));
+	mkargv(&b, "dvv", "--token", "a.b.c", "--local-mss", "65496", NULL);
+	assert_int_equal(parse(&b), -EINVAL);
+	mkargv(&b, "dvv", "--token", "a.b.c", "--local-mss", "3456", NULL);
+	assert_int_equal(parse(&b), 0);
+	assert_int_equal(cfg.local_queue.mss, 3456);
+	mkargv(&b, "dvv", "--token", "a.b.c", "--local-rcvbuf-kb", "-1", NULL);
+	assert_int_equal(parse(&b), -EINVAL);
+	assert_non_null(strstr(err, "--local-rcvbuf-kb"));
+	mkargv(&b, "dvv", "--token", "a.b.c", "--notsent-lowat-kb", "12x", NULL);
+	assert_int_equal(parse(&b), -EINVAL);
+
+	int fd = socket(AF_INET, SOCK_STREAM, 0), v = 0;
+	socklen_t l = sizeof(v);
+	assert_true(fd >= 0);
+	assert_int_equal(net_bound_queue(fd, &(struct net_queue_opts){.notsent_lowat = 65536,
+								      .rcvbuf = 32768}),
+			 0);
+	assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, &l), 0);
+	assert_int_equal(v, 65536);
+	assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, &l), 0);
+	assert_int_equal(v, 2 * 32768); /* the kernel doubles it for its overhead */
+	close(fd);
+
+	/* net_connect_bounded: the segment size reaches the peer, whose kernel sizes its own
+	 * buffers from it (loopback's would be 65483) */
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t sl = sizeof(sa);
+	int lsn = socket(AF_INET, SOCK_STREAM, 0), c = -1, s;
+	assert_true(lsn >= 0);
+	assert_int_equal(bind(lsn, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lsn, 1), 0);
+	assert_int_equal(getsockname(lsn, (struct sockaddr *)&sa, &sl), 0);
+	struct net_addr na = {.len = sizeof(sa)};
+	memcpy(&na.ss, &sa, sizeof(sa));
+	assert_int_equal(net_connect_bounded(&na, &(struct net_queue_opts){.mss = 7168, .rcvbuf = 65536},
+					     &c),
+			 0);
+	s = accept(lsn, NULL, NULL);
+	assert_true(s >= 0);
+	l = sizeof(v);
+	assert_int_equal(getsockopt(s, IPPROTO_TCP, TCP_MAXSEG, &v, &l), 0);
+	assert_true(v > 0 && v <= 7168);
+	l = sizeof(v);
+	assert_int_equal(getsockopt(c, SOL_SOCKET, SO_RCVBUF, &v, &l), 0);
+	assert_int_equal(v, 2 * 65536);
+	close(s);
+	close(c);
+	close(lsn);
+}
+
 int main(void)
 {
 	log_init("test_agent", LOG_ERROR);
@@ -562,6 +634,7 @@ int main(void)
 		cmocka_unit_test_setup(options_all_flags, opts_setup),
 		cmocka_unit_test_setup(options_environment, opts_setup),
 		cmocka_unit_test_setup(options_usage_errors, opts_setup),
+		cmocka_unit_test_setup(options_queue_bounds, opts_setup),
 		cmocka_unit_test_setup(options_help_and_version, opts_setup),
 		cmocka_unit_test_setup(token_file_trimmed_and_checked, opts_setup),
 		cmocka_unit_test(header_split_across_many_reads_is_not_over_read),
