@@ -7,8 +7,9 @@
  *       dialled on demand with --pool 0) and join the two through the data plane. Runs until
  *       SIGINT/SIGTERM, then stops the plane (and removes its pins). The bpf plane's counters
  *       (throttles, demoted pairs, ...) go to stderr on SIGUSR1 and at exit.
- *   dp_bench echo --listen PORT
- *       echo server (epoll, one thread).
+ *   dp_bench echo --listen PORT [--stats PORT]
+ *       echo server (epoll, one thread); the stats port answers as the sink's does, "bytes"
+ *       being what it received (and so echoed).
  *   dp_bench sink --listen PORT --stats PORT
  *       discard server (epoll, one thread). Every connection to the stats port is answered with
  *       one line "bytes=B conns=C ns=T cpu=K" (bytes received so far, connections open now,
@@ -23,12 +24,16 @@
  *
  * Clients (print one line of results):
  *   dp_bench stream --connect PORT --stats PORT [--streams N] [--time S] [--warmup S]
- *                   [--host NAME] [--pids PID,PID..]
+ *                   [--host NAME] [--pids PID,PID..] [--echo 1]
  *       N parallel streams of bulk data for S seconds (after a warm-up), one thread. Throughput
  *       is what the sink counted (its stats port) over the window, not what was sent (a
  *       redirect queue can hold a lot); system CPU = machine-wide sys + irq + softirq
  *       (/proc/stat) over the same window. Prints "stream gbit=.. cpu_s_per_gb=.. ...", and
  *       with --pids each process's own user + system CPU per GB over the window.
+ *       --echo 1: both ways, as a game is: the server is an echo server (its stats port), every
+ *       stream also reads all that comes back. gbit is what came back to the client in the
+ *       window (one direction; the other carried as much), cpu_s_per_gb the machine's system
+ *       CPU over both directions' bytes (echoed by the server + received back by the client).
  *   dp_bench rtt --connect PORT [--count N] [--size B] [--host NAME]
  *       one connection, N ping-pongs of B bytes: prints "rtt_us min=.. p50=.. p99=..".
  *   dp_bench setup --connect PORT [--count N] [--host NAME]
@@ -693,7 +698,9 @@ static int run_stream(int argc, char **argv)
 	double warm = atof(arg(argc, argv, "--warmup", "1"));
 	uint8_t hs[MC_HANDSHAKE_MAX];
 	size_t hslen = mc_handshake(arg(argc, argv, "--host", NULL), hs, sizeof(hs));
-	static char buf[128 * 1024];
+	static char buf[128 * 1024], rbuf[256 * 1024];
+	bool echo = atoi(arg(argc, argv, "--echo", "0")) != 0;
+	uint64_t rx = 0, rx0 = 0, rx1 = 0; /* --echo: bytes that came back */
 	int pids[MAX_PIDS], npids = 0;
 	uint64_t p0[MAX_PIDS], p1[MAX_PIDS];
 	for (const char *p = arg(argc, argv, "--pids", ""); *p && npids < MAX_PIDS;) {
@@ -723,7 +730,8 @@ static int run_stream(int argc, char **argv)
 		set_nonblocking(fds[i]);
 		/* level-triggered, a few buffers per turn: a stream whose reader keeps up would
 		 * never return EAGAIN, and the clock must be looked at */
-		struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)i};
+		struct epoll_event ev = {.events = EPOLLOUT | (echo ? EPOLLIN : 0),
+					 .data.u32 = (uint32_t)i};
 		epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
 	}
 	/* every stream reached the sink (through the relay: joined to a data connection) */
@@ -742,6 +750,7 @@ static int run_stream(int argc, char **argv)
 				p0[i] = proc_ticks(pids[i]);
 			if (sink_stats_at(sport, &b0, &conns, &t0, &c0))
 				return 1;
+			rx0 = rx;
 			t_end = t0 + (uint64_t)(secs * 1e9);
 		}
 		if (t0 && now >= t_end) {
@@ -749,12 +758,34 @@ static int run_stream(int argc, char **argv)
 				p1[i] = proc_ticks(pids[i]);
 			if (sink_stats_at(sport, &b1, &conns, &t1, &c1))
 				return 1;
+			rx1 = rx;
 			break;
 		}
 		int k = epoll_wait(ep, evs, 256, 10);
 		for (int e = 0; e < k; e++) {
 			int i = (int)evs[e].data.u32;
 			if (fds[i] < 0)
+				continue;
+			/* both ways: take what came back first, so the echo server never waits on
+			 * us (a few buffers per turn, as for sending) */
+			for (int round = 0; echo && (evs[e].events & EPOLLIN) && round < 4;
+			     round++) {
+				ssize_t r = recv(fds[i], rbuf, sizeof(rbuf), MSG_DONTWAIT);
+				if (r > 0) {
+					rx += (uint64_t)r;
+					continue;
+				}
+				if (r < 0 && (errno == EAGAIN || errno == EINTR))
+					break;
+				fprintf(stderr, "dp_bench stream: stream %d: %s\n", i,
+					r ? strerror(errno) : "closed by the far end");
+				epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
+				close(fds[i]);
+				fds[i] = -1;
+				dead++;
+				break;
+			}
+			if (fds[i] < 0 || !(evs[e].events & EPOLLOUT))
 				continue;
 			for (int round = 0; round < 4; round++) {
 				ssize_t w = send(fds[i], buf, sizeof(buf), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -778,7 +809,12 @@ static int run_stream(int argc, char **argv)
 		if (fds[i] >= 0)
 			close(fds[i]);
 	close(ep);
+	/* one way: what the sink took; both ways: what came back, and the CPU is spread over
+	 * the bytes of both directions */
 	double dt = (double)(t1 - t0) / 1e9, gb = (double)(b1 - b0) / 1e9;
+	double gb_back = (double)(rx1 - rx0) / 1e9, gb_cpu = echo ? gb + gb_back : gb;
+	if (echo)
+		gb = gb_back;
 	double cpu = (double)(c1 - c0) / (double)sysconf(_SC_CLK_TCK);
 	/* let the path drain and close before the next measurement */
 	uint64_t td = now_ns();
@@ -787,12 +823,13 @@ static int run_stream(int argc, char **argv)
 	char pc[MAX_PIDS * 32] = "";
 	for (int i = 0, off = 0; i < npids; i++)
 		off += snprintf(pc + off, sizeof(pc) - (size_t)off, " pcpu_%d=%.3f", pids[i],
-				gb > 0 ? (double)(p1[i] - p0[i]) / (double)sysconf(_SC_CLK_TCK) / gb
-				       : 0);
+				gb_cpu > 0 ? (double)(p1[i] - p0[i]) / (double)sysconf(_SC_CLK_TCK) /
+						     gb_cpu
+					   : 0);
 	printf("stream gbit=%.2f cpu_s_per_gb=%.3f bytes=%llu secs=%.2f cpu_s=%.2f streams=%d "
-	       "dead=%u drain_s=%.2f%s\n",
-	       gb * 8 / dt, gb > 0 ? cpu / gb : 0, (unsigned long long)(b1 - b0), dt, cpu, n, dead,
-	       (double)(now_ns() - td) / 1e9, pc);
+	       "dead=%u drain_s=%.2f%s%s\n",
+	       gb * 8 / dt, gb_cpu > 0 ? cpu / gb_cpu : 0, (unsigned long long)(b1 - b0), dt, cpu,
+	       n, dead, (double)(now_ns() - td) / 1e9, echo ? " both_ways=1" : "", pc);
 	free(fds);
 	return dead ? 1 : 0;
 }

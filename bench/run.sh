@@ -78,9 +78,9 @@ cc -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -
 
 # Free loopback ports, chosen by the kernel (nothing fixed that another run could hold).
 read -r P_SINK P_SINK_STATS P_ECHO P_HOP_STREAM P_HOP_ECHO P_REDIS P_PLAYER P_AGENT P_ADMIN \
-  P_FA_STATS < <(python3 -c '
+  P_FA_STATS P_ECHO_STATS P_FA_ECHO_STATS < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(10)]
+ss = [socket.socket() for _ in range(12)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))')
 
@@ -118,18 +118,32 @@ metric() { # relay /metrics sample sum: metric NAME
 }
 
 declare -A R
-# measure KEY STREAM_PORT STATS_PORT ECHO_PORT SINK_HOST ECHO_HOST PIDS [RELAY_WITH_METRICS]
+# stream KEY PREFIX N PORT STATS_PORT HOST PIDS METRICS [--echo 1]: one throughput run into
+# R[KEY,PREFIX N] (Gbit/s) and R[KEY,PREFIXc N] (system CPU s per GB)
+stream() {
+  local key=$1 pre=$2 n=$3 port=$4 st=$5 host=$6 pids=$7 m=$8 out th0 th1
+  shift 8
+  [[ -n $m ]] && th0=$(metric dvv_relay_bpf_throttles_total)
+  out=$(timeout $((DURATION + WARMUP + 90)) $B/dp_bench stream --connect "$port" --stats "$st" \
+    --streams "$n" --time "$DURATION" --warmup "$WARMUP" --host "$host" --pids "$pids" "$@") || {
+    echo "   stream x$n failed: $out"; out="stream gbit=0 cpu_s_per_gb=0"; }
+  [[ -n $m ]] && th1=$(metric dvv_relay_bpf_throttles_total) && out+=" throttles=$((th1 - th0))"
+  echo "   $n stream(s)${1:+ both ways}: $out"
+  R[$key,$pre$n]=$(sed -n 's/.*gbit=\([0-9.]*\).*/\1/p' <<<"$out")
+  R[$key,${pre}c$n]=$(sed -n 's/.*cpu_s_per_gb=\([0-9.]*\).*/\1/p' <<<"$out")
+}
+
+# measure KEY STREAM_PORT STATS_PORT ECHO_PORT ECHO_STATS_PORT SINK_HOST ECHO_HOST SINK_PIDS
+#         ECHO_PIDS [RELAY_WITH_METRICS]
+# one way (t, c: to a sink) and both ways (e, ec: to an echo server), 1 and $STREAMS streams
 measure() {
-  local key=$1 ps=$2 pst=$3 pe=$4 hs=$5 he=$6 pids=$7 m=${8:-} out th0 th1 n
+  local key=$1 ps=$2 pst=$3 pe=$4 pest=$5 hs=$6 he=$7 pids=$8 epids=$9 m=${10:-} n
   for n in 1 "$STREAMS"; do
-    [[ -n $m ]] && th0=$(metric dvv_relay_bpf_throttles_total)
-    out=$(timeout $((DURATION + WARMUP + 90)) $B/dp_bench stream --connect "$ps" --stats "$pst" \
-      --streams "$n" --time "$DURATION" --warmup "$WARMUP" --host "$hs" --pids "$pids") || {
-      echo "   stream x$n failed: $out"; out="stream gbit=0 cpu_s_per_gb=0"; }
-    [[ -n $m ]] && th1=$(metric dvv_relay_bpf_throttles_total) && out+=" throttles=$((th1 - th0))"
-    echo "   $n stream(s): $out"
-    R[$key,t$n]=$(sed -n 's/.*gbit=\([0-9.]*\).*/\1/p' <<<"$out")
-    R[$key,c$n]=$(sed -n 's/.*cpu_s_per_gb=\([0-9.]*\).*/\1/p' <<<"$out")
+    stream "$key" t "$n" "$ps" "$pst" "$hs" "$pids" "$m"
+    R[$key,c$n]=${R[$key,tc$n]}
+  done
+  for n in 1 "$STREAMS"; do
+    stream "$key" e "$n" "$pe" "$pest" "$he" "$epids" "$m" --echo 1
   done
   R[$key,rtt]=$(timeout 300 $B/dp_bench rtt --connect "$pe" --count "$RTT_COUNT" --size 64 \
     --host "$he")
@@ -146,12 +160,12 @@ mkdir -p "$TMP/redis"
 start redis "Ready to accept" redis-server --port "$P_REDIS" --bind 127.0.0.1 --save '' \
   --appendonly no --dir "$TMP/redis" --daemonize no --protected-mode no --loglevel notice
 start sink ready $B/dp_bench sink --listen "$P_SINK" --stats "$P_SINK_STATS"
-start echo ready $B/dp_bench echo --listen "$P_ECHO"
+start echo ready $B/dp_bench echo --listen "$P_ECHO" --stats "$P_ECHO_STATS"
 base=${#PIDS[@]}
 
 echo "== direct (no relay)"
-measure direct "$P_SINK" "$P_SINK_STATS" "$P_ECHO" bench.direct bench.direct \
-  "$(pgrep -P $$ -f "dp_bench sink" | head -1)"
+measure direct "$P_SINK" "$P_SINK_STATS" "$P_ECHO" "$P_ECHO_STATS" bench.direct bench.direct \
+  "$(pgrep -P $$ -f "dp_bench sink" | head -1)" "$(pgrep -P $$ -f "dp_bench echo" | head -1)"
 
 hostname_of() { sed -n 's/.*"hostname":"\([^"]*\)".*/\1/p; s/^ready hostname=\([^ ]*\).*/\1/p' \
   "$TMP/$1.log" | head -1; }
@@ -165,8 +179,10 @@ for plane in bpf userspace; do
   hop_pid=${PIDS[-1]}
   start "hop-echo-$plane" ready $B/dp_bench relay --plane "$plane" --listen "$P_HOP_ECHO" \
     --target "$P_ECHO" --pool 16 --instance "$inst_e"
+  hop_echo_pid=${PIDS[-1]}
   sleep 0.5
-  measure "hop,$plane" "$P_HOP_STREAM" "$P_SINK_STATS" "$P_HOP_ECHO" bench.hop bench.hop "$hop_pid"
+  measure "hop,$plane" "$P_HOP_STREAM" "$P_SINK_STATS" "$P_HOP_ECHO" "$P_ECHO_STATS" bench.hop \
+    bench.hop "$hop_pid" "$hop_echo_pid"
   kill -USR1 "$hop_pid" 2>/dev/null || true
   sleep 0.2
   grep -h '^bpf:' "$TMP/hop-stream-$plane.log" | tail -1 | sed 's/^/   hop counters: /' || true
@@ -201,20 +217,30 @@ for plane in bpf userspace; do
     --token-file "$TMP/fa-sink-$plane.jwt" --mode sink --stats "$P_FA_STATS"
   fa_pid=${PIDS[-1]}
   start "fa-echo-$plane" "^ready" $B/dp_bench fakeagent --relay "$P_AGENT" --ca "$K/ca.pem" \
-    --token-file "$TMP/fa-echo-$plane.jwt" --mode echo
+    --token-file "$TMP/fa-echo-$plane.jwt" --mode echo --stats "$P_FA_ECHO_STATS"
+  fa_echo_pid=${PIDS[-1]}
   start "ag-sink-$plane" tunnel_up $B/dvv --relay "127.0.0.1:$P_AGENT" --ca "$K/ca.pem" \
     --local "127.0.0.1:$P_SINK" --token-file "$TMP/ag-sink-$plane.jwt" --json --log-level warn
   ag_pid=${PIDS[-1]}
   start "ag-echo-$plane" tunnel_up $B/dvv --relay "127.0.0.1:$P_AGENT" --ca "$K/ca.pem" \
     --local "127.0.0.1:$P_ECHO" --token-file "$TMP/ag-echo-$plane.jwt" --json --log-level warn
+  ag_echo_pid=${PIDS[-1]}
   sleep 0.5
 
   echo "-- (a') relay + fake agent, $plane"
-  measure "relay,$plane" "$P_PLAYER" "$P_FA_STATS" "$P_PLAYER" "$(hostname_of "fa-sink-$plane")" \
-    "$(hostname_of "fa-echo-$plane")" "$relay_pid,$fa_pid" metrics
+  measure "relay,$plane" "$P_PLAYER" "$P_FA_STATS" "$P_PLAYER" "$P_FA_ECHO_STATS" \
+    "$(hostname_of "fa-sink-$plane")" "$(hostname_of "fa-echo-$plane")" "$relay_pid,$fa_pid" \
+    "$relay_pid,$fa_echo_pid" metrics
   echo "-- (b) whole path: relay + dvv agent, $plane"
-  measure "whole,$plane" "$P_PLAYER" "$P_SINK_STATS" "$P_PLAYER" "$(hostname_of "ag-sink-$plane")" \
-    "$(hostname_of "ag-echo-$plane")" "$relay_pid,$ag_pid" metrics
+  measure "whole,$plane" "$P_PLAYER" "$P_SINK_STATS" "$P_PLAYER" "$P_ECHO_STATS" \
+    "$(hostname_of "ag-sink-$plane")" "$(hostname_of "ag-echo-$plane")" "$relay_pid,$ag_pid" \
+    "$relay_pid,$ag_echo_pid" metrics
+  # the agent on one CPU (all its threads), against both CPUs above: does it use every core?
+  echo "-- (b) whole path, the agent on 1 CPU (taskset), $plane"
+  taskset -a -p -c 0 "$ag_echo_pid" >/dev/null
+  stream "whole,$plane" e1cpu_ "$STREAMS" "$P_PLAYER" "$P_ECHO_STATS" \
+    "$(hostname_of "ag-echo-$plane")" "$relay_pid,$ag_echo_pid" metrics --echo 1
+  taskset -a -p -c "0-$(($(nproc) - 1))" "$ag_echo_pid" >/dev/null
   curl -s --max-time 2 "http://127.0.0.1:$P_ADMIN/metrics" >"$TMP/metrics-$plane.txt" || true
   grep -E '^dvv_relay_(bpf_(pairs_total|pairs_demoted_total|throttles_total|cut_lag_total|cut_error_total|user_bytes_total)|players_joined_total|join_wait)' \
     "$TMP/metrics-$plane.txt" | tr '\n' ' ' | sed 's/^/   relay counters: /; s/$/\n/' || true
@@ -253,6 +279,15 @@ def table(path):
     row("throughput, %s streams (Gbit/s)" % streams, "t" + streams, "%.2f")
     row("system CPU per GB, 1 stream (s)", "c1", "%.3f")
     row("system CPU per GB, %s streams (s)" % streams, "c" + streams, "%.3f")
+    row("both ways: throughput back, 1 stream (Gbit/s)", "e1", "%.2f")
+    row("both ways: throughput back, %s streams (Gbit/s)" % streams, "e" + streams, "%.2f")
+    row("both ways: system CPU per GB, 1 stream (s)", "ec1", "%.3f")
+    row("both ways: system CPU per GB, %s streams (s)" % streams, "ec" + streams, "%.3f")
+    if path == "whole":
+        row("both ways, agent on 1 CPU: throughput back, %s streams (Gbit/s)" % streams,
+            "e1cpu_" + streams, "%.2f")
+        row("both ways, agent on 1 CPU: system CPU per GB, %s streams (s)" % streams,
+            "e1cpu_c" + streams, "%.3f")
     for key, label in (("c1", "1 stream"), ("c" + streams, "%s streams" % streams)):
         try:
             d, b, u = (float(get(p, key)) for p in ("direct", "bpf", "userspace"))
