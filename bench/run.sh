@@ -6,6 +6,9 @@
 #   bench/run.sh                 10 s per throughput run (~5 minutes in all)
 #   DURATION=3 bench/run.sh      shorter runs (a quick check)
 #   STREAMS, RTT_COUNT, SETUP_COUNT, WARMUP override the other sizes.
+#   PLANES="userspace" PATHS="whole" OUT=/tmp/x.md bench/run.sh   a part only (quick looks
+#                 while working; the missing cells read n/a, so keep such runs out of the docs)
+#   AGENT_ARGS="--workers 0"   extra options for the real agent of path (b)
 #
 # Paths (everything on loopback; client and servers on this machine, so absolute numbers are
 # those of a small VM: compare the columns of one run, not runs of different days):
@@ -170,7 +173,11 @@ measure direct "$P_SINK" "$P_SINK_STATS" "$P_ECHO" "$P_ECHO_STATS" bench.direct 
 hostname_of() { sed -n 's/.*"hostname":"\([^"]*\)".*/\1/p; s/^ready hostname=\([^ ]*\).*/\1/p' \
   "$TMP/$1.log" | head -1; }
 
-for plane in bpf userspace; do
+PLANES=${PLANES:-bpf userspace}
+PATHS=${PATHS:-hop relay whole}
+on() { [[ " $PATHS " == *" $1 "* ]]; }
+for plane in $PLANES; do
+  if on hop; then
   echo "== (a) relay hop alone (dp_bench relay), $plane"
   inst_s=bench-hop-s-$$-$plane inst_e=bench-hop-e-$$-$plane
   PINS+=("/sys/fs/bpf/dvv/$inst_s" "/sys/fs/bpf/dvv/$inst_e")
@@ -189,6 +196,7 @@ for plane in bpf userspace; do
   stop_last "$base"
   pin_gone "/sys/fs/bpf/dvv/$inst_s"
   pin_gone "/sys/fs/bpf/dvv/$inst_e"
+  fi
 
   echo "== (a') real dvv-relay + fake agent, and (b) dvv-relay + dvv agent, $plane"
   inst=bench-relay-$$-$plane
@@ -219,18 +227,25 @@ for plane in bpf userspace; do
   start "fa-echo-$plane" "^ready" $B/dp_bench fakeagent --relay "$P_AGENT" --ca "$K/ca.pem" \
     --token-file "$TMP/fa-echo-$plane.jwt" --mode echo --stats "$P_FA_ECHO_STATS"
   fa_echo_pid=${PIDS[-1]}
+  # shellcheck disable=SC2086 # AGENT_ARGS is a list of options
   start "ag-sink-$plane" tunnel_up $B/dvv --relay "127.0.0.1:$P_AGENT" --ca "$K/ca.pem" \
-    --local "127.0.0.1:$P_SINK" --token-file "$TMP/ag-sink-$plane.jwt" --json --log-level warn
+    --local "127.0.0.1:$P_SINK" --token-file "$TMP/ag-sink-$plane.jwt" --json --log-level warn \
+    ${AGENT_ARGS:-}
   ag_pid=${PIDS[-1]}
+  # shellcheck disable=SC2086
   start "ag-echo-$plane" tunnel_up $B/dvv --relay "127.0.0.1:$P_AGENT" --ca "$K/ca.pem" \
-    --local "127.0.0.1:$P_ECHO" --token-file "$TMP/ag-echo-$plane.jwt" --json --log-level warn
+    --local "127.0.0.1:$P_ECHO" --token-file "$TMP/ag-echo-$plane.jwt" --json --log-level warn \
+    ${AGENT_ARGS:-}
   ag_echo_pid=${PIDS[-1]}
   sleep 0.5
 
+  if on relay; then
   echo "-- (a') relay + fake agent, $plane"
   measure "relay,$plane" "$P_PLAYER" "$P_FA_STATS" "$P_PLAYER" "$P_FA_ECHO_STATS" \
     "$(hostname_of "fa-sink-$plane")" "$(hostname_of "fa-echo-$plane")" "$relay_pid,$fa_pid" \
     "$relay_pid,$fa_echo_pid" metrics
+  fi
+  if on whole; then
   echo "-- (b) whole path: relay + dvv agent, $plane"
   measure "whole,$plane" "$P_PLAYER" "$P_SINK_STATS" "$P_PLAYER" "$P_ECHO_STATS" \
     "$(hostname_of "ag-sink-$plane")" "$(hostname_of "ag-echo-$plane")" "$relay_pid,$ag_pid" \
@@ -241,6 +256,7 @@ for plane in bpf userspace; do
   stream "whole,$plane" e1cpu_ "$STREAMS" "$P_PLAYER" "$P_ECHO_STATS" \
     "$(hostname_of "ag-echo-$plane")" "$relay_pid,$ag_echo_pid" metrics --echo 1
   taskset -a -p -c "0-$(($(nproc) - 1))" "$ag_echo_pid" >/dev/null
+  fi
   curl -s --max-time 2 "http://127.0.0.1:$P_ADMIN/metrics" >"$TMP/metrics-$plane.txt" || true
   grep -E '^dvv_relay_(bpf_(pairs_total|pairs_demoted_total|throttles_total|cut_lag_total|cut_error_total|user_bytes_total)|players_joined_total|join_wait)' \
     "$TMP/metrics-$plane.txt" | tr '\n' ' ' | sed 's/^/   relay counters: /; s/$/\n/' || true

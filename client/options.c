@@ -39,6 +39,8 @@ void agent_opts_usage(FILE *f)
 		"  --pin HEX           accept only a relay whose public key SHA-256 (SPKI) is HEX\n"
 		"                      (default: the system CA store)\n"
 		"  --retry-auth        keep retrying (slowly) when the relay rejects the token\n"
+		"  --workers N         threads moving players' bytes (default one per CPU; 0 or 1:\n"
+		"                      all on the main thread), at most %d\n"
 		"  --json              one JSON event per line on stdout (for scripts and panels)\n"
 		"  --log-level LEVEL   error, warn, info (default) or debug; logs go to stderr\n"
 		"  --version           print the version and exit\n"
@@ -48,7 +50,7 @@ void agent_opts_usage(FILE *f)
 		"             3 token rejected, revoked, or the tunnel deleted or not in the plan,\n"
 		"             4 tunnel refused or closed for good (the relay needs a newer dvv, the\n"
 		"             token's custom name is taken, or the plan closed the idle tunnel)\n",
-		AGENT_DEFAULT_LOCAL);
+		AGENT_DEFAULT_LOCAL, AGENT_MAX_WORKERS);
 }
 
 /* A JWT is base64url segments and dots; accept any printable ASCII without spaces. */
@@ -277,6 +279,7 @@ enum {
 	OPT_REGIONS,
 	OPT_REGION,
 	OPT_PROBE_REGIONS,
+	OPT_WORKERS,
 	OPT_VERSION,
 	OPT_HELP,
 };
@@ -295,6 +298,7 @@ static const struct option long_opts[] = {
 	{"regions", required_argument, NULL, OPT_REGIONS},
 	{"region", required_argument, NULL, OPT_REGION},
 	{"probe-regions", no_argument, NULL, OPT_PROBE_REGIONS},
+	{"workers", required_argument, NULL, OPT_WORKERS},
 	{"version", no_argument, NULL, OPT_VERSION},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
@@ -310,6 +314,7 @@ int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err,
 
 	memset(cfg, 0, sizeof(*cfg)); /* the caller frees a previous parse (agent_opts_free) */
 	cfg->log_level = LOG_INFO;
+	cfg->workers = -1;
 	optind = 0; /* GNU: full re-initialisation, so tests can parse several times */
 	opterr = 0;
 	for (;;) {
@@ -363,6 +368,18 @@ int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err,
 		case OPT_PROBE_REGIONS:
 			cfg->probe_only = true;
 			break;
+		case OPT_WORKERS: {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (!*optarg || *end || n < 0 || n > AGENT_MAX_WORKERS) {
+				snprintf(err, errlen, "--workers '%s': want 0 to %d", optarg,
+					 AGENT_MAX_WORKERS);
+				rc = -EINVAL;
+				goto out;
+			}
+			cfg->workers = (int)n;
+			break;
+		}
 		case OPT_LOG_LEVEL:
 			cfg->log_level = log_level_parse(optarg);
 			if (cfg->log_level < 0) {
