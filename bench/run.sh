@@ -34,7 +34,9 @@
 #   - 64-byte round trip: one connection, ping-pong through the path (min, median, p99)
 #   - connection setup: connect + handshake + 1 byte, all echoed back, close; sequential
 # The relay runs with the per-source limits lifted (everything dials from 127.0.0.1, see
-# tests/e2e/harness.mjs LOOPBACK_LIMITS). Needs root (BPF), redis-server, curl.
+# tests/e2e/harness.mjs LOOPBACK_LIMITS) and with room for all $STREAMS players of a burst to
+# wait for a data connection (the default, 64 per tunnel, answers the rest "busy": right for a
+# server, but it would measure the cap instead of the path). Needs root (BPF), redis-server, curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -207,7 +209,7 @@ for plane in $PLANES; do
     --jwt-pubkey "$K/jwt.pub" --jwt-issuer dvv --jwt-audience dvv-relay --instance-id "$inst" \
     --dataplane "$plane" --drain-timeout-s 2 --log-level warn \
     --join-rate-v4 1000000 --join-rate-v6 1000000 --join-burst 1000000 \
-    --max-pending-per-source 1000000 >"$TMP/relay-$plane.log" 2>&1 &
+    --max-pending-per-source 1000000 --max-waiting-per-tunnel 100000 >"$TMP/relay-$plane.log" 2>&1 &
   PIDS+=($!)
   relay_pid=$!
   for i in $(seq 1 100); do
