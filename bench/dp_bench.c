@@ -282,7 +282,12 @@ struct item {
 	int fd;
 	size_t have, need; /* K_DATA_IDLE: player header read so far / wanted */
 	uint8_t hdr[DATA_HDR_FIXED + DATA_HDR_BODY_MAX];
+	char *pend;	   /* echo: bytes read but not yet sent back (ECHO_CHUNK, malloc'd) */
+	size_t plen, poff;
+	bool out;	   /* echo: waiting for EPOLLOUT instead of EPOLLIN */
 };
+
+#define ECHO_CHUNK 65536
 
 static struct {
 	int ep;
@@ -316,23 +321,81 @@ static void item_close(struct item *it)
 	close(it->fd);
 	if (it->kind == K_SERVE)
 		S.conns--;
+	free(it->pend);
 	free(it);
 }
 
-/* A served connection is readable: sink or echo what came. */
+/* Echo without ever blocking: what the peer cannot take yet waits in it->pend and the
+ * connection is not read again until it went out (EPOLLOUT), so one slow path back never stalls
+ * the other connections (or the stats port) of this one-thread server. Returns 0, 1 while
+ * bytes wait, -1 on error. */
+static int echo_flush(struct item *it)
+{
+	while (it->poff < it->plen) {
+		ssize_t w = send(it->fd, it->pend + it->poff, it->plen - it->poff,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w > 0) {
+			it->poff += (size_t)w;
+			continue;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN) {
+			if (!it->out) {
+				struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = it};
+				epoll_ctl(S.ep, EPOLL_CTL_MOD, it->fd, &ev);
+				it->out = true;
+			}
+			return 1;
+		}
+		return -1;
+	}
+	it->plen = it->poff = 0;
+	if (it->out) { /* all went out: read again */
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = it};
+		epoll_ctl(S.ep, EPOLL_CTL_MOD, it->fd, &ev);
+		it->out = false;
+	}
+	return 0;
+}
+
+/* A served connection is readable (or, echoing, writable again): sink or echo what came. */
 static void serve_io(struct item *it)
 {
-	/* a sink takes one buffer per event (level-triggered): every stream and the stats port
-	 * get their turn within a few milliseconds */
-	for (int round = 0; round < (S.mode == M_ECHO ? 8 : 1); round++) {
-		ssize_t r = recv(it->fd, S.buf, S.mode == M_ECHO ? 65536 : sizeof(S.buf),
-				 MSG_DONTWAIT);
-		if (r > 0) {
-			S.bytes += (uint64_t)r;
-			if (S.mode == M_ECHO && full_io(it->fd, S.buf, (size_t)r, true)) {
-				item_close(it);
+	if (S.mode == M_ECHO) {
+		if (!it->pend && !(it->pend = malloc(ECHO_CHUNK))) {
+			item_close(it);
+			return;
+		}
+		for (int round = 0; round < 8; round++) {
+			int f = echo_flush(it);
+			if (f) {
+				if (f < 0)
+					item_close(it);
 				return;
 			}
+			ssize_t r = recv(it->fd, it->pend, ECHO_CHUNK, MSG_DONTWAIT);
+			if (r > 0) {
+				S.bytes += (uint64_t)r;
+				it->plen = (size_t)r;
+				it->poff = 0;
+				continue;
+			}
+			if (r < 0 && (errno == EAGAIN || errno == EINTR))
+				return;
+			item_close(it); /* EOF or error */
+			return;
+		}
+		if (echo_flush(it) < 0)
+			item_close(it);
+		return;
+	}
+	/* a sink takes one buffer per event (level-triggered): every stream and the stats port
+	 * get their turn within a few milliseconds */
+	for (int round = 0; round < 1; round++) {
+		ssize_t r = recv(it->fd, S.buf, sizeof(S.buf), MSG_DONTWAIT);
+		if (r > 0) {
+			S.bytes += (uint64_t)r;
 			continue;
 		}
 		if (r < 0 && (errno == EAGAIN || errno == EINTR))
