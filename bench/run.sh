@@ -355,7 +355,15 @@ NOTES = """
   relayed with splice(2) whatever the plane.
 - Connection setup through the relay includes routing the handshake (MSG_PEEK), taking a pooled
   data connection and, on the bpf plane, four map updates per pair; path (b) adds the agent's
-  own connect to the local server.
+  own connect to the local server, which is a whole TCP connection setup of its own (the direct
+  column's is the only one it has), and the hand-off of the pair to a worker thread. Every byte
+  of the whole path crosses three TCP connections each way instead of one, so about 3x the
+  direct column's system CPU per GB is the floor of any relay of this shape.
+- **The agent on every core.** The agent's main loop keeps the control channel, the pool and
+  the local connects; each player's pair is handed to one of its worker threads (`--workers`,
+  default one per CPU; the relay's userspace plane runs on the same pool code, common/spool.c).
+  On this 2-vCPU machine the relay, the agent, the client and the echo server all share the
+  two CPUs, so the 1-CPU row shows what pinning the agent costs, not a clean scaling figure.
 """
 
 tables = {p: table(p) for p in ("hop", "relay", "whole")}
@@ -368,7 +376,10 @@ connection first sends a Minecraft login handshake (the relay routes by its host
 hop paths get the same bytes). Throughput counts what the sink received in the window; "system CPU per
 GB" is machine-wide sys + irq + softirq time over the window divided by those bytes, so it includes
 the client's and the sink's own kernel work (the same in every column); "relay's own CPU" is the
-column minus direct. Latency medians on a VM are dominated by wake-up noise: compare minimums and one
+column minus direct. "Both ways" rows are a game's shape: the same bulk streams go to an echo
+server (`dp_bench stream --echo 1`), the client reads everything back, "throughput back" is what
+returned to it in the window (the other direction carried as much) and the CPU per GB is over the
+bytes of both directions. Latency medians on a VM are dominated by wake-up noise: compare minimums and one
 run's columns, not numbers across runs. The direct column is one measurement shared by the three
 tables.
 
@@ -391,8 +402,9 @@ echoes the player's bytes itself: the relay's own cost, one hop.
 ### (b) The whole path: relay and agent
 
 `build/dvv-relay` and the real agent `build/dvv` (`--local` at the same sink / echo server as the
-direct column; the agent relays with splice(2) whichever plane the relay uses): what a player sees,
-two hops.
+direct column; the agent relays with splice(2) on its worker threads, one per CPU, whichever plane
+the relay uses): what a player sees, two hops. "Agent on 1 CPU" rows: the same both-ways run with
+every thread of the agent pinned to one CPU (`taskset -a`), against both CPUs in the row above it.
 
 {tables["whole"]}
 
