@@ -347,6 +347,12 @@ NOTES = """
   next zero-window probe (~200 ms): that stop-and-go is what the 1-stream bpf figure measures.
   Raising `--max-lag-mb` trades memory for it (on this VM, one stream through the hop:
   64 MiB ~3-4 Gbit/s, 256 MiB ~6.5, 512 MiB ~8.7).
+- **Why a bulk flow is not moved from the bpf plane to splice(2) while it runs.** The bytes
+  already redirected wait in the peer socket's psock queue, and the kernel frees that queue when
+  the socket leaves the sockmap: a switch would first have to stop the sender (the throttle's
+  clamp), wait for the queue to drain, then remove both map entries and start splicing, a wait
+  and two state changes per switch on the path of every throttled connection. The plane is
+  therefore chosen per relay, and per pair only where the maps refuse one (below).
 - **The policy.** `auto` and the default choose the bpf plane: Minecraft traffic is many
   low-rate streams, where it wins on CPU and latency and a single connection can never hold
   more than `--max-lag-mb` of relay memory. A relay whose traffic is a few bulk same-host
