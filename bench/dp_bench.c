@@ -24,7 +24,7 @@
  *
  * Clients (print one line of results):
  *   dp_bench stream --connect PORT --stats PORT [--streams N] [--time S] [--warmup S]
- *                   [--host NAME] [--pids PID,PID..] [--echo 1]
+ *                   [--host NAME] [--pids PID,PID..] [--echo 1] [--idle N]
  *       N parallel streams of bulk data for S seconds (after a warm-up), one thread. Throughput
  *       is what the sink counted (its stats port) over the window, not what was sent (a
  *       redirect queue can hold a lot); system CPU = machine-wide sys + irq + softirq
@@ -34,6 +34,8 @@
  *       stream also reads all that comes back. gbit is what came back to the client in the
  *       window (one direction; the other carried as much), cpu_s_per_gb the machine's system
  *       CPU over both directions' bytes (echoed by the server + received back by the client).
+ *       --idle N: the server holds N connections that are not the client's (a relay hop's
+ *       pool): the server counts as drained, before and after the run, at N instead of 0.
  *   dp_bench rtt --connect PORT [--count N] [--size B] [--host NAME]
  *       one connection, N ping-pongs of B bytes: prints "rtt_us min=.. p50=.. p99=..".
  *   dp_bench setup --connect PORT [--count N] [--host NAME]
@@ -763,6 +765,9 @@ static int run_stream(int argc, char **argv)
 	size_t hslen = mc_handshake(arg(argc, argv, "--host", NULL), hs, sizeof(hs));
 	static char buf[128 * 1024], rbuf[256 * 1024];
 	bool echo = atoi(arg(argc, argv, "--echo", "0")) != 0;
+	/* connections the server holds that are not ours (a relay hop's pool of idle upstream
+	 * connections): "drained" means down to that many */
+	unsigned idle = (unsigned)atoi(arg(argc, argv, "--idle", "0"));
 	uint64_t rx = 0, rx0 = 0, rx1 = 0; /* --echo: bytes that came back */
 	int pids[MAX_PIDS], npids = 0;
 	uint64_t p0[MAX_PIDS], p1[MAX_PIDS];
@@ -776,7 +781,7 @@ static int run_stream(int argc, char **argv)
 		return 2;
 	}
 	memset(buf, 'x', sizeof(buf));
-	if (wait_conns(sport, 0, false, 20))
+	if (wait_conns(sport, idle, false, 20))
 		return 1;
 	int *fds = calloc((size_t)n, sizeof(*fds));
 	int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -881,7 +886,7 @@ static int run_stream(int argc, char **argv)
 	double cpu = (double)(c1 - c0) / (double)sysconf(_SC_CLK_TCK);
 	/* let the path drain and close before the next measurement */
 	uint64_t td = now_ns();
-	wait_conns(sport, 0, false, 30);
+	wait_conns(sport, idle, false, 30);
 	/* per process: user + system CPU seconds per GB, e.g. pcpu_1234=0.250 */
 	char pc[MAX_PIDS * 32] = "";
 	for (int i = 0, off = 0; i < npids; i++)

@@ -148,7 +148,7 @@ measure() {
     R[$key,c$n]=${R[$key,tc$n]}
   done
   for n in 1 "$STREAMS"; do
-    stream "$key" e "$n" "$pe" "$pest" "$he" "$epids" "$m" --echo 1
+    stream "$key" e "$n" "$pe" "$pest" "$he" "$epids" "$m" --echo 1 --idle "${ECHO_IDLE:-0}"
   done
   R[$key,rtt]=$(timeout 300 $B/dp_bench rtt --connect "$pe" --count "$RTT_COUNT" --size 64 \
     --host "$he")
@@ -190,8 +190,9 @@ for plane in $PLANES; do
     --target "$P_ECHO" --pool 16 --instance "$inst_e"
   hop_echo_pid=${PIDS[-1]}
   sleep 0.5
-  measure "hop,$plane" "$P_HOP_STREAM" "$P_SINK_STATS" "$P_HOP_ECHO" "$P_ECHO_STATS" bench.hop \
-    bench.hop "$hop_pid" "$hop_echo_pid"
+  # the echo hop keeps a pool of 16 idle connections open at the echo server
+  ECHO_IDLE=16 measure "hop,$plane" "$P_HOP_STREAM" "$P_SINK_STATS" "$P_HOP_ECHO" "$P_ECHO_STATS" \
+    bench.hop bench.hop "$hop_pid" "$hop_echo_pid"
   kill -USR1 "$hop_pid" 2>/dev/null || true
   sleep 0.2
   grep -h '^bpf:' "$TMP/hop-stream-$plane.log" | tail -1 | sed 's/^/   hop counters: /' || true
