@@ -7,8 +7,9 @@
  *       dialled on demand with --pool 0) and join the two through the data plane. Runs until
  *       SIGINT/SIGTERM, then stops the plane (and removes its pins). The bpf plane's counters
  *       (throttles, demoted pairs, ...) go to stderr on SIGUSR1 and at exit.
- *   dp_bench echo --listen PORT
- *       echo server (epoll, one thread).
+ *   dp_bench echo --listen PORT [--stats PORT]
+ *       echo server (epoll, one thread); the stats port answers as the sink's does, "bytes"
+ *       being what it received (and so echoed).
  *   dp_bench sink --listen PORT --stats PORT
  *       discard server (epoll, one thread). Every connection to the stats port is answered with
  *       one line "bytes=B conns=C ns=T cpu=K" (bytes received so far, connections open now,
@@ -23,12 +24,18 @@
  *
  * Clients (print one line of results):
  *   dp_bench stream --connect PORT --stats PORT [--streams N] [--time S] [--warmup S]
- *                   [--host NAME] [--pids PID,PID..]
+ *                   [--host NAME] [--pids PID,PID..] [--echo 1] [--idle N]
  *       N parallel streams of bulk data for S seconds (after a warm-up), one thread. Throughput
  *       is what the sink counted (its stats port) over the window, not what was sent (a
  *       redirect queue can hold a lot); system CPU = machine-wide sys + irq + softirq
  *       (/proc/stat) over the same window. Prints "stream gbit=.. cpu_s_per_gb=.. ...", and
  *       with --pids each process's own user + system CPU per GB over the window.
+ *       --echo 1: both ways, as a game is: the server is an echo server (its stats port), every
+ *       stream also reads all that comes back. gbit is what came back to the client in the
+ *       window (one direction; the other carried as much), cpu_s_per_gb the machine's system
+ *       CPU over both directions' bytes (echoed by the server + received back by the client).
+ *       --idle N: the server holds N connections that are not the client's (a relay hop's
+ *       pool): the server counts as drained, before and after the run, at N instead of 0.
  *   dp_bench rtt --connect PORT [--count N] [--size B] [--host NAME]
  *       one connection, N ping-pongs of B bytes: prints "rtt_us min=.. p50=.. p99=..".
  *   dp_bench setup --connect PORT [--count N] [--host NAME]
@@ -277,7 +284,12 @@ struct item {
 	int fd;
 	size_t have, need; /* K_DATA_IDLE: player header read so far / wanted */
 	uint8_t hdr[DATA_HDR_FIXED + DATA_HDR_BODY_MAX];
+	char *pend;	   /* echo: bytes read but not yet sent back (ECHO_CHUNK, malloc'd) */
+	size_t plen, poff;
+	bool out;	   /* echo: waiting for EPOLLOUT instead of EPOLLIN */
 };
+
+#define ECHO_CHUNK 65536
 
 static struct {
 	int ep;
@@ -311,23 +323,81 @@ static void item_close(struct item *it)
 	close(it->fd);
 	if (it->kind == K_SERVE)
 		S.conns--;
+	free(it->pend);
 	free(it);
 }
 
-/* A served connection is readable: sink or echo what came. */
+/* Echo without ever blocking: what the peer cannot take yet waits in it->pend and the
+ * connection is not read again until it went out (EPOLLOUT), so one slow path back never stalls
+ * the other connections (or the stats port) of this one-thread server. Returns 0, 1 while
+ * bytes wait, -1 on error. */
+static int echo_flush(struct item *it)
+{
+	while (it->poff < it->plen) {
+		ssize_t w = send(it->fd, it->pend + it->poff, it->plen - it->poff,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w > 0) {
+			it->poff += (size_t)w;
+			continue;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN) {
+			if (!it->out) {
+				struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = it};
+				epoll_ctl(S.ep, EPOLL_CTL_MOD, it->fd, &ev);
+				it->out = true;
+			}
+			return 1;
+		}
+		return -1;
+	}
+	it->plen = it->poff = 0;
+	if (it->out) { /* all went out: read again */
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = it};
+		epoll_ctl(S.ep, EPOLL_CTL_MOD, it->fd, &ev);
+		it->out = false;
+	}
+	return 0;
+}
+
+/* A served connection is readable (or, echoing, writable again): sink or echo what came. */
 static void serve_io(struct item *it)
 {
-	/* a sink takes one buffer per event (level-triggered): every stream and the stats port
-	 * get their turn within a few milliseconds */
-	for (int round = 0; round < (S.mode == M_ECHO ? 8 : 1); round++) {
-		ssize_t r = recv(it->fd, S.buf, S.mode == M_ECHO ? 65536 : sizeof(S.buf),
-				 MSG_DONTWAIT);
-		if (r > 0) {
-			S.bytes += (uint64_t)r;
-			if (S.mode == M_ECHO && full_io(it->fd, S.buf, (size_t)r, true)) {
-				item_close(it);
+	if (S.mode == M_ECHO) {
+		if (!it->pend && !(it->pend = malloc(ECHO_CHUNK))) {
+			item_close(it);
+			return;
+		}
+		for (int round = 0; round < 8; round++) {
+			int f = echo_flush(it);
+			if (f) {
+				if (f < 0)
+					item_close(it);
 				return;
 			}
+			ssize_t r = recv(it->fd, it->pend, ECHO_CHUNK, MSG_DONTWAIT);
+			if (r > 0) {
+				S.bytes += (uint64_t)r;
+				it->plen = (size_t)r;
+				it->poff = 0;
+				continue;
+			}
+			if (r < 0 && (errno == EAGAIN || errno == EINTR))
+				return;
+			item_close(it); /* EOF or error */
+			return;
+		}
+		if (echo_flush(it) < 0)
+			item_close(it);
+		return;
+	}
+	/* a sink takes one buffer per event (level-triggered): every stream and the stats port
+	 * get their turn within a few milliseconds */
+	for (int round = 0; round < 1; round++) {
+		ssize_t r = recv(it->fd, S.buf, sizeof(S.buf), MSG_DONTWAIT);
+		if (r > 0) {
+			S.bytes += (uint64_t)r;
 			continue;
 		}
 		if (r < 0 && (errno == EAGAIN || errno == EINTR))
@@ -693,7 +763,12 @@ static int run_stream(int argc, char **argv)
 	double warm = atof(arg(argc, argv, "--warmup", "1"));
 	uint8_t hs[MC_HANDSHAKE_MAX];
 	size_t hslen = mc_handshake(arg(argc, argv, "--host", NULL), hs, sizeof(hs));
-	static char buf[128 * 1024];
+	static char buf[128 * 1024], rbuf[256 * 1024];
+	bool echo = atoi(arg(argc, argv, "--echo", "0")) != 0;
+	/* connections the server holds that are not ours (a relay hop's pool of idle upstream
+	 * connections): "drained" means down to that many */
+	unsigned idle = (unsigned)atoi(arg(argc, argv, "--idle", "0"));
+	uint64_t rx = 0, rx0 = 0, rx1 = 0; /* --echo: bytes that came back */
 	int pids[MAX_PIDS], npids = 0;
 	uint64_t p0[MAX_PIDS], p1[MAX_PIDS];
 	for (const char *p = arg(argc, argv, "--pids", ""); *p && npids < MAX_PIDS;) {
@@ -706,7 +781,7 @@ static int run_stream(int argc, char **argv)
 		return 2;
 	}
 	memset(buf, 'x', sizeof(buf));
-	if (wait_conns(sport, 0, false, 20))
+	if (wait_conns(sport, idle, false, 20))
 		return 1;
 	int *fds = calloc((size_t)n, sizeof(*fds));
 	int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -723,7 +798,8 @@ static int run_stream(int argc, char **argv)
 		set_nonblocking(fds[i]);
 		/* level-triggered, a few buffers per turn: a stream whose reader keeps up would
 		 * never return EAGAIN, and the clock must be looked at */
-		struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = (uint32_t)i};
+		struct epoll_event ev = {.events = EPOLLOUT | (echo ? EPOLLIN : 0),
+					 .data.u32 = (uint32_t)i};
 		epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
 	}
 	/* every stream reached the sink (through the relay: joined to a data connection) */
@@ -742,6 +818,7 @@ static int run_stream(int argc, char **argv)
 				p0[i] = proc_ticks(pids[i]);
 			if (sink_stats_at(sport, &b0, &conns, &t0, &c0))
 				return 1;
+			rx0 = rx;
 			t_end = t0 + (uint64_t)(secs * 1e9);
 		}
 		if (t0 && now >= t_end) {
@@ -749,12 +826,34 @@ static int run_stream(int argc, char **argv)
 				p1[i] = proc_ticks(pids[i]);
 			if (sink_stats_at(sport, &b1, &conns, &t1, &c1))
 				return 1;
+			rx1 = rx;
 			break;
 		}
 		int k = epoll_wait(ep, evs, 256, 10);
 		for (int e = 0; e < k; e++) {
 			int i = (int)evs[e].data.u32;
 			if (fds[i] < 0)
+				continue;
+			/* both ways: take what came back first, so the echo server never waits on
+			 * us (a few buffers per turn, as for sending) */
+			for (int round = 0; echo && (evs[e].events & EPOLLIN) && round < 4;
+			     round++) {
+				ssize_t r = recv(fds[i], rbuf, sizeof(rbuf), MSG_DONTWAIT);
+				if (r > 0) {
+					rx += (uint64_t)r;
+					continue;
+				}
+				if (r < 0 && (errno == EAGAIN || errno == EINTR))
+					break;
+				fprintf(stderr, "dp_bench stream: stream %d: %s\n", i,
+					r ? strerror(errno) : "closed by the far end");
+				epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
+				close(fds[i]);
+				fds[i] = -1;
+				dead++;
+				break;
+			}
+			if (fds[i] < 0 || !(evs[e].events & EPOLLOUT))
 				continue;
 			for (int round = 0; round < 4; round++) {
 				ssize_t w = send(fds[i], buf, sizeof(buf), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -778,21 +877,27 @@ static int run_stream(int argc, char **argv)
 		if (fds[i] >= 0)
 			close(fds[i]);
 	close(ep);
+	/* one way: what the sink took; both ways: what came back, and the CPU is spread over
+	 * the bytes of both directions */
 	double dt = (double)(t1 - t0) / 1e9, gb = (double)(b1 - b0) / 1e9;
+	double gb_back = (double)(rx1 - rx0) / 1e9, gb_cpu = echo ? gb + gb_back : gb;
+	if (echo)
+		gb = gb_back;
 	double cpu = (double)(c1 - c0) / (double)sysconf(_SC_CLK_TCK);
 	/* let the path drain and close before the next measurement */
 	uint64_t td = now_ns();
-	wait_conns(sport, 0, false, 30);
+	wait_conns(sport, idle, false, 30);
 	/* per process: user + system CPU seconds per GB, e.g. pcpu_1234=0.250 */
 	char pc[MAX_PIDS * 32] = "";
 	for (int i = 0, off = 0; i < npids; i++)
 		off += snprintf(pc + off, sizeof(pc) - (size_t)off, " pcpu_%d=%.3f", pids[i],
-				gb > 0 ? (double)(p1[i] - p0[i]) / (double)sysconf(_SC_CLK_TCK) / gb
-				       : 0);
+				gb_cpu > 0 ? (double)(p1[i] - p0[i]) / (double)sysconf(_SC_CLK_TCK) /
+						     gb_cpu
+					   : 0);
 	printf("stream gbit=%.2f cpu_s_per_gb=%.3f bytes=%llu secs=%.2f cpu_s=%.2f streams=%d "
-	       "dead=%u drain_s=%.2f%s\n",
-	       gb * 8 / dt, gb > 0 ? cpu / gb : 0, (unsigned long long)(b1 - b0), dt, cpu, n, dead,
-	       (double)(now_ns() - td) / 1e9, pc);
+	       "dead=%u drain_s=%.2f%s%s\n",
+	       gb * 8 / dt, gb_cpu > 0 ? cpu / gb_cpu : 0, (unsigned long long)(b1 - b0), dt, cpu,
+	       n, dead, (double)(now_ns() - td) / 1e9, echo ? " both_ways=1" : "", pc);
 	free(fds);
 	return dead ? 1 : 0;
 }

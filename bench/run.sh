@@ -6,6 +6,9 @@
 #   bench/run.sh                 10 s per throughput run (~5 minutes in all)
 #   DURATION=3 bench/run.sh      shorter runs (a quick check)
 #   STREAMS, RTT_COUNT, SETUP_COUNT, WARMUP override the other sizes.
+#   PLANES="userspace" PATHS="whole" OUT=/tmp/x.md bench/run.sh   a part only (quick looks
+#                 while working; the missing cells read n/a, so keep such runs out of the docs)
+#   AGENT_ARGS="--workers 0"   extra options for the real agent of path (b)
 #
 # Paths (everything on loopback; client and servers on this machine, so absolute numbers are
 # those of a small VM: compare the columns of one run, not runs of different days):
@@ -31,7 +34,9 @@
 #   - 64-byte round trip: one connection, ping-pong through the path (min, median, p99)
 #   - connection setup: connect + handshake + 1 byte, all echoed back, close; sequential
 # The relay runs with the per-source limits lifted (everything dials from 127.0.0.1, see
-# tests/e2e/harness.mjs LOOPBACK_LIMITS). Needs root (BPF), redis-server, curl.
+# tests/e2e/harness.mjs LOOPBACK_LIMITS) and with room for all $STREAMS players of a burst to
+# wait for a data connection (the default, 64 per tunnel, answers the rest "busy": right for a
+# server, but it would measure the cap instead of the path). Needs root (BPF), redis-server, curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,6 +75,7 @@ for c in python3 redis-server curl; do
   command -v "$c" >/dev/null || { echo "bench/run.sh: needs $c"; exit 1; }
 done
 
+LOAD0=$(cut -d' ' -f1 /proc/loadavg) # written with the figures: was the machine shared?
 echo "== build (release)"
 make -s -j"$(nproc)" $B/librelay.a $B/libdvv.a $B/dvv-relay $B/dvv $B/dvv-token
 cc -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -Icommon -Iuserspace \
@@ -78,9 +84,9 @@ cc -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -
 
 # Free loopback ports, chosen by the kernel (nothing fixed that another run could hold).
 read -r P_SINK P_SINK_STATS P_ECHO P_HOP_STREAM P_HOP_ECHO P_REDIS P_PLAYER P_AGENT P_ADMIN \
-  P_FA_STATS < <(python3 -c '
+  P_FA_STATS P_ECHO_STATS P_FA_ECHO_STATS < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(10)]
+ss = [socket.socket() for _ in range(12)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))')
 
@@ -118,18 +124,32 @@ metric() { # relay /metrics sample sum: metric NAME
 }
 
 declare -A R
-# measure KEY STREAM_PORT STATS_PORT ECHO_PORT SINK_HOST ECHO_HOST PIDS [RELAY_WITH_METRICS]
+# stream KEY PREFIX N PORT STATS_PORT HOST PIDS METRICS [--echo 1]: one throughput run into
+# R[KEY,PREFIX N] (Gbit/s) and R[KEY,PREFIXc N] (system CPU s per GB)
+stream() {
+  local key=$1 pre=$2 n=$3 port=$4 st=$5 host=$6 pids=$7 m=$8 out th0 th1
+  shift 8
+  [[ -n $m ]] && th0=$(metric dvv_relay_bpf_throttles_total)
+  out=$(timeout $((DURATION + WARMUP + 90)) $B/dp_bench stream --connect "$port" --stats "$st" \
+    --streams "$n" --time "$DURATION" --warmup "$WARMUP" --host "$host" --pids "$pids" "$@") || {
+    echo "   stream x$n failed: $out"; out="stream gbit=0 cpu_s_per_gb=0"; }
+  [[ -n $m ]] && th1=$(metric dvv_relay_bpf_throttles_total) && out+=" throttles=$((th1 - th0))"
+  echo "   $n stream(s)${1:+ both ways}: $out"
+  R[$key,$pre$n]=$(sed -n 's/.*gbit=\([0-9.]*\).*/\1/p' <<<"$out")
+  R[$key,${pre}c$n]=$(sed -n 's/.*cpu_s_per_gb=\([0-9.]*\).*/\1/p' <<<"$out")
+}
+
+# measure KEY STREAM_PORT STATS_PORT ECHO_PORT ECHO_STATS_PORT SINK_HOST ECHO_HOST SINK_PIDS
+#         ECHO_PIDS [RELAY_WITH_METRICS]
+# one way (t, c: to a sink) and both ways (e, ec: to an echo server), 1 and $STREAMS streams
 measure() {
-  local key=$1 ps=$2 pst=$3 pe=$4 hs=$5 he=$6 pids=$7 m=${8:-} out th0 th1 n
+  local key=$1 ps=$2 pst=$3 pe=$4 pest=$5 hs=$6 he=$7 pids=$8 epids=$9 m=${10:-} n
   for n in 1 "$STREAMS"; do
-    [[ -n $m ]] && th0=$(metric dvv_relay_bpf_throttles_total)
-    out=$(timeout $((DURATION + WARMUP + 90)) $B/dp_bench stream --connect "$ps" --stats "$pst" \
-      --streams "$n" --time "$DURATION" --warmup "$WARMUP" --host "$hs" --pids "$pids") || {
-      echo "   stream x$n failed: $out"; out="stream gbit=0 cpu_s_per_gb=0"; }
-    [[ -n $m ]] && th1=$(metric dvv_relay_bpf_throttles_total) && out+=" throttles=$((th1 - th0))"
-    echo "   $n stream(s): $out"
-    R[$key,t$n]=$(sed -n 's/.*gbit=\([0-9.]*\).*/\1/p' <<<"$out")
-    R[$key,c$n]=$(sed -n 's/.*cpu_s_per_gb=\([0-9.]*\).*/\1/p' <<<"$out")
+    stream "$key" t "$n" "$ps" "$pst" "$hs" "$pids" "$m"
+    R[$key,c$n]=${R[$key,tc$n]}
+  done
+  for n in 1 "$STREAMS"; do
+    stream "$key" e "$n" "$pe" "$pest" "$he" "$epids" "$m" --echo 1 --idle "${ECHO_IDLE:-0}"
   done
   R[$key,rtt]=$(timeout 300 $B/dp_bench rtt --connect "$pe" --count "$RTT_COUNT" --size 64 \
     --host "$he")
@@ -146,17 +166,21 @@ mkdir -p "$TMP/redis"
 start redis "Ready to accept" redis-server --port "$P_REDIS" --bind 127.0.0.1 --save '' \
   --appendonly no --dir "$TMP/redis" --daemonize no --protected-mode no --loglevel notice
 start sink ready $B/dp_bench sink --listen "$P_SINK" --stats "$P_SINK_STATS"
-start echo ready $B/dp_bench echo --listen "$P_ECHO"
+start echo ready $B/dp_bench echo --listen "$P_ECHO" --stats "$P_ECHO_STATS"
 base=${#PIDS[@]}
 
 echo "== direct (no relay)"
-measure direct "$P_SINK" "$P_SINK_STATS" "$P_ECHO" bench.direct bench.direct \
-  "$(pgrep -P $$ -f "dp_bench sink" | head -1)"
+measure direct "$P_SINK" "$P_SINK_STATS" "$P_ECHO" "$P_ECHO_STATS" bench.direct bench.direct \
+  "$(pgrep -P $$ -f "dp_bench sink" | head -1)" "$(pgrep -P $$ -f "dp_bench echo" | head -1)"
 
 hostname_of() { sed -n 's/.*"hostname":"\([^"]*\)".*/\1/p; s/^ready hostname=\([^ ]*\).*/\1/p' \
   "$TMP/$1.log" | head -1; }
 
-for plane in bpf userspace; do
+PLANES=${PLANES:-bpf userspace}
+PATHS=${PATHS:-hop relay whole}
+on() { [[ " $PATHS " == *" $1 "* ]]; }
+for plane in $PLANES; do
+  if on hop; then
   echo "== (a) relay hop alone (dp_bench relay), $plane"
   inst_s=bench-hop-s-$$-$plane inst_e=bench-hop-e-$$-$plane
   PINS+=("/sys/fs/bpf/dvv/$inst_s" "/sys/fs/bpf/dvv/$inst_e")
@@ -165,14 +189,18 @@ for plane in bpf userspace; do
   hop_pid=${PIDS[-1]}
   start "hop-echo-$plane" ready $B/dp_bench relay --plane "$plane" --listen "$P_HOP_ECHO" \
     --target "$P_ECHO" --pool 16 --instance "$inst_e"
+  hop_echo_pid=${PIDS[-1]}
   sleep 0.5
-  measure "hop,$plane" "$P_HOP_STREAM" "$P_SINK_STATS" "$P_HOP_ECHO" bench.hop bench.hop "$hop_pid"
+  # the echo hop keeps a pool of 16 idle connections open at the echo server
+  ECHO_IDLE=16 measure "hop,$plane" "$P_HOP_STREAM" "$P_SINK_STATS" "$P_HOP_ECHO" "$P_ECHO_STATS" \
+    bench.hop bench.hop "$hop_pid" "$hop_echo_pid"
   kill -USR1 "$hop_pid" 2>/dev/null || true
   sleep 0.2
   grep -h '^bpf:' "$TMP/hop-stream-$plane.log" | tail -1 | sed 's/^/   hop counters: /' || true
   stop_last "$base"
   pin_gone "/sys/fs/bpf/dvv/$inst_s"
   pin_gone "/sys/fs/bpf/dvv/$inst_e"
+  fi
 
   echo "== (a') real dvv-relay + fake agent, and (b) dvv-relay + dvv agent, $plane"
   inst=bench-relay-$$-$plane
@@ -183,7 +211,7 @@ for plane in bpf userspace; do
     --jwt-pubkey "$K/jwt.pub" --jwt-issuer dvv --jwt-audience dvv-relay --instance-id "$inst" \
     --dataplane "$plane" --drain-timeout-s 2 --log-level warn \
     --join-rate-v4 1000000 --join-rate-v6 1000000 --join-burst 1000000 \
-    --max-pending-per-source 1000000 >"$TMP/relay-$plane.log" 2>&1 &
+    --max-pending-per-source 1000000 --max-waiting-per-tunnel 100000 >"$TMP/relay-$plane.log" 2>&1 &
   PIDS+=($!)
   relay_pid=$!
   for i in $(seq 1 100); do
@@ -201,20 +229,38 @@ for plane in bpf userspace; do
     --token-file "$TMP/fa-sink-$plane.jwt" --mode sink --stats "$P_FA_STATS"
   fa_pid=${PIDS[-1]}
   start "fa-echo-$plane" "^ready" $B/dp_bench fakeagent --relay "$P_AGENT" --ca "$K/ca.pem" \
-    --token-file "$TMP/fa-echo-$plane.jwt" --mode echo
+    --token-file "$TMP/fa-echo-$plane.jwt" --mode echo --stats "$P_FA_ECHO_STATS"
+  fa_echo_pid=${PIDS[-1]}
+  # shellcheck disable=SC2086 # AGENT_ARGS is a list of options
   start "ag-sink-$plane" tunnel_up $B/dvv --relay "127.0.0.1:$P_AGENT" --ca "$K/ca.pem" \
-    --local "127.0.0.1:$P_SINK" --token-file "$TMP/ag-sink-$plane.jwt" --json --log-level warn
+    --local "127.0.0.1:$P_SINK" --token-file "$TMP/ag-sink-$plane.jwt" --json --log-level warn \
+    ${AGENT_ARGS:-}
   ag_pid=${PIDS[-1]}
+  # shellcheck disable=SC2086
   start "ag-echo-$plane" tunnel_up $B/dvv --relay "127.0.0.1:$P_AGENT" --ca "$K/ca.pem" \
-    --local "127.0.0.1:$P_ECHO" --token-file "$TMP/ag-echo-$plane.jwt" --json --log-level warn
+    --local "127.0.0.1:$P_ECHO" --token-file "$TMP/ag-echo-$plane.jwt" --json --log-level warn \
+    ${AGENT_ARGS:-}
+  ag_echo_pid=${PIDS[-1]}
   sleep 0.5
 
+  if on relay; then
   echo "-- (a') relay + fake agent, $plane"
-  measure "relay,$plane" "$P_PLAYER" "$P_FA_STATS" "$P_PLAYER" "$(hostname_of "fa-sink-$plane")" \
-    "$(hostname_of "fa-echo-$plane")" "$relay_pid,$fa_pid" metrics
+  measure "relay,$plane" "$P_PLAYER" "$P_FA_STATS" "$P_PLAYER" "$P_FA_ECHO_STATS" \
+    "$(hostname_of "fa-sink-$plane")" "$(hostname_of "fa-echo-$plane")" "$relay_pid,$fa_pid" \
+    "$relay_pid,$fa_echo_pid" metrics
+  fi
+  if on whole; then
   echo "-- (b) whole path: relay + dvv agent, $plane"
-  measure "whole,$plane" "$P_PLAYER" "$P_SINK_STATS" "$P_PLAYER" "$(hostname_of "ag-sink-$plane")" \
-    "$(hostname_of "ag-echo-$plane")" "$relay_pid,$ag_pid" metrics
+  measure "whole,$plane" "$P_PLAYER" "$P_SINK_STATS" "$P_PLAYER" "$P_ECHO_STATS" \
+    "$(hostname_of "ag-sink-$plane")" "$(hostname_of "ag-echo-$plane")" "$relay_pid,$ag_pid" \
+    "$relay_pid,$ag_echo_pid" metrics
+  # the agent on one CPU (all its threads), against both CPUs above: does it use every core?
+  echo "-- (b) whole path, the agent on 1 CPU (taskset), $plane"
+  taskset -a -p -c 0 "$ag_echo_pid" >/dev/null
+  stream "whole,$plane" e1cpu_ "$STREAMS" "$P_PLAYER" "$P_ECHO_STATS" \
+    "$(hostname_of "ag-echo-$plane")" "$relay_pid,$ag_echo_pid" metrics --echo 1
+  taskset -a -p -c "0-$(($(nproc) - 1))" "$ag_echo_pid" >/dev/null
+  fi
   curl -s --max-time 2 "http://127.0.0.1:$P_ADMIN/metrics" >"$TMP/metrics-$plane.txt" || true
   grep -E '^dvv_relay_(bpf_(pairs_total|pairs_demoted_total|throttles_total|cut_lag_total|cut_error_total|user_bytes_total)|players_joined_total|join_wait)' \
     "$TMP/metrics-$plane.txt" | tr '\n' ' ' | sed 's/^/   relay counters: /; s/$/\n/' || true
@@ -224,9 +270,10 @@ done
 
 echo "== report"
 for k in "${!R[@]}"; do printf '%s\t%s\n' "$k" "${R[$k]}"; done >"$TMP/results.tsv"
-python3 - "$OUT" "$DURATION" "$STREAMS" "$(uname -r)" "$(nproc)" "$TMP/results.tsv" <<'EOF'
+python3 - "$OUT" "$DURATION" "$STREAMS" "$(uname -r)" "$(nproc)" "$TMP/results.tsv" "$LOAD0" \
+  "$(cut -d' ' -f1 /proc/loadavg)" <<'EOF'
 import re, sys, datetime
-out, dur, streams, kernel, ncpu, results = sys.argv[1:7]
+out, dur, streams, kernel, ncpu, results, load0, load1 = sys.argv[1:9]
 R = dict(line.rstrip("\n").split("\t", 1) for line in open(results) if "\t" in line)
 
 def kv(s):
@@ -253,6 +300,15 @@ def table(path):
     row("throughput, %s streams (Gbit/s)" % streams, "t" + streams, "%.2f")
     row("system CPU per GB, 1 stream (s)", "c1", "%.3f")
     row("system CPU per GB, %s streams (s)" % streams, "c" + streams, "%.3f")
+    row("both ways: throughput back, 1 stream (Gbit/s)", "e1", "%.2f")
+    row("both ways: throughput back, %s streams (Gbit/s)" % streams, "e" + streams, "%.2f")
+    row("both ways: system CPU per GB, 1 stream (s)", "ec1", "%.3f")
+    row("both ways: system CPU per GB, %s streams (s)" % streams, "ec" + streams, "%.3f")
+    if path == "whole":
+        row("both ways, agent on 1 CPU: throughput back, %s streams (Gbit/s)" % streams,
+            "e1cpu_" + streams, "%.2f")
+        row("both ways, agent on 1 CPU: system CPU per GB, %s streams (s)" % streams,
+            "e1cpu_c" + streams, "%.3f")
     for key, label in (("c1", "1 stream"), ("c" + streams, "%s streams" % streams)):
         try:
             d, b, u = (float(get(p, key)) for p in ("direct", "bpf", "userspace"))
@@ -294,6 +350,12 @@ NOTES = """
   next zero-window probe (~200 ms): that stop-and-go is what the 1-stream bpf figure measures.
   Raising `--max-lag-mb` trades memory for it (on this VM, one stream through the hop:
   64 MiB ~3-4 Gbit/s, 256 MiB ~6.5, 512 MiB ~8.7).
+- **Why a bulk flow is not moved from the bpf plane to splice(2) while it runs.** The bytes
+  already redirected wait in the peer socket's psock queue, and the kernel frees that queue when
+  the socket leaves the sockmap: a switch would first have to stop the sender (the throttle's
+  clamp), wait for the queue to drain, then remove both map entries and start splicing, a wait
+  and two state changes per switch on the path of every throttled connection. The plane is
+  therefore chosen per relay, and per pair only where the maps refuse one (below).
 - **The policy.** `auto` and the default choose the bpf plane: Minecraft traffic is many
   low-rate streams, where it wins on CPU and latency and a single connection can never hold
   more than `--max-lag-mb` of relay memory. A relay whose traffic is a few bulk same-host
@@ -302,20 +364,38 @@ NOTES = """
   relayed with splice(2) whatever the plane.
 - Connection setup through the relay includes routing the handshake (MSG_PEEK), taking a pooled
   data connection and, on the bpf plane, four map updates per pair; path (b) adds the agent's
-  own connect to the local server.
+  own connect to the local server, which is a whole TCP connection setup of its own (the direct
+  column's is the only one it has), and the hand-off of the pair to a worker thread. Every byte
+  of the whole path crosses three TCP connections each way instead of one, so about 3x the
+  direct column's system CPU per GB is the floor of any relay of this shape.
+- **The agent on every core.** The agent's main loop keeps the control channel, the pool and
+  the local connects; each player's pair is handed to one of its worker threads (`--workers`,
+  default one per CPU; the relay's userspace plane runs on the same pool code, common/spool.c).
+  On this 2-vCPU machine the relay, the agent, the client and the echo server all share the
+  two CPUs, so the 1-CPU row shows what pinning the agent costs, not a clean scaling figure.
 """
 
 tables = {p: table(p) for p in ("hop", "relay", "whole")}
+try:
+    busy = max(float(load0), float(load1)) > float(ncpu)
+except ValueError:
+    busy = False
+shared = (" (above %s: other work shared the machine, so the columns of this run are comparable and"
+          " its absolute figures less so)" % ncpu) if busy else ""
 section = f"""<!-- dp-bench:begin (generated by bench/run.sh; edits between the markers are overwritten) -->
 ## Data plane: the relay hop, the real relay, the whole path
 
 Measured {datetime.date.today()} by `bench/run.sh` on loopback ({ncpu} vCPU, kernel {kernel}), throughput
-windows of {dur} s after a 1 s warm-up, all three columns and all three paths in one run. Every
+windows of {dur} s after a 1 s warm-up, all three columns and all three paths in one run; load average
+{load0} when it started, {load1} when it ended{shared}. Every
 connection first sends a Minecraft login handshake (the relay routes by its hostname; the direct and
 hop paths get the same bytes). Throughput counts what the sink received in the window; "system CPU per
 GB" is machine-wide sys + irq + softirq time over the window divided by those bytes, so it includes
 the client's and the sink's own kernel work (the same in every column); "relay's own CPU" is the
-column minus direct. Latency medians on a VM are dominated by wake-up noise: compare minimums and one
+column minus direct. "Both ways" rows are a game's shape: the same bulk streams go to an echo
+server (`dp_bench stream --echo 1`), the client reads everything back, "throughput back" is what
+returned to it in the window (the other direction carried as much) and the CPU per GB is over the
+bytes of both directions. Latency medians on a VM are dominated by wake-up noise: compare minimums and one
 run's columns, not numbers across runs. The direct column is one measurement shared by the three
 tables.
 
@@ -338,8 +418,9 @@ echoes the player's bytes itself: the relay's own cost, one hop.
 ### (b) The whole path: relay and agent
 
 `build/dvv-relay` and the real agent `build/dvv` (`--local` at the same sink / echo server as the
-direct column; the agent relays with splice(2) whichever plane the relay uses): what a player sees,
-two hops.
+direct column; the agent relays with splice(2) on its worker threads, one per CPU, whichever plane
+the relay uses): what a player sees, two hops. "Agent on 1 CPU" rows: the same both-ways run with
+every thread of the agent pinned to one CPU (`taskset -a`), against both CPUs in the row above it.
 
 {tables["whole"]}
 

@@ -25,16 +25,25 @@
  *   LOCAL       a player was assigned: connecting to the local server (+ PROXY v2 header)
  *   SPLICE      splice_pair moves the bytes both ways until both sides are done
  * CONNECTING and IDLE belong to the control session that asked for them and close with it;
- * LOCAL and SPLICE are players and outlive it. */
+ * LOCAL and SPLICE are players and outlive it.
+ *
+ * Threads: everything above runs on the main loop. With workers (--workers, one per CPU by
+ * default; common/spool.c, the relay's userspace plane runs on the same pool code) a SPLICE
+ * pair is handed to a worker thread once the local connect and the PROXY header are done: from
+ * then on only that worker touches the pair, until it ends; the worker closes the sockets and
+ * posts the player to a->done, and the main loop (woken through loop_wake) reports and frees
+ * it. So bytes move on every core while accounting and closing stay single-threaded. */
 #include "agent.h"
 #include "ctlconn.h"
 #include "http.h"
 #include "log.h"
 #include "splice.h"
+#include "spool.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <openssl/err.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +87,9 @@ struct agent_dc {
 	size_t pp_len, pp_off;
 	bool local_up; /* the local connect completed */
 	struct splice_pair pair;
+	struct dlist wnode; /* with workers: its worker's pairs, then a->done */
+	bool on_worker;	    /* the pair was handed to a worker: only a->done ends it */
+	int err;	    /* on_worker: how the pair ended (0 or a positive errno) */
 	uint64_t start_ms;
 	char player_str[64];
 };
@@ -165,6 +177,9 @@ struct agent {
 	uint64_t hash_key[2];
 
 	/* data connections */
+	struct spool workers;	    /* workers.w NULL: pairs run on the main loop */
+	pthread_mutex_t done_lock;  /* protects done */
+	struct dlist done;	    /* players whose pair a worker ended, to close here */
 	struct agent_dclist players; /* LOCAL + SPLICE */
 	unsigned active;	    /* players in SPLICE */
 	uint64_t joins;
@@ -284,7 +299,8 @@ static void dc_close(struct agent_dc *d)
 			.bytes_out = d->pair.dir[1].bytes,
 			.duration_ms = a->loop.now - d->start_ms,
 		};
-		splice_pair_close(&d->pair);
+		if (!d->on_worker) /* a worker closed it already */
+			splice_pair_close(&d->pair);
 		a->active--;
 		ev.active = a->active;
 		ev.joins = a->joins;
@@ -386,6 +402,97 @@ static void dc_splice_done(struct splice_pair *p, int err)
 	dc_close(d);
 }
 
+/* ---- players on worker threads ---- */
+
+/* Any thread: the player's pair is over and its sockets are closed; the main loop reports and
+ * frees it (dc_take_done). */
+static void dc_post_done(struct agent_dc *d)
+{
+	struct agent *a = d->a;
+	pthread_mutex_lock(&a->done_lock);
+	dlist_add_tail(&a->done, &d->wnode);
+	pthread_mutex_unlock(&a->done_lock);
+	loop_wake(&a->loop);
+}
+
+/* Worker thread: a pair ended. */
+static void dc_worker_done(struct splice_pair *p, int err)
+{
+	struct agent_dc *d = p->data;
+	dlist_del(&d->wnode);
+	splice_pair_close(p);
+	d->err = err;
+	dc_post_done(d);
+}
+
+/* Worker thread: a player handed over by dc_start_splice. */
+static void dc_worker_run(struct spool_worker *w, const struct handoff_job *j)
+{
+	struct agent_dc *d = j->data;
+	int rc = splice_pair_start(&w->loop, &d->pair, j->player_fd, j->agent_fd, dc_worker_done);
+	if (rc) {
+		pr_rl(LOG_WARN, "player %s: cannot start forwarding: %s", d->player_str,
+		      strerror(-rc));
+		close(j->player_fd);
+		close(j->agent_fd);
+		memset(&d->pair, 0, sizeof(d->pair)); /* no bytes moved */
+		d->err = -rc;
+		dc_post_done(d);
+		return;
+	}
+	d->pair.data = d;
+	dlist_add_head(&w->pairs, &d->wnode);
+}
+
+/* Main loop (its on_wake): close the players the workers are done with. */
+static void dc_take_done(struct loop *l)
+{
+	struct agent *a = l->data;
+	for (;;) {
+		pthread_mutex_lock(&a->done_lock);
+		struct agent_dc *d = dlist_first(&a->done, struct agent_dc, wnode);
+		if (d)
+			dlist_del(&d->wnode);
+		pthread_mutex_unlock(&a->done_lock);
+		if (!d)
+			return;
+		if (d->err)
+			pr_debug("player %s: %s", d->player_str, strerror(d->err));
+		dc_close(d);
+	}
+}
+
+/* Stopping, after the workers' threads ended: pairs still running end here. */
+static void dc_workers_left(struct spool_worker *w)
+{
+	struct agent_dc *d;
+	while ((d = dlist_first(&w->pairs, struct agent_dc, wnode))) {
+		dlist_del(&d->wnode);
+		splice_pair_close(&d->pair);
+		d->err = 0;
+		dc_post_done(d);
+	}
+}
+
+/* Stopping: a player handed over too late for its worker to start it. */
+static void dc_job_drop(void *arg, const struct handoff_job *j)
+{
+	struct agent_dc *d = j->data;
+	(void)arg;
+	close(j->player_fd);
+	close(j->agent_fd);
+	memset(&d->pair, 0, sizeof(d->pair));
+	d->err = 0;
+	dc_post_done(d);
+}
+
+/* Stop the workers and close every player they had (idempotent). */
+static void workers_stop(struct agent *a)
+{
+	spool_stop(&a->workers, dc_workers_left, dc_job_drop, a);
+	dc_take_done(&a->loop);
+}
+
 static void local_unreachable(struct agent *a, const char *why)
 {
 	static struct log_rl rl;
@@ -402,22 +509,32 @@ static void local_unreachable(struct agent *a, const char *why)
 static void dc_start_splice(struct agent_dc *d)
 {
 	struct agent *a = d->a;
-	int dfd = d->io.fd, lfd = d->local_io.fd;
+	int dfd = d->io.fd, lfd = d->local_io.fd, rc;
 	loop_timer_cancel(&a->loop, &d->timer);
 	loop_io_del(&a->loop, &d->io);
 	loop_io_del(&a->loop, &d->local_io);
-	int rc = splice_pair_start(&a->loop, &d->pair, dfd, lfd, dc_splice_done);
+	d->start_ms = a->loop.now;
+	if (a->workers.w) {
+		/* everything the main loop sets is set before the worker may see the player */
+		struct handoff_job j = {.player_fd = dfd, .agent_fd = lfd, .data = d};
+		d->state = DC_SPLICE;
+		d->on_worker = true;
+		if ((rc = spool_push(&a->workers, &j))) {
+			d->state = DC_LOCAL;
+			d->on_worker = false;
+		}
+	} else if (!(rc = splice_pair_start(&a->loop, &d->pair, dfd, lfd, dc_splice_done))) {
+		d->pair.data = d;
+		d->state = DC_SPLICE;
+	}
 	if (rc) {
 		pr_rl(LOG_WARN, "player %s: cannot start forwarding: %s", d->player_str,
 		      strerror(-rc));
 		dc_close(d);
 		return;
 	}
-	/* the pair owns both fds now */
+	/* the pair (or the worker's job) owns both fds now */
 	d->io.fd = d->local_io.fd = -1;
-	d->pair.data = d;
-	d->state = DC_SPLICE;
-	d->start_ms = a->loop.now;
 	a->active++;
 	a->joins++;
 	struct agent_event ev = {.type = AGENT_EV_PLAYER_OPEN,
@@ -456,8 +573,14 @@ static void dc_local_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		}
 	}
 	int rc = net_send_rest(io->fd, d->pp, d->pp_len, &d->pp_off);
-	if (rc == -EAGAIN)
-		return; /* EPOLLOUT again */
+	if (rc == -EAGAIN) {
+		/* EPOLLOUT again (registered now if dc_player came here without epoll) */
+		if ((rc = loop_io_set(l, io, EPOLLOUT))) {
+			local_unreachable(a, strerror(-rc));
+			dc_close(d);
+		}
+		return;
+	}
 	if (rc) {
 		local_unreachable(a, strerror(-rc));
 		dc_close(d);
@@ -492,7 +615,21 @@ static void dc_player(struct agent_dc *d)
 		dc_close(d);
 		return;
 	}
+	d->local_io.fd = fd;
 	loop_timer_arm(&a->loop, &d->timer, AGENT_LOCAL_CONNECT_TIMEOUT_MS);
+	/* A local server usually answers at once (on loopback the handshake is done before
+	 * connect() returns): then go on now, instead of registering the socket, waiting a loop
+	 * turn for EPOLLOUT and deregistering it again (two epoll_ctl calls and a wake-up on
+	 * every join). */
+	struct pollfd pf = {.fd = fd, .events = POLLOUT};
+	if (poll(&pf, 1, 0) == 1) {
+		dc_local_cb(&a->loop, &d->local_io, EPOLLOUT | (uint32_t)(pf.revents & POLLERR));
+		return;
+	}
+	if ((rc = loop_io_set(&a->loop, &d->local_io, EPOLLOUT))) {
+		local_unreachable(a, strerror(-rc));
+		dc_close(d);
+	}
 }
 
 static void dc_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
@@ -1507,6 +1644,7 @@ static void close_all(struct agent *a)
 	a->old = NULL;
 	a->mig_pending = a->mig_finish = false;
 	a->state = AG_WAIT;
+	workers_stop(a); /* the players they carry are closed and reported on this thread */
 	for (struct agent_dc *d; (d = dclist_first(&a->players));)
 		dc_close(d);
 }
@@ -1520,6 +1658,8 @@ int agent_new(const struct agent_config *cfg, struct agent **out, char *err, siz
 		return -ENOMEM;
 	}
 	a->cfg = cfg;
+	pthread_mutex_init(&a->done_lock, NULL);
+	dlist_init(&a->done);
 	a->stop_io = (struct loop_io){.fd = -1};
 	a->loop.epfd = a->loop.wakefd = -1;
 	for (int i = 0; i < 2; i++) {
@@ -1567,6 +1707,13 @@ int agent_new(const struct agent_config *cfg, struct agent **out, char *err, siz
 		goto out;
 	}
 	a->loop.data = a;
+	a->loop.on_wake = dc_take_done;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int nw = cfg->workers >= 0 ? cfg->workers : (ncpu > 0 ? (int)ncpu : 1);
+	if (nw > 1 && (rc = spool_start(&a->workers, nw, dc_worker_run, a))) {
+		snprintf(err, errlen, "worker threads: %s", strerror(-rc));
+		goto out;
+	}
 	agent_status_poll_init(&a->status, &a->loop, status_done, a);
 	a->status.proxy_protocol = cfg->proxy_protocol;
 	a->status_max = CTL_PAYLOAD_MAX;
@@ -1620,6 +1767,7 @@ void agent_free(struct agent *a)
 	for (int i = 0; i < 2; i++)
 		free(a->sess[i].queue);
 	free(a->status_json);
+	pthread_mutex_destroy(&a->done_lock);
 	explicit_bzero(a, sizeof(*a));
 	free(a);
 }

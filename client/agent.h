@@ -1,6 +1,7 @@
 /* dvv, the agent: one TLS control channel to a relay, a pool of pre-opened plain TCP data
  * connections that the relay assigns to players, and one local connection per player, joined
- * to its data connection with splice(2).
+ * to its data connection with splice(2) on one of its worker threads (common/spool.c: one per
+ * CPU by default; the main thread keeps the control channel, the pool and the local connects).
  *
  *   main.c      options, signals, output mode, exit status
  *   options.c   command line / environment -> struct agent_config
@@ -56,6 +57,8 @@
 #define AGENT_MAX_CONNECTING 64		/* data connections in TCP connect at once */
 #define AGENT_MAX_POOL 1024		/* idle + connecting + queued tokens, whatever the relay asks */
 
+#define AGENT_MAX_WORKERS 64	/* --workers: data-plane threads */
+
 /* Make-before-break and re-homing. */
 #define AGENT_MAX_ADDRS 8	/* addresses of one relay name tried in turn (DNS round robin) */
 
@@ -104,6 +107,8 @@ struct agent_config {
 	bool proxy_protocol;
 	bool json;
 	bool retry_auth;
+	int workers;			/* --workers: threads that splice players' bytes (spool.h);
+					 * -1 one per CPU, 0 or 1 none (the main loop does it) */
 	int log_level;			/* enum log_level */
 	struct net_queue_opts data_queue;  /* data connections to the relay (--notsent-lowat-kb) */
 	struct net_queue_opts local_queue; /* connections to the local server (+ --local-rcvbuf-kb) */

@@ -48,6 +48,8 @@ void agent_opts_usage(FILE *f)
 		"  --local-mss N       segment size in bytes dvv asks of the local server (default\n"
 		"                      %d, 0 = the route's): the server's kernel sizes its send\n"
 		"                      buffer from it, ~2.6 MiB of queue with loopback's 64 KiB\n"
+		"  --workers N         threads moving players' bytes (default one per CPU; 0 or 1:\n"
+		"                      all on the main thread), at most %d\n"
 		"  --json              one JSON event per line on stdout (for scripts and panels)\n"
 		"  --log-level LEVEL   error, warn, info (default) or debug; logs go to stderr\n"
 		"  --version           print the version and exit\n"
@@ -58,7 +60,7 @@ void agent_opts_usage(FILE *f)
 		"             4 tunnel refused or closed for good (the relay needs a newer dvv, the\n"
 		"             token's custom name is taken, or the plan closed the idle tunnel)\n",
 		AGENT_DEFAULT_LOCAL, NET_NOTSENT_LOWAT_KB_DEFAULT, NET_LOCAL_RCVBUF_KB_DEFAULT,
-		NET_LOCAL_MSS_DEFAULT);
+		NET_LOCAL_MSS_DEFAULT, AGENT_MAX_WORKERS);
 }
 
 /* A JWT is base64url segments and dots; accept any printable ASCII without spaces. */
@@ -290,6 +292,7 @@ enum {
 	OPT_NOTSENT_LOWAT,
 	OPT_LOCAL_RCVBUF,
 	OPT_LOCAL_MSS,
+	OPT_WORKERS,
 	OPT_VERSION,
 	OPT_HELP,
 };
@@ -311,6 +314,7 @@ static const struct option long_opts[] = {
 	{"notsent-lowat-kb", required_argument, NULL, OPT_NOTSENT_LOWAT},
 	{"local-rcvbuf-kb", required_argument, NULL, OPT_LOCAL_RCVBUF},
 	{"local-mss", required_argument, NULL, OPT_LOCAL_MSS},
+	{"workers", required_argument, NULL, OPT_WORKERS},
 	{"version", no_argument, NULL, OPT_VERSION},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
@@ -330,6 +334,7 @@ int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err,
 	cfg->local_queue.notsent_lowat = NET_NOTSENT_LOWAT_KB_DEFAULT << 10;
 	cfg->local_queue.rcvbuf = NET_LOCAL_RCVBUF_KB_DEFAULT << 10;
 	cfg->local_queue.mss = NET_LOCAL_MSS_DEFAULT;
+	cfg->workers = -1;
 	optind = 0; /* GNU: full re-initialisation, so tests can parse several times */
 	opterr = 0;
 	for (;;) {
@@ -412,6 +417,18 @@ int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err,
 				goto out;
 			}
 			cfg->local_queue.mss = (int)mss;
+			break;
+		}
+		case OPT_WORKERS: {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (!*optarg || *end || n < 0 || n > AGENT_MAX_WORKERS) {
+				snprintf(err, errlen, "--workers '%s': want 0 to %d", optarg,
+					 AGENT_MAX_WORKERS);
+				rc = -EINVAL;
+				goto out;
+			}
+			cfg->workers = (int)n;
 			break;
 		}
 		case OPT_LOG_LEVEL:

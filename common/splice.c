@@ -200,13 +200,24 @@ static void finish(struct splice_pair *p, int err)
 	p->on_done(p, err);
 }
 
-static void pair_run(struct splice_pair *p, uint32_t events)
+/* An event on side `side` (0: a, 1: b). dir[side] reads that socket, dir[!side] writes to it.
+ * Only the directions the event can have unblocked are pumped: a readable socket moves its
+ * own direction; a writable one moves the other direction only if bytes wait in its pipe (with
+ * an empty pipe that direction last stopped on EAGAIN or EOF from its own source, and its next
+ * EPOLLIN edge brings it here). Pumping both on every event cost two splice calls that
+ * could only fail with EAGAIN per event on a two-way stream. Errors and hang-ups pump both:
+ * that is where they are found. */
+static void pair_run(struct splice_pair *p, int side, uint32_t events)
 {
 	if (p->finished)
 		return;
+	bool all = events & (EPOLLERR | EPOLLHUP);
+	bool run[2];
+	run[side] = all || (events & (EPOLLIN | EPOLLRDHUP));
+	run[!side] = all || ((events & EPOLLOUT) && p->dir[!side].inpipe);
 	/* dir[1] writes to dir[0]'s source and the other way round */
-	int r0 = pump(&p->dir[0], p->dir[1].shut);
-	int r1 = r0 < 0 ? 0 : pump(&p->dir[1], p->dir[0].shut);
+	int r0 = run[0] ? pump(&p->dir[0], p->dir[1].shut) : 0;
+	int r1 = r0 < 0 || !run[1] ? 0 : pump(&p->dir[1], p->dir[0].shut);
 	if (r0 < 0 || r1 < 0) {
 		finish(p, -(r0 < 0 ? r0 : r1));
 		return;
@@ -230,12 +241,12 @@ static void pair_run(struct splice_pair *p, uint32_t events)
 
 static void pair_io_cb_a(struct loop *l, struct loop_io *io, uint32_t events)
 {
-	pair_run(container_of(io, struct splice_pair, io[0]), events);
+	pair_run(container_of(io, struct splice_pair, io[0]), 0, events);
 }
 
 static void pair_io_cb_b(struct loop *l, struct loop_io *io, uint32_t events)
 {
-	pair_run(container_of(io, struct splice_pair, io[1]), events);
+	pair_run(container_of(io, struct splice_pair, io[1]), 1, events);
 }
 
 void splice_pair_close(struct splice_pair *p)

@@ -135,6 +135,7 @@ static void options_defaults_and_token_wiped_from_argv(void **state)
 	assert_false(cfg.proxy_protocol);
 	assert_false(cfg.json);
 	assert_int_equal(cfg.log_level, LOG_INFO);
+	assert_int_equal(cfg.workers, -1); /* one per CPU */
 	if (strstr(b.store[2], "aaa"))
 		fail_msg("token still visible in argv: '%s'", b.store[2]);
 }
@@ -143,8 +144,10 @@ static void options_all_flags(void **state)
 {
 	struct argv_buf b;
 	mkargv(&b, "dvv", "--relay", "[::1]:7000", "--token=t.o.k", "--local", "10.0.0.2:25566",
-	       "--proxy-protocol", "--json", "--log-level", "debug", "--retry-auth", NULL);
+	       "--proxy-protocol", "--json", "--log-level", "debug", "--retry-auth", "--workers", "3",
+	       NULL);
 	assert_int_equal(parse(&b), 0);
+	assert_int_equal(cfg.workers, 3);
 	assert_string_equal(cfg.relay, "[::1]:7000");
 	assert_string_equal(cfg.local, "10.0.0.2:25566");
 	assert_string_equal(cfg.token, "t.o.k");
@@ -201,6 +204,8 @@ static void options_usage_errors(void **state)
 {
 	expect_usage_error("no token", NULL);
 	expect_usage_error("unknown option '--bogus'", "--token", "x", "--bogus", NULL);
+	expect_usage_error("--workers '65': want 0 to 64", "--token", "x", "--workers", "65", NULL);
+	expect_usage_error("--workers '2x'", "--token", "x", "--workers", "2x", NULL);
 	expect_usage_error("--relay", "--token", "x", "--relay", "nohostport", NULL);
 	expect_usage_error("--relay", "--token", "x", "--relay", "host:99999", NULL);
 	expect_usage_error("--local", "--token", "x", "--local", "h:0", NULL);

@@ -1,4 +1,4 @@
-/* The control loop -> data-plane thread job queue (userspace/handoff.c): jobs come out once, in
+/* The control loop -> data-plane thread job queue (common/handoff.c): jobs come out once, in
  * the order they went in, across the batches drain copies out; a push from another thread wakes
  * the consumer's loop, whose on_wake drains. */
 #include <stdarg.h>

@@ -1,4 +1,5 @@
-/* Hand-off of joined pairs from the control loop to a data-plane thread: a FIFO of jobs under a
+/* Hand-off of joined pairs from a control loop to a data-plane thread (the relay's userspace
+ * plane, the agent's workers: spool.h): a FIFO of jobs under a
  * mutex, whose consumer loop is woken (loop_wake(): its eventfd) by every push. Contract: any
  * thread may push; only the consumer's thread drains, from its loop's on_wake, and once that
  * thread has stopped, whoever stops the plane drains what is left. The queue grows as needed,
@@ -19,6 +20,7 @@ struct handoff_job {
 	uint64_t tunnel_key;
 	struct dp_acct *acct; /* the pair's accounting reference (dp_acct.h), NULL: not counted */
 	bool internal; /* the plane's own self-test pair: kept out of the relay's metrics */
+	void *data;    /* the pusher's own context for the pair (the agent's player), or NULL */
 };
 
 struct handoff {
