@@ -35,7 +35,8 @@
  * lose no player: every cut is still an error. The one cut the protocol promises is a joining
  * player that was already forwarded once and whose tunnel moves again: it gets the Login
  * Disconnect "reconnecting"; such a player is counted apart (join_reconnecting) and joins again
- * (at most LG_JOIN_RETRIES times, then it is an error). Counted: moves (placement), migrations
+ * (at most LG_JOIN_RETRIES times, then it is an error). Any other Login Disconnect is an error
+ * (kicked), its text logged. Counted: moves (placement), migrations
  * begun and completed, GOODBYE "plan" reconnects.
  *
  * Sockets bind 127.x.y.z source addresses (IP_BIND_ADDRESS_NO_PORT: the port is chosen per
@@ -136,12 +137,13 @@ enum lg_err {
 	E_TUNNEL_DOWN,	 /* a player's tunnel was not up when it was to join */
 	E_STALE_JOIN,	 /* a server side got a player that is not waiting (gave up, or twice) */
 	E_BAD_MOVE,	 /* a MOVE to an address this tool cannot dial (not IPv4 loopback) */
+	E_KICKED,	 /* the relay answered a joining player with another Login Disconnect */
 	E_COUNT
 };
 static const char *const err_name[E_COUNT] = {
 	"connect", "ctl_lost", "refused", "reg_timeout", "player_closed", "server_closed",
 	"bad_header", "misrouted", "corrupt", "join_timeout", "send", "lost", "tunnel_down", "stale_join",
-	"bad_move"};
+	"bad_move", "kicked"};
 
 struct samples {
 	uint32_t *v; /* microseconds */
@@ -497,38 +499,59 @@ static void player_start(struct worker *w, struct player *p, bool steady)
 }
 
 /* The relay's Login Disconnect (length, packet 0x00, a JSON chat string) instead of the
- * server's first message? Our messages start "LS", never a packet id 0 after the length. */
-static bool is_login_disconnect(const uint8_t *b, size_t n)
+ * server's first message? Our messages start "LS", never a packet id 0 after the length.
+ * Returns the offset of the JSON text in b, 0 when it is not one. */
+static size_t login_disconnect(const uint8_t *b, size_t n)
 {
 	int32_t len, slen;
 	int v = mc_varint_read(b, n, &len);
 	if (v <= 0 || (size_t)v + 1 >= n || b[v] != 0x00 || len < 2)
-		return false;
+		return 0;
 	int v2 = mc_varint_read(b + v + 1, n - (size_t)v - 1, &slen);
-	return v2 > 0 && (size_t)(v + 1 + v2) < n && slen > 0 &&
-	       (b[v + 1 + v2] == '{' || b[v + 1 + v2] == '"');
+	size_t off = (size_t)v + 1 + (size_t)v2;
+	return v2 > 0 && off < n && slen > 0 && (b[off] == '{' || b[off] == '"') ? off : 0;
 }
 
-/* A joining player got the relay's Login Disconnect: the answer docs/protocol.md promises a
- * player forwarded once whose tunnel moved again ("reconnecting"). Counted apart, and the
- * player joins again as a real one would, LG_JOIN_RETRIES times at most (its join latency and
- * timeout still count from the first attempt). false: not that answer, or no retry left. */
-static bool player_rejoin(struct worker *w, struct player *p, size_t n)
+/* A joining player got the relay's Login Disconnect. "The server is reconnecting" is the answer
+ * docs/protocol.md promises a player forwarded once whose tunnel moved again: counted apart
+ * (join_reconnecting), and the player joins again as a real one would, LG_JOIN_RETRIES times at
+ * most (its join latency and timeout still count from the first attempt). Any other answer
+ * (unreachable owner, busy, offline) is an error of its own (kicked). true: handled. */
+static bool player_kicked(struct worker *w, struct player *p, size_t n)
 {
-	if (!is_login_disconnect(p->buf, n) || p->retries >= LG_JOIN_RETRIES)
+	size_t off = login_disconnect(p->buf, n);
+	int32_t len;
+	if (!off)
 		return false;
-	if (atomic_fetch_add(&w->cnt.join_reconnecting, 1) < 3) /* the answer, for the log */
-		fprintf(stderr, "loadgen: player %u (%s) answered: %.*s\n", p->idx,
-			g_tun[p->idx % C.tunnels].host, (int)(n - 3), (const char *)p->buf + 3);
-	/* (3 bytes: the length and the id, both one byte for a message this short) */
-	uint64_t t0 = p->t0_us;
-	close(p->fd);
-	p->fd = -1;
-	w->joining--;
-	p->state = P_IDLE;
-	p->retries++;
-	player_start(w, p, p->steady);
-	p->t0_us = t0;
+	/* the rest of the packet (the relay wrote it whole, then closed), so that the text is read
+	 * whatever --msg-bytes is */
+	size_t total = (size_t)mc_varint_read(p->buf, n, &len) + (size_t)len;
+	if (total > sizeof(p->buf))
+		total = sizeof(p->buf);
+	while (n < total) {
+		ssize_t r = recv(p->fd, p->buf + n, total - n, MSG_DONTWAIT);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	bool promised = memmem(p->buf + off, n - off, "reconnecting", 12) != NULL;
+	if (promised && p->retries < LG_JOIN_RETRIES) {
+		INC(w, join_reconnecting);
+		uint64_t t0 = p->t0_us;
+		close(p->fd);
+		p->fd = -1;
+		w->joining--;
+		p->state = P_IDLE;
+		p->retries++;
+		player_start(w, p, p->steady);
+		p->t0_us = t0;
+		return true;
+	}
+	count(w, E_KICKED);
+	if (atomic_load(&w->cnt.err[E_KICKED]) <= 5) /* what the relay said, for the log */
+		fprintf(stderr, "loadgen: player %u (%s) kicked: %.*s\n", p->idx,
+			g_tun[p->idx % C.tunnels].host, (int)(n - off), (const char *)p->buf + off);
+	player_close(w, p, P_DONE);
 	return true;
 }
 
@@ -553,7 +576,7 @@ static void player_io(struct worker *w, struct player *p, uint32_t ev)
 		if (r < 0 && errno == EAGAIN)
 			return;
 		if (r <= 0) {
-			if (p->state == P_JOINING && player_rejoin(w, p, p->have))
+			if (p->state == P_JOINING && player_kicked(w, p, p->have))
 				return;
 			count(w, E_PLAYER_CLOSED);
 			player_close(w, p, P_DONE);
@@ -564,7 +587,7 @@ static void player_io(struct worker *w, struct player *p, uint32_t ev)
 			continue;
 		p->have = 0;
 		if (!msg_ok(p->buf, 'S', p->idx, p->seq_rx)) {
-			if (p->state == P_JOINING && player_rejoin(w, p, C.msg_bytes))
+			if (p->state == P_JOINING && player_kicked(w, p, C.msg_bytes))
 				return;
 			count(w, E_CORRUPT);
 			player_close(w, p, P_DONE);
