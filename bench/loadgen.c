@@ -159,7 +159,8 @@ struct counters {
 
 /* ---- connections ---- */
 
-enum kind { K_CTL = 1, K_DATA, K_PLAYER, K_OLD };
+/* K_DEAD: closed and waiting in the worker's graveyard until the current epoll batch is done */
+enum kind { K_CTL = 1, K_DATA, K_PLAYER, K_OLD, K_DEAD };
 enum tstate { T_IDLE, T_CONNECTING, T_TLS, T_UP, T_RETRY };
 enum dstate { D_CONNECTING, D_IDLE, D_LOGIN, D_PLAY };
 enum pstate { P_IDLE, P_CONNECTING, P_JOINING, P_PLAYING, P_DONE };
@@ -198,6 +199,7 @@ struct old_sess {
 	uint32_t gen;
 	struct lg_addr at;
 	struct tunnel *t;
+	struct dlist node; /* in the graveyard once closed */
 	struct ctl_conn ctl;
 };
 
@@ -238,6 +240,9 @@ struct worker {
 	uint32_t npl, join_next, joining, churn_next;
 	double reg_credit, join_credit, churn_credit;
 	struct dlist dconns;
+	/* Closed data connections and old sessions: an epoll batch may still hold an event for
+	 * one that an earlier event of the same batch closed, so they are freed after the batch */
+	struct dlist dead_dconns, dead_olds;
 	struct samples join_ramp, join_steady, reg;
 	uint64_t tick;
 };
@@ -444,6 +449,30 @@ static int send_all(int fd, const uint8_t *p, size_t n)
 	return r == (ssize_t)n ? 0 : -1;
 }
 
+static void dconn_free(struct worker *w, struct dconn *d)
+{
+	dlist_del(&d->node);
+	close(d->fd);
+	d->fd = -1;
+	d->kind = K_DEAD;
+	dlist_add_tail(&w->dead_dconns, &d->node);
+}
+
+/* After an epoll batch (and at the end): free what the batch closed. */
+static void graveyard_free(struct worker *w)
+{
+	while (!dlist_empty(&w->dead_dconns)) {
+		struct dconn *d = dlist_first(&w->dead_dconns, struct dconn, node);
+		dlist_del(&d->node);
+		free(d);
+	}
+	while (!dlist_empty(&w->dead_olds)) {
+		struct old_sess *o = dlist_first(&w->dead_olds, struct old_sess, node);
+		dlist_del(&o->node);
+		free(o);
+	}
+}
+
 /* ---- players ---- */
 
 static void player_close(struct worker *w, struct player *p, uint8_t state)
@@ -459,9 +488,7 @@ static void player_close(struct worker *w, struct player *p, uint8_t state)
 		w->joining--;
 	if (p->srv) {
 		p->srv->player = NULL; /* the server side goes with it (as a real server's would) */
-		dlist_del(&p->srv->node);
-		close(p->srv->fd);
-		free(p->srv);
+		dconn_free(w, p->srv);
 		p->srv = NULL;
 	}
 	p->state = state;
@@ -611,12 +638,6 @@ static void player_io(struct worker *w, struct player *p, uint32_t ev)
 
 /* ---- data connections (the server side of a player) ---- */
 
-static void dconn_free(struct dconn *d)
-{
-	dlist_del(&d->node);
-	close(d->fd);
-	free(d);
-}
 
 /* One pooled data connection for an ATTACH token, to the relay whose session (gen) asked. */
 static void dconn_open(struct worker *w, uint32_t tidx, uint32_t gen, struct lg_addr at,
@@ -716,7 +737,7 @@ static void dconn_login(struct worker *w, struct dconn *d, size_t len)
 	INC(w, msgs_tx);
 	return;
 bad:
-	dconn_free(d);
+	dconn_free(w, d);
 }
 
 static void dconn_io(struct worker *w, struct dconn *d, uint32_t ev)
@@ -727,7 +748,7 @@ static void dconn_io(struct worker *w, struct dconn *d, uint32_t ev)
 		memcpy(pre + 4, d->token, ATTACH_TOKEN_LEN);
 		if (sock_error(d->fd) || send_all(d->fd, pre, sizeof(pre))) {
 			count(w, E_CONNECT);
-			dconn_free(d);
+			dconn_free(w, d);
 			return;
 		}
 		d->state = D_IDLE;
@@ -748,13 +769,13 @@ static void dconn_io(struct worker *w, struct dconn *d, uint32_t ev)
 		if (r <= 0) {
 			if (d->state == D_IDLE) {
 				INC(w, pool_retired); /* the relay retired a pooled connection */
-				dconn_free(d);
+				dconn_free(w, d);
 			} else if (d->player) {
 				count(w, E_SERVER_CLOSED);
 				player_close(w, d->player, P_DONE);
 			} else {
 				count(w, E_SERVER_CLOSED);
-				dconn_free(d);
+				dconn_free(w, d);
 			}
 			return;
 		}
@@ -765,7 +786,7 @@ static void dconn_io(struct worker *w, struct dconn *d, uint32_t ev)
 			int body = data_hdr_fixed(d->buf);
 			if (body < 0 || body > DATA_HDR_BODY_MAX) {
 				count(w, E_BAD_HEADER);
-				dconn_free(d);
+				dconn_free(w, d);
 				return;
 			}
 			if (d->have < DATA_HDR_FIXED + (size_t)body)
@@ -773,7 +794,7 @@ static void dconn_io(struct worker *w, struct dconn *d, uint32_t ev)
 			struct data_hdr h;
 			if (data_hdr_body(d->buf + DATA_HDR_FIXED, d->have - DATA_HDR_FIXED, &h)) {
 				count(w, E_BAD_HEADER);
-				dconn_free(d);
+				dconn_free(w, d);
 				return;
 			}
 			d->state = D_LOGIN;
@@ -782,14 +803,14 @@ static void dconn_io(struct worker *w, struct dconn *d, uint32_t ev)
 			int n = login_len(d->buf, d->have);
 			if (n < 0 || (n == 0 && d->have == sizeof(d->buf))) {
 				count(w, E_BAD_HEADER);
-				dconn_free(d);
+				dconn_free(w, d);
 				return;
 			}
 			if (n == 0)
 				continue;
 			if ((size_t)n != d->have) { /* the player sends nothing before it is answered */
 				count(w, E_BAD_HEADER);
-				dconn_free(d);
+				dconn_free(w, d);
 				return;
 			}
 			dconn_login(w, d, (size_t)n);
@@ -822,11 +843,13 @@ static void set_up(struct worker *w, struct tunnel *t, bool up)
 	t->counted_up = up;
 }
 
-static void old_free(struct old_sess *o)
+static void old_free(struct worker *w, struct old_sess *o)
 {
 	ctl_conn_free(&o->ctl);
 	close(o->fd);
-	free(o);
+	o->fd = -1;
+	o->kind = K_DEAD;
+	dlist_add_tail(&w->dead_olds, &o->node);
 }
 
 /* The session a migration replaces ended before the new one was welcomed. GOODBYE taken_over or
@@ -843,7 +866,7 @@ static void old_lost(struct worker *w, struct tunnel *t)
 		if (t->state != T_UP)
 			set_up(w, t, false);
 	}
-	old_free(o);
+	old_free(w, o);
 }
 
 /* Tear the current session down (the old one of a migration, if any, is not touched). */
@@ -900,7 +923,7 @@ static void migrate_finish(struct worker *w, struct tunnel *t)
 	if (!ctl_conn_send(&o->ctl, &bye))
 		ctl_conn_flush(&o->ctl); /* best effort: the new relay took the lease anyway */
 	INC(w, migrated);
-	old_free(o);
+	old_free(w, o);
 }
 
 static int old_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
@@ -1249,15 +1272,18 @@ static void *worker_run(void *arg)
 		int n = epoll_wait(w->ep, evs, 256, timeout);
 		for (int i = 0; i < n; i++) {
 			uint8_t kind = *(uint8_t *)evs[i].data.ptr;
+			if (kind == K_DEAD) /* closed by an earlier event of this batch */
+				continue;
 			if (kind == K_CTL)
 				tunnel_io(w, evs[i].data.ptr, evs[i].events);
 			else if (kind == K_DATA)
 				dconn_io(w, evs[i].data.ptr, evs[i].events);
 			else if (kind == K_OLD)
 				old_io(w, evs[i].data.ptr);
-			else
+			else if (((struct player *)evs[i].data.ptr)->fd >= 0) /* not closed meanwhile */
 				player_io(w, evs[i].data.ptr, evs[i].events);
 		}
+		graveyard_free(w);
 	}
 	return NULL;
 }
@@ -1276,11 +1302,11 @@ static void worker_finish(struct worker *w)
 			player_close(w, p, P_DONE);
 	}
 	while (!dlist_empty(&w->dconns))
-		dconn_free(dlist_first(&w->dconns, struct dconn, node));
+		dconn_free(w, dlist_first(&w->dconns, struct dconn, node));
 	for (uint32_t i = 0; i < w->ntun; i++) {
 		struct tunnel *t = &g_tun[w->tun[i]];
 		if (t->old)
-			old_free(t->old);
+			old_free(w, t->old);
 		t->old = NULL;
 		if (t->state == T_TLS || t->state == T_UP)
 			ctl_conn_free(&t->ctl);
@@ -1290,6 +1316,7 @@ static void worker_finish(struct worker *w)
 		free(t->host);
 		t->host = NULL;
 	}
+	graveyard_free(w);
 	close(w->ep);
 }
 
@@ -1463,6 +1490,8 @@ int main(int argc, char **argv)
 		struct worker *w = &g_w[i];
 		w->id = i;
 		dlist_init(&w->dconns);
+		dlist_init(&w->dead_dconns);
+		dlist_init(&w->dead_olds);
 		w->tun = calloc(C.tunnels / C.threads + 1, sizeof(uint32_t));
 		w->pl = calloc(C.players / C.threads + C.tunnels + 1, sizeof(uint32_t));
 		w->ep = epoll_create1(EPOLL_CLOEXEC);
