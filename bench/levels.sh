@@ -129,10 +129,11 @@ fi
 
 read -r P_REDIS PORTS < <(python3 -c '
 import socket, sys
-ss = [socket.socket() for _ in range(1 + 3 * int(sys.argv[1]))]
+ss = [socket.socket() for _ in range(1 + 4 * int(sys.argv[1]))]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))' "$RELAYS")
-read -r -a PA <<<"$PORTS" # relay k: player PA[3k], agent PA[3k+1], admin PA[3k+2]
+read -r -a PA <<<"$PORTS" # relay k: player PA[3k], agent PA[3k+1], admin PA[3k+2]; internal IA[k]
+IA=("${PA[@]:$((3 * RELAYS))}")
 
 echo "== keys, redis, $RELAYS relay(s) ($PLANE, instance $INST; logs in $TMP)"
 bash scripts/mkkeys.sh "$TMP/keys" >/dev/null
@@ -150,12 +151,20 @@ done
 
 # All load comes from this host: the per-source limits are lifted (as tests/e2e/harness.mjs
 # LOOPBACK_LIMITS does), and the relay-wide admission rates and caps are raised to the level;
-# placement never moves an agent to another of our relays.
+# placement never moves an agent to another of our relays. With several relays, forwarding between
+# them is on (--internal-listen, one cluster secret): a relay cut from Redis longer than the lease
+# MOVEs its agents to another relay, and the players of those tunnels, who keep dialling their
+# shard's relay, are then forwarded to it (without forwarding they would hear "reconnecting").
 RELAY_PIDS=()
+FWD=()
+if ((RELAYS > 1)); then
+  export DVV_CLUSTER_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+fi
 PINS=()
 for ((k = 0; k < RELAYS; k++)); do
   inst=$INST; ((RELAYS > 1)) && inst=$INST-$k
   PINS+=("/sys/fs/bpf/dvv/$inst")
+  ((RELAYS > 1)) && FWD=(--internal-listen "127.0.0.1:${IA[k]}")
   $B/dvv-relay --player-listen "127.0.0.1:${PA[3 * k]}" --agent-listen "127.0.0.1:${PA[3 * k + 1]}" \
     --admin-listen "127.0.0.1:${PA[3 * k + 2]}" --redis "127.0.0.1:$P_REDIS" --region eu \
     --base-domain dvv.test --tls-cert "$K/relay.pem" --tls-key "$K/relay.key" \
@@ -165,7 +174,7 @@ for ((k = 0; k < RELAYS; k++)); do
     --max-pending-per-source 1000000 --agent-unauth-per-source 1000000 \
     --agent-unauth-max 1000000 --agent-tls-rate 100000 --agent-reg-rate 100000 \
     --max-tunnels $((ST + 1000)) --capacity $((4 * ST + SP + 1000)) --placement-margin 1000000 \
-    --max-handshakes 100000 >"$TMP/relay-$k.log" 2>&1 &
+    --max-handshakes 100000 "${FWD[@]}" >"$TMP/relay-$k.log" 2>&1 &
   PIDS+=($!)
   RELAY_PIDS+=($!)
 done
@@ -285,7 +294,11 @@ while alive; do
     sleep $((SETTLE > 2 ? SETTLE - 2 : 0)); snap tunnels; took_tunnels=1
   fi
   if [[ -z $took_steady ]] && in_phase steady; then
+    redis-cli -p "$P_REDIS" info commandstats >"$TMP/commandstats-steady.txt" 2>/dev/null || true
+    date +%s%3N >"$TMP/commandstats-steady.t"
     sleep $((HOLD / 2)); snap steady; took_steady=1
+    redis-cli -p "$P_REDIS" info commandstats >"$TMP/commandstats-steady2.txt" 2>/dev/null || true
+    date +%s%3N >"$TMP/commandstats-steady2.t"
     curl -s --max-time 5 "http://127.0.0.1:${PA[2]}/metrics" >"$TMP/metrics-steady.txt" || true
     # the relays' own sockets: accepted ones have a relay's player or agent port as local port
     ss -tmnH "( $RELAY_SS_FILTER )" 2>/dev/null | python3 -c '
@@ -326,7 +339,8 @@ lg = {}
 if parts:
     lg = dict(parts[0])
     for k in ("tunnels_up", "players_up", "joins", "reg_busy", "pool_retired", "data_opened",
-              "msgs_tx", "msgs_rx", "errors_total"):
+              "msgs_tx", "msgs_rx", "errors_total", "moves", "migrations", "migrated",
+              "join_reconnecting"):
         lg[k] = sum(x.get(k, 0) for x in parts)
     lg["errors"] = {e: sum(x["errors"].get(e, 0) for x in parts) for e in parts[0]["errors"]}
     lg["register_s"] = max(x["register_s"] for x in parts)
@@ -443,6 +457,26 @@ cs.sort(reverse=True)
 R["redis_commandstats"] = {k: v for v, k in cs}
 if cs:
     row("Redis commands over the whole run, most called", ", ".join(f"{k} {v:,}" for v, k in cs[:6]))
+def cstats(name):
+    d = {}
+    try:
+        for l in open(f"{tmp}/{name}.txt"):
+            m = re.match(r"cmdstat_(\w+):calls=(\d+)", l)
+            if m: d[m.group(1)] = int(m.group(2))
+        return d, int(open(f"{tmp}/{name}.t").read()) / 1000
+    except (FileNotFoundError, ValueError):
+        return None, None
+(c1, t1), (c2, t2) = cstats("commandstats-steady"), cstats("commandstats-steady2")
+if c1 is not None and c2 is not None and t2 > t1 and N:
+    # commands inside scripts count under their own names (hget, hincrby, ...) as well as evalsha
+    d = sorted(((c2.get(k, 0) - c1.get(k, 0)) / (t2 - t1) / N, k) for k in c2)
+    d = [(v, k) for v, k in reversed(d) if v > 0]
+    R["redis_steady_calls_per_tunnel_s"] = {k: v for v, k in d}
+    row(f"Redis at steady state ({f(t2 - t1, 0)} s): calls per tunnel per second, by command",
+        ", ".join(f"{k} {v:.3f}" for v, k in d[:8]))
+if lg.get("moves") or lg.get("migrations"):
+    row("agents moved: placement MOVEs / make-before-break migrations (completed) / players answered 'reconnecting'",
+        f"{lg.get('moves',0)} / {lg.get('migrations',0)} ({lg.get('migrated',0)}) / {lg.get('join_reconnecting',0)}")
 row("Redis used_memory at the end (MiB)", f((R["redis_used_memory_end"] or 0) / 2**20))
 bw = M * int(msg) * 2 * 1000 / int(ival)
 row("player payload, both directions (kB/s)", f(bw / 1000))

@@ -25,6 +25,20 @@
  * Exit status: 0 when the run completed with no error and every player up, 1 otherwise, 2 on a
  * usage error.
  *
+ * Moves, as the real agent (client/agent.c) follows them (docs/protocol.md, "Moving a session"):
+ * a MOVE before WELCOME (placement) closes the attempt and the tunnel dials the named relay at
+ * once with HELLO placed=true; a MOVE (or GOODBYE "draining") on a session that is up is
+ * make-before-break: that session ("old") keeps serving (PONGs, ATTACHes: data connections go to
+ * the relay that asked for them) while a new one registers at the MOVE's address (or, for
+ * "draining", at --agent-port); its WELCOME sends GOODBYE "moved" on the old one and closes it.
+ * Players carried by the old relay's data connections are never touched, so a migration must
+ * lose no player: every cut is still an error. The one cut the protocol promises is a joining
+ * player that was already forwarded once and whose tunnel moves again: it gets the Login
+ * Disconnect "reconnecting"; such a player is counted apart (join_reconnecting) and joins again
+ * (at most LG_JOIN_RETRIES times, then it is an error). Any other Login Disconnect is an error
+ * (kicked), its text logged. Counted: moves (placement), migrations
+ * begun and completed, GOODBYE "plan" reconnects.
+ *
  * Sockets bind 127.x.y.z source addresses (IP_BIND_ADDRESS_NO_PORT: the port is chosen per
  * 4-tuple at connect) so ports never run out; tunnels use 127.10.0.0/16 upwards, players
  * 127.20.0.0/16 upwards (--tunnel-offset / --player-offset shift them: one load split over several
@@ -66,6 +80,9 @@
 #define LG_KEY_MAX (64 * 1024)
 #define LG_DBUF 640 /* player header (<= 264) or handshake + login start (<= ~560) */
 #define LG_PROTOCOL 767
+#define LG_MOVES_IN_ROW 3  /* placement MOVEs followed at once in a row; then 1 s between */
+#define LG_JOIN_RETRIES 3  /* "reconnecting" answers a joining player takes before it is an error */
+#define LG_RETRY_NOW 1	   /* ms: "retry at once" (0 means "the channel failed by itself") */
 
 /* ---- configuration ---- */
 
@@ -119,11 +136,14 @@ enum lg_err {
 	E_LOST,		 /* messages sent but not received by the end of the drain */
 	E_TUNNEL_DOWN,	 /* a player's tunnel was not up when it was to join */
 	E_STALE_JOIN,	 /* a server side got a player that is not waiting (gave up, or twice) */
+	E_BAD_MOVE,	 /* a MOVE to an address this tool cannot dial (not IPv4 loopback) */
+	E_KICKED,	 /* the relay answered a joining player with another Login Disconnect */
 	E_COUNT
 };
 static const char *const err_name[E_COUNT] = {
 	"connect", "ctl_lost", "refused", "reg_timeout", "player_closed", "server_closed",
-	"bad_header", "misrouted", "corrupt", "join_timeout", "send", "lost", "tunnel_down", "stale_join"};
+	"bad_header", "misrouted", "corrupt", "join_timeout", "send", "lost", "tunnel_down", "stale_join",
+	"bad_move", "kicked"};
 
 struct samples {
 	uint32_t *v; /* microseconds */
@@ -133,23 +153,53 @@ struct samples {
 struct counters {
 	atomic_uint_fast64_t err[E_COUNT];
 	atomic_uint_fast64_t tunnels_up, players_up, ramp_done, joins, reg_busy, pool_retired, msgs_tx,
-		msgs_rx, data_opened;
+		msgs_rx, data_opened, moves, migrations, migrated, replans, join_reconnecting,
+		old_lost_quiet;
 };
 
 /* ---- connections ---- */
 
-enum kind { K_CTL = 1, K_DATA, K_PLAYER };
+/* K_DEAD: closed and waiting in the worker's graveyard until the current epoll batch is done */
+enum kind { K_CTL = 1, K_DATA, K_PLAYER, K_OLD, K_DEAD };
 enum tstate { T_IDLE, T_CONNECTING, T_TLS, T_UP, T_RETRY };
 enum dstate { D_CONNECTING, D_IDLE, D_LOGIN, D_PLAY };
 enum pstate { P_IDLE, P_CONNECTING, P_JOINING, P_PLAYING, P_DONE };
 
+struct old_sess;
+
+/* A relay's agent address: this tool dials IPv4 loopback only. */
+struct lg_addr {
+	uint32_t ip; /* network order */
+	uint16_t port;
+};
+
 struct tunnel {
 	uint8_t kind, state;
+	bool counted_up;  /* in tunnels_up: a session (or a migration's old one) serves it */
+	bool placed;	  /* the next HELLO says placed=true (a MOVE chose the relay) */
+	bool mig_pending; /* a MOVE / GOODBYE "draining" on the up session, acted on after io */
+	bool mig_placed;
+	uint8_t moves_in_row;
 	int fd;
 	uint32_t idx;
 	uint32_t ping_ms;
-	uint64_t t_start_us, next_ping_ms, retry_at_ms;
+	uint32_t gen;	  /* session number: a data connection belongs to the one that asked */
+	uint64_t t_start_us, t_first_us, next_ping_ms, retry_at_ms;
+	struct lg_addr to, mig_to; /* where the next attempt goes; where a migration goes */
+	struct old_sess *old;	   /* the session a migration replaces, until the new WELCOME */
 	char *host; /* from WELCOME */
+	struct ctl_conn ctl;
+};
+
+/* The session a make-before-break migration replaces: serves until the new one is welcomed. */
+struct old_sess {
+	uint8_t kind; /* K_OLD */
+	bool quiet;   /* it ended the expected way (GOODBYE taken_over / replaced) */
+	int fd;
+	uint32_t gen;
+	struct lg_addr at;
+	struct tunnel *t;
+	struct dlist node; /* in the graveyard once closed */
 	struct ctl_conn ctl;
 };
 
@@ -157,6 +207,7 @@ struct dconn {
 	uint8_t kind, state;
 	int fd;
 	uint32_t tunnel;
+	uint32_t gen;	       /* the tunnel's session that asked for it */
 	struct player *player; /* D_PLAY */
 	uint32_t seq_tx, seq_rx;
 	uint16_t have;
@@ -168,6 +219,7 @@ struct dconn {
 struct player {
 	uint8_t kind, state;
 	bool steady; /* joined during steady state (churn): its latency counts there */
+	uint8_t retries; /* "reconnecting" answers taken during this join */
 	int fd;
 	uint32_t idx;
 	struct dconn *srv;
@@ -188,6 +240,9 @@ struct worker {
 	uint32_t npl, join_next, joining, churn_next;
 	double reg_credit, join_credit, churn_credit;
 	struct dlist dconns;
+	/* Closed data connections and old sessions: an epoll batch may still hold an event for
+	 * one that an earlier event of the same batch closed, so they are freed after the batch */
+	struct dlist dead_dconns, dead_olds;
 	struct samples join_ramp, join_steady, reg;
 	uint64_t tick;
 };
@@ -247,15 +302,42 @@ static struct sockaddr_in src_addr(unsigned base, uint32_t i)
 	return a;
 }
 
-/* Non-blocking TCP connect from src to 127.0.0.1:port. Returns the fd (connecting or
- * connected) or -errno. */
-static int dial(const struct sockaddr_in *src, int port)
+static struct lg_addr home(void)
+{
+	return (struct lg_addr){.ip = htonl(INADDR_LOOPBACK), .port = (uint16_t)C.agent_port};
+}
+
+/* "host:port" of a MOVE (or a peer): IPv4 loopback only, this tool dials nothing else. */
+static int addr_parse(const char *s, struct lg_addr *a)
+{
+	char host[64];
+	const char *colon = strrchr(s, ':');
+	struct in_addr in;
+	char *end;
+	if (!colon || (size_t)(colon - s) >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = 0;
+	unsigned long port = strtoul(colon + 1, &end, 10);
+	if (!strcmp(host, "localhost"))
+		snprintf(host, sizeof(host), "127.0.0.1");
+	if (*end || !port || port > 65535 || inet_pton(AF_INET, host, &in) != 1 ||
+	    (ntohl(in.s_addr) >> 24) != 127)
+		return -EINVAL;
+	a->ip = in.s_addr;
+	a->port = (uint16_t)port;
+	return 0;
+}
+
+/* Non-blocking TCP connect from src to ip:port (network order ip). Returns the fd (connecting
+ * or connected) or -errno. */
+static int dial_to(const struct sockaddr_in *src, uint32_t ip, int port)
 {
 	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
 	struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-	dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	dst.sin_addr.s_addr = ip;
 	setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (bind(fd, (const struct sockaddr *)src, sizeof(*src)) < 0 ||
@@ -265,6 +347,11 @@ static int dial(const struct sockaddr_in *src, int port)
 		return e;
 	}
 	return fd;
+}
+
+static int dial(const struct sockaddr_in *src, int port)
+{
+	return dial_to(src, htonl(INADDR_LOOPBACK), port);
 }
 
 static int ep_set(struct worker *w, int op, int fd, uint32_t events, void *ptr)
@@ -362,6 +449,30 @@ static int send_all(int fd, const uint8_t *p, size_t n)
 	return r == (ssize_t)n ? 0 : -1;
 }
 
+static void dconn_free(struct worker *w, struct dconn *d)
+{
+	dlist_del(&d->node);
+	close(d->fd);
+	d->fd = -1;
+	d->kind = K_DEAD;
+	dlist_add_tail(&w->dead_dconns, &d->node);
+}
+
+/* After an epoll batch (and at the end): free what the batch closed. */
+static void graveyard_free(struct worker *w)
+{
+	while (!dlist_empty(&w->dead_dconns)) {
+		struct dconn *d = dlist_first(&w->dead_dconns, struct dconn, node);
+		dlist_del(&d->node);
+		free(d);
+	}
+	while (!dlist_empty(&w->dead_olds)) {
+		struct old_sess *o = dlist_first(&w->dead_olds, struct old_sess, node);
+		dlist_del(&o->node);
+		free(o);
+	}
+}
+
 /* ---- players ---- */
 
 static void player_close(struct worker *w, struct player *p, uint8_t state)
@@ -377,9 +488,7 @@ static void player_close(struct worker *w, struct player *p, uint8_t state)
 		w->joining--;
 	if (p->srv) {
 		p->srv->player = NULL; /* the server side goes with it (as a real server's would) */
-		dlist_del(&p->srv->node);
-		close(p->srv->fd);
-		free(p->srv);
+		dconn_free(w, p->srv);
 		p->srv = NULL;
 	}
 	p->state = state;
@@ -389,7 +498,7 @@ static void player_close(struct worker *w, struct player *p, uint8_t state)
 static void player_start(struct worker *w, struct player *p, bool steady)
 {
 	struct tunnel *t = &g_tun[p->idx % C.tunnels];
-	if (t->state != T_UP) {
+	if (!t->counted_up) { /* (a migrating tunnel is served by its old session) */
 		count(w, E_TUNNEL_DOWN);
 		if (!steady)
 			INC(w, ramp_done);
@@ -416,6 +525,63 @@ static void player_start(struct worker *w, struct player *p, bool steady)
 	w->joining++;
 }
 
+/* The relay's Login Disconnect (length, packet 0x00, a JSON chat string) instead of the
+ * server's first message? Our messages start "LS", never a packet id 0 after the length.
+ * Returns the offset of the JSON text in b, 0 when it is not one. */
+static size_t login_disconnect(const uint8_t *b, size_t n)
+{
+	int32_t len, slen;
+	int v = mc_varint_read(b, n, &len);
+	if (v <= 0 || (size_t)v + 1 >= n || b[v] != 0x00 || len < 2)
+		return 0;
+	int v2 = mc_varint_read(b + v + 1, n - (size_t)v - 1, &slen);
+	size_t off = (size_t)v + 1 + (size_t)v2;
+	return v2 > 0 && off < n && slen > 0 && (b[off] == '{' || b[off] == '"') ? off : 0;
+}
+
+/* A joining player got the relay's Login Disconnect. "The server is reconnecting" is the answer
+ * docs/protocol.md promises a player forwarded once whose tunnel moved again: counted apart
+ * (join_reconnecting), and the player joins again as a real one would, LG_JOIN_RETRIES times at
+ * most (its join latency and timeout still count from the first attempt). Any other answer
+ * (unreachable owner, busy, offline) is an error of its own (kicked). true: handled. */
+static bool player_kicked(struct worker *w, struct player *p, size_t n)
+{
+	size_t off = login_disconnect(p->buf, n);
+	int32_t len;
+	if (!off)
+		return false;
+	/* the rest of the packet (the relay wrote it whole, then closed), so that the text is read
+	 * whatever --msg-bytes is */
+	size_t total = (size_t)mc_varint_read(p->buf, n, &len) + (size_t)len;
+	if (total > sizeof(p->buf))
+		total = sizeof(p->buf);
+	while (n < total) {
+		ssize_t r = recv(p->fd, p->buf + n, total - n, MSG_DONTWAIT);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	bool promised = memmem(p->buf + off, n - off, "reconnecting", 12) != NULL;
+	if (promised && p->retries < LG_JOIN_RETRIES) {
+		INC(w, join_reconnecting);
+		uint64_t t0 = p->t0_us;
+		close(p->fd);
+		p->fd = -1;
+		w->joining--;
+		p->state = P_IDLE;
+		p->retries++;
+		player_start(w, p, p->steady);
+		p->t0_us = t0;
+		return true;
+	}
+	count(w, E_KICKED);
+	if (atomic_load(&w->cnt.err[E_KICKED]) <= 5) /* what the relay said, for the log */
+		fprintf(stderr, "loadgen: player %u (%s) kicked: %.*s\n", p->idx,
+			g_tun[p->idx % C.tunnels].host, (int)(n - off), (const char *)p->buf + off);
+	player_close(w, p, P_DONE);
+	return true;
+}
+
 static void player_io(struct worker *w, struct player *p, uint32_t ev)
 {
 	if (p->state == P_CONNECTING) {
@@ -437,6 +603,8 @@ static void player_io(struct worker *w, struct player *p, uint32_t ev)
 		if (r < 0 && errno == EAGAIN)
 			return;
 		if (r <= 0) {
+			if (p->state == P_JOINING && player_kicked(w, p, p->have))
+				return;
 			count(w, E_PLAYER_CLOSED);
 			player_close(w, p, P_DONE);
 			return;
@@ -446,6 +614,8 @@ static void player_io(struct worker *w, struct player *p, uint32_t ev)
 			continue;
 		p->have = 0;
 		if (!msg_ok(p->buf, 'S', p->idx, p->seq_rx)) {
+			if (p->state == P_JOINING && player_kicked(w, p, C.msg_bytes))
+				return;
 			count(w, E_CORRUPT);
 			player_close(w, p, P_DONE);
 			return;
@@ -456,6 +626,7 @@ static void player_io(struct worker *w, struct player *p, uint32_t ev)
 			uint64_t us = mono_us() - p->t0_us;
 			sample_add(p->steady ? &w->join_steady : &w->join_ramp, us);
 			p->state = P_PLAYING;
+			p->retries = 0;
 			w->joining--;
 			if (!p->steady)
 				INC(w, ramp_done);
@@ -467,14 +638,10 @@ static void player_io(struct worker *w, struct player *p, uint32_t ev)
 
 /* ---- data connections (the server side of a player) ---- */
 
-static void dconn_free(struct dconn *d)
-{
-	dlist_del(&d->node);
-	close(d->fd);
-	free(d);
-}
 
-static void dconn_open(struct worker *w, uint32_t tidx, const uint8_t token[ATTACH_TOKEN_LEN])
+/* One pooled data connection for an ATTACH token, to the relay whose session (gen) asked. */
+static void dconn_open(struct worker *w, uint32_t tidx, uint32_t gen, struct lg_addr at,
+		       const uint8_t token[ATTACH_TOKEN_LEN])
 {
 	struct sockaddr_in src = src_addr(10, C.tunnel_offset + tidx);
 	struct dconn *d = calloc(1, sizeof(*d));
@@ -484,8 +651,9 @@ static void dconn_open(struct worker *w, uint32_t tidx, const uint8_t token[ATTA
 	}
 	d->kind = K_DATA;
 	d->tunnel = tidx;
+	d->gen = gen;
 	memcpy(d->token, token, ATTACH_TOKEN_LEN);
-	d->fd = dial(&src, C.agent_port);
+	d->fd = dial_to(&src, at.ip, at.port);
 	if (d->fd < 0 || ep_set(w, EPOLL_CTL_ADD, d->fd, EPOLLOUT, d)) {
 		if (d->fd >= 0)
 			close(d->fd);
@@ -569,7 +737,7 @@ static void dconn_login(struct worker *w, struct dconn *d, size_t len)
 	INC(w, msgs_tx);
 	return;
 bad:
-	dconn_free(d);
+	dconn_free(w, d);
 }
 
 static void dconn_io(struct worker *w, struct dconn *d, uint32_t ev)
@@ -580,7 +748,7 @@ static void dconn_io(struct worker *w, struct dconn *d, uint32_t ev)
 		memcpy(pre + 4, d->token, ATTACH_TOKEN_LEN);
 		if (sock_error(d->fd) || send_all(d->fd, pre, sizeof(pre))) {
 			count(w, E_CONNECT);
-			dconn_free(d);
+			dconn_free(w, d);
 			return;
 		}
 		d->state = D_IDLE;
@@ -601,13 +769,13 @@ static void dconn_io(struct worker *w, struct dconn *d, uint32_t ev)
 		if (r <= 0) {
 			if (d->state == D_IDLE) {
 				INC(w, pool_retired); /* the relay retired a pooled connection */
-				dconn_free(d);
+				dconn_free(w, d);
 			} else if (d->player) {
 				count(w, E_SERVER_CLOSED);
 				player_close(w, d->player, P_DONE);
 			} else {
 				count(w, E_SERVER_CLOSED);
-				dconn_free(d);
+				dconn_free(w, d);
 			}
 			return;
 		}
@@ -618,7 +786,7 @@ static void dconn_io(struct worker *w, struct dconn *d, uint32_t ev)
 			int body = data_hdr_fixed(d->buf);
 			if (body < 0 || body > DATA_HDR_BODY_MAX) {
 				count(w, E_BAD_HEADER);
-				dconn_free(d);
+				dconn_free(w, d);
 				return;
 			}
 			if (d->have < DATA_HDR_FIXED + (size_t)body)
@@ -626,7 +794,7 @@ static void dconn_io(struct worker *w, struct dconn *d, uint32_t ev)
 			struct data_hdr h;
 			if (data_hdr_body(d->buf + DATA_HDR_FIXED, d->have - DATA_HDR_FIXED, &h)) {
 				count(w, E_BAD_HEADER);
-				dconn_free(d);
+				dconn_free(w, d);
 				return;
 			}
 			d->state = D_LOGIN;
@@ -635,14 +803,14 @@ static void dconn_io(struct worker *w, struct dconn *d, uint32_t ev)
 			int n = login_len(d->buf, d->have);
 			if (n < 0 || (n == 0 && d->have == sizeof(d->buf))) {
 				count(w, E_BAD_HEADER);
-				dconn_free(d);
+				dconn_free(w, d);
 				return;
 			}
 			if (n == 0)
 				continue;
 			if ((size_t)n != d->have) { /* the player sends nothing before it is answered */
 				count(w, E_BAD_HEADER);
-				dconn_free(d);
+				dconn_free(w, d);
 				return;
 			}
 			dconn_login(w, d, (size_t)n);
@@ -665,10 +833,47 @@ static void dconn_io(struct worker *w, struct dconn *d, uint32_t ev)
 
 /* ---- tunnels (agent sessions) ---- */
 
+/* tunnels_up counts tunnels something serves: an up session, or a migration's old one. */
+static void set_up(struct worker *w, struct tunnel *t, bool up)
+{
+	if (up && !t->counted_up)
+		INC(w, tunnels_up);
+	else if (!up && t->counted_up)
+		DEC(w, tunnels_up);
+	t->counted_up = up;
+}
+
+static void old_free(struct worker *w, struct old_sess *o)
+{
+	ctl_conn_free(&o->ctl);
+	close(o->fd);
+	o->fd = -1;
+	o->kind = K_DEAD;
+	dlist_add_tail(&w->dead_olds, &o->node);
+}
+
+/* The session a migration replaces ended before the new one was welcomed. GOODBYE taken_over or
+ * replaced is the new session taking the route (its WELCOME follows): expected. Anything else
+ * leaves the tunnel without a session until the attempt in flight (now a reconnect) is up. */
+static void old_lost(struct worker *w, struct tunnel *t)
+{
+	struct old_sess *o = t->old;
+	t->old = NULL;
+	if (o->quiet) {
+		INC(w, old_lost_quiet);
+	} else {
+		count(w, E_CTL_LOST);
+		if (t->state != T_UP)
+			set_up(w, t, false);
+	}
+	old_free(w, o);
+}
+
+/* Tear the current session down (the old one of a migration, if any, is not touched). */
 static void tunnel_down(struct worker *w, struct tunnel *t, uint64_t retry_in_ms)
 {
-	if (t->state == T_UP)
-		DEC(w, tunnels_up);
+	if (!t->old)
+		set_up(w, t, false);
 	if (t->state == T_TLS || t->state == T_UP)
 		ctl_conn_free(&t->ctl);
 	if (t->fd >= 0)
@@ -684,7 +889,10 @@ static void tunnel_start(struct worker *w, struct tunnel *t)
 {
 	struct sockaddr_in src = src_addr(10, C.tunnel_offset + t->idx);
 	t->t_start_us = mono_us();
-	t->fd = dial(&src, C.agent_port);
+	if (!t->t_first_us)
+		t->t_first_us = t->t_start_us;
+	t->gen++;
+	t->fd = dial_to(&src, t->to.ip, t->to.port);
 	if (t->fd < 0 || ep_set(w, EPOLL_CTL_ADD, t->fd, EPOLLOUT, t)) {
 		if (t->fd >= 0)
 			close(t->fd);
@@ -701,10 +909,94 @@ static void tunnel_start(struct worker *w, struct tunnel *t)
 /* the worker running on this thread: the control channel callback has only the ctl_conn */
 static _Thread_local struct worker *tl_w;
 
+/* The new session of a migration is welcomed: GOODBYE "moved" on the old one, which closes. Its
+ * idle pooled data connections are left to its relay, which retires them with the session
+ * (closing them here could race a player the relay is handing to one); those carrying players
+ * stay until their players leave. */
+static void migrate_finish(struct worker *w, struct tunnel *t)
+{
+	struct old_sess *o = t->old;
+	struct ctl_msg bye = {.type = CTL_GOODBYE};
+	t->old = NULL;
+	snprintf(bye.u.goodbye.code, sizeof(bye.u.goodbye.code), "moved");
+	snprintf(bye.u.goodbye.reason, sizeof(bye.u.goodbye.reason), "session moved");
+	if (!ctl_conn_send(&o->ctl, &bye))
+		ctl_conn_flush(&o->ctl); /* best effort: the new relay took the lease anyway */
+	INC(w, migrated);
+	old_free(w, o);
+}
+
+static int old_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
+{
+	struct old_sess *o = c->data;
+	struct worker *w = tl_w;
+	switch (m->type) {
+	case CTL_ATTACH:
+		for (uint32_t i = 0; i < m->u.attach.n; i++)
+			dconn_open(w, o->t->idx, o->gen, o->at, m->u.attach.tokens[i]);
+		return 0;
+	case CTL_PING: {
+		struct ctl_msg pong = {.type = CTL_PONG};
+		pong.u.ping.t = m->u.ping.t;
+		return ctl_conn_send(c, &pong) ? 1 : 0;
+	}
+	case CTL_GOODBYE:
+		o->quiet = !strcmp(m->u.goodbye.code, "taken_over") ||
+			   !strcmp(m->u.goodbye.code, "replaced");
+		return 1;
+	case CTL_ERROR:
+		return 1;
+	default:
+		return 0; /* a MOVE on the old session: already moving */
+	}
+}
+
+static void old_io(struct worker *w, struct old_sess *o)
+{
+	int rc = ctl_conn_io(&o->ctl);
+	if (rc < 0)
+		old_lost(w, o->t);
+	else
+		ep_set(w, EPOLL_CTL_MOD, o->fd, (uint32_t)rc, o);
+}
+
+/* MOVE or GOODBYE "draining" on the up session (after ctl_conn_io returned): make-before-break.
+ * The session becomes the old one, serving on, and a new one dials the target. */
+static void migrate_begin(struct worker *w, struct tunnel *t, int events)
+{
+	struct old_sess *o = calloc(1, sizeof(*o));
+	t->mig_pending = false;
+	if (!o) { /* cannot keep both: stay; the relay's lease handover still moves us later */
+		ep_set(w, EPOLL_CTL_MOD, t->fd, (uint32_t)events, t);
+		return;
+	}
+	INC(w, migrations);
+	o->kind = K_OLD;
+	o->fd = t->fd;
+	o->gen = t->gen;
+	o->at = t->to;
+	o->t = t;
+	o->ctl = t->ctl; /* the TLS session knows only the fd: the struct moves as is */
+	o->ctl.data = o;
+	o->ctl.on_msg = old_on_msg;
+	ep_set(w, EPOLL_CTL_MOD, o->fd, (uint32_t)events, o);
+	t->old = o;
+	t->fd = -1;
+	memset(&t->ctl, 0, sizeof(t->ctl));
+	t->to = t->mig_to;
+	t->placed = t->mig_placed;
+	t->state = T_RETRY;
+	if (++t->moves_in_row <= LG_MOVES_IN_ROW)
+		tunnel_start(w, t);
+	else
+		t->retry_at_ms = mono_us() / 1000 + 1000;
+}
+
 static int tunnel_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 {
 	struct tunnel *t = c->data;
 	struct worker *w = tl_w;
+	struct lg_addr to;
 	switch (m->type) {
 	case CTL_WELCOME:
 		if (t->state == T_UP)
@@ -715,10 +1007,15 @@ static int tunnel_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 			return 1;
 		t->state = T_UP;
 		w->pending_reg--;
+		t->moves_in_row = 0;
 		t->ping_ms = m->u.welcome.ping_ms ? m->u.welcome.ping_ms : 15000;
 		t->next_ping_ms = mono_us() / 1000 + t->ping_ms;
-		sample_add(&w->reg, mono_us() - t->t_start_us);
-		INC(w, tunnels_up);
+		if (!t->counted_up) /* a registration (a migration keeps the tunnel served) */
+			sample_add(&w->reg, mono_us() - t->t_first_us);
+		t->t_first_us = 0;
+		set_up(w, t, true);
+		if (t->old)
+			migrate_finish(w, t);
 		return 0;
 	case CTL_ERROR:
 		if (m->u.error.retry) {
@@ -733,7 +1030,7 @@ static int tunnel_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 		return 1;
 	case CTL_ATTACH:
 		for (uint32_t i = 0; i < m->u.attach.n; i++)
-			dconn_open(w, t->idx, m->u.attach.tokens[i]);
+			dconn_open(w, t->idx, t->gen, t->to, m->u.attach.tokens[i]);
 		return 0;
 	case CTL_PING: {
 		struct ctl_msg pong = {.type = CTL_PONG};
@@ -741,9 +1038,43 @@ static int tunnel_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 		return ctl_conn_send(c, &pong) ? 1 : 0;
 	}
 	case CTL_MOVE:
+		if (addr_parse(m->u.move.addr, &to)) {
+			fprintf(stderr, "loadgen: tunnel %u: MOVE to '%s' ignored (not IPv4 loopback)\n",
+				t->idx, m->u.move.addr);
+			count(w, E_BAD_MOVE);
+			return 0;
+		}
+		if (t->state == T_UP) { /* make-before-break, once ctl_conn_io returned */
+			t->mig_pending = true;
+			t->mig_to = to;
+			t->mig_placed = true;
+			return 0;
+		}
+		/* placement before WELCOME: nothing to keep, dial the named relay instead */
+		INC(w, moves);
+		t->to = to;
+		t->placed = true;
+		t->retry_at_ms = ++t->moves_in_row <= LG_MOVES_IN_ROW ? LG_RETRY_NOW : 1000;
+		return 1;
 	case CTL_GOODBYE:
-		fprintf(stderr, "loadgen: tunnel %u: relay sent %s\n", t->idx,
-			ctl_type_name(m->type));
+		if (t->state == T_UP && !strcmp(m->u.goodbye.code, "draining")) {
+			/* no target given: the configured endpoint picks one; serve meanwhile */
+			t->mig_pending = true;
+			t->mig_to = home();
+			t->mig_placed = false;
+			return 0;
+		}
+		t->mig_pending = false;
+		if (!strcmp(m->u.goodbye.code, "plan")) {
+			/* the plan changed under the session: the agent comes back at once */
+			INC(w, replans);
+			t->retry_at_ms = LG_RETRY_NOW;
+			return 1;
+		}
+		/* replaced, taken_over (nobody else holds our tokens), idle, revoked, blocked: a
+		 * fault in a load run */
+		fprintf(stderr, "loadgen: tunnel %u: relay said GOODBYE %s: %s\n", t->idx,
+			m->u.goodbye.code, m->u.goodbye.reason);
 		count(w, E_CTL_LOST);
 		t->retry_at_ms = UINT64_MAX;
 		return 1;
@@ -756,9 +1087,13 @@ static int tunnel_on_msg(struct ctl_conn *c, const struct ctl_msg *m)
 static void tunnel_drive(struct worker *w, struct tunnel *t, int rc)
 {
 	if (rc >= 0 && t->retry_at_ms == 0) {
-		ep_set(w, EPOLL_CTL_MOD, t->fd, (uint32_t)rc, t);
+		if (t->mig_pending)
+			migrate_begin(w, t, rc);
+		else
+			ep_set(w, EPOLL_CTL_MOD, t->fd, (uint32_t)rc, t);
 		return;
 	}
+	t->mig_pending = false;
 	uint64_t retry = t->retry_at_ms;
 	bool was_up = t->state == T_UP;
 	if (retry == 0) { /* the channel failed by itself */
@@ -767,6 +1102,10 @@ static void tunnel_drive(struct worker *w, struct tunnel *t, int rc)
 		else
 			count(w, E_CONNECT);
 		retry = 1000;
+	}
+	if (was_up) { /* a session ended without a MOVE: back to the configured endpoint */
+		t->to = home();
+		t->placed = false;
 	}
 	tunnel_down(w, t, retry == UINT64_MAX ? 0 : retry);
 	if (retry == UINT64_MAX)
@@ -793,6 +1132,7 @@ static void tunnel_io(struct worker *w, struct tunnel *t, uint32_t ev)
 		if (hello && tok && strlen(tok) <= CTL_TOKEN_MAX) {
 			hello->type = CTL_HELLO;
 			hello->u.hello.proto = CTL_VERSION;
+			hello->u.hello.placed = t->placed;
 			memcpy(hello->u.hello.token, tok, strlen(tok) + 1);
 			snprintf(hello->u.hello.agent, sizeof(hello->u.hello.agent), "dvv-loadgen");
 			rc = ctl_conn_send(&t->ctl, hello);
@@ -889,6 +1229,7 @@ static void worker_tick(struct worker *w, uint64_t now_us)
 			if (p->state != P_PLAYING)
 				continue;
 			player_close(w, p, P_IDLE);
+			p->retries = 0;
 			player_start(w, p, true);
 		}
 	}
@@ -931,13 +1272,18 @@ static void *worker_run(void *arg)
 		int n = epoll_wait(w->ep, evs, 256, timeout);
 		for (int i = 0; i < n; i++) {
 			uint8_t kind = *(uint8_t *)evs[i].data.ptr;
+			if (kind == K_DEAD) /* closed by an earlier event of this batch */
+				continue;
 			if (kind == K_CTL)
 				tunnel_io(w, evs[i].data.ptr, evs[i].events);
 			else if (kind == K_DATA)
 				dconn_io(w, evs[i].data.ptr, evs[i].events);
-			else
+			else if (kind == K_OLD)
+				old_io(w, evs[i].data.ptr);
+			else if (((struct player *)evs[i].data.ptr)->fd >= 0) /* not closed meanwhile */
 				player_io(w, evs[i].data.ptr, evs[i].events);
 		}
+		graveyard_free(w);
 	}
 	return NULL;
 }
@@ -956,9 +1302,12 @@ static void worker_finish(struct worker *w)
 			player_close(w, p, P_DONE);
 	}
 	while (!dlist_empty(&w->dconns))
-		dconn_free(dlist_first(&w->dconns, struct dconn, node));
+		dconn_free(w, dlist_first(&w->dconns, struct dconn, node));
 	for (uint32_t i = 0; i < w->ntun; i++) {
 		struct tunnel *t = &g_tun[w->tun[i]];
+		if (t->old)
+			old_free(w, t->old);
+		t->old = NULL;
 		if (t->state == T_TLS || t->state == T_UP)
 			ctl_conn_free(&t->ctl);
 		if (t->fd >= 0)
@@ -967,6 +1316,7 @@ static void worker_finish(struct worker *w)
 		free(t->host);
 		t->host = NULL;
 	}
+	graveyard_free(w);
 	close(w->ep);
 }
 
@@ -1140,6 +1490,8 @@ int main(int argc, char **argv)
 		struct worker *w = &g_w[i];
 		w->id = i;
 		dlist_init(&w->dconns);
+		dlist_init(&w->dead_dconns);
+		dlist_init(&w->dead_olds);
 		w->tun = calloc(C.tunnels / C.threads + 1, sizeof(uint32_t));
 		w->pl = calloc(C.players / C.threads + C.tunnels + 1, sizeof(uint32_t));
 		w->ep = epoll_create1(EPOLL_CLOEXEC);
@@ -1147,7 +1499,7 @@ int main(int argc, char **argv)
 			goto out;
 	}
 	for (uint32_t i = 0; i < C.tunnels; i++) {
-		g_tun[i] = (struct tunnel){.kind = K_CTL, .fd = -1, .idx = i};
+		g_tun[i] = (struct tunnel){.kind = K_CTL, .fd = -1, .idx = i, .to = home()};
 		struct worker *w = &g_w[i % C.threads];
 		w->tun[w->ntun++] = i;
 	}
@@ -1207,12 +1559,13 @@ int main(int argc, char **argv)
 			uint64_t joins = SUM(joins);
 			fprintf(stderr,
 				"loadgen: t=%.0fs phase=%s tunnels_up=%llu/%u players_up=%llu/%u "
-				"joins/s=%llu errors=%llu busy=%llu\n",
+				"joins/s=%llu errors=%llu busy=%llu moves=%llu migrations=%llu\n",
 				(now - t0) / 1e6, phase_name(ph), (unsigned long long)up, C.tunnels,
 				(unsigned long long)pup, C.players,
 				(unsigned long long)(joins - last_joins),
 				(unsigned long long)errors_total(),
-				(unsigned long long)SUM(reg_busy));
+				(unsigned long long)SUM(reg_busy), (unsigned long long)SUM(moves),
+				(unsigned long long)SUM(migrations));
 			last_joins = joins;
 			last_print = now;
 		}
@@ -1241,6 +1594,11 @@ int main(int argc, char **argv)
 	       (unsigned long long)SUM(joins), (unsigned long long)SUM(reg_busy),
 	       (unsigned long long)SUM(pool_retired), (unsigned long long)SUM(data_opened),
 	       (unsigned long long)SUM(msgs_tx), (unsigned long long)SUM(msgs_rx));
+	printf("  \"moves\": %llu, \"migrations\": %llu, \"migrated\": %llu, \"old_lost_quiet\": "
+	       "%llu, \"replans\": %llu, \"join_reconnecting\": %llu,\n",
+	       (unsigned long long)SUM(moves), (unsigned long long)SUM(migrations),
+	       (unsigned long long)SUM(migrated), (unsigned long long)SUM(old_lost_quiet),
+	       (unsigned long long)SUM(replans), (unsigned long long)SUM(join_reconnecting));
 	print_dist("register_latency", offsetof(struct worker, reg), true);
 	print_dist("join_latency_ramp", offsetof(struct worker, join_ramp), true);
 	print_dist("join_latency_steady", offsetof(struct worker, join_steady), true);

@@ -29,15 +29,20 @@
 /* Deltas and live state of one user's tunnels, applied at most once per (instance, seq).
  * KEYS usage live; ARGV instance seq period now, then per tunnel: tid delta op since, with op
  * "" (bytes only), "-" (HDEL live if the entry is ours) or the live JSON (HSET unless another
- * relay holds a session at least as new that is not stale). Returns the period's total. */
+ * relay holds a session at least as new that is not stale). Returns the period's total.
+ * Every flush of every user runs this, so it reads the usage hash once (HMGET of the period,
+ * this relay's last seq and the total) and takes the new total from HINCRBY: 4 commands for a
+ * user with one tunnel and bytes to count, where separate HGETs made it 6. */
 static const char usage_lua[] =
 	"local me, seq, period, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])\n"
-	"local cur = redis.call('HGET', KEYS[1], 'period')\n"
-	"if not cur or tonumber(cur) < tonumber(period) then\n"
-	"  redis.call('DEL', KEYS[1]) redis.call('HSET', KEYS[1], 'period', period)\n"
-	"end\n"
 	"local qf = 'q:'..me\n"
-	"if seq > tonumber(redis.call('HGET', KEYS[1], qf) or '0') then\n"
+	"local h = redis.call('HMGET', KEYS[1], 'period', qf, 'bytes')\n"
+	"local total = tonumber(h[3] or '0')\n"
+	"if not h[1] or tonumber(h[1]) < tonumber(period) then\n"
+	"  redis.call('DEL', KEYS[1]) redis.call('HSET', KEYS[1], 'period', period)\n"
+	"  h[2] = false total = 0\n"
+	"end\n"
+	"if seq > tonumber(h[2] or '0') then\n"
 	"  redis.call('HSET', KEYS[1], qf, ARGV[2])\n"
 	"  local sum = 0\n"
 	"  for i = 5, #ARGV, 4 do\n"
@@ -58,9 +63,9 @@ static const char usage_lua[] =
 	"      end\n"
 	"    end\n"
 	"  end\n"
-	"  if sum > 0 then redis.call('HINCRBY', KEYS[1], 'bytes', sum) end\n"
+	"  if sum > 0 then total = redis.call('HINCRBY', KEYS[1], 'bytes', sum) end\n"
 	"end\n"
-	"return tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')\n";
+	"return total\n";
 
 enum live_op { LIVE_NONE, LIVE_SET, LIVE_DEL };
 

@@ -9,6 +9,7 @@
 
 import { before, after } from 'node:test'
 import assert from 'node:assert/strict'
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import * as h from './harness.mjs'
 
@@ -59,3 +60,58 @@ h.scenario(`loadgen: ${TUNNELS} tunnels and ${PLAYERS} players, zero errors, eve
   assert.equal(code, 0, `loadgen exit status ${code}`)
   assert.deepEqual(h.sanitizerReports([lg]), [])
 }, { timeout: 90000 })
+
+// The loadgen follows relays the way the agent does (docs/protocol.md, "Moving a session"): two
+// relays of one region on the same Redis, registrations slow enough that the first relay's load
+// shows and later agents are placed on the second one (MOVE before WELCOME: they re-dial there
+// with placed=true); then, at steady state, the first relay is drained (SIGTERM) and MOVEs every
+// agent it holds to the second one, make-before-break. The players dial the second relay, so
+// those of tunnels on the first are forwarded to it (relay to relay) and keep playing through it
+// while it drains.
+// A migration must lose no player: zero errors of any kind, every player up at the end.
+h.scenario('loadgen: placement MOVEs and a drained relay\'s make-before-break MOVEs lose no player', async () => {
+  // forwarding between the two (--internal-listen, one cluster secret), in a region of their
+  // own so that the first scenario's relay is no placement target
+  const secret = crypto.randomBytes(24).toString('hex')
+  const relay = async (id) => h.startRelay({
+    redisPort: redis.port,
+    keys,
+    instanceId: id,
+    region: 'mv',
+    env: { DVV_CLUSTER_SECRET: secret },
+    extraArgs: ['--internal-listen', `127.0.0.1:${await h.freePort()}`, '--agent-unauth-max', '100000',
+      '--agent-tls-rate', '10000', '--agent-reg-rate', '10000', '--drain-timeout-s', '60']
+  })
+  const ra = await relay('lg-mv-a')
+  const rb = await relay('lg-mv-b')
+  await h.sleep(2500) // one heartbeat: each relay knows the other as a placement / move target
+  const lg = h.spawnProcess('loadgen-move', h.bin('dvv-loadgen'), [
+    '--agent-port', String(ra.agentPort), '--player-port', String(rb.playerPort),
+    '--ca', keys.ca, '--jwt-key', keys.jwtKey, '--tid-prefix', 'lgmv', '--sub-prefix', 'lgmvu',
+    '--tunnels', String(TUNNELS), '--players', String(PLAYERS),
+    '--reg-rate', '4', '--join-rate', '500', '--hold', '10', '--settle', '1',
+    '--interval-ms', '250', '--duration', '80'
+  ])
+  const progress = () => fs.existsSync(lg.stderrLog) ? fs.readFileSync(lg.stderrLog, 'utf8') : ''
+  for (let i = 0; !progress().includes('phase=steady'); i++) {
+    assert.ok(i < 600 && !lg.exited, `loadgen reached no steady state:\n${progress()}`)
+    await h.sleep(100)
+  }
+  process.kill(ra.pid, 'SIGTERM')
+  const { code } = await lg.exitPromise
+  // the log stream may still be writing the summary when the exit is seen
+  for (let i = 0; i < 50 && !/}\s*$/.test(fs.readFileSync(lg.stdoutLog, 'utf8')); i++) await h.sleep(100)
+  const out = fs.readFileSync(lg.stdoutLog, 'utf8')
+  let r
+  try { r = JSON.parse(out) } catch { assert.fail(`loadgen printed no JSON summary (exit ${code}):\n${out}`) }
+  assert.deepEqual(Object.entries(r.errors).filter(([, v]) => v !== 0), [],
+    `loadgen errors: ${JSON.stringify(r.errors)}`)
+  assert.ok(r.moves > 0, `some agents were placed on the second relay: ${out}`)
+  assert.ok(r.migrations > 0, `the drained relay moved its agents: ${out}`)
+  assert.equal(r.migrated, r.migrations, 'every migration completed (new WELCOME, GOODBYE moved)')
+  assert.equal(r.tunnels_up, TUNNELS, 'every tunnel up at the end')
+  assert.equal(r.players_up, PLAYERS, 'every player joined and still up at the end')
+  assert.ok(r.join_latency_steady.n > 0, 'players left and joined again during and after the moves')
+  assert.equal(code, 0, `loadgen exit status ${code}`)
+  assert.deepEqual(h.sanitizerReports([lg]), [])
+}, { timeout: 120000 })
