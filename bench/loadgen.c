@@ -1171,26 +1171,27 @@ static void tunnel_tick(struct worker *w, struct tunnel *t, uint64_t now_ms)
 
 /* ---- the worker loop ---- */
 
-static void player_send(struct worker *w, struct player *p)
+/* One checked message from one side of player p ('P': the player, 'S': its server side).
+ * false: the send failed and p is closed. */
+static bool side_send(struct worker *w, struct player *p, int fd, uint8_t dir, uint32_t *seq)
 {
 	uint8_t m[LG_MSG_MAX];
-	msg_build(m, 'P', p->idx, p->seq_tx);
-	if (send_all(p->fd, m, C.msg_bytes)) {
+	msg_build(m, dir, p->idx, *seq);
+	if (send_all(fd, m, C.msg_bytes)) {
 		count(w, E_SEND);
 		player_close(w, p, P_DONE);
-		return;
+		return false;
 	}
-	p->seq_tx++;
+	(*seq)++;
 	INC(w, msgs_tx);
+	return true;
+}
+
+static void player_send(struct worker *w, struct player *p)
+{
 	struct dconn *d = p->srv;
-	msg_build(m, 'S', p->idx, d->seq_tx);
-	if (send_all(d->fd, m, C.msg_bytes)) {
-		count(w, E_SEND);
-		player_close(w, p, P_DONE);
-		return;
-	}
-	d->seq_tx++;
-	INC(w, msgs_tx);
+	if (side_send(w, p, p->fd, 'P', &p->seq_tx))
+		side_send(w, p, d->fd, 'S', &d->seq_tx);
 }
 
 static void worker_tick(struct worker *w, uint64_t now_us)
