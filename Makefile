@@ -3,7 +3,6 @@
 # Quiet by default, V=1 prints full commands.
 
 .DELETE_ON_ERROR:
-.SECONDARY:
 .DEFAULT_GOAL := all
 .SUFFIXES:
 
@@ -29,6 +28,11 @@ BUILD   ?= build
 SANFLAGS :=
 OPT     := -O2 -g
 endif
+
+# Keep intermediate objects (unit-test and tool objects, BPF objects) between builds. Not
+# `.SECONDARY:` for every target: that also covers the header rules -MP writes, and a header that
+# moved or was deleted then no longer forces its users to rebuild (stale objects, ASan reports).
+.PRECIOUS: $(BUILD)/obj/%.o $(BUILD)/bpf/%.bpf.o $(BUILD)/gen/%
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wno-unused-parameter -Wformat=2
