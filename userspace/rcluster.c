@@ -1301,11 +1301,29 @@ static bool any_inflight(const struct rc *rc)
 	return false;
 }
 
+/* Read what the ready connections with commands in flight already received. A busy loop can
+ * hold a reply unread past its deadline: one epoll_wait reports at most 256 events and timers
+ * run after them, so on a loaded relay a reply that arrived in time may wait in the socket for a
+ * later batch while the tick judges the command late (a false timeout, or "no reply" and a
+ * dropped connection with every command on it). Non-blocking: nothing there costs one recv. */
+static void read_pending(struct rc *rc)
+{
+	for (struct dlist *it = rc->nodes.next; it != &rc->nodes && !rc->freeing; it = it->next) {
+		struct rc_node *n = container_of(it, struct rc_node, link);
+		struct rc_conn *conn = n->conn;
+		if (conn && conn->ready && conn->ac && !dlist_empty(&conn->inflight))
+			redisAsyncHandleRead(conn->ac); /* replies answered; a dead one is dropped */
+	}
+}
+
 static void tick_cb(struct loop *l, struct loop_timer *t)
 {
 	struct rc *rc = container_of(t, struct rc, tick);
-	uint64_t now = mono_ms();
 	rc_hold(rc);
+	read_pending(rc);
+	if (rc->freeing)
+		goto out;
+	uint64_t now = mono_ms();
 	if (rc->up != rc->reported_up) {
 		rc->reported_up = rc->up;
 		log_state(rc);
