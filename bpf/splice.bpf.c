@@ -13,12 +13,10 @@
  * A redirect has no backpressure: bytes wait in a kernel queue in front of the peer's TCP send
  * queue, and a sender faster than the peer's reader (or than the kernel worker draining that
  * queue: ~4 Gbit/s for one stream on a small VM) grows it without bound. So the program watches
- * the peer's lag (bytes redirected to it minus bytes its remote end acknowledged), and the part
- * of it the peer's TCP has not sent yet (the lag minus its bytes in flight: a queue here):
- *  - unsent over dvv_pause_lag_bytes (--queue-kb) asks userspace (dvv_events) to clamp this
- *    socket's TCP receive window: the sender then gets less than the reader drains, which is
- *    real backpressure, while the data path is untouched; userspace may decline when the
- *    pair's round trip needs a deeper queue. The request is repeated every DVV_SPLICE_THROTTLE_RECHECK bytes while
+ * the peer's lag (bytes redirected to it minus bytes its remote end acknowledged):
+ *  - over dvv_pause_lag_bytes it asks userspace (dvv_events) to clamp this socket's TCP receive
+ *    window: the sender then has almost no window, which is real backpressure, while the data
+ *    path is untouched. The request is repeated every DVV_SPLICE_THROTTLE_RECHECK bytes while
  *    the peer stays behind; userspace opens the window again when it sees the peer caught up
  *    (a clamped sender is mostly silent, so this program would learn it too late);
  *  - over dvv_max_lag_bytes the pair is cut: data dropped, userspace told through dvv_events.
@@ -137,14 +135,12 @@ static __always_inline int cut(struct dvv_conn *c, __u64 cookie, __u32 flag, __u
 	return SK_DROP;
 }
 
-/* The peer's progress since the join: bytes its remote end acknowledged, and bytes its TCP sent
- * that are not acknowledged yet (in flight). -1 if the peer left the map. */
-static __always_inline int peer_progress(struct dvv_conn *c, __u64 *acked, __u64 *inflight)
+/* Bytes the peer's remote end acknowledged since the join, or -1 if the peer left the map. */
+static __always_inline __s64 peer_acked(struct dvv_conn *c)
 {
 	struct bpf_sock *sk = bpf_map_lookup_elem(&dvv_targets, &c->peer_cookie);
 	struct tcp_sock *tp;
 	__u64 a = 0;
-	__u32 f = 0;
 	int ok = 0;
 
 	if (!sk)
@@ -152,24 +148,22 @@ static __always_inline int peer_progress(struct dvv_conn *c, __u64 *acked, __u64
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (tp) {
 		a = tp->bytes_acked;
-		f = tp->snd_nxt - tp->snd_una;
 		ok = 1;
 	}
 	bpf_sk_release(sk);
 	if (!ok)
 		return -1;
-	*acked = a > c->peer_base ? a - c->peer_base : 0;
-	*inflight = f;
-	return 0;
+	return a > c->peer_base ? (__s64)(a - c->peer_base) : 0;
 }
 
 SEC("sk_skb/stream_verdict")
 int dvv_splice_verdict(struct __sk_buff *skb)
 {
-	__u64 cookie, sent, lag, unsent, acked, inflight, now, next;
+	__u64 cookie, sent, lag, now;
 	__u64 max = dvv_max_lag_bytes, pause = dvv_pause_lag_bytes;
 	__u32 len = skb->len;
 	struct dvv_conn *c;
+	__s64 acked;
 
 	/* A bare FIN: redirecting it would break the peer's send path (EPIPE, data lost). The
 	 * EOF itself is still seen by userspace (RDHUP + recv() == 0). */
@@ -190,17 +184,14 @@ int dvv_splice_verdict(struct __sk_buff *skb)
 		pause = max;
 	sent = c->redir_bytes + len;
 
-	/* The lag, and the part of it the peer's TCP has not even sent yet, grow at most by what
-	 * is redirected: measure only when either could cross its limit (the first skb always
-	 * measures), and regularly while over one. The throttle watches the unsent part: bytes in
-	 * flight are the path's own (a healthy fast stream has megabytes there), the unsent ones
-	 * are a queue in this relay. */
+	/* The lag grows at most by what is redirected: measure only when it could cross the
+	 * throttle limit (the first skb always measures), and regularly while over it. */
 	if (sent > c->lag_check_at) {
-		if (peer_progress(c, &acked, &inflight))
+		acked = peer_acked(c);
+		if (acked < 0)
 			goto redirect; /* peer gone: the redirect below fails and says so */
-		lag = sent > acked ? sent - acked : 0;
-		unsent = lag > inflight ? lag - inflight : 0;
-		if (unsent > pause || lag > max) {
+		lag = sent > (__u64)acked ? sent - (__u64)acked : 0;
+		if (lag > pause) {
 			now = bpf_ktime_get_ns();
 			if (!(c->flags & DVV_CONN_THROTTLED)) {
 				c->flags |= DVV_CONN_THROTTLED;
@@ -209,14 +200,11 @@ int dvv_splice_verdict(struct __sk_buff *skb)
 			}
 			if (lag > max && (lag > 2 * max || now - c->throttle_ns > dvv_throttle_grace_ns))
 				return cut(c, cookie, DVV_CONN_LAG, DVV_V_LAG_DROP, len, lag);
-			notify(c, cookie, DVV_EV_THROTTLE, unsent);
+			notify(c, cookie, DVV_EV_THROTTLE, lag);
 			c->lag_check_at = sent + DVV_SPLICE_THROTTLE_RECHECK;
 		} else {
 			c->flags &= ~DVV_CONN_THROTTLED;
-			next = pause - unsent;
-			if (max - lag < next)
-				next = max - lag;
-			c->lag_check_at = sent + next;
+			c->lag_check_at = sent + (pause - lag);
 		}
 	}
 redirect:

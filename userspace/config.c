@@ -78,7 +78,7 @@ static const struct opt_def defs[] = {
 	I(max_handshakes, 16, 1000000, "concurrent unfinished player handshakes"),
 	I(max_lag_mb, 1, 65536, "MiB queued towards a slow reader before its connection is cut"),
 	I(notsent_lowat_kb, 0, 65536, "KiB a player or agent data socket queues unsent (TCP_NOTSENT_LOWAT; 0 = kernel default)"),
-	I(queue_kb, 0, 65536, "KiB a relayed connection queues in the relay in front of a slow reader before its sender is slowed (more if its round trip needs it; 0 = off on the userspace plane, 4096 on the bpf plane)"),
+	I(queue_kb, 0, 65536, "userspace plane: KiB a relayed connection queues in the relay in front of a slow reader before its sender is slowed (more if its round trip needs it; 0 = off)"),
 	I(max_tunnels, 1, 1000000, "tunnels this instance accepts"),
 	I(agent_unauth_per_source, 1, 1000000, "unauthenticated agent-port connections per IPv4 address / IPv6 /64"),
 	I(agent_unauth_max, 1, 10000000, "unauthenticated agent-port connections in total"),

@@ -247,7 +247,7 @@ static int bpf_start(struct dataplane *dp, const struct relay_cfg *cfg)
 	}
 	b->max_lag_mb = cfg->max_lag_mb > 0 ? cfg->max_lag_mb : 64;
 	uint64_t max_lag = (uint64_t)b->max_lag_mb << 20;
-	bp_throttle_limits(b, max_lag, (uint64_t)cfg->queue_kb << 10);
+	bp_throttle_limits(b, max_lag);
 	b->skel->rodata->dvv_max_lag_bytes = max_lag;
 	b->skel->rodata->dvv_pause_lag_bytes = b->throttle_lag;
 	if ((rc = splice_bpf__load(b->skel))) {

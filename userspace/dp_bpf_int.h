@@ -46,8 +46,6 @@ struct bp_side {
 	bool owing;	   /* bytes are owed to the peer: watched for a stall */
 	int saved_clamp;   /* TCP_WINDOW_CLAMP before the throttle */
 	int clamp;	   /* the clamp we set */
-	uint64_t target;   /* queue for the peer above which the sender is slowed (round trip) */
-	uint64_t half_rtt; /* half a round trip's worth of the peer's drain: the first clamp */
 	uint64_t cookie;
 	uint64_t base;	   /* bytes the relay itself wrote to this socket before the join */
 	uint8_t *buf;	   /* (not hooked) relay buffer */
@@ -122,12 +120,10 @@ int bp_peer_counters(const struct bp_side *o, uint64_t *acked, uint64_t *written
 void bp_close_abort(int fd);
 
 /* dp_bpf_throttle.c */
-/* The throttle thresholds for a hard lag limit of max_lag bytes and a queue bound of queue
- * bytes (--queue-kb; 0 = 4 MiB, protection only). b->throttle_lag is also the program's
- * dvv_pause_lag_bytes. */
-void bp_throttle_limits(struct bp_plane *b, uint64_t max_lag, uint64_t queue);
-/* The program asked to throttle s's sender, its peer's TCP having lag bytes unsent. 0 or
- * -errno. */
+/* The throttle thresholds for a hard lag limit of max_lag bytes (b->throttle_lag is also the
+ * program's dvv_pause_lag_bytes). */
+void bp_throttle_limits(struct bp_plane *b, uint64_t max_lag);
+/* The program asked to throttle s's sender, its peer being lag bytes behind. 0 or -errno. */
 int bp_throttle_request(struct bp_plane *b, struct bp_side *s, uint64_t lag);
 /* Give s[i]'s sender its window back once the peer caught up: 1 while still throttled, 0,
  * -errno. */

@@ -1,76 +1,22 @@
 /* Backpressure for the bpf data plane, which the kernel path lacks (docs/sockmap.md section 3):
- * a sender whose reader fell behind (bytes queued here that the reader's TCP has not sent) gets
- * its TCP receive window clamped when the verdict program asks and this pair's own round trip
- * agrees, and gets it back once the queue drained, decided here by polling. */
+ * a sender whose reader fell behind gets its TCP receive window clamped when the verdict
+ * program asks, and gets it back once the reader caught up, decided here by polling. */
 #include "dp_bpf_int.h"
-#include "log.h"
 
 #include <errno.h>
-#include <linux/sockios.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 
-#define THROTTLE_QUEUE_OFF (4u << 20) /* the queue bound with --queue-kb 0: protection only */
-#define THROTTLE_WINDOW 4096	      /* tightest clamped receive window of a throttled sender */
+#define THROTTLE_LAG_MAX (4u << 20) /* throttle a sender above this lag (or half --max-lag-mb
+				       if smaller), release it below half of that */
+#define THROTTLE_WINDOW 4096	    /* tightest clamped receive window of a throttled sender */
 
-void bp_throttle_limits(struct bp_plane *b, uint64_t max_lag, uint64_t queue)
+void bp_throttle_limits(struct bp_plane *b, uint64_t max_lag)
 {
-	if (!queue)
-		queue = THROTTLE_QUEUE_OFF;
-	b->throttle_lag = max_lag / 2 < queue ? max_lag / 2 : queue;
+	b->throttle_lag = max_lag / 2 < THROTTLE_LAG_MAX ? max_lag / 2 : THROTTLE_LAG_MAX;
 	b->tighten_lag = max_lag / 2 > 2 * b->throttle_lag ? max_lag / 2 : 2 * b->throttle_lag;
-}
-
-/* Bytes the relay holds for o that o's TCP has not sent: redirected (s's counter) minus
- * acknowledged minus in flight. 0 or -errno. */
-static int side_unsent(struct bp_plane *b, struct bp_side *s, struct bp_side *o, uint64_t *unsent)
-{
-	struct dvv_conn c;
-	uint64_t acked, w;
-	int rc, outq = 0, nsd = 0;
-	if ((rc = bp_conn_get(b, s, &c)) || (rc = bp_peer_counters(o, &acked, &w)))
-		return rc;
-	if (ioctl(o->io.fd, SIOCOUTQ, &outq) < 0 || ioctl(o->io.fd, SIOCOUTQNSD, &nsd) < 0)
-		return -errno;
-	uint64_t held = acked + (uint64_t)(outq > nsd ? outq - nsd : 0);
-	*unsent = c.redir_bytes > held ? c.redir_bytes - held : 0;
-	return 0;
-}
-
-/* The queue this pair may hold before its sender is slowed: the plane's bound, or twice what
- * o drains in one round trip of s's sender if that is more (a far sender refills the queue
- * only a round trip after its window opens: less and the reader would starve meanwhile).
- * *half_rtt: half that round trip's worth, the clamp that leaves the sender half the rate. */
-static uint64_t side_target(struct bp_plane *b, struct bp_side *s, struct bp_side *o,
-			    uint64_t *half_rtt)
-{
-	struct tcp_info in, out;
-	socklen_t li = sizeof(in), lo = sizeof(out);
-	memset(&in, 0, sizeof(in));
-	memset(&out, 0, sizeof(out));
-	*half_rtt = 0;
-	if (getsockopt(s->io.fd, IPPROTO_TCP, TCP_INFO, &in, &li) < 0 ||
-	    getsockopt(o->io.fd, IPPROTO_TCP, TCP_INFO, &out, &lo) < 0)
-		return b->throttle_lag;
-	/* the larger estimate: the sender-side one may date from the handshake, without the
-	 * queueing a busy path adds (taking it starved a 50 Mbit/s stream to 0.75-0.86x) */
-	uint64_t rtt_us = in.tcpi_rtt > in.tcpi_rcv_rtt ? in.tcpi_rtt : in.tcpi_rcv_rtt;
-	uint64_t rtt_bytes = out.tcpi_delivery_rate * rtt_us / 1000000u;
-	/* at most 4 x the plane's bound (and below the tighten and cut limits): the receive-side
-	 * RTT estimate inflates at times, and a delivery rate times it reached tens to hundreds
-	 * of MiB: the throttle never came (13 MiB queued for a 10 Mbit/s player; a loopback
-	 * pair cut for lag) */
-	uint64_t cap = 4 * b->throttle_lag < b->tighten_lag / 2 ? 4 * b->throttle_lag
-								 : b->tighten_lag / 2;
-	if (cap < b->throttle_lag)
-		cap = b->throttle_lag;
-	if (rtt_bytes > cap / 2)
-		rtt_bytes = cap / 2;
-	*half_rtt = rtt_bytes / 2;
-	return 2 * rtt_bytes > b->throttle_lag ? 2 * rtt_bytes : b->throttle_lag;
 }
 
 /* Clamp s[i]'s receive window while its peer lags: the sender can then only trickle, which is
@@ -83,7 +29,7 @@ static uint64_t side_target(struct bp_plane *b, struct bp_side *s, struct bp_sid
  * (~200 ms) once released, since restoring a clamp sends no window update. The kernel's
  * receive-buffer autotuning may rewrite the clamp (it does at connection start; the throttle
  * only comes after several MiB, but still): every repeated request checks it. */
-static int side_throttle(struct bp_plane *b, struct bp_side *s, int level, uint64_t half_rtt)
+static int side_throttle(struct bp_plane *b, struct bp_side *s, int level)
 {
 	int clamp;
 	if (s->io.fd < 0 || (level == 0 && !s->throttled))
@@ -106,17 +52,12 @@ static int side_throttle(struct bp_plane *b, struct bp_side *s, int level, uint6
 		}
 		clamp = THROTTLE_WINDOW;
 		if (level == 1) {
-			/* half a round trip's worth of what the reader drains, at least two
-			 * segments: below the drain rate, so the queue shrinks, yet the sender
-			 * never stalls and gets its window back with the next ACK */
 			struct tcp_info ti;
 			socklen_t sl = sizeof(ti);
 			memset(&ti, 0, sizeof(ti));
 			if (!getsockopt(s->io.fd, IPPROTO_TCP, TCP_INFO, &ti, &sl) &&
-			    2 * (int)ti.tcpi_rcv_mss > clamp)
-				clamp = 2 * (int)ti.tcpi_rcv_mss;
-			if (half_rtt > (uint64_t)clamp)
-				clamp = half_rtt > (1u << 30) ? 1 << 30 : (int)half_rtt;
+			    (int)ti.tcpi_rcv_mss > clamp)
+				clamp = (int)ti.tcpi_rcv_mss;
 		}
 	} else {
 		clamp = s->saved_clamp;
@@ -136,42 +77,28 @@ static int side_throttle(struct bp_plane *b, struct bp_side *s, int level, uint6
 	return 0;
 }
 
-/* Repeated while the peer stays behind: declined while the queue is within this pair's
- * round-trip target, then tighten if the first clamp was not enough, and put the clamp back if
- * receive-buffer autotuning rewrote it meanwhile. */
+/* Repeated while the peer stays behind: tighten if one MSS was not enough, and put the clamp
+ * back if receive-buffer autotuning rewrote it meanwhile. */
 int bp_throttle_request(struct bp_plane *b, struct bp_side *s, uint64_t lag)
 {
-	struct bp_side *o = &s->pair->s[s == &s->pair->s[0]];
-	uint64_t unsent, half_rtt;
-	int rc;
-	if (!s->throttled) {
-		if ((rc = side_unsent(b, s, o, &unsent)))
-			return rc;
-		s->target = side_target(b, s, o, &half_rtt);
-		s->half_rtt = half_rtt;
-		pr_debug("bpf splice: %llu bytes queued for a reader, target %llu, clamp %llu%s",
-			 (unsigned long long)unsent, (unsigned long long)s->target,
-			 (unsigned long long)half_rtt, unsent <= s->target ? ": declined" : "");
-		if (unsent <= s->target)
-			return 0; /* this round trip needs that much queue: the program asks again */
-	}
 	int level = !s->throttled ? 1 : lag > b->tighten_lag || s->tight ? 2 : 1;
-	return side_throttle(b, s, level, s->half_rtt);
+	return side_throttle(b, s, level);
 }
 
-/* A throttled sender gets its window back once the bytes queued here for its peer fell below
- * half the pair's target. Decided here, by polling, because a clamped sender hardly sends: the
- * program would only notice with its next skb. Returns 1 while still throttled, 0, -errno. */
+/* A throttled sender gets its window back once its peer is less than half the throttle limit
+ * behind. Decided here, by polling, because a clamped sender hardly sends: the program would
+ * only notice with its next skb. Returns 1 while still throttled, 0, -errno. */
 int bp_dir_release(struct bp_plane *b, struct bp_pair *p, int i)
 {
 	struct bp_side *s = &p->s[i], *o = &p->s[!i];
-	uint64_t unsent;
+	struct dvv_conn c;
+	uint64_t acked, w;
 	int rc;
 	if (!s->throttled)
 		return 0;
-	if ((rc = side_unsent(b, s, o, &unsent)))
+	if ((rc = bp_conn_get(b, s, &c)) || (rc = bp_peer_counters(o, &acked, &w)))
 		return rc;
-	if (unsent > (s->target ? s->target : b->throttle_lag) / 2)
+	if (c.redir_bytes > acked + b->throttle_lag / 2)
 		return 1;
-	return side_throttle(b, s, 0, 0);
+	return side_throttle(b, s, 0);
 }

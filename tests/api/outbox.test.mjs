@@ -47,7 +47,10 @@ scenario('two APIs starting at once on an empty database apply each migration on
   const rows = await a.sql('SELECT version, name FROM schema_migrations ORDER BY version')
   const files = fs.readdirSync(new URL('../../api/migrations/', import.meta.url)).filter((f) => f.endsWith('.sql')).sort()
   assert.deepEqual(rows.map(([v, n]) => `${String(v).padStart(3, '0')}_${n}.sql`), files)
-  const logs = [a.proc.stderrLog, b.proc.stderrLog].map((f) => fs.readFileSync(f, 'utf8'))
+  // the log files are written from the processes' piped stderr, asynchronously: read them once
+  // both hold the line each API logs after its migrations ("listening on")
+  const readLogs = () => [a.proc.stderrLog, b.proc.stderrLog].map((f) => fs.readFileSync(f, 'utf8'))
+  const { value: logs } = await until(() => { const l = readLogs(); return l.every((t) => /listening on/.test(t)) && l }, { what: 'both APIs to log "listening on"' })
   const applied = logs.join('\n').match(/applied migration 001_core/g) || []
   assert.equal(applied.length, 1, 'exactly one API applied 001_core')
   // both serve
