@@ -188,7 +188,7 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	c->lease_ttl_s = 30;
 	c->heartbeat_ms = 2000;
 	c->name_grace_s = 7 * 86400;
-	c->max_waiting_per_tunnel = 64;
+	c->max_waiting_per_tunnel = 256;
 	c->forward_connect_ms = 2000;
 	c->usage_flush_ms = 5000;
 	c->drain_timeout_s = 30;
