@@ -150,6 +150,8 @@ static void cfg_for_test(struct relay_cfg *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	strcpy(cfg->xdp_mode, "auto");
+	strcpy(cfg->xdp_syncookies, "off"); /* the cookie tests turn them on */
+	cfg->xdp_max_sources = 65536;
 	cfg->xdp_syn_rate = 1;
 	cfg->xdp_syn_burst = 5;
 	cfg->xdp_port_syn_budget = 1000000;
