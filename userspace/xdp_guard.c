@@ -338,8 +338,9 @@ static void cookie_max_mss(const struct xdp_guard *g, __u16 *mss4, __u16 *mss6)
 static int tc_attach_iface(struct xdp_guard *g, struct guard_iface *ifc)
 {
 	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = (int)ifc->ifindex, .attach_point = BPF_TC_INGRESS);
+	/* REPLACE: a filter a killed relay left at our place is taken over, not a reason to fail */
 	LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = bpf_program__fd(g->tc->progs.xdp_cookie_tc),
-		    .priority = TC_PRIORITY, .handle = 1);
+		    .priority = TC_PRIORITY, .handle = 1, .flags = BPF_TC_F_REPLACE);
 	int rc = bpf_tc_hook_create(&hook);
 
 	if (rc && rc != -EEXIST) {
