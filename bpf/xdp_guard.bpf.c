@@ -232,9 +232,29 @@ static __always_inline int cookie_answer(struct xdp_md *ctx, const struct dvv_pk
 		sum = csum_add16(csum_add16(sum, f.daddr, 2), f.saddr, 2);
 	sa.th.check = csum_fold(csum_add16(sum, &sa, sizeof(sa) / 2));
 
-	int delta = (int)(l4 + sizeof(sa)) - (int)(end - data);
-	if (delta && bpf_xdp_adjust_tail(ctx, delta))
+	/* The Ethernet header and VLAN tags, kept aside: when the frame has no tailroom, it grows
+	 * at the front instead and every header is written anew at its new place. */
+	__u8 l2[22];
+	if (data + 14 > end)
 		return -1;
+	__builtin_memcpy(l2, data, 14);
+	if (l3 >= 18) {
+		if (data + 18 > end)
+			return -1;
+		__builtin_memcpy(&l2[14], data + 14, 4);
+	}
+	if (l3 >= 22) {
+		if (data + 22 > end)
+			return -1;
+		__builtin_memcpy(&l2[18], data + 18, 4);
+	}
+	int delta = (int)(l4 + sizeof(sa)) - (int)(end - data);
+	if (delta > 0) {
+		if (bpf_xdp_adjust_tail(ctx, delta) && bpf_xdp_adjust_head(ctx, -delta))
+			return -1;
+	} else if (delta < 0 && bpf_xdp_adjust_tail(ctx, delta)) {
+		return -1;
+	}
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
 	DVV_OPAQUE(l3);
@@ -243,10 +263,19 @@ static __always_inline int cookie_answer(struct xdp_md *ctx, const struct dvv_pk
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
 		return -1;
-	__u8 mac[6];
-	__builtin_memcpy(mac, eth->h_source, 6);
-	__builtin_memcpy(eth->h_source, eth->h_dest, 6);
-	__builtin_memcpy(eth->h_dest, mac, 6);
+	__builtin_memcpy(eth->h_dest, &l2[6], 6);
+	__builtin_memcpy(eth->h_source, &l2[0], 6);
+	__builtin_memcpy(&eth->h_proto, &l2[12], 2);
+	if (l3 >= 18) {
+		if (data + 18 > end)
+			return -1;
+		__builtin_memcpy(data + 14, &l2[14], 4);
+	}
+	if (l3 >= 22) {
+		if (data + 22 > end)
+			return -1;
+		__builtin_memcpy(data + 18, &l2[18], 4);
+	}
 	if (p->v6) {
 		struct ipv6hdr *ip6 = data + l3;
 		if ((void *)(ip6 + 1) + sizeof(sa) > end)
