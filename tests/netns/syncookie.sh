@@ -10,16 +10,21 @@
 # (--xdp-port-syn-budget, BUDGET, spent by every flood here) stands between a new source and
 # the relay.
 #
-#   1 no flood: NEW_V4 new IPv4 sources log in                              (>= 99 %)
-#   2 hping3 -S --rand-source --flood: NEW_V4 new IPv4 sources log in         (>= 99 %)
-#   3 the same flood: one source seen before it logs in ESTABLISHED times     (all)
-#   4 IPv6 random-/64 SYN flood (a raw-socket flooder below): NEW_V6 new /64s (>= 98 %)
-#   5 ACK flood, then RST flood (hping3 -A / -R --rand-source): ACKRST new IPv4 sources each
-#     (>= 98 %); the RSTs the server namespace sends (nstat TcpOutRsts) are printed, and with
+#   1 no flood: NEW_V4 new IPv4 sources log in
+#   2 hping3 -S --rand-source --flood: NEW_V4 other new IPv4 sources log in
+#   3 the same flood again: one source seen before any flood logs in ESTABLISHED times (all must)
+#   4 IPv6 SYN flood, each SYN from a random /64 of fd78::/16 (a bounded raw-socket flooder
+#     below; hping3 has no IPv6): NEW_V6 new IPv6 /64s log in
+#   5 ACK flood, then RST flood (hping3 -A / -R --rand-source): ACKRST new IPv4 sources each log
+#     in; the RSTs the server namespace sends (nstat TcpOutRsts) are printed, and with
 #     EXPECT_ACK_FILTER=1 (the default) the ACK flood must not draw RSTs back: at most
-#     RST_SLACK + 2 per login. EXPECT_ACK_FILTER=0 prints the figure only.
+#     RST_SLACK + 2 per login. EXPECT_ACK_FILTER=0 prints the figure only (today's guard lets
+#     ACKs through to the kernel, which answers each with a RST: set it to 0 until ACKs are
+#     filtered).
 #   6 SIGTERM: the relay exits, no XDP program on the veth, no tc/tcx program on its ingress, and
 #     its pin directory is gone.
+# "Log in" is a real Minecraft login to play state through relay and agent; a phase passes when
+# at most one login per 100 started fails (99 of 100, 49 of 50).
 # Without SYN cookies, phases 2 and 4 fail: a new source's SYNs compete with the flood for the
 # port budget. Each phase prints the flood rate, the login latency (median/p99/max) and the
 # deltas of every field of the pinned xdp_counters map (summed over CPUs), so counters that a
@@ -29,6 +34,7 @@
 #                                           node redis-server nstat tc, and make SAN=1 all)
 #   DVV_BUILD=build tests/netns/syncookie.sh
 #   FLOOD_SECONDS=20 NEW_V4=100 NEW_V6=50 ACKRST=50 BUDGET=2000 tests/netns/syncookie.sh
+#   EXTRA_RELAY_ARGS="--xdp-syn-rate 20" KEEP=1 tests/netns/syncookie.sh   (KEEP=1: keep the logs)
 #
 # Prints cmocka-like lines ("[       OK ] name", "[  FAILED  ] name") and a final
 # "[  PASSED  ] N test(s)." or "[  FAILED  ] N test(s)."; exit status 0 or 1. Everything it
@@ -55,6 +61,7 @@ BUDGET=${BUDGET:-2000}                 # --xdp-port-syn-budget: SYNs/s per port,
 V6_MAX_PACKETS=${V6_MAX_PACKETS:-20000000}
 EXPECT_ACK_FILTER=${EXPECT_ACK_FILTER:-1}
 RST_SLACK=${RST_SLACK:-50}
+read -ra EXTRA_RELAY_ARGS <<<"${EXTRA_RELAY_ARGS:-}" # more dvv-relay flags, split on blanks
 
 ID=$$
 NS_C=dvvsc-$ID-c
@@ -193,6 +200,7 @@ RELAY_ARGS=(
   --max-pending-per-source 1000000 --agent-unauth-per-source 1000000
   --drain-timeout-s 1
   --bpf-pin-root "$BPFFS" --xdp-ifaces "$IF_S" --xdp-mode native --xdp-port-syn-budget "$BUDGET"
+  "${EXTRA_RELAY_ARGS[@]}"
 )
 "${IN_S[@]}" "$BUILD/dvv-relay" "${RELAY_ARGS[@]}" >"$TMP/relay.out" 2>"$TMP/relay.err" &
 RELAY_PID=$!
@@ -459,6 +467,8 @@ else
   else
     ok "6 relay on SIGTERM (exit $rc): no XDP or tc program on $IF_S, pin directory gone"
   fi
+  qd=$(tc -n "$NS_S" qdisc show dev "$IF_S" 2>/dev/null | grep -E 'clsact|ingress')
+  [[ -n $qd ]] && note "6 (informational) qdisc left on $IF_S: $qd"
 fi
 if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error: ' "$TMP/relay.err" "$TMP/agent.err" 2>/dev/null; then
   grep -hE 'ERROR: (Address|Leak)Sanitizer|runtime error: |SUMMARY' "$TMP/relay.err" "$TMP/agent.err" | head -5
