@@ -26,8 +26,9 @@ enum dvv_xdp_port_slot {
 	DVV_XDP_PORT_SLOTS = 2,
 };
 
-/* One per-CPU entry; every packet bumps exactly one of the first seven fields, so their sum is
- * the number of packets the program saw. Sum over CPUs to read (xdp_guard_counters). */
+/* One per-CPU entry; every packet bumps exactly one verdict field (all but pass_reserve), so
+ * their sum is the number of packets the program saw. Sum over CPUs to read
+ * (xdp_guard_counters). */
 struct dvv_xdp_counters {
 	__u64 pass_other;  /* not a SYN to a protected port: other traffic, ACKs, UDP, ports */
 	__u64 pass_short;  /* headers cut short or unparseable: left to the kernel to judge */
@@ -36,7 +37,25 @@ struct dvv_xdp_counters {
 	__u64 drop_rate;   /* SYN from a source over its own rate */
 	__u64 drop_budget; /* SYN over the per-port budget (a new source, or the reserve is gone) */
 	__u64 pass_syn;	   /* SYN let through by the limits */
-	__u64 pass_reserve; /* of pass_syn: known sources let through on the reserve */
+	__u64 pass_reserve; /* of pass_syn: known sources let through on the reserve (not a verdict) */
+	__u64 tx_cookie;    /* SYN answered here with a SYN cookie SYN-ACK (XDP_TX) */
+	__u64 pass_cookie;  /* ACK to a listener with a valid cookie: passed to become a connection */
+	__u64 pass_kernel_cookie; /* ACK to a listener with the kernel's own SYN cookie */
+	__u64 drop_ack;	    /* ACK or RST to a listener, or RST to no socket, without a valid cookie */
+};
+
+/* The TC-ingress half of SYN cookies (bpf/xdp_cookie_tc.bpf.c), one per-CPU entry. */
+struct dvv_cookie_tc_counters {
+	__u64 assigned;	     /* cookie ACK turned into a request socket the kernel accepts */
+	__u64 assign_failed; /* bpf_sk_assign_tcp_reqsk refused (the kernel then answers RST) */
+	__u64 bad_cookie;    /* ACK to a listener whose cookie did not check: left to the kernel */
+};
+
+/* --xdp-syncookies */
+enum dvv_syncookie_mode {
+	DVV_SYNCOOKIES_OFF = 0,	   /* SYNs over the budget are dropped (the guard before cookies) */
+	DVV_SYNCOOKIES_FLOOD = 1,  /* SYNs over the budget are answered with a cookie */
+	DVV_SYNCOOKIES_ALWAYS = 2, /* every SYN the limits admit is answered with a cookie */
 };
 
 /* Allow/deny key: an LPM trie key over IPv6; IPv4 prefixes are stored v4-mapped

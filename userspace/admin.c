@@ -116,14 +116,33 @@ static void render_bpf_metrics(struct relay *r, struct sbuf *b)
 	       atomic_load_explicit(&splice_n_unclamps, memory_order_relaxed));
 	struct dvv_xdp_counters xc;
 	if (r->xdp && xdp_guard_counters(r->xdp, &xc) == 0) {
-		static const char *const names[] = {"pass_other", "pass_short", "drop_deny", "pass_allow",
-						    "drop_rate", "drop_budget", "pass_syn", "pass_reserve"};
-		const __u64 vals[] = {xc.pass_other, xc.pass_short,  xc.drop_deny, xc.pass_allow,
-				      xc.drop_rate,  xc.drop_budget, xc.pass_syn,  xc.pass_reserve};
+		static const char *const names[] = {
+			"pass_other", "pass_short", "drop_deny",   "pass_allow",
+			"drop_rate",  "drop_budget", "pass_syn",   "pass_reserve",
+			"tx_cookie",  "pass_cookie", "pass_kernel_cookie", "drop_ack"};
+		const __u64 vals[] = {xc.pass_other,  xc.pass_short,  xc.drop_deny,   xc.pass_allow,
+				      xc.drop_rate,   xc.drop_budget, xc.pass_syn,    xc.pass_reserve,
+				      xc.tx_cookie,   xc.pass_cookie, xc.pass_kernel_cookie,
+				      xc.drop_ack};
 		family(b, "xdp_packets_total", "counter", "packets seen by the XDP SYN guard, by verdict");
 		for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++)
 			sb_printf(b, "dvv_relay_xdp_packets_total{verdict=\"%s\"} %llu\n", names[i],
 				  (unsigned long long)vals[i]);
+		sample(b, "xdp_syncookies", "gauge",
+		       "SYN cookie mode in force: 0 off (or fallen back), 1 over the budget, 2 always",
+		       xdp_guard_cookie_mode(r->xdp));
+		struct dvv_cookie_tc_counters tc;
+		if (xdp_guard_cookie_counters(r->xdp, &tc) == 0) {
+			family(b, "xdp_cookie_acks_total", "counter",
+			       "cookie ACKs at TC ingress: assigned (became connections), "
+			       "assign_failed, bad_cookie (left to the kernel)");
+			sb_printf(b, "dvv_relay_xdp_cookie_acks_total{result=\"assigned\"} %llu\n",
+				  (unsigned long long)tc.assigned);
+			sb_printf(b, "dvv_relay_xdp_cookie_acks_total{result=\"assign_failed\"} %llu\n",
+				  (unsigned long long)tc.assign_failed);
+			sb_printf(b, "dvv_relay_xdp_cookie_acks_total{result=\"bad_cookie\"} %llu\n",
+				  (unsigned long long)tc.bad_cookie);
+		}
 	}
 }
 

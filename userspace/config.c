@@ -60,6 +60,8 @@ static const struct opt_def defs[] = {
 	I(xdp_port_syn_budget, 1, 100000000, "XDP: SYNs per second per protected port, all sources"),
 	S(xdp_allow, "XDP: comma-separated CIDRs never limited"),
 	S(xdp_deny, "XDP: comma-separated CIDRs always dropped"),
+	S(xdp_syncookies, "XDP: answer SYNs with SYN cookies: off | flood (over the budget) | always"),
+	I(xdp_max_sources, 1024, 16777216, "XDP: per-source SYN buckets kept (least recent evicted)"),
 	I(join_rate_v4, 1, 1000000, "player handshakes per second per IPv4 /24"),
 	I(join_rate_v6, 1, 1000000, "player handshakes per second per IPv6 /64"),
 	I(join_burst, 1, 1000000, "burst of player handshakes per prefix"),
@@ -172,6 +174,8 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	c->max_lag_mb = 64;
 	c->notsent_lowat_kb = NET_NOTSENT_LOWAT_KB_DEFAULT;
 	c->queue_kb = RELAY_QUEUE_KB_DEFAULT;
+	strcpy(c->xdp_syncookies, "flood");
+	c->xdp_max_sources = 65536;
 	c->xdp_syn_rate = 50;
 	c->xdp_syn_burst = 250;
 	c->xdp_port_syn_budget = 20000;
@@ -319,6 +323,12 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	    strcmp(c->xdp_mode, "auto")) {
 		fprintf(stderr, "dvv-relay: --xdp-mode %s: want native, generic or auto\n",
 			c->xdp_mode);
+		return -1;
+	}
+	if (strcmp(c->xdp_syncookies, "off") && strcmp(c->xdp_syncookies, "flood") &&
+	    strcmp(c->xdp_syncookies, "always")) {
+		fprintf(stderr, "dvv-relay: --xdp-syncookies %s: want off, flood or always\n",
+			c->xdp_syncookies);
 		return -1;
 	}
 	return 0;

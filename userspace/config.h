@@ -52,6 +52,8 @@ struct relay_cfg {
 	int xdp_port_syn_budget;   /* SYNs per second per protected port, all sources together */
 	char xdp_allow[512];	   /* comma-separated CIDRs never limited */
 	char xdp_deny[512];	   /* comma-separated CIDRs always dropped */
+	char xdp_syncookies[8];	   /* off | flood | always */
+	int xdp_max_sources;	   /* per-source SYN buckets kept (LRU) */
 	int join_rate_v4;	   /* handshakes per second per IPv4 /24 */
 	int join_rate_v6;	   /* handshakes per second per IPv6 /64 */
 	int join_burst;		   /* burst for both */

@@ -134,7 +134,11 @@ void pins_remove(struct pin_dir *pd, struct bpf_object *obj, const char *prog_na
 	if (!pd->made)
 		return;
 	pins_unlink(pd, obj, prog_name);
-	if (rmdir(pd->path) < 0 && errno != ENOTEMPTY && errno != ENOENT)
+	if (rmdir(pd->path) == 0 || errno == ENOENT) {
+		pd->made = false;
+		return;
+	}
+	/* still holding pins (another object's of the same owner, removed by a later call) */
+	if (errno != ENOTEMPTY)
 		pr_warn("%s: cannot remove %s: %s", pd->who, pd->path, strerror(errno));
-	pd->made = false;
 }

@@ -8,6 +8,7 @@
 struct relay_cfg;
 struct xdp_guard;
 struct dvv_xdp_counters; /* bpf/xdp_guard.h */
+struct dvv_cookie_tc_counters;
 
 /* Attach to every interface in cfg->xdp_ifaces, protecting the two ports. Maps are pinned under
  * pin_dir. Returns 0 (and *out) or -errno with a logged reason. */
@@ -17,5 +18,11 @@ void xdp_guard_stop(struct xdp_guard *g);
 /* Sums the per-CPU verdict counters of a running guard into *out: 0 or -errno. Thread-safe
  * (map reads are syscalls). */
 int xdp_guard_counters(struct xdp_guard *g, struct dvv_xdp_counters *out);
+/* The same for the TC half of SYN cookies: -ENOENT when cookies are off. */
+int xdp_guard_cookie_counters(struct xdp_guard *g, struct dvv_cookie_tc_counters *out);
+/* The SYN cookie mode in force (enum dvv_syncookie_mode): OFF after a fallback. */
+int xdp_guard_cookie_mode(const struct xdp_guard *g);
+/* "off" | "flood" | "always" -> enum dvv_syncookie_mode, or -EINVAL. */
+int xdp_syncookie_mode_parse(const char *s);
 
 #endif

@@ -24,12 +24,21 @@ static void print_counters(struct xdp_guard *g)
 	if (rc) {
 		printf("counters error %d\n", rc);
 	} else {
+		struct dvv_cookie_tc_counters t;
+		if (xdp_guard_cookie_counters(g, &t))
+			memset(&t, 0, sizeof(t));
 		printf("counters pass_other=%" PRIu64 " pass_short=%" PRIu64 " drop_deny=%" PRIu64
 		       " pass_allow=%" PRIu64 " drop_rate=%" PRIu64 " drop_budget=%" PRIu64
-		       " pass_syn=%" PRIu64 " pass_reserve=%" PRIu64 "\n",
+		       " pass_syn=%" PRIu64 " pass_reserve=%" PRIu64 " tx_cookie=%" PRIu64
+		       " pass_cookie=%" PRIu64 " pass_kernel_cookie=%" PRIu64 " drop_ack=%" PRIu64
+		       " tc_assigned=%" PRIu64 " tc_assign_failed=%" PRIu64 " tc_bad_cookie=%" PRIu64
+		       " syncookies=%d\n",
 		       (uint64_t)c.pass_other, (uint64_t)c.pass_short, (uint64_t)c.drop_deny,
 		       (uint64_t)c.pass_allow, (uint64_t)c.drop_rate, (uint64_t)c.drop_budget,
-		       (uint64_t)c.pass_syn, (uint64_t)c.pass_reserve);
+		       (uint64_t)c.pass_syn, (uint64_t)c.pass_reserve, (uint64_t)c.tx_cookie,
+		       (uint64_t)c.pass_cookie, (uint64_t)c.pass_kernel_cookie, (uint64_t)c.drop_ack,
+		       (uint64_t)t.assigned, (uint64_t)t.assign_failed, (uint64_t)t.bad_cookie,
+		       xdp_guard_cookie_mode(g));
 	}
 	fflush(stdout);
 }

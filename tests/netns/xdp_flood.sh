@@ -28,7 +28,9 @@ PACE_MS=${PACE_MS:-50}              # 20 connects/s: the relay default per-sourc
 CONNECT_TIMEOUT=${CONNECT_TIMEOUT:-1.0} # below the 1 s SYN retransmit: a dropped SYN is a failure
 PLAYER_PORT=25565
 AGENT_PORT=25566
-GUARD_FLAGS=(${GUARD_FLAGS:---xdp-syn-rate=20 --xdp-syn-burst=40 --xdp-port-syn-budget=20000})
+# SYN cookies off: this script tests the per-source buckets and the port budget themselves;
+# tests/netns/syncookie.sh tests what cookies add (new sources during a spoofed flood).
+GUARD_FLAGS=(${GUARD_FLAGS:---xdp-syn-rate=20 --xdp-syn-burst=40 --xdp-port-syn-budget=20000 --xdp-syncookies=off})
 
 ID=$$
 NS_C=dvvx-$ID-c
@@ -198,17 +200,6 @@ phase() { # name, counter that must move, hping3 args (empty: no flood)
 phase "no flood" ""
 phase "single-source SYN flood" drop_rate -S -p "$PLAYER_PORT" -a 10.77.0.3 --flood -q
 phase "random-source SYN flood" drop_budget -S -p "$PLAYER_PORT" --rand-source --flood -q
-
-# Not a pass/fail test: what a client the guard has never seen gets during a spoofed flood above
-# the budget (no SYN cookies yet: its SYNs compete with the flood for the budget).
-timeout -s INT 4 ip netns exec "$NS_C" hping3 -S -p "$PLAYER_PORT" --rand-source --flood -q \
-  -c 50000000 10.77.0.2 >/dev/null 2>&1 &
-hp=$!
-PIDS+=($hp)
-sleep 0.5
-CONNECTS_NEW=10
-note "new source during a random-source flood (informational): $(PACE_MS=200 connects 10.77.0.4 $CONNECTS_NEW)"
-wait $hp
 
 # ---- stop -------------------------------------------------------------------------------------
 kill -TERM $DRIVER_PID

@@ -34,7 +34,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -63,6 +65,12 @@ struct pkt_opts {
 	int vlans;	     /* 0, 1 (802.1Q) or 2 (802.1ad + 802.1Q) */
 	int v6_ext;	     /* IPv6: hop-by-hop + destination options headers before TCP */
 	uint16_t frag_off;   /* IPv4 fragment offset field (host order) */
+	const char *dst;     /* default 10.0.0.1 / 2001:db8::1 */
+	uint16_t sport;	     /* default 40000 */
+	uint32_t seq, ack;   /* default 0x1234 << 16, 0 */
+	const uint8_t *opt;  /* TCP options (a multiple of 4 bytes, at most 40) */
+	size_t optlen;
+	int ip_opts;	     /* IPv4: 4 bytes of options (NOPs + EOL): ihl 6 */
 };
 
 static void put16(uint8_t *p, uint16_t v)
@@ -78,7 +86,8 @@ static struct pkt build(struct pkt_opts o)
 	uint8_t *b = p.b;
 	bool v6 = strchr(o.src, ':') != NULL;
 	int proto = o.proto ? o.proto : 6;
-	size_t l4len = proto == 6 ? 20 : 8, off = 12;
+	size_t l4len = proto == 6 ? 20 + o.optlen : 8, off = 12;
+	size_t ipopt = !v6 && o.ip_opts ? 4 : 0;
 
 	memcpy(b, "\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01", 12);
 	if (o.vlans == 2) {
@@ -91,14 +100,16 @@ static struct pkt build(struct pkt_opts o)
 	off += 2;
 	if (!v6) {
 		uint8_t *ip = b + off;
-		ip[0] = 0x45;
-		put16(ip + 2, (uint16_t)(20 + l4len));
+		ip[0] = (uint8_t)(0x40 | (20 + ipopt) / 4);
+		put16(ip + 2, (uint16_t)(20 + ipopt + l4len));
 		put16(ip + 6, o.frag_off);
 		ip[8] = 64;
 		ip[9] = (uint8_t)proto;
 		assert_int_equal(inet_pton(AF_INET, o.src, ip + 12), 1);
-		inet_pton(AF_INET, "10.0.0.1", ip + 16);
-		off += 20;
+		assert_int_equal(inet_pton(AF_INET, o.dst ? o.dst : "10.0.0.1", ip + 16), 1);
+		if (ipopt)
+			ip[20] = ip[21] = ip[22] = 1; /* NOP NOP NOP EOL */
+		off += 20 + ipopt;
 	} else {
 		uint8_t *ip = b + off;
 		size_t ext = o.v6_ext ? 16 : 0;
@@ -107,7 +118,7 @@ static struct pkt build(struct pkt_opts o)
 		ip[6] = o.v6_ext ? 0 /* hop-by-hop */ : (uint8_t)proto;
 		ip[7] = 64;
 		assert_int_equal(inet_pton(AF_INET6, o.src, ip + 8), 1);
-		inet_pton(AF_INET6, "2001:db8::1", ip + 24);
+		assert_int_equal(inet_pton(AF_INET6, o.dst ? o.dst : "2001:db8::1", ip + 24), 1);
 		off += 40;
 		if (o.v6_ext) {
 			b[off] = 60; /* hop-by-hop -> destination options, 8 bytes, PadN */
@@ -118,13 +129,19 @@ static struct pkt build(struct pkt_opts o)
 		}
 	}
 	uint8_t *l4 = b + off;
-	put16(l4, 40000);
+	put16(l4, o.sport ? o.sport : 40000);
 	put16(l4 + 2, o.dport ? o.dport : PLAYER_PORT);
 	if (proto == 6) {
-		put16(l4 + 4, 0x1234);
-		l4[12] = 5 << 4;
+		uint32_t seq = o.seq ? o.seq : 0x12340000u;
+		for (int i = 0; i < 4; i++) {
+			l4[4 + i] = (uint8_t)(seq >> (24 - 8 * i));
+			l4[8 + i] = (uint8_t)(o.ack >> (24 - 8 * i));
+		}
+		l4[12] = (uint8_t)(((20 + o.optlen) / 4) << 4);
 		l4[13] = o.flags ? o.flags : TCP_SYN;
 		put16(l4 + 14, 64240);
+		if (o.optlen)
+			memcpy(l4 + 20, o.opt, o.optlen);
 	} else {
 		put16(l4 + 4, 8);
 	}
@@ -150,6 +167,8 @@ static void cfg_for_test(struct relay_cfg *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	strcpy(cfg->xdp_mode, "auto");
+	strcpy(cfg->xdp_syncookies, "off"); /* the cookie tests turn them on */
+	cfg->xdp_max_sources = 65536;
 	cfg->xdp_syn_rate = 1;
 	cfg->xdp_syn_burst = 5;
 	cfg->xdp_port_syn_budget = 1000000;
@@ -242,7 +261,7 @@ static void send_n(struct guard_fixture *f, const struct pkt *p, int n, int want
 
 #define C_FIELDS(X)                                                                              \
 	X(pass_other) X(pass_short) X(drop_deny) X(pass_allow) X(drop_rate) X(drop_budget)       \
-	X(pass_syn) X(pass_reserve)
+	X(pass_syn) X(pass_reserve) X(tx_cookie) X(pass_cookie) X(pass_kernel_cookie) X(drop_ack)
 
 static void expect_counters(struct guard_fixture *f, struct dvv_xdp_counters want)
 {
@@ -922,6 +941,435 @@ static void unknown_interface_is_an_error(void **state)
 	expect_mode("dvvxu0", XDP_ATTACHED_NONE, "the known interface after the failed start");
 }
 
+/* ---- SYN cookies --------------------------------------------------------------------------- */
+
+/* MSS 1460, SACK permitted, timestamps (TSval 0x11223344), NOP, window scale 7: Linux's SYN. */
+static const uint8_t LINUX_SYN_OPTS[20] = {2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0x11, 0x22,
+					   0x33, 0x44, 0, 0, 0, 0, 1, 3, 3, 7};
+/* MSS 1460, NOP, window scale 8, NOP, NOP, SACK permitted: Windows' SYN (no timestamps). */
+static const uint8_t WINDOWS_SYN_OPTS[12] = {2, 4, 0x05, 0xb4, 1, 3, 3, 8, 1, 1, 4, 2};
+
+static void cfg_cookies(struct relay_cfg *cfg, const char *mode)
+{
+	cfg_for_test(cfg);
+	strcpy(cfg->xdp_syncookies, mode);
+}
+
+static int run_out(struct guard_fixture *f, const struct pkt *p, struct pkt *out)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = p->b, .data_size_in = (__u32)p->len,
+		    .data_out = out->b, .data_size_out = sizeof(out->b), .repeat = 1);
+	memset(out, 0, sizeof(*out));
+	int rc = bpf_prog_test_run_opts(f->prog_fd, &o);
+	if (rc)
+		fail_msg("BPF_PROG_TEST_RUN: expected 0, got %d (%s)", rc, strerror(-rc));
+	out->len = o.data_size_out;
+	return (int)o.retval;
+}
+
+static uint32_t sum16(const uint8_t *p, size_t n, uint32_t sum)
+{
+	for (size_t i = 0; i + 1 < n; i += 2)
+		sum += (uint32_t)(p[i] << 8 | p[i + 1]);
+	return sum;
+}
+
+static uint16_t fold(uint32_t sum)
+{
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)sum;
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* What a cookie SYN-ACK says, after checking every header and checksum in it. */
+struct synack_view {
+	uint32_t seq, ack;
+	uint16_t sport, dport, mss;
+	int wscale; /* -1: none */
+	bool sack, ts;
+	uint32_t tsval, tsecr;
+};
+
+static struct synack_view check_synack(const struct pkt *in, const struct pkt *out, size_t l2)
+{
+	struct synack_view v = {.wscale = -1};
+	bool v6 = in->b[l2 - 2] == 0x86;
+	size_t l3len = v6 ? 40 : 20, l4 = l2 + l3len;
+	const uint8_t *ip = out->b + l2, *th = out->b + l4, *iip = in->b + l2;
+
+	if (out->len != l4 + 40)
+		fail_msg("expected a SYN-ACK of %zu bytes, got %zu", l4 + 40, (size_t)out->len);
+	if (memcmp(out->b, in->b + 6, 6) || memcmp(out->b + 6, in->b, 6))
+		fail_msg("expected the Ethernet addresses swapped");
+	if (memcmp(out->b + 12, in->b + 12, l2 - 12))
+		fail_msg("expected the VLAN tags and ethertype kept");
+	uint32_t pseudo;
+	if (!v6) {
+		if (ip[0] != 0x45 || (ip[2] << 8 | ip[3]) != 60 || ip[9] != 6 || ip[8] == 0)
+			fail_msg("IPv4 header: expected version 4, ihl 5, length 60, TCP, a TTL");
+		if (fold(sum16(ip, 20, 0)) != 0xffff)
+			fail_msg("IPv4 header checksum does not check");
+		if (memcmp(ip + 12, iip + 16, 4) || memcmp(ip + 16, iip + 12, 4))
+			fail_msg("expected the IPv4 addresses swapped");
+		pseudo = sum16(ip + 12, 8, 6 + 40);
+	} else {
+		if (ip[0] >> 4 != 6 || (ip[4] << 8 | ip[5]) != 40 || ip[6] != 6 || ip[7] == 0)
+			fail_msg("IPv6 header: expected version 6, payload 40, TCP, a hop limit");
+		if (memcmp(ip + 8, iip + 24, 16) || memcmp(ip + 24, iip + 8, 16))
+			fail_msg("expected the IPv6 addresses swapped");
+		pseudo = sum16(ip + 8, 32, 6 + 40);
+	}
+	if (fold(sum16(th, 40, pseudo)) != 0xffff)
+		fail_msg("TCP checksum of the SYN-ACK does not check");
+	const uint8_t *ith = in->b + l4 + (v6 ? 0 : (in->b[l2] & 0xf) * 4 - 20);
+	v.sport = (uint16_t)(th[0] << 8 | th[1]);
+	v.dport = (uint16_t)(th[2] << 8 | th[3]);
+	if (memcmp(th, ith + 2, 2) || memcmp(th + 2, ith, 2))
+		fail_msg("expected the TCP ports swapped");
+	v.seq = get32(th + 4);
+	v.ack = get32(th + 8);
+	if (v.ack != get32(ith + 4) + 1)
+		fail_msg("expected ack = the SYN's sequence + 1, got %" PRIu32, v.ack);
+	if (th[12] >> 4 != 10 || th[13] != (TCP_SYN | TCP_ACK))
+		fail_msg("expected a 40-byte header with SYN+ACK, got doff %d flags 0x%02x",
+			 th[12] >> 4, th[13]);
+	for (size_t i = 20; i < 40;) {
+		uint8_t k = th[i];
+		if (k == 0)
+			break;
+		if (k == 1) {
+			i++;
+			continue;
+		}
+		uint8_t len = th[i + 1];
+		if (len < 2 || i + len > 40)
+			fail_msg("malformed option %u at %zu", k, i);
+		if (k == 2)
+			v.mss = (uint16_t)(th[i + 2] << 8 | th[i + 3]);
+		else if (k == 3)
+			v.wscale = th[i + 2];
+		else if (k == 4)
+			v.sack = true;
+		else if (k == 8) {
+			v.ts = true;
+			v.tsval = get32(th + i + 2);
+			v.tsecr = get32(th + i + 6);
+		}
+		i += len;
+	}
+	return v;
+}
+
+/* The ACK a client sends for the SYN `syn` (options o) after the SYN-ACK view v. */
+static struct pkt ack_for(struct pkt_opts o, const struct synack_view *v, uint8_t flags)
+{
+	static uint8_t ts[12] = {1, 1, 8, 10};
+	o.seq = v->ack; /* the SYN's sequence + 1 */
+	o.ack = v->seq + 1;
+	o.flags = flags;
+	o.opt = NULL;
+	o.optlen = 0;
+	if (v->ts) {
+		ts[4] = 0x11, ts[5] = 0x22, ts[6] = 0x33, ts[7] = 0x45;
+		for (int i = 0; i < 4; i++)
+			ts[8 + i] = (uint8_t)(v->tsval >> (24 - 8 * i));
+		o.opt = ts;
+		o.optlen = sizeof(ts);
+	}
+	return build(o);
+}
+
+static int listen_any(int family, uint16_t port)
+{
+	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+	assert_true(fd >= 0);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	struct sockaddr_storage ss = {0};
+	socklen_t len;
+	if (family == AF_INET6) {
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+		a->sin6_family = AF_INET6, a->sin6_port = htons(port), a->sin6_addr = in6addr_any;
+		len = sizeof(*a);
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+		a->sin_family = AF_INET, a->sin_port = htons(port), a->sin_addr.s_addr = INADDR_ANY;
+		len = sizeof(*a);
+	}
+	if (bind(fd, (struct sockaddr *)&ss, len) || listen(fd, 16))
+		fail_msg("listen on port %u: %s", port, strerror(errno));
+	return fd;
+}
+
+static void cookie_synack_is_well_formed_ipv4_and_ipv6(void **state)
+{
+	struct guard_fixture *f = *state;
+	struct relay_cfg cfg;
+	cfg_cookies(&cfg, "always");
+	guard_up(f, &cfg);
+
+	static const uint8_t v6opts[20] = {2, 4, 0x05, 0xa0, 4, 2, 8, 10, 0x11, 0x22,
+					   0x33, 0x44, 0, 0, 0, 0, 1, 3, 3, 7};
+	struct {
+		struct pkt_opts o;
+		uint16_t mss;
+	} cases[] = {
+		{{.src = "203.0.113.50", .opt = LINUX_SYN_OPTS, .optlen = 20}, 1460},
+		{{.src = "2001:db8:5::1", .opt = v6opts, .optlen = 20}, 1440},
+	};
+	for (size_t i = 0; i < 2; i++) {
+		struct pkt syn = build(cases[i].o), out;
+		int act = run_out(f, &syn, &out);
+		if (act != XDP_TX)
+			fail_msg("case %zu: expected XDP_TX (a cookie SYN-ACK), got %s", i, act_name(act));
+		struct synack_view v = check_synack(&syn, &out, 14);
+		if (v.mss != cases[i].mss || v.wscale < 0 || v.wscale > 14 || !v.sack || !v.ts ||
+		    v.tsecr != 0x11223344)
+			fail_msg("case %zu: expected MSS %u, a window scale, SACK and the TSval "
+				 "echoed; got MSS %u ws %d sack %d ts %d ecr 0x%08" PRIx32,
+				 i, cases[i].mss, v.mss, v.wscale, v.sack, v.ts, v.tsecr);
+		if ((v.seq & 0x0f) != 7 || !(v.seq & 0x20))
+			fail_msg("case %zu: expected the cookie to carry wscale 7 and SACK, "
+				 "got 0x%08" PRIx32, i, v.seq);
+	}
+	expect_counters(f, (struct dvv_xdp_counters){.tx_cookie = 2});
+	int fd = map_fd(f, "xdp_sources");
+	int n = map_entries(fd, sizeof(struct dvv_src_key));
+	close(fd);
+	if (n)
+		fail_msg("expected no per-source state for SYNs answered with a cookie, got %d", n);
+	guard_down(f);
+}
+
+static void syn_options_decide_the_answer(void **state)
+{
+	struct guard_fixture *f = *state;
+	struct relay_cfg cfg;
+	cfg_cookies(&cfg, "always");
+	guard_up(f, &cfg);
+
+	struct pkt out, win = build((struct pkt_opts){.src = "203.0.113.51", .opt = WINDOWS_SYN_OPTS,
+						       .optlen = 12});
+	expect_verdict(f, &win, XDP_TX, "Windows-style SYN");
+	run_out(f, &win, &out);
+	struct synack_view v = check_synack(&win, &out, 14);
+	if (v.mss != 1460 || v.wscale < 0 || !v.sack || v.ts)
+		fail_msg("Windows SYN: expected MSS 1460, window scale, SACK, no timestamps; got "
+			 "MSS %u ws %d sack %d ts %d", v.mss, v.wscale, v.sack, v.ts);
+
+	struct pkt bare = SYN_FROM("203.0.113.52");
+	run_out(f, &bare, &out);
+	v = check_synack(&bare, &out, 14);
+	if (v.mss != 536 || v.wscale != -1 || v.sack || v.ts)
+		fail_msg("SYN without options: expected MSS 536 and nothing else; got MSS %u ws %d "
+			 "sack %d ts %d", v.mss, v.wscale, v.sack, v.ts);
+
+	static const uint8_t mss1400[4] = {2, 4, 0x05, 0x78};
+	struct pkt small = build((struct pkt_opts){.src = "203.0.113.53", .opt = mss1400,
+						    .optlen = 4});
+	run_out(f, &small, &out);
+	v = check_synack(&small, &out, 14);
+	if (v.mss != 1300)
+		fail_msg("SYN with MSS 1400: expected it rounded down to 1300, got %u", v.mss);
+
+	struct pkt tagged = build((struct pkt_opts){.src = "203.0.113.54", .vlans = 2,
+						     .opt = LINUX_SYN_OPTS, .optlen = 20});
+	expect_verdict(f, &tagged, XDP_TX, "SYN behind two VLAN tags");
+	run_out(f, &tagged, &out);
+	check_synack(&tagged, &out, 22);
+	guard_down(f);
+}
+
+static void cookie_ack_passes_and_forgeries_drop(void **state)
+{
+	struct guard_fixture *f = *state;
+	struct relay_cfg cfg;
+	cfg_cookies(&cfg, "always");
+	guard_up(f, &cfg);
+	int l4 = listen_any(AF_INET, PLAYER_PORT), l6 = listen_any(AF_INET6, PLAYER_PORT);
+
+	const char *srcs[] = {"203.0.113.60", "2001:db8:6::1"};
+	for (int i = 0; i < 2; i++) {
+		struct pkt_opts o = {.src = srcs[i], .opt = LINUX_SYN_OPTS, .optlen = 20};
+		struct pkt syn = build(o), out;
+		assert_int_equal(run_out(f, &syn, &out), XDP_TX);
+		struct synack_view v = check_synack(&syn, &out, 14);
+
+		struct pkt ack = ack_for(o, &v, TCP_ACK);
+		expect_verdict(f, &ack, XDP_PASS, "%s: the ACK with the cookie", srcs[i]);
+		struct pkt data = ack_for(o, &v, TCP_ACK | 0x08);
+		expect_verdict(f, &data, XDP_PASS, "%s: first data segment (its ACK lost)", srcs[i]);
+		source_bucket(f, srcs[i]); /* an answered cookie proves the address: now known */
+
+		struct synack_view bad = v;
+		bad.seq += 1;
+		struct pkt p = ack_for(o, &bad, TCP_ACK);
+		expect_verdict(f, &p, XDP_DROP, "%s: ACK one past the cookie", srcs[i]);
+		bad.seq = v.seq ^ 0x00ff0000;
+		p = ack_for(o, &bad, TCP_ACK);
+		expect_verdict(f, &p, XDP_DROP, "%s: ACK with a changed cookie hash", srcs[i]);
+		bad = v;
+		bad.seq = (v.seq & ~0xffU) | ((v.seq + 1) & 0x0f) | (v.seq & 0xe0);
+		p = ack_for(o, &bad, TCP_ACK);
+		expect_verdict(f, &p, XDP_DROP, "%s: ACK with the cookie's options changed", srcs[i]);
+		struct pkt_opts other = o;
+		other.sport = 40001;
+		p = ack_for(other, &v, TCP_ACK);
+		expect_verdict(f, &p, XDP_DROP, "%s: the cookie from another port", srcs[i]);
+		p = ack_for(o, &v, TCP_RST);
+		expect_verdict(f, &p, XDP_DROP, "%s: RST to the listener", srcs[i]);
+	}
+	expect_counters(f, (struct dvv_xdp_counters){.tx_cookie = 2, .pass_cookie = 4,
+						      .drop_ack = 10});
+	close(l4);
+	close(l6);
+	guard_down(f);
+}
+
+static void segments_of_connections_pass_and_strays_without_a_socket(void **state)
+{
+	struct guard_fixture *f = *state;
+	struct relay_cfg cfg;
+	cfg_cookies(&cfg, "always");
+	guard_up(f, &cfg);
+	int lfd = listen_any(AF_INET, PLAYER_PORT);
+
+	/* a real connection on this namespace's loopback */
+	if (system("ip link set lo up") != 0)
+		fail_msg("ip link set lo up failed");
+	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(PLAYER_PORT),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)}, me;
+	socklen_t ml = sizeof(me);
+	if (connect(c, (struct sockaddr *)&to, sizeof(to)) || getsockname(c, (struct sockaddr *)&me, &ml))
+		fail_msg("loopback connection: %s", strerror(errno));
+	int a = accept(lfd, NULL, NULL);
+	assert_true(a >= 0);
+	struct pkt_opts est = {.src = "127.0.0.1", .dst = "127.0.0.1", .sport = ntohs(me.sin_port),
+			       .seq = 0xdeadbeef, .ack = 0x12345678, .flags = TCP_ACK};
+	struct pkt p = build(est);
+	expect_verdict(f, &p, XDP_PASS, "ACK of an established connection (numbers are the kernel's to judge)");
+	est.flags = TCP_RST;
+	p = build(est);
+	expect_verdict(f, &p, XDP_PASS, "RST of an established connection");
+
+	p = build((struct pkt_opts){.src = "203.0.113.70", .dport = AGENT_PORT, .flags = TCP_ACK});
+	expect_verdict(f, &p, XDP_PASS, "ACK to a protected port nothing listens on (the kernel answers RST)");
+	p = build((struct pkt_opts){.src = "203.0.113.70", .dport = AGENT_PORT, .flags = TCP_RST});
+	expect_verdict(f, &p, XDP_DROP, "RST to a port nothing listens on");
+	p = build((struct pkt_opts){.src = "203.0.113.70", .dport = OTHER_PORT, .flags = TCP_RST});
+	expect_verdict(f, &p, XDP_PASS, "RST to an unprotected port");
+	expect_counters(f, (struct dvv_xdp_counters){.pass_other = 4, .drop_ack = 1});
+	close(a);
+	close(c);
+	close(lfd);
+	guard_down(f);
+}
+
+static void flood_mode_answers_with_cookies_once_the_budget_is_spent(void **state)
+{
+	struct guard_fixture *f = *state;
+	struct relay_cfg cfg;
+	cfg_cookies(&cfg, "flood");
+	cfg.xdp_port_syn_budget = 20;
+	guard_up(f, &cfg);
+
+	char addr[32];
+	for (int i = 0; i < 100; i++) {
+		snprintf(addr, sizeof(addr), "10.%d.%d.%d", 1 + i % 7, i / 7, 1 + i);
+		struct pkt p = SYN_FROM(addr);
+		expect_verdict(f, &p, i < 20 ? XDP_PASS : XDP_TX,
+			       "SYN %d of a 100-source flood against a budget of 20", i + 1);
+	}
+	expect_counters(f, (struct dvv_xdp_counters){.pass_syn = 20, .tx_cookie = 80});
+	int fd = map_fd(f, "xdp_sources");
+	int n = map_entries(fd, sizeof(struct dvv_src_key));
+	close(fd);
+	if (n != 20)
+		fail_msg("expected buckets only for the 20 sources the budget admitted, got %d", n);
+	guard_down(f);
+}
+
+static void syns_the_guard_cannot_answer_are_dropped_or_answered_plainly(void **state)
+{
+	struct guard_fixture *f = *state;
+	struct relay_cfg cfg;
+	cfg_cookies(&cfg, "always");
+	guard_up(f, &cfg);
+
+	struct pkt p = build((struct pkt_opts){.src = "203.0.113.80", .ip_opts = 1});
+	expect_verdict(f, &p, XDP_DROP, "SYN with IPv4 options (not answered here)");
+	p = build((struct pkt_opts){.src = "2001:db8:8::1", .v6_ext = 1});
+	expect_verdict(f, &p, XDP_DROP, "IPv6 SYN behind extension headers (not answered here)");
+	/* options that run past the end of the packet: answered as a SYN without options */
+	struct pkt cut = build((struct pkt_opts){.src = "203.0.113.81", .opt = LINUX_SYN_OPTS,
+						  .optlen = 20}), out;
+	cut.b[14 + 20 + 12] = 15 << 4; /* doff 15: 40 bytes of options, 20 present */
+	assert_int_equal(run_out(f, &cut, &out), XDP_TX);
+	struct synack_view v = check_synack(&cut, &out, 14);
+	if (v.mss != 536 || v.ts)
+		fail_msg("cut options: expected the defaults (MSS 536, no timestamps), got MSS %u ts %d",
+			 v.mss, v.ts);
+	/* a SYN so short the answer must grow the frame (no tailroom problem at 54 bytes) */
+	struct pkt bare = SYN_FROM("203.0.113.82");
+	assert_int_equal(run_out(f, &bare, &out), XDP_TX);
+	check_synack(&bare, &out, 14);
+	expect_counters(f, (struct dvv_xdp_counters){.drop_budget = 2, .tx_cookie = 2});
+	guard_down(f);
+}
+
+static void random_source_flood_leaves_no_state_and_the_lru_is_sized(void **state)
+{
+	struct guard_fixture *f = *state;
+	struct relay_cfg cfg;
+	cfg_cookies(&cfg, "always");
+	cfg.xdp_max_sources = 2048;
+	guard_up(f, &cfg);
+
+	char addr[32];
+	for (int i = 0; i < 3000; i++) {
+		snprintf(addr, sizeof(addr), "10.%d.%d.%d", 1 + i % 200, (i / 200) % 250, 1 + i % 250);
+		struct pkt p = SYN_FROM(addr);
+		expect_verdict(f, &p, XDP_TX, "SYN %d of a random-source flood", i + 1);
+	}
+	int fd = map_fd(f, "xdp_sources");
+	struct bpf_map_info info = {0};
+	__u32 il = sizeof(info);
+	assert_int_equal(bpf_obj_get_info_by_fd(fd, &info, &il), 0);
+	int n = map_entries(fd, sizeof(struct dvv_src_key));
+	close(fd);
+	if (info.max_entries != 2048)
+		fail_msg("expected --xdp-max-sources 2048 to size xdp_sources, got %u", info.max_entries);
+	if (n)
+		fail_msg("expected no per-source state from a spoofed SYN flood, got %d entries", n);
+	guard_down(f);
+}
+
+static void cookies_off_keeps_the_old_guard(void **state)
+{
+	struct guard_fixture *f = *state;
+	struct relay_cfg cfg;
+	cfg_cookies(&cfg, "off");
+	cfg.xdp_port_syn_budget = 1;
+	guard_up(f, &cfg);
+	struct pkt a = SYN_FROM("203.0.113.90"), b = SYN_FROM("203.0.113.91");
+	expect_verdict(f, &a, XDP_PASS, "first SYN within the budget of 1");
+	expect_verdict(f, &b, XDP_DROP, "a new source over the budget, cookies off");
+	struct pkt ack = build((struct pkt_opts){.src = "203.0.113.92", .flags = TCP_ACK});
+	expect_verdict(f, &ack, XDP_PASS, "an ACK is not judged with cookies off");
+	expect_counters(f, (struct dvv_xdp_counters){.pass_syn = 1, .drop_budget = 1, .pass_other = 1});
+	char path[PATH_MAX + 32];
+	snprintf(path, sizeof(path), "%s/xdp_cookie_tc_prog", f->pin);
+	if (path_exists(path))
+		fail_msg("expected no TC cookie program with cookies off");
+	guard_down(f);
+}
+
 /* ---- main ---------------------------------------------------------------------------------- */
 
 static int guard_setup(void **state)
@@ -1003,6 +1451,14 @@ int main(void)
 		T(native_mode_fails_cleanly_where_unsupported),
 		T(an_interface_already_guarded_is_not_taken_over),
 		T(unknown_interface_is_an_error),
+		T(cookie_synack_is_well_formed_ipv4_and_ipv6),
+		T(syn_options_decide_the_answer),
+		T(cookie_ack_passes_and_forgeries_drop),
+		T(segments_of_connections_pass_and_strays_without_a_socket),
+		T(flood_mode_answers_with_cookies_once_the_budget_is_spent),
+		T(syns_the_guard_cannot_answer_are_dropped_or_answered_plainly),
+		T(random_source_flood_leaves_no_state_and_the_lru_is_sized),
+		T(cookies_off_keeps_the_old_guard),
 	};
 	int failed = cmocka_run_group_tests_name("xdp guard", guard, ifaces_setup, ifaces_teardown);
 	nftw(pin_root, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
