@@ -31,8 +31,9 @@
 # budget refills and a retransmitted SYN may get through, so logins alone can pass by luck.
 # Without SYN cookies, phases 2 and 4 fail: a new source's SYNs compete with the flood for the
 # port budget. Each phase prints the flood rate, the login latency (median/p99/max) and the
-# deltas of every field of the pinned xdp_counters map (summed over CPUs), so counters that a
-# later guard adds show up by themselves. No assertion is made on timing.
+# deltas of every field of the pinned xdp_counters map and of any other pinned *counters map
+# (the TC half of SYN cookies), summed over CPUs, so counters that a later guard adds show up by
+# themselves. No assertion is made on timing.
 #
 #   tests/netns/syncookie.sh               (root; needs hping3 ethtool python3 bpftool ip nsenter
 #                                           node redis-server nstat tc, and make SAN=1 all)
@@ -187,7 +188,7 @@ PIDS+=($!)
 redis_up() { in_s python3 -c '
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1); s.sendall(b"PING\r\n")
-sys.exit(0 if s.recv(16).startswith(b"+PONG") else 1)' "$REDIS_PORT"; }
+sys.exit(0 if s.recv(16).startswith(b"+PONG") else 1)' "$REDIS_PORT" 2>/dev/null; }
 wait_for "redis-server answers PING in $NS_S" 100 redis_up
 
 bash scripts/mkkeys.sh "$TMP/keys" >"$TMP/mkkeys.log" 2>&1 || { cat "$TMP/mkkeys.log"; die "scripts/mkkeys.sh"; }
@@ -211,7 +212,7 @@ RELAY_PID=$!
 PIDS+=("$RELAY_PID")
 readyz() { alive $RELAY_PID && in_s python3 -c '
 import sys, urllib.request
-sys.exit(0 if urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=1).status == 200 else 1)' "$ADMIN_PORT"; }
+sys.exit(0 if urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=1).status == 200 else 1)' "$ADMIN_PORT" 2>/dev/null; }
 for _ in $(seq 300); do readyz && break; alive $RELAY_PID || break; sleep 0.1; done
 readyz || { tail -30 "$TMP/relay.err"; die "dvv-relay ready in $NS_S"; }
 
@@ -243,15 +244,21 @@ else
 fi
 
 # ---- measuring --------------------------------------------------------------------------------
-counters() { # -> "name=value ..." summed over CPUs, every field the map has
-  bpftool -j map dump pinned "$PIN/xdp_counters" 2>/dev/null | python3 -c '
+counters() { # -> "name=value ..." summed over CPUs: every field of xdp_counters, and of any
+  # other pinned *counters map (SYN cookies' TC half: xdp_cookie_tc_counters) as map.field
+  local m
+  for m in "$PIN"/*counters*; do
+    [[ -e $m ]] || continue
+    bpftool -j map dump pinned "$m" 2>/dev/null | python3 -c '
 import json, sys
+pre = "" if sys.argv[1] == "xdp_counters" else sys.argv[1].removesuffix("_counters") + "."
 tot = {}
 for cpu in json.load(sys.stdin)[0]["formatted"]["values"]:
     for k, v in cpu["value"].items():
         if isinstance(v, int):
-            tot[k] = tot.get(k, 0) + v
-print(" ".join(f"{k}={v}" for k, v in tot.items()))'
+            tot[pre + k] = tot.get(pre + k, 0) + v
+print(" ".join(f"{k}={v}" for k, v in tot.items()))' "${m##*/}"
+  done | tr '\n' ' '
 }
 deltas() { # before after -> "name+delta ..." for every field of after
   python3 -c '
