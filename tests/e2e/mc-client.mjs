@@ -65,10 +65,10 @@ function offlineClient ({ hostname, port, username, version, connect }) {
   })
 }
 
-function connectVia (relayHost, relayPort, onSocket) {
+function connectVia (relayHost, relayPort, onSocket, localAddress) {
   return (client) => {
     guardSplitter(client)
-    const sock = net.connect(relayPort, relayHost)
+    const sock = localAddress ? net.connect({ port: relayPort, host: relayHost, localAddress }) : net.connect(relayPort, relayHost)
     if (onSocket) onSocket(sock)
     client.setSocket(sock)
   }
@@ -90,7 +90,8 @@ export function join ({
   chat = null,
   port = 25565, // the port written in the handshake
   onSocket = null,
-  holdMs = 0 // stay in play state this long before leaving
+  holdMs = 0, // stay in play state this long before leaving
+  localAddress = null // dial from this local address (a test host with many addresses)
 } = {}) {
   const t0 = Date.now()
   return new Promise((resolve) => {
@@ -124,7 +125,7 @@ export function join ({
         connect: connectVia(relayHost, relayPort, (sock) => {
           sock.once('connect', () => { localPort = sock.localPort })
           if (onSocket) onSocket(sock)
-        })
+        }, localAddress)
       })
     } catch (e) {
       finish({ ok: false, error: `createClient: ${e.message}` })
