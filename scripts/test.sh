@@ -144,6 +144,8 @@ fi
 if want netns; then
   echo "== network namespaces: XDP SYN guard under floods, region pick under netem delay, queues"
   cmocka_script xdp_flood env DVV_BUILD=build-san tests/netns/xdp_flood.sh
+  echo "== network namespaces: SYN cookies, real Minecraft logins from new sources under spoofed SYN, ACK and RST floods"
+  cmocka_script syncookie env DVV_BUILD=build-san tests/netns/syncookie.sh
   cmocka_script region_pick env DVV=build-san/dvv tests/netns/region_pick.sh
   echo "== network namespaces: bytes queued on one connection over a slow downlink, relayed vs routed"
   cmocka_script queue env DVV_BUILD=build-san NO_BUILD=1 tests/netns/queue.sh

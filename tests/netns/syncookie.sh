@@ -40,6 +40,10 @@
 #   DVV_BUILD=build tests/netns/syncookie.sh
 #   FLOOD_SECONDS=20 NEW_V4=100 NEW_V6=50 ACKRST=50 BUDGET=2000 tests/netns/syncookie.sh
 #   EXTRA_RELAY_ARGS="--xdp-syn-rate 20" KEEP=1 tests/netns/syncookie.sh   (KEEP=1: keep the logs)
+#   EXTRA_RELAY_ARGS="--xdp-syncookies off" EXPECT_COOKIES=0 tests/netns/syncookie.sh  (the guard
+#     without cookies: phases 2, 4 and 5a fail, the figures before cookies)
+# With cookies (EXPECT_COOKIES=1, the default) phases 2-4 also check that every flood SYN over
+# the budget was answered (tx_cookie moved, drop_budget did not).
 #
 # Prints cmocka-like lines ("[       OK ] name", "[  FAILED  ] name") and a final
 # "[  PASSED  ] N test(s)." or "[  FAILED  ] N test(s)."; exit status 0 or 1. Everything it
@@ -58,6 +62,7 @@ BUILD=${DVV_BUILD:-build-san}
 FLOOD_SECONDS=${FLOOD_SECONDS:-25}     # upper bound of each flood; it is stopped once its logins end
 NEW_V4=${NEW_V4:-100}                  # new IPv4 sources in phases 1 and 2 (each)
 ESTABLISHED=${ESTABLISHED:-20}         # logins of the known source in phase 3
+EXPECT_COOKIES=${EXPECT_COOKIES:-1}    # 0: the guard runs without cookies (before/after figures)
 NEW_V6=${NEW_V6:-50}                   # new IPv6 /64s in phase 4
 ACKRST=${ACKRST:-50}                   # new IPv4 sources in each of the ACK and RST floods
 PACE_MS=${PACE_MS:-40}                 # one login starts every PACE_MS (they overlap)
@@ -165,9 +170,13 @@ V6=()
 } >"$TMP/addrs.batch"
 ip -n "$NS_C" -b "$TMP/addrs.batch" || die "add ${#V4[@]} IPv4 and ${#V6[@]} IPv6 client addresses"
 # Checksum offload off: XDP would see packets without a checksum. XDP_TX on a native-XDP veth
-# hands the frame to the peer, which takes it only with NAPI on (GRO).
+# queues the frame to the peer, whose receive queue is only kicked when the peer has an XDP
+# program of its own (GRO alone leaves SYN-ACKs waiting up to seconds): the guard's own object,
+# with no ports set, passes everything on the clients' end.
 { in_c ethtool -K "$IF_C" tx off gro on && in_s ethtool -K "$IF_S" tx off gro on; } >/dev/null 2>&1 ||
   die "ethtool -K tx off gro on"
+ip -n "$NS_C" link set dev "$IF_C" xdpdrv obj "$BUILD/bpf/xdp_guard.bpf.o" sec xdp ||
+  die "load a pass-everything XDP program on the clients' veth end $IF_C"
 note "topology: $NS_C ($IF_C 10.78.0.1, fd78::1, ${#V4[@]} + ${#V6[@]} player addresses) <-> $NS_S ($IF_S 10.78.0.2, fd78::2)"
 
 { mkdir -p "$BPFFS" && mount -t bpf bpf "$BPFFS"; } || die "mount a private bpffs on $BPFFS"
@@ -419,6 +428,15 @@ phase() {
   fi
   # Under a SYN flood a player's first SYN must be answered: one dropped SYN costs it a second
   # (the initial RTO) and a few in a row its login, with whatever luck the flood leaves it.
+  if ((SYN_CHECK && EXPECT_COOKIES)); then
+    local db=$(($(field "$after" drop_budget) - $(field "$before" drop_budget)))
+    local tx=$(($(field "$after" tx_cookie) - $(field "$before" tx_cookie)))
+    if ((db == 0 && tx > 0)); then
+      ok "$name: every SYN over the budget answered with a cookie (tx_cookie +$tx, drop_budget +0)"
+    else
+      bad "$name: every SYN over the budget answered with a cookie: tx_cookie +$tx, drop_budget +$db"
+    fi
+  fi
   if ((SYN_CHECK)); then
     local max=$(((n + 99) / 100))
     if ((syn1 - syn0 <= max)); then
