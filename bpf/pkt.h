@@ -215,4 +215,21 @@ static __always_inline int dvv_flow_of(void *data, void *end, const struct dvv_p
 	return 0;
 }
 
+/* The socket-lookup tuple of flow f; returns its size for bpf_skc_lookup_tcp. */
+static __always_inline __u32 dvv_tuple_of(const struct dvv_cookie_flow *f, struct bpf_sock_tuple *t)
+{
+	if (f->v6) {
+		__builtin_memcpy(t->ipv6.saddr, f->saddr, 16);
+		__builtin_memcpy(t->ipv6.daddr, f->daddr, 16);
+		t->ipv6.sport = f->sport;
+		t->ipv6.dport = f->dport;
+		return sizeof(t->ipv6);
+	}
+	t->ipv4.saddr = f->saddr[0];
+	t->ipv4.daddr = f->daddr[0];
+	t->ipv4.sport = f->sport;
+	t->ipv4.dport = f->dport;
+	return sizeof(t->ipv4);
+}
+
 #endif

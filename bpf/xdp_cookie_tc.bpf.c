@@ -50,19 +50,7 @@ int xdp_cookie_tc(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (dvv_flow_of(data, end, &p, &f, &seq, &ack))
 		return TC_ACT_OK;
-	if (f.v6) {
-		__builtin_memcpy(t.ipv6.saddr, f.saddr, 16);
-		__builtin_memcpy(t.ipv6.daddr, f.daddr, 16);
-		t.ipv6.sport = f.sport;
-		t.ipv6.dport = f.dport;
-		tlen = sizeof(t.ipv6);
-	} else {
-		t.ipv4.saddr = f.saddr[0];
-		t.ipv4.daddr = f.daddr[0];
-		t.ipv4.sport = f.sport;
-		t.ipv4.dport = f.dport;
-		tlen = sizeof(t.ipv4);
-	}
+	tlen = dvv_tuple_of(&f, &t);
 	struct bpf_sock *skc = bpf_skc_lookup_tcp(skb, &t, tlen, BPF_F_CURRENT_NETNS, 0);
 	if (!skc)
 		return TC_ACT_OK;

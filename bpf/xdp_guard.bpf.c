@@ -332,19 +332,7 @@ static __always_inline int ack_filter(struct xdp_md *ctx, const struct dvv_pkt *
 
 	if (dvv_flow_of(data, end, p, &f, &seq, &ack))
 		return VERDICT(cnt, pass_short, XDP_PASS);
-	if (f.v6) {
-		__builtin_memcpy(t.ipv6.saddr, f.saddr, 16);
-		__builtin_memcpy(t.ipv6.daddr, f.daddr, 16);
-		t.ipv6.sport = f.sport;
-		t.ipv6.dport = f.dport;
-		tlen = sizeof(t.ipv6);
-	} else {
-		t.ipv4.saddr = f.saddr[0];
-		t.ipv4.daddr = f.daddr[0];
-		t.ipv4.sport = f.sport;
-		t.ipv4.dport = f.dport;
-		tlen = sizeof(t.ipv4);
-	}
+	tlen = dvv_tuple_of(&f, &t);
 	struct bpf_sock *sk = bpf_skc_lookup_tcp(ctx, &t, tlen, BPF_F_CURRENT_NETNS, 0);
 	if (!sk) /* nothing listens: the kernel answers an ACK with RST; a RST needs no answer */
 		return p->flags & TCP_FLAG_RST ? VERDICT(cnt, drop_ack, XDP_DROP)
