@@ -60,17 +60,28 @@ export async function makeTempDir (name) {
   return dir
 }
 
-/** A TCP port that was free a moment ago on 127.0.0.1. */
-export function freePort () {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer()
-    srv.unref()
-    srv.on('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address()
-      srv.close(() => resolve(port))
+const portsGiven = new Set() // never hand out the same port twice in one test process
+
+/** A TCP port that was free a moment ago on 127.0.0.1, and not given out before by this process
+ * (the kernel may hand the same ephemeral port to two probes in a row: CI once started a relay
+ * with its agent and admin ports equal). */
+export async function freePort () {
+  for (let i = 0; i < 50; i++) {
+    const port = await new Promise((resolve, reject) => {
+      const srv = net.createServer()
+      srv.unref()
+      srv.on('error', reject)
+      srv.listen(0, '127.0.0.1', () => {
+        const { port } = srv.address()
+        srv.close(() => resolve(port))
+      })
     })
-  })
+    if (!portsGiven.has(port)) {
+      portsGiven.add(port)
+      return port
+    }
+  }
+  throw new Error('freePort: no port not given out before in 50 tries')
 }
 
 /** Resident set size of a process in kB (VmRSS from /proc/PID/status), or null if it is gone. */
