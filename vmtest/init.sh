@@ -17,6 +17,7 @@ ulimit -n 65536
 ulimit -l unlimited
 
 echo "VMTEST kernel $(uname -r)"
+echo "VMTEST plan $(cut -d' ' -f1 /tests.list | tr '\n' ' ')"
 echo "VMTEST cpus $(grep -c ^processor /proc/cpuinfo)"
 for m in $(cat /modules.load); do
 	if out=$(insmod "/modules/$m" 2>&1); then

