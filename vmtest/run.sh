@@ -21,7 +21,7 @@
 # the kernel_probe probes (default "clamp"; "redirect clamp" adds the 256 MiB redirect);
 # VMTEST_CPUS (2); VMTEST_MEM_MB (3072).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 export DVV_VMTEST_CACHE=${DVV_VMTEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dvv-vmtest}
 OUT=${VMTEST_OUT:-$DVV_VMTEST_CACHE/results}
@@ -128,7 +128,8 @@ make_initrd() { # RELEASE CPIO
 		fi
 		dep=$(grep -E "(^|/)$m\.ko(\.xz|\.zst|\.gz)?:" "$moddir/modules.dep" | head -1)
 		[[ -n $dep ]] || { echo "vmtest: $rel has no module $m" >&2; continue; }
-		local mods=(${dep#*:}) i
+		local mods i
+		read -r -a mods <<<"${dep#*:}"
 		for ((i = ${#mods[@]} - 1; i >= 0; i--)); do order+=("${mods[i]}"); done
 		order+=("${dep%%:*}")
 	done
