@@ -15,6 +15,7 @@ PKGS=(
   iproute2 nftables hping3 ethtool curl ca-certificates openssl procps psmisc python3
   nodejs npm
   chromium fonts-dejavu-core
+  qemu-system-x86 busybox-static kmod xz-utils
 )
 
 missing=()

@@ -5,6 +5,8 @@
 #
 #   scripts/test.sh                 everything
 #   scripts/test.sh PART            one part: unit fuzz e2e api splice netns redis cluster chaos
+#   scripts/test.sh vmtest          the kernel matrix under qemu (vmtest/run.sh, ~6 min without
+#                                   KVM: not part of "everything")
 #   FUZZ_SECONDS=60 scripts/test.sh fuzz
 #
 # splice, netns, redis, cluster and chaos need root (BPF, bpffs, network namespaces); CI runs as root.
@@ -166,6 +168,22 @@ if want chaos; then
   rm -f /tmp/dvv-chaos-table.md
   node_tests chaos DVV_BUILD=build-san -- tests/chaos/
   [[ -f /tmp/dvv-chaos-table.md ]] && cat /tmp/dvv-chaos-table.md
+fi
+
+# Not in "all": without KVM the VMs take ~5 minutes, more than CI's share for one part.
+if [[ $parts == vmtest ]]; then
+  echo "== kernel matrix: BPF and data-plane tests under qemu on Debian's 6.1 and backports kernels"
+  out=$(vmtest/run.sh 2>&1)
+  rc=$?
+  echo "$out" | tail -n 120
+  p=$(echo "$out" | sed -n 's/^\([0-9][0-9]*\) passed, [0-9][0-9]* failed.*/\1/p' | tail -1)
+  f=$(echo "$out" | sed -n 's/^[0-9][0-9]* passed, \([0-9][0-9]*\) failed.*/\1/p' | tail -1)
+  ok "${p:-0}"
+  if [[ -n $f && $f -gt 0 ]]; then
+    bad "$f" vmtest
+  elif [[ $rc -ne 0 || -z $p ]]; then
+    bad 1 "vmtest (exit $rc)"
+  fi
 fi
 
 echo

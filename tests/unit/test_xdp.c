@@ -20,6 +20,7 @@
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <ftw.h>
@@ -955,6 +956,29 @@ static void cfg_cookies(struct relay_cfg *cfg, const char *mode)
 	strcpy(cfg->xdp_syncookies, mode);
 }
 
+/* Whether this kernel can complete a connection from an XDP cookie: the bpf_sk_assign_tcp_reqsk
+ * kfunc (Linux 6.9+). Read from the kernel's BTF here, independently of the guard's own check, so
+ * a guard that falls back on a kernel that has the kfunc still fails every cookie test. */
+static bool kernel_has_cookie_kfunc(void)
+{
+	struct btf *vmlinux = btf__load_vmlinux_btf();
+	bool has = vmlinux && btf__find_by_name_kind(vmlinux, "bpf_sk_assign_tcp_reqsk",
+						      BTF_KIND_FUNC) > 0;
+	btf__free(vmlinux);
+	return has;
+}
+
+/* The cookie tests need the kfunc; without it (older kernels, vmtest/) they skip and say why,
+ * and cookie_mode_follows_the_kernel checks the fallback the relay takes there instead. */
+#define NEED_COOKIE_KFUNC()                                                                      \
+	do {                                                                                     \
+		if (!kernel_has_cookie_kfunc()) {                                                \
+			print_message("skip: the kernel has no bpf_sk_assign_tcp_reqsk kfunc "   \
+				      "(Linux 6.9+): SYN cookies fall back to the budget\n");  \
+			skip();                                                                  \
+		}                                                                                \
+	} while (0)
+
 static int run_out(struct guard_fixture *f, const struct pkt *p, struct pkt *out)
 {
 	LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = p->b, .data_size_in = (__u32)p->len,
@@ -1109,6 +1133,7 @@ static int listen_any(int family, uint16_t port)
 static void cookie_synack_is_well_formed_ipv4_and_ipv6(void **state)
 {
 	struct guard_fixture *f = *state;
+	NEED_COOKIE_KFUNC();
 	struct relay_cfg cfg;
 	cfg_cookies(&cfg, "always");
 	guard_up(f, &cfg);
@@ -1149,6 +1174,7 @@ static void cookie_synack_is_well_formed_ipv4_and_ipv6(void **state)
 static void syn_options_decide_the_answer(void **state)
 {
 	struct guard_fixture *f = *state;
+	NEED_COOKIE_KFUNC();
 	struct relay_cfg cfg;
 	cfg_cookies(&cfg, "always");
 	guard_up(f, &cfg);
@@ -1188,6 +1214,7 @@ static void syn_options_decide_the_answer(void **state)
 static void cookie_ack_passes_and_forgeries_drop(void **state)
 {
 	struct guard_fixture *f = *state;
+	NEED_COOKIE_KFUNC();
 	struct relay_cfg cfg;
 	cfg_cookies(&cfg, "always");
 	guard_up(f, &cfg);
@@ -1234,6 +1261,7 @@ static void cookie_ack_passes_and_forgeries_drop(void **state)
 static void segments_of_connections_pass_and_strays_without_a_socket(void **state)
 {
 	struct guard_fixture *f = *state;
+	NEED_COOKIE_KFUNC();
 	struct relay_cfg cfg;
 	cfg_cookies(&cfg, "always");
 	guard_up(f, &cfg);
@@ -1274,6 +1302,7 @@ static void segments_of_connections_pass_and_strays_without_a_socket(void **stat
 static void flood_mode_answers_with_cookies_once_the_budget_is_spent(void **state)
 {
 	struct guard_fixture *f = *state;
+	NEED_COOKIE_KFUNC();
 	struct relay_cfg cfg;
 	cfg_cookies(&cfg, "flood");
 	cfg.xdp_port_syn_budget = 20;
@@ -1298,6 +1327,7 @@ static void flood_mode_answers_with_cookies_once_the_budget_is_spent(void **stat
 static void syns_the_guard_cannot_answer_are_dropped_or_answered_plainly(void **state)
 {
 	struct guard_fixture *f = *state;
+	NEED_COOKIE_KFUNC();
 	struct relay_cfg cfg;
 	cfg_cookies(&cfg, "always");
 	guard_up(f, &cfg);
@@ -1326,6 +1356,7 @@ static void syns_the_guard_cannot_answer_are_dropped_or_answered_plainly(void **
 static void random_source_flood_leaves_no_state_and_the_lru_is_sized(void **state)
 {
 	struct guard_fixture *f = *state;
+	NEED_COOKIE_KFUNC();
 	struct relay_cfg cfg;
 	cfg_cookies(&cfg, "always");
 	cfg.xdp_max_sources = 2048;
@@ -1367,6 +1398,40 @@ static void cookies_off_keeps_the_old_guard(void **state)
 	snprintf(path, sizeof(path), "%s/xdp_cookie_tc_prog", f->pin);
 	if (path_exists(path))
 		fail_msg("expected no TC cookie program with cookies off");
+	guard_down(f);
+}
+
+/* Asked for cookies, the guard uses them where the kernel has the kfunc (the TC half pinned) and
+ * otherwise starts anyway with cookies off: SYNs over the budget dropped, no TC program. */
+static void cookie_mode_follows_the_kernel(void **state)
+{
+	struct guard_fixture *f = *state;
+	struct relay_cfg cfg;
+	cfg_cookies(&cfg, "flood");
+	cfg.xdp_port_syn_budget = 1;
+	guard_up(f, &cfg);
+	char path[PATH_MAX + 32];
+	snprintf(path, sizeof(path), "%s/xdp_cookie_tc_prog", f->pin);
+	struct pkt a = SYN_FROM("203.0.113.95"), b = SYN_FROM("203.0.113.96");
+	expect_verdict(f, &a, XDP_PASS, "first SYN within the budget of 1");
+	if (kernel_has_cookie_kfunc()) {
+		if (xdp_guard_cookie_mode(f->g) != DVV_SYNCOOKIES_FLOOD)
+			fail_msg("kernel has the kfunc: expected cookies in flood mode, got mode %d",
+				 xdp_guard_cookie_mode(f->g));
+		if (!path_exists(path))
+			fail_msg("kernel has the kfunc: expected the TC cookie program pinned");
+		expect_verdict(f, &b, XDP_TX, "a new source over the budget gets a cookie");
+		expect_counters(f, (struct dvv_xdp_counters){.pass_syn = 1, .tx_cookie = 1});
+	} else {
+		print_message("kernel without bpf_sk_assign_tcp_reqsk: checking the fallback\n");
+		if (xdp_guard_cookie_mode(f->g) != DVV_SYNCOOKIES_OFF)
+			fail_msg("kernel lacks the kfunc: expected cookies off, got mode %d",
+				 xdp_guard_cookie_mode(f->g));
+		if (path_exists(path))
+			fail_msg("kernel lacks the kfunc: expected no TC cookie program pinned");
+		expect_verdict(f, &b, XDP_DROP, "a new source over the budget, cookies fell back");
+		expect_counters(f, (struct dvv_xdp_counters){.pass_syn = 1, .drop_budget = 1});
+	}
 	guard_down(f);
 }
 
@@ -1459,6 +1524,7 @@ int main(void)
 		T(syns_the_guard_cannot_answer_are_dropped_or_answered_plainly),
 		T(random_source_flood_leaves_no_state_and_the_lru_is_sized),
 		T(cookies_off_keeps_the_old_guard),
+		T(cookie_mode_follows_the_kernel),
 	};
 	int failed = cmocka_run_group_tests_name("xdp guard", guard, ifaces_setup, ifaces_teardown);
 	nftw(pin_root, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
