@@ -1,10 +1,13 @@
 /* dvv-relay's configuration (config.h): defaults, then environment variables, then flags, each
- * checked against its bounds; --help lists every option. */
+ * checked against its bounds; --help lists every option with its default, read from the same
+ * defaults the parser starts from so that the two cannot disagree. */
 #include "config.h"
 #include "log.h"
+#include "mc.h"
 #include "net.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <sched.h>
 #include <getopt.h>
 #include <stddef.h>
@@ -24,28 +27,33 @@ struct opt_def {
 	size_t off, size;
 	int min, max;
 	const char *help;
+	const char *derived; /* a default computed at start-up, said in words; NULL: the value */
 };
 
-#define S(field, help) {#field, OPT_STR, offsetof(struct relay_cfg, field), sizeof(((struct relay_cfg *)0)->field), 0, 0, help}
-#define I(field, lo, hi, help) {#field, OPT_INT, offsetof(struct relay_cfg, field), sizeof(int), lo, hi, help}
+#define S(field, help) {#field, OPT_STR, offsetof(struct relay_cfg, field), sizeof(((struct relay_cfg *)0)->field), 0, 0, help, NULL}
+#define I(field, lo, hi, help) {#field, OPT_INT, offsetof(struct relay_cfg, field), sizeof(int), lo, hi, help, NULL}
+/* an option whose default depends on the machine or on other options */
+#define SD(field, help, derived) {#field, OPT_STR, offsetof(struct relay_cfg, field), sizeof(((struct relay_cfg *)0)->field), 0, 0, help, derived}
+#define ID(field, lo, hi, help, derived) {#field, OPT_INT, offsetof(struct relay_cfg, field), sizeof(int), lo, hi, help, derived}
 
 static const struct opt_def defs[] = {
 	S(player_listen, "players connect here (Minecraft)"),
 	S(agent_listen, "agents connect here (TLS control + data connections)"),
 	S(admin_listen, "/healthz /readyz /metrics"),
-	S(public_agent_addr, "agent address advertised to agents (default: agent-listen)"),
+	SD(public_agent_addr, "agent address advertised to agents", "--agent-listen"),
 	S(redis, "Redis host:port, or several cluster seeds host:port,host:port"),
 	S(internal_listen, "relay-to-relay port for forwarded players (needs a cluster secret)"),
-	S(internal_addr, "address other relays dial to reach internal-listen (default: derived)"),
+	SD(internal_addr, "address other relays dial to reach internal-listen", "--internal-listen, or this host's private address if it listens on all"),
 	S(cluster_secret_file, "file holding the secret shared by all relays (or env DVV_CLUSTER_SECRET)"),
 	I(route_cache_ms, 0, 60000, "how long a looked-up route is trusted"),
 	I(placement_margin, 0, 1000000, "load-score slack before a new tunnel is moved to a less loaded relay"),
 	I(capacity, 1, 100000000, "load this relay is sized for (4 per tunnel + 1 per player); scales its load score"),
-	S(shed_threshold, "fraction of --capacity from which priority-0 (free) tunnels are placed on other relays (default 0.9)"),
+	S(shed_threshold, "fraction of --capacity from which priority-0 (free) tunnels are placed on other relays"),
 	S(redis_prefix, "prefix of every Redis key"),
 	S(region, "region of this relay (eu, us, asia)"),
 	S(base_domain, "players use <name>.<region>.<base-domain>"),
-	S(instance_id, "unique id of this relay, names its bpf pin directory (default: hostname-pid)"),
+	S(default_tunnel, "tunnel (label or full name) for players who dial no tunnel name: an IP, localhost, <region>.<base-domain>, a name outside the base domain (empty: offline answer)"),
+	SD(instance_id, "unique id of this relay, names its bpf pin directory", "<hostname>-<pid>"),
 	S(tls_cert, "PEM certificate chain for the agent control channel"),
 	S(tls_key, "PEM private key for it"),
 	S(jwt_pubkey, "ES256 public key file, or a directory of <kid>.pub keys (reloaded on SIGHUP and when it changes)"),
@@ -86,7 +94,7 @@ static const struct opt_def defs[] = {
 	I(agent_unauth_max, 1, 10000000, "unauthenticated agent-port connections in total"),
 	I(agent_tls_rate, 1, 1000000, "control-channel TLS handshakes started per second (over it: closed)"),
 	I(agent_reg_rate, 1, 1000000, "tunnel registrations per second (over it: ERROR busy + retry_after)"),
-	I(agent_tls_threads, 0, 64, "threads for control-channel TLS handshakes and token checks (0 = on the control loop)"),
+	ID(agent_tls_threads, 0, 64, "threads for control-channel TLS handshakes and token checks (0 = on the control loop)", "one per CPU the relay may run on, at most 64"),
 	I(pool_max_age_s, 5, 86400, "idle pooled data connections older than this are replaced"),
 	I(max_waiting_per_tunnel, 1, 100000, "players waiting on one tunnel for a data connection"),
 	I(forward_connect_ms, 100, 60000, "connect to the owning relay and get its answer within this"),
@@ -129,17 +137,48 @@ static int set_opt(struct relay_cfg *c, const struct opt_def *d, const char *v, 
 	return 0;
 }
 
-static void usage(void)
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+/* "--flag-name  help (default: X)": X is what relay_cfg_defaults fills in, or the words of a
+ * default computed at start-up; options without a default (empty) say nothing. */
+void relay_cfg_usage(FILE *f)
 {
-	printf("usage: dvv-relay [options]\n\nEvery option can also be set in the environment as "
-	       "DVV_<NAME> (e.g. DVV_PLAYER_LISTEN).\n\n");
+	struct relay_cfg d;
+	relay_cfg_defaults(&d);
+	fprintf(f, "usage: dvv-relay [options]\n\nEvery option can also be set in the environment as "
+		   "DVV_<NAME> (e.g. DVV_PLAYER_LISTEN).\n\n");
 	for (size_t i = 0; i < NDEFS; i++) {
-		char f[64];
-		flag_name(defs[i].name, f, '-');
-		printf("  --%-22s %s\n", f, defs[i].help);
+		char flag[64], val[256] = "";
+		flag_name(defs[i].name, flag, '-');
+		const char *p = (const char *)&d + defs[i].off;
+		if (defs[i].derived)
+			snprintf(val, sizeof(val), "%s", defs[i].derived);
+		else if (defs[i].kind == OPT_INT)
+			snprintf(val, sizeof(val), "%d", *(const int *)(const void *)p);
+		else
+			snprintf(val, sizeof(val), "%s", p);
+		fprintf(f, "  --%-26s %s", flag, defs[i].help);
+		if (val[0])
+			fprintf(f, " (default: %s)", val);
+		fputc('\n', f);
 	}
-	printf("  --%-22s %s\n  --%-22s\n  --%-22s\n", "log-level", "error|warn|info|debug",
-	       "version", "help");
+	fprintf(f, "  --%-26s %s (default: %s)\n  --%-26s print the version and exit\n"
+		   "  --%-26s print this help and exit\n",
+		"log-level", "error | warn | info | debug", level_names[d.log_level], "version",
+		"help");
+}
+
+size_t relay_cfg_nopts(void) { return NDEFS; }
+
+int relay_cfg_opt(size_t i, char *flag, size_t flaglen, size_t *off, bool *is_int, bool *derived)
+{
+	if (i >= NDEFS || flaglen < 64)
+		return -EINVAL;
+	flag_name(defs[i].name, flag, '-');
+	*off = defs[i].off;
+	*is_int = defs[i].kind == OPT_INT;
+	*derived = defs[i].derived != NULL;
+	return 0;
 }
 
 void relay_cfg_default_host(char *buf, size_t len)
@@ -156,7 +195,7 @@ void relay_cfg_default_host(char *buf, size_t len)
 			*p = '-';
 }
 
-int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
+void relay_cfg_defaults(struct relay_cfg *c)
 {
 	memset(c, 0, sizeof(*c));
 	strcpy(c->player_listen, "[::]:25565");
@@ -219,6 +258,57 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	c->agent_tls_threads = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (int)ncpu;
 	c->pool_max_age_s = 120;
 	c->log_level = LOG_INFO;
+}
+
+/* 1 when host (normalised, NUL-terminated) is a name players get by dialing a tunnel: at least
+ * two labels in front of the base domain (<name>.<region>.<base-domain>). The base domain itself,
+ * <region>.<base-domain> (a region's bare address, on any relay of a cluster) and names outside
+ * the base domain are not. */
+static bool tunnel_shaped(const struct relay_cfg *c, const char *host)
+{
+	size_t hl = strlen(host), bl = strlen(c->base_bare);
+	if (hl <= bl + 1 || host[hl - bl - 1] != '.' || strcmp(host + hl - bl, c->base_bare))
+		return false;
+	const char *dot = memchr(host, '.', hl - bl - 1);
+	return dot != NULL && dot != host;
+}
+
+/* --default-tunnel: a label gets this relay's ".<region>.<base-domain>"; a full name must be a
+ * tunnel name under the base domain. Normalised as players' hostnames are (mc.h), so that it
+ * compares equal to the tunnel's registered name in this relay's table and in Redis. */
+static int default_resolve(struct relay_cfg *c)
+{
+	char full[512], err[128];
+	size_t n;
+	if (strchr(c->default_tunnel, '.'))
+		snprintf(full, sizeof(full), "%s", c->default_tunnel);
+	else
+		snprintf(full, sizeof(full), "%s.%s.%s", c->default_tunnel, c->region,
+			 c->base_domain);
+	if (mc_normalise_host((const uint8_t *)full, strlen(full), c->default_host, &n, err,
+			      sizeof(err))) {
+		fprintf(stderr, "dvv-relay: --default-tunnel %s: %s\n", c->default_tunnel, err);
+		return -1;
+	}
+	if (!tunnel_shaped(c, c->default_host)) {
+		fprintf(stderr, "dvv-relay: --default-tunnel %s: want a tunnel label or a name "
+				"<name>.<region>.%s\n",
+			c->default_tunnel, c->base_bare);
+		return -1;
+	}
+	return 0;
+}
+
+const char *relay_cfg_default_for(const struct relay_cfg *c, const char *host)
+{
+	if (!c->default_host[0] || tunnel_shaped(c, host))
+		return NULL;
+	return c->default_host;
+}
+
+int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
+{
+	relay_cfg_defaults(c);
 
 	/* environment first */
 	for (size_t i = 0; i < NDEFS; i++) {
@@ -260,7 +350,7 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 				return -1;
 			}
 		} else if (o == 'h') {
-			usage();
+			relay_cfg_usage(stdout);
 			return 1;
 		} else if (o == 'V') {
 			printf("dvv-relay %s\n", DVV_VERSION);
@@ -331,5 +421,17 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 			c->xdp_syncookies);
 		return -1;
 	}
+	{
+		/* the base domain as players' hostnames are compared (lower case, no trailing dot) */
+		char err[128];
+		size_t n;
+		if (mc_normalise_host((const uint8_t *)c->base_domain, strlen(c->base_domain),
+				      c->base_bare, &n, err, sizeof(err))) {
+			fprintf(stderr, "dvv-relay: --base-domain %s: %s\n", c->base_domain, err);
+			return -1;
+		}
+	}
+	if (c->default_tunnel[0] && default_resolve(c))
+		return -1;
 	return 0;
 }

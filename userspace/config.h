@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 /* A relay of default capacity publishes its raw load (4 per tunnel + 1 per player) as its load
  * score; a relay declared twice as big publishes half, so placement fills relays in proportion
@@ -33,6 +34,9 @@ struct relay_cfg {
 	char redis_prefix[32];
 	char region[17];
 	char base_domain[128];
+	char base_bare[256];	   /* base_domain normalised as hostnames are (mc.h) */
+	char default_tunnel[256];  /* --default-tunnel as given: a label or a full name */
+	char default_host[256];	   /* it as a full, normalised name; empty: no default */
 	char instance_id[65];
 	char tls_cert[256];
 	char tls_key[256];
@@ -81,6 +85,24 @@ struct relay_cfg {
 	int usage_flush_ms;	   /* per-tunnel byte counts are flushed to Redis this often */
 	int log_level;
 };
+
+/* The defaults, before the environment and flags. */
+void relay_cfg_defaults(struct relay_cfg *c);
+
+/* --help's text: one line per option, with "(default: X)" where it has one. */
+void relay_cfg_usage(FILE *f);
+
+/* The option table, for tests of the help text: number of options, and of option i its flag
+ * (without "--"; flaglen >= 64), the offset of its field in struct relay_cfg, whether the field
+ * is an int (else a string) and whether its default is computed at start-up. 0 or -EINVAL. */
+size_t relay_cfg_nopts(void);
+int relay_cfg_opt(size_t i, char *flag, size_t flaglen, size_t *off, bool *is_int, bool *derived);
+
+/* --default-tunnel: the full name a player who dialed host (normalised, as in mc.h) is routed
+ * to, or NULL (host is a tunnel name <name>.<region>.<base-domain>, or no default is set).
+ * Names under the base domain with at least two labels before it never get the default, known
+ * or not: a mistyped tunnel name keeps the offline answer instead of reaching someone else. */
+const char *relay_cfg_default_for(const struct relay_cfg *c, const char *host);
 
 /* Fills defaults, applies env then argv. Returns 0, 1 for --help/--version (printed), or -1 on
  * a usage error (message printed to stderr). */

@@ -437,6 +437,12 @@ static void route(struct player *p)
 		player_answer(p, ANS_OFFLINE, "this client is too old to reach a server by name");
 		return;
 	}
+	/* --default-tunnel: a player who dialed no tunnel name (an IP, localhost, the bare domain)
+	 * is routed, answered and forwarded as if it had dialed the default's name; a relay that
+	 * adopts it re-reads the handshake and does the same with its own (equal) option */
+	const char *dflt = relay_cfg_default_for(&r->cfg, p->hs.host);
+	if (dflt)
+		p->hs.host_len = (size_t)snprintf(p->hs.host, sizeof(p->hs.host), "%s", dflt);
 	route_name(p);
 }
 
