@@ -4,7 +4,7 @@
 # with real Minecraft clients and servers. Ends with "N passed, N failed".
 #
 #   scripts/test.sh                 everything
-#   scripts/test.sh PART            one part: unit fuzz e2e api splice netns redis cluster chaos
+#   scripts/test.sh PART            one part: unit fuzz e2e local api splice netns redis cluster chaos
 #                                   vmtest (the kernel matrix under qemu, vmtest/run.sh: ~4 min
 #                                   without KVM once the kernels are cached, the last part)
 #   FUZZ_SECONDS=60 scripts/test.sh fuzz
@@ -130,6 +130,12 @@ if want e2e; then
     echo "== end to end on the $plane data plane (real Minecraft client and server, real Redis)"
     node_tests "e2e ($plane)" DVV_BUILD=build-san DVV_DATAPLANE=$plane -- tests/e2e/
   done
+fi
+
+if want local; then
+  # scripts/dvv-local.sh stopped by SIGTERM and by Ctrl-C with a stuck relay (~1 minute)
+  echo "== the local demo: stopped by a signal, it leaves no process, temp dir or BPF pin"
+  cmocka_script demo_stop env DVV_BUILD=build-san tests/local/demo_stop.sh
 fi
 
 if want api; then
