@@ -157,6 +157,9 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/librelay.a $(BUILD)/libag
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS)
 
+# test_token_help runs the built tool (its --help and a minted token)
+$(BUILD)/tests/test_token_help: | $(BUILD)/dvv-token
+
 # dvv-api's unit tests link the api objects (not main) and the shared code only.
 $(BUILD)/tests/test_api_%: $(BUILD)/obj/tests/unit/test_api_%.o $(BUILD)/libapi.a $(BUILD)/libdvv.a
 	$(call msg,LD,$@)

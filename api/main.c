@@ -141,10 +141,13 @@ static void usage(FILE *f)
 		   "DVV_API_PG):\n");
 	for (size_t i = 0; i < NDEFS; i++) {
 		opt_flag(&defs[i], flag, sizeof(flag));
-		fprintf(f, "  --%-24s %s (default: %s)\n", flag, defs[i].help,
-			defs[i].secret ? "unset" : defs[i].def[0] ? defs[i].def : "\"\"");
+		/* an empty default is no default: the help text says what empty means */
+		if (defs[i].secret || !defs[i].def[0])
+			fprintf(f, "  --%-24s %s\n", flag, defs[i].help);
+		else
+			fprintf(f, "  --%-24s %s (default: %s)\n", flag, defs[i].help, defs[i].def);
 	}
-	fprintf(f, "  --%-24s this text\n", "help");
+	fprintf(f, "  --%-24s print this help and exit\n", "help");
 }
 
 /* Defaults, then DVV_API_* variables, then flags. Returns optind, 0 after --help, -1 error. */

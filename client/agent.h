@@ -26,6 +26,7 @@
 #define AGENT_VERSION "0.1.0"
 #define AGENT_DEFAULT_RELAY "relay.eu.dvv.one:7000"
 #define AGENT_DEFAULT_LOCAL "127.0.0.1:25565"
+#define AGENT_DEFAULT_LOG_LEVEL 2 /* LOG_INFO (log.h) */
 /* Without --relay, the agent measures these and uses the fastest (the first is also
  * AGENT_DEFAULT_RELAY: the relay used before any measurement). */
 #define AGENT_DEFAULT_REGIONS                                                                 \
@@ -127,6 +128,9 @@ struct agent_config {
  * with --token is wiped from argv so it does not show in ps / /proc/PID/cmdline. */
 int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err, size_t errlen);
 void agent_opts_usage(FILE *f);
+/* The getopt table agent_opts_parse reads (NULL-terminated), for tests of the help text. */
+struct option;
+const struct option *agent_opts_table(void);
 /* Free what a parse allocated (ca_pem) and wipe the token. */
 void agent_opts_free(struct agent_config *cfg);
 /* Read a token file: trailing whitespace stripped, must be one printable line. */

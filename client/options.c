@@ -13,54 +13,44 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* One line per option, "(default: X)" where it has one, X from the same constants the parser
+ * starts from (tests/unit/test_agent_help.c compares the two). */
 void agent_opts_usage(FILE *f)
 {
+	static const char *const levels[] = {"error", "warn", "info", "debug"};
 	fprintf(f,
 		"usage: dvv [options]\n"
 		"       dvv login | logout | tunnels ...   (each has --help)\n"
 		"Share a local Minecraft server through a DVV relay: players join at the hostname\n"
 		"the relay gives this tunnel, nobody forwards a port.\n"
 		"\n"
-		"  --relay HOST:PORT   use this relay (env DVV_RELAY); without it, dvv measures the\n"
-		"                      latency to every region and uses the fastest\n"
-		"  --regions LIST      the regions to choose from, NAME=HOST:PORT,... (env DVV_REGIONS;\n"
-		"                      default eu, us and asia at relay.NAME.dvv.one:7000)\n"
-		"  --region NAME       use this region of the list, without measuring (env DVV_REGION)\n"
-		"  --probe-regions     measure the regions, print the table and exit (0: one is\n"
-		"                      reachable, 1: none); no token needed\n"
-		"  --token-file FILE   read the tunnel token from FILE (default: the token stored by\n"
-		"                      'dvv login', with its relays)\n"
-		"  --token TOKEN       the tunnel token (env DVV_TOKEN; visible to other local users\n"
-		"                      while dvv starts: prefer --token-file or DVV_TOKEN)\n"
-		"  --local HOST:PORT   the Minecraft server to forward to (default %s)\n"
-		"  --proxy-protocol    send a PROXY protocol v2 header with the player's address to the\n"
-		"                      local server (enable it there too, e.g. proxy-protocol: true)\n"
-		"  --ca FILE           verify the relay certificate against this CA bundle\n"
-		"  --pin HEX           accept only a relay whose public key SHA-256 (SPKI) is HEX\n"
-		"                      (default: the system CA store)\n"
-		"  --retry-auth        keep retrying (slowly) when the relay rejects the token\n"
-		"  --notsent-lowat-kb N  KiB a connection queues unsent before dvv stops feeding it\n"
-		"                      (TCP_NOTSENT_LOWAT; default %d, 0 = kernel default): bytes\n"
-		"                      waiting in front of a slow player are lag\n"
-		"  --local-rcvbuf-kb N receive buffer of each connection to the local server (default\n"
-		"                      %d, 0 = kernel autotuning): what the server can queue ahead\n"
-		"                      of a slow player\n"
-		"  --local-mss N       segment size in bytes dvv asks of the local server (default\n"
-		"                      %d, 0 = the route's): the server's kernel sizes its send\n"
-		"                      buffer from it, ~2.6 MiB of queue with loopback's 64 KiB\n"
-		"  --workers N         threads moving players' bytes (default one per CPU; 0 or 1:\n"
-		"                      all on the main thread), at most %d\n"
-		"  --json              one JSON event per line on stdout (for scripts and panels)\n"
-		"  --log-level LEVEL   error, warn, info (default) or debug; logs go to stderr\n"
-		"  --version           print the version and exit\n"
-		"  --help              print this help and exit\n"
+		"  --relay HOST:PORT      use this relay, env DVV_RELAY (default: the fastest of --regions)\n"
+		"  --regions LIST         regions to choose from, NAME=HOST:PORT,..., env DVV_REGIONS (default: %s)\n"
+		"  --region NAME          use this region of the list without measuring, env DVV_REGION\n"
+		"  --probe-regions        measure the regions, print the table and exit (0: one is reachable); no token needed\n"
+		"  --token-file FILE      read the tunnel token from FILE (default: the token stored by 'dvv login', with its relays)\n"
+		"  --token TOKEN          the tunnel token, env DVV_TOKEN (visible to other local users while dvv starts: prefer --token-file or DVV_TOKEN)\n"
+		"  --local HOST:PORT      the Minecraft server to forward to (default: %s)\n"
+		"  --proxy-protocol       send a PROXY protocol v2 header with the player's address to the local server (enable it there too) (default: off)\n"
+		"  --ca FILE              verify the relay certificate against this CA bundle (default: the system CA store, or the CA stored by 'dvv login')\n"
+		"  --pin HEX              accept only a relay whose public key SHA-256 (SPKI) is HEX\n"
+		"  --retry-auth           keep retrying (slowly) when the relay rejects the token (default: off)\n"
+		"  --notsent-lowat-kb N   KiB a connection queues unsent before dvv stops feeding it, TCP_NOTSENT_LOWAT; 0 = kernel default (default: %d)\n"
+		"  --local-rcvbuf-kb N    receive buffer of each connection to the local server; 0 = kernel autotuning (default: %d)\n"
+		"  --local-mss N          segment size in bytes dvv asks of the local server; 0 = the route's (default: %d)\n"
+		"  --workers N            threads moving players' bytes, 0 or 1 = all on the main thread, at most %d (default: one per CPU)\n"
+		"  --json                 one JSON event per line on stdout, for scripts and panels (default: off)\n"
+		"  --log-level LEVEL      error, warn, info or debug; logs go to stderr (default: %s)\n"
+		"  --version              print the version and exit\n"
+		"  --help                 print this help and exit\n"
 		"\n"
 		"exit status: 0 stopped by SIGINT/SIGTERM, 1 failure, 2 usage error,\n"
 		"             3 token rejected, revoked, or the tunnel deleted or not in the plan,\n"
 		"             4 tunnel refused or closed for good (the relay needs a newer dvv, the\n"
 		"             token's custom name is taken, or the plan closed the idle tunnel)\n",
-		AGENT_DEFAULT_LOCAL, NET_NOTSENT_LOWAT_KB_DEFAULT, NET_LOCAL_RCVBUF_KB_DEFAULT,
-		NET_LOCAL_MSS_DEFAULT, AGENT_MAX_WORKERS);
+		AGENT_DEFAULT_REGIONS, AGENT_DEFAULT_LOCAL, NET_NOTSENT_LOWAT_KB_DEFAULT,
+		NET_LOCAL_RCVBUF_KB_DEFAULT, NET_LOCAL_MSS_DEFAULT, AGENT_MAX_WORKERS,
+		levels[AGENT_DEFAULT_LOG_LEVEL]);
 }
 
 /* A JWT is base64url segments and dots; accept any printable ASCII without spaces. */
@@ -320,6 +310,8 @@ static const struct option long_opts[] = {
 	{NULL, 0, NULL, 0},
 };
 
+const struct option *agent_opts_table(void) { return long_opts; }
+
 int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err, size_t errlen)
 {
 	const char *relay = NULL, *local = AGENT_DEFAULT_LOCAL, *token_file = NULL;
@@ -329,7 +321,7 @@ int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err,
 	int rc = 0;
 
 	memset(cfg, 0, sizeof(*cfg)); /* the caller frees a previous parse (agent_opts_free) */
-	cfg->log_level = LOG_INFO;
+	cfg->log_level = AGENT_DEFAULT_LOG_LEVEL;
 	cfg->data_queue.notsent_lowat = NET_NOTSENT_LOWAT_KB_DEFAULT << 10;
 	cfg->local_queue.notsent_lowat = NET_NOTSENT_LOWAT_KB_DEFAULT << 10;
 	cfg->local_queue.rcvbuf = NET_LOCAL_RCVBUF_KB_DEFAULT << 10;

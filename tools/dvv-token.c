@@ -42,22 +42,31 @@ struct token_opts {
 	int has_nbf, has_exp;
 };
 
+/* the claims a token gets when their option is not given (also in usage) */
+#define DEFAULT_TTL_S 86400
+#define DEFAULT_ISS   "dvv"
+#define DEFAULT_AUD   "dvv-relay"
+
+/* one line per option, "(default: X)" where it has one */
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: dvv-token --key jwt.key --sub USER --tid TUNNEL [options]\n"
-		   "  --plan TIER               plan claim, [a-z0-9_-]{1,16} (omitted: the relay "
-		   "assumes free)\n"
-		   "  --kid KID                 key id in the header (the relay's <kid>.pub)\n"
-		   "  --jti ID                  token id (default: random), what a revocation names\n"
-		   "  --name LABEL              requested custom label (DNS label, 3-40 of "
-		   "[a-z0-9-])\n"
-		   "  --ttl SECONDS             lifetime, default 86400\n"
-		   "  --iss ISS                 issuer, default dvv\n"
-		   "  --aud AUD                 audience, default dvv-relay\n"
-		   "  --nbf-offset S            add nbf = now + S\n"
-		   "  --exp-offset S            exp = now + S (may be negative; overrides --ttl)\n"
+		   "  --key FILE                ES256 private key (PEM) that signs the token (required)\n"
+		   "  --sub USER                user id, sub claim, 1-64 of [A-Za-z0-9_-] (required)\n"
+		   "  --tid TUNNEL              tunnel id, tid claim, same characters (required)\n"
+		   "  --plan TIER               plan claim, [a-z0-9_-]{1,16} (default: none, the relay assumes free)\n"
+		   "  --kid KID                 key id in the header, the relay's <kid>.pub (default: none)\n"
+		   "  --jti ID                  token id, what a revocation names (default: random)\n"
+		   "  --name LABEL              requested custom label, DNS label of 3-40 [a-z0-9-] (default: none, a random name)\n"
+		   "  --ttl SECONDS             lifetime (default: %d)\n"
+		   "  --iss ISS                 issuer (default: %s)\n"
+		   "  --aud AUD                 audience (default: %s)\n"
+		   "  --nbf-offset S            add nbf = now + S (default: no nbf)\n"
+		   "  --exp-offset S            exp = now + S, may be negative; overrides --ttl\n"
 		   "  --alg-hs256-with-key FILE test only: sign HS256 with FILE as the secret\n"
-		   "Prints the token on stdout.\n");
+		   "  --help                    print this help and exit\n"
+		   "Prints the token on stdout.\n",
+		DEFAULT_TTL_S, DEFAULT_ISS, DEFAULT_AUD);
 }
 
 /* Read a whole small file into a NUL-terminated buffer. 0 or -errno. */
@@ -343,7 +352,7 @@ out:
 
 int main(int argc, char **argv)
 {
-	struct token_opts o = { .iss = "dvv", .aud = "dvv-relay", .ttl = 86400 };
+	struct token_opts o = { .iss = DEFAULT_ISS, .aud = DEFAULT_AUD, .ttl = DEFAULT_TTL_S };
 	char *token = NULL;
 	int status;
 
