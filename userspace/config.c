@@ -280,6 +280,12 @@ static int default_resolve(struct relay_cfg *c)
 {
 	char full[512], err[128];
 	size_t n;
+	/* the base domain as players' hostnames are compared (lower case, no trailing dot) */
+	if (mc_normalise_host((const uint8_t *)c->base_domain, strlen(c->base_domain),
+			      c->base_bare, &n, err, sizeof(err))) {
+		fprintf(stderr, "dvv-relay: --base-domain %s: %s\n", c->base_domain, err);
+		return -1;
+	}
 	if (strchr(c->default_tunnel, '.'))
 		snprintf(full, sizeof(full), "%s", c->default_tunnel);
 	else
@@ -420,16 +426,6 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 		fprintf(stderr, "dvv-relay: --xdp-syncookies %s: want off, flood or always\n",
 			c->xdp_syncookies);
 		return -1;
-	}
-	{
-		/* the base domain as players' hostnames are compared (lower case, no trailing dot) */
-		char err[128];
-		size_t n;
-		if (mc_normalise_host((const uint8_t *)c->base_domain, strlen(c->base_domain),
-				      c->base_bare, &n, err, sizeof(err))) {
-			fprintf(stderr, "dvv-relay: --base-domain %s: %s\n", c->base_domain, err);
-			return -1;
-		}
 	}
 	if (c->default_tunnel[0] && default_resolve(c))
 		return -1;

@@ -34,7 +34,8 @@ struct relay_cfg {
 	char redis_prefix[32];
 	char region[17];
 	char base_domain[128];
-	char base_bare[256];	   /* base_domain normalised as hostnames are (mc.h) */
+	char base_bare[256];	   /* base_domain normalised as hostnames are (mc.h); set
+				      only with a default tunnel */
 	char default_tunnel[256];  /* --default-tunnel as given: a label or a full name */
 	char default_host[256];	   /* it as a full, normalised name; empty: no default */
 	char instance_id[65];
