@@ -52,6 +52,8 @@ void agent_opts_usage(FILE *f)
 		"                      all on the main thread), at most %d\n"
 		"  --json              one JSON event per line on stdout (for scripts and panels)\n"
 		"  --log-level LEVEL   error, warn, info (default) or debug; logs go to stderr\n"
+		"  --log-format F      text (default) or json: one JSON object per log line (time,\n"
+		"                      level, program, msg, trace_id of the player it is about)\n"
 		"  --version           print the version and exit\n"
 		"  --help              print this help and exit\n"
 		"\n"
@@ -285,6 +287,7 @@ enum {
 	OPT_PROXY,
 	OPT_JSON,
 	OPT_LOG_LEVEL,
+	OPT_LOG_FORMAT,
 	OPT_RETRY_AUTH,
 	OPT_REGIONS,
 	OPT_REGION,
@@ -307,6 +310,7 @@ static const struct option long_opts[] = {
 	{"proxy-protocol", no_argument, NULL, OPT_PROXY},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+	{"log-format", required_argument, NULL, OPT_LOG_FORMAT},
 	{"retry-auth", no_argument, NULL, OPT_RETRY_AUTH},
 	{"regions", required_argument, NULL, OPT_REGIONS},
 	{"region", required_argument, NULL, OPT_REGION},
@@ -330,6 +334,7 @@ int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err,
 
 	memset(cfg, 0, sizeof(*cfg)); /* the caller frees a previous parse (agent_opts_free) */
 	cfg->log_level = LOG_INFO;
+	cfg->log_format = LOG_FMT_TEXT;
 	cfg->data_queue.notsent_lowat = NET_NOTSENT_LOWAT_KB_DEFAULT << 10;
 	cfg->local_queue.notsent_lowat = NET_NOTSENT_LOWAT_KB_DEFAULT << 10;
 	cfg->local_queue.rcvbuf = NET_LOCAL_RCVBUF_KB_DEFAULT << 10;
@@ -436,6 +441,14 @@ int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err,
 			if (cfg->log_level < 0) {
 				snprintf(err, errlen,
 					 "--log-level '%s': want error, warn, info or debug", optarg);
+				rc = -EINVAL;
+				goto out;
+			}
+			break;
+		case OPT_LOG_FORMAT:
+			cfg->log_format = log_format_parse(optarg);
+			if (cfg->log_format < 0) {
+				snprintf(err, errlen, "--log-format '%s': want text or json", optarg);
 				rc = -EINVAL;
 				goto out;
 			}

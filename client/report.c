@@ -219,6 +219,12 @@ static void report_json(const struct agent_event *ev)
 		break;
 	}
 	}
+	if (o && ev->trace &&
+	    (ev->type == AGENT_EV_PLAYER_OPEN || ev->type == AGENT_EV_PLAYER_CLOSE)) {
+		char tr[LOG_TRACE_HEX];
+		log_trace_fmt(ev->trace, tr);
+		json_object_set_new(o, "trace_id", json_string(tr));
+	}
 	json_emit(o);
 }
 
@@ -360,11 +366,12 @@ static void report_human(const struct agent_event *ev)
 					 "%.255s  players online: %u  joins: %llu%.127s", hostname,
 					 ev->active, (unsigned long long)ev->joins, rep.plan_tail);
 		} else if (ev->type == AGENT_EV_PLAYER_OPEN) {
-			pr_info("player %s joined (%u online, %llu joins)", nz(ev->player),
-				ev->active, (unsigned long long)ev->joins);
+			pr_trace(LOG_INFO, ev->trace, "player %s joined (%u online, %llu joins)",
+				 nz(ev->player), ev->active, (unsigned long long)ev->joins);
 		} else {
-			pr_info("player %s left after %llu s, %llu bytes in / %llu out (%u online)",
-				nz(ev->player), (unsigned long long)ev->duration_ms / 1000,
+			pr_trace(LOG_INFO, ev->trace,
+				 "player %s left after %llu s, %llu bytes in / %llu out (%u online)",
+				 nz(ev->player), (unsigned long long)ev->duration_ms / 1000,
 				(unsigned long long)ev->bytes_in, (unsigned long long)ev->bytes_out,
 				ev->active);
 		}
