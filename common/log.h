@@ -88,6 +88,7 @@ bool log_rl_allow(struct log_rl *rl, uint32_t burst, uint32_t *suppressed);
 	} while (0)
 
 uint64_t mono_ms(void);	 /* CLOCK_MONOTONIC in milliseconds */
+uint64_t mono_us(void);	 /* CLOCK_MONOTONIC in microseconds */
 int64_t wall_s(void);	 /* CLOCK_REALTIME in seconds */
 uint64_t wall_ms(void);	 /* CLOCK_REALTIME in milliseconds */
 
