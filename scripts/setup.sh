@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything DVV needs on Debian 12 (idempotent): build toolchain, libraries, the
-# servers the tests start (Redis, PostgreSQL), test tools, and the npm test tooling.
+# servers the tests start (Redis, PostgreSQL), test tools (promtool from the prometheus package
+# checks deploy/prometheus), and the npm test tooling.
 # Needs root (or sudo) only when something is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ PKGS=(
   iproute2 nftables hping3 ethtool curl ca-certificates openssl procps psmisc python3
   nodejs npm
   chromium fonts-dejavu-core
+  prometheus
 )
 
 missing=()
@@ -36,7 +38,7 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # the packaged servers start on their default ports; our scripts run their own instances
-  for svc in redis-server haproxy postgresql; do
+  for svc in redis-server haproxy postgresql prometheus; do
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || $SUDO service "$svc" stop >/dev/null 2>&1 || true
   done
 fi

@@ -4,7 +4,7 @@
 # with real Minecraft clients and servers. Ends with "N passed, N failed".
 #
 #   scripts/test.sh                 everything
-#   scripts/test.sh PART            one part: unit fuzz e2e api splice netns redis cluster chaos
+#   scripts/test.sh PART            one part: unit fuzz e2e api splice netns redis cluster chaos ops
 #   FUZZ_SECONDS=60 scripts/test.sh fuzz
 #
 # splice, netns, redis, cluster and chaos need root (BPF, bpffs, network namespaces); CI runs as root.
@@ -164,6 +164,13 @@ if want chaos; then
   rm -f /tmp/dvv-chaos-table.md
   node_tests chaos DVV_BUILD=build-san -- tests/chaos/
   [[ -f /tmp/dvv-chaos-table.md ]] && cat /tmp/dvv-chaos-table.md
+fi
+
+if want ops; then
+  # deploy/prometheus and deploy/grafana against docs/metrics.md (promtool from Debian's
+  # prometheus package); a few seconds
+  echo "== operator files: alert rules (promtool check/test rules), Prometheus config, Grafana dashboard"
+  node_tests ops DVV_BUILD=build-san -- tests/ops/
 fi
 
 echo
