@@ -53,6 +53,7 @@ struct api_opts {
 	char stripe_webhook_secret[256];
 	int stripe_tolerance_s;
 	char log_level[16];
+	char log_format[16];
 };
 
 struct api {

@@ -77,6 +77,7 @@ static const struct opt_def defs[] = {
 	K(stripe_webhook_secret, "", "Stripe webhook signing secret"),
 	I(stripe_tolerance_s, 1, 86400, "300", "accepted webhook timestamp skew"),
 	S(log_level, "info", "error, warn, info or debug"),
+	S(log_format, "text", "text, or json: one JSON object per log line"),
 };
 #define NDEFS (sizeof(defs) / sizeof(defs[0]))
 
@@ -294,6 +295,12 @@ int main(int argc, char **argv)
 		return ai == 0 ? 0 : 2;
 	lvl = log_level_parse(a->o.log_level);
 	log_init("dvv-api", lvl < 0 ? LOG_INFO : (enum log_level)lvl);
+	lvl = log_format_parse(a->o.log_format);
+	if (lvl < 0) {
+		pr_err("--log-format '%s': want text or json", a->o.log_format);
+		return 2;
+	}
+	log_set_format((enum log_format)lvl);
 	if (plans_load(a->o.plans_path, &a->plans, err, sizeof(err))) {
 		pr_err("plans: %s", err);
 		return 2;

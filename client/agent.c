@@ -227,7 +227,7 @@ int agent_hdr_read(struct agent_hdr_reader *r, int fd, struct data_hdr *out)
 				r->need = DATA_HDR_FIXED + (size_t)body;
 				continue;
 			}
-			if (data_hdr_body(r->buf + DATA_HDR_FIXED, r->need - DATA_HDR_FIXED, out))
+			if (data_hdr_parse(r->buf, r->need, out))
 				return -EPROTO;
 			return 1;
 		}
@@ -295,6 +295,7 @@ static void dc_close(struct agent_dc *d)
 		struct agent_event ev = {
 			.type = AGENT_EV_PLAYER_CLOSE,
 			.player = d->player_str,
+			.trace = d->player.trace,
 			.bytes_in = d->pair.dir[0].bytes,
 			.bytes_out = d->pair.dir[1].bytes,
 			.duration_ms = a->loop.now - d->start_ms,
@@ -398,7 +399,7 @@ static void dc_splice_done(struct splice_pair *p, int err)
 {
 	struct agent_dc *d = p->data;
 	if (err)
-		pr_debug("player %s: %s", d->player_str, strerror(err));
+		pr_trace(LOG_DEBUG, d->player.trace, "player %s: %s", d->player_str, strerror(err));
 	dc_close(d);
 }
 
@@ -431,7 +432,8 @@ static void dc_worker_run(struct spool_worker *w, const struct handoff_job *j)
 	struct agent_dc *d = j->data;
 	int rc = splice_pair_start(&w->loop, &d->pair, j->player_fd, j->agent_fd, dc_worker_done);
 	if (rc) {
-		pr_rl(LOG_WARN, "player %s: cannot start forwarding: %s", d->player_str,
+		pr_rl_trace(LOG_WARN, d->player.trace, "player %s: cannot start forwarding: %s",
+			    d->player_str,
 		      strerror(-rc));
 		close(j->player_fd);
 		close(j->agent_fd);
@@ -457,7 +459,8 @@ static void dc_take_done(struct loop *l)
 		if (!d)
 			return;
 		if (d->err)
-			pr_debug("player %s: %s", d->player_str, strerror(d->err));
+			pr_trace(LOG_DEBUG, d->player.trace, "player %s: %s", d->player_str,
+				 strerror(d->err));
 		dc_close(d);
 	}
 }
@@ -528,7 +531,8 @@ static void dc_start_splice(struct agent_dc *d)
 		d->state = DC_SPLICE;
 	}
 	if (rc) {
-		pr_rl(LOG_WARN, "player %s: cannot start forwarding: %s", d->player_str,
+		pr_rl_trace(LOG_WARN, d->player.trace, "player %s: cannot start forwarding: %s",
+			    d->player_str,
 		      strerror(-rc));
 		dc_close(d);
 		return;
@@ -539,6 +543,7 @@ static void dc_start_splice(struct agent_dc *d)
 	a->joins++;
 	struct agent_event ev = {.type = AGENT_EV_PLAYER_OPEN,
 				 .player = d->player_str,
+				 .trace = d->player.trace,
 				 .active = a->active,
 				 .joins = a->joins};
 	agent_report(&ev);
@@ -567,7 +572,8 @@ static void dc_local_cb(struct loop *l, struct loop_io *io, uint32_t events)
 					   (const struct sockaddr *)&d->player.src,
 					   (const struct sockaddr *)&d->player.dst);
 		if (!d->pp_len) {
-			pr_rl(LOG_WARN, "player %s: cannot build a PROXY header", d->player_str);
+			pr_rl_trace(LOG_WARN, d->player.trace, "player %s: cannot build a PROXY header",
+				    d->player_str);
 			dc_close(d);
 			return;
 		}
@@ -601,7 +607,8 @@ static void dc_player(struct agent_dc *d)
 	d->s = NULL; /* a player outlives the session that pooled its connection */
 	d->state = DC_LOCAL;
 	dclist_add(&a->players, d);
-	pr_debug("player %s assigned, connecting to %s", d->player_str, a->cfg->local);
+	pr_trace(LOG_DEBUG, d->player.trace, "player %s assigned, connecting to %s",
+		 d->player_str, a->cfg->local);
 
 	/* bounded before connect: the server queues no lag in here (its segment size too) */
 	int fd, rc = net_connect_bounded(&a->local_addr, &a->cfg->local_queue, &fd);

@@ -111,6 +111,7 @@ struct agent_config {
 	int workers;			/* --workers: threads that splice players' bytes (spool.h);
 					 * -1 one per CPU, 0 or 1 none (the main loop does it) */
 	int log_level;			/* enum log_level */
+	int log_format;			/* enum log_format: --log-format text|json */
 	struct net_queue_opts data_queue;  /* data connections to the relay (--notsent-lowat-kb) */
 	struct net_queue_opts local_queue; /* connections to the local server (+ --local-rcvbuf-kb) */
 };
@@ -197,6 +198,7 @@ struct agent_event {
 	const char *reason;	     /* tunnel_down, migrating; reconnecting after a failure */
 	const char *code, *message;  /* error */
 	const char *player;	     /* player_open / player_close */
+	uint64_t trace;		     /* player_open / player_close: the relay's trace id, 0 = none */
 	uint64_t in_ms;		     /* reconnecting */
 	unsigned attempt;	     /* reconnecting */
 	unsigned active;	     /* players now connected */

@@ -73,6 +73,7 @@ int main(int argc, char **argv)
 		return AGENT_EXIT_USAGE;
 	}
 	log_set_level((enum log_level)cfg.log_level);
+	log_set_format((enum log_format)cfg.log_format);
 	if (cfg.probe_only) {
 		code = probe_regions(&cfg);
 		agent_opts_free(&cfg);

@@ -41,6 +41,7 @@ void agent_opts_usage(FILE *f)
 		"  --workers N            threads moving players' bytes, 0 or 1 = all on the main thread, at most %d (default: one per CPU)\n"
 		"  --json                 one JSON event per line on stdout, for scripts and panels (default: off)\n"
 		"  --log-level LEVEL      error, warn, info or debug; logs go to stderr (default: %s)\n"
+		"  --log-format F         text or json: one JSON object per log line (time, level, program, msg, trace_id) (default: text)\n"
 		"  --version              print the version and exit\n"
 		"  --help                 print this help and exit\n"
 		"\n"
@@ -275,6 +276,7 @@ enum {
 	OPT_PROXY,
 	OPT_JSON,
 	OPT_LOG_LEVEL,
+	OPT_LOG_FORMAT,
 	OPT_RETRY_AUTH,
 	OPT_REGIONS,
 	OPT_REGION,
@@ -297,6 +299,7 @@ static const struct option long_opts[] = {
 	{"proxy-protocol", no_argument, NULL, OPT_PROXY},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+	{"log-format", required_argument, NULL, OPT_LOG_FORMAT},
 	{"retry-auth", no_argument, NULL, OPT_RETRY_AUTH},
 	{"regions", required_argument, NULL, OPT_REGIONS},
 	{"region", required_argument, NULL, OPT_REGION},
@@ -322,6 +325,7 @@ int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err,
 
 	memset(cfg, 0, sizeof(*cfg)); /* the caller frees a previous parse (agent_opts_free) */
 	cfg->log_level = AGENT_DEFAULT_LOG_LEVEL;
+	cfg->log_format = LOG_FMT_TEXT;
 	cfg->data_queue.notsent_lowat = NET_NOTSENT_LOWAT_KB_DEFAULT << 10;
 	cfg->local_queue.notsent_lowat = NET_NOTSENT_LOWAT_KB_DEFAULT << 10;
 	cfg->local_queue.rcvbuf = NET_LOCAL_RCVBUF_KB_DEFAULT << 10;
@@ -428,6 +432,14 @@ int agent_opts_parse(int argc, char **argv, struct agent_config *cfg, char *err,
 			if (cfg->log_level < 0) {
 				snprintf(err, errlen,
 					 "--log-level '%s': want error, warn, info or debug", optarg);
+				rc = -EINVAL;
+				goto out;
+			}
+			break;
+		case OPT_LOG_FORMAT:
+			cfg->log_format = log_format_parse(optarg);
+			if (cfg->log_format < 0) {
+				snprintf(err, errlen, "--log-format '%s': want text or json", optarg);
 				rc = -EINVAL;
 				goto out;
 			}

@@ -219,10 +219,32 @@ static void report_json(const struct agent_event *ev)
 		break;
 	}
 	}
+	if (o && ev->trace &&
+	    (ev->type == AGENT_EV_PLAYER_OPEN || ev->type == AGENT_EV_PLAYER_CLOSE)) {
+		char tr[LOG_TRACE_HEX];
+		log_trace_fmt(ev->trace, tr);
+		json_object_set_new(o, "trace_id", json_string(tr));
+	}
 	json_emit(o);
 }
 
 /* ---- human ---- */
+
+/* The log line of a player's local connection opening or closing, with the relay's trace id:
+ * on stderr in --json mode too (stdout carries the events), not on a terminal (the status line
+ * shows the counts there). */
+static void log_player(const struct agent_event *ev)
+{
+	if (ev->type == AGENT_EV_PLAYER_OPEN)
+		pr_trace(LOG_INFO, ev->trace, "player %s joined (%u online, %llu joins)",
+			 nz(ev->player), ev->active, (unsigned long long)ev->joins);
+	else
+		pr_trace(LOG_INFO, ev->trace,
+			 "player %s left after %llu s, %llu bytes in / %llu out (%u online)",
+			 nz(ev->player), (unsigned long long)ev->duration_ms / 1000,
+			 (unsigned long long)ev->bytes_in, (unsigned long long)ev->bytes_out,
+			 ev->active);
+}
 
 static void status_clear(void)
 {
@@ -359,14 +381,8 @@ static void report_human(const struct agent_event *ev)
 				snprintf(rep.status, sizeof(rep.status),
 					 "%.255s  players online: %u  joins: %llu%.127s", hostname,
 					 ev->active, (unsigned long long)ev->joins, rep.plan_tail);
-		} else if (ev->type == AGENT_EV_PLAYER_OPEN) {
-			pr_info("player %s joined (%u online, %llu joins)", nz(ev->player),
-				ev->active, (unsigned long long)ev->joins);
 		} else {
-			pr_info("player %s left after %llu s, %llu bytes in / %llu out (%u online)",
-				nz(ev->player), (unsigned long long)ev->duration_ms / 1000,
-				(unsigned long long)ev->bytes_in, (unsigned long long)ev->bytes_out,
-				ev->active);
+			log_player(ev);
 		}
 		break;
 	case AGENT_EV_MEASURING:
@@ -423,9 +439,12 @@ static void report_human(const struct agent_event *ev)
 
 void agent_report(const struct agent_event *ev)
 {
-	if (rep.json)
+	if (rep.json) {
 		report_json(ev);
-	else
+		if (!rep.tty &&
+		    (ev->type == AGENT_EV_PLAYER_OPEN || ev->type == AGENT_EV_PLAYER_CLOSE))
+			log_player(ev);
+	} else
 		report_human(ev);
 }
 

@@ -474,14 +474,17 @@ int proto_addrs_get(const uint8_t in[PROTO_ADDRS_LEN], struct sockaddr_storage *
 
 /* ---- data connection header ---- */
 
-size_t data_hdr_encode(const struct data_hdr *h, uint8_t out[DATA_HDR_LEN])
+size_t data_hdr_encode(const struct data_hdr *h, uint8_t out[DATA_HDR_LEN_MAX])
 {
 	memcpy(out, DATA_HDR_MAGIC, 4);
-	out[4] = 1; /* version */
-	out[5] = 0; /* flags */
-	proto_put16(out + 6, DATA_HDR_BODY);
+	out[4] = 1; /* version: the trace id is an optional extension, not a new version */
+	out[5] = h->trace ? DATA_HDR_F_TRACE : 0;
+	proto_put16(out + 6, h->trace ? DATA_HDR_BODY_TRACE : DATA_HDR_BODY);
 	proto_addrs_put(out + DATA_HDR_FIXED, &h->src, &h->dst);
-	return DATA_HDR_LEN;
+	if (!h->trace)
+		return DATA_HDR_LEN;
+	proto_put64(out + DATA_HDR_LEN, h->trace);
+	return DATA_HDR_LEN_MAX;
 }
 
 int data_hdr_fixed(const uint8_t fixed[DATA_HDR_FIXED])
@@ -498,7 +501,23 @@ int data_hdr_body(const uint8_t *body, size_t len, struct data_hdr *h)
 {
 	if (len < DATA_HDR_BODY)
 		return -EPROTO;
+	h->trace = 0;
 	return proto_addrs_get(body, &h->src, &h->dst);
+}
+
+int data_hdr_parse(const uint8_t *whole, size_t len, struct data_hdr *h)
+{
+	int body = len >= DATA_HDR_FIXED ? data_hdr_fixed(whole) : -EPROTO;
+	if (body < 0 || len != DATA_HDR_FIXED + (size_t)body)
+		return -EPROTO;
+	if (data_hdr_body(whole + DATA_HDR_FIXED, (size_t)body, h))
+		return -EPROTO;
+	if (whole[5] & DATA_HDR_F_TRACE) {
+		if ((size_t)body < DATA_HDR_BODY_TRACE)
+			return -EPROTO; /* the flag promises 8 more bytes */
+		h->trace = proto_get64(whole + DATA_HDR_LEN);
+	}
+	return 0;
 }
 
 /* ---- PROXY protocol v2 ---- */

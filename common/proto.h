@@ -136,17 +136,31 @@ int proto_addrs_get(const uint8_t in[PROTO_ADDRS_LEN], struct sockaddr_storage *
 #define DATA_HDR_FIXED 8     /* magic, version, flags, u16 body length */
 #define DATA_HDR_BODY PROTO_ADDRS_LEN /* the address block, nothing else (version 1) */
 #define DATA_HDR_BODY_MAX 256
-#define DATA_HDR_LEN (DATA_HDR_FIXED + DATA_HDR_BODY)
+#define DATA_HDR_LEN (DATA_HDR_FIXED + DATA_HDR_BODY) /* without a trace id: as ever */
+/* flags bit 0: the body goes on with the player's trace id (u64 BE) after the addresses. A
+ * receiver that does not know the flag reads the longer body and ignores the rest (it always
+ * had to), so old agents keep working with new relays; a new agent reading a header without
+ * the flag has no trace id (trace 0). */
+#define DATA_HDR_F_TRACE 0x01
+#define DATA_HDR_BODY_TRACE (DATA_HDR_BODY + 8)
+#define DATA_HDR_LEN_MAX (DATA_HDR_FIXED + DATA_HDR_BODY_TRACE)
 
 struct data_hdr {
 	struct sockaddr_storage src; /* the player as the first relay saw it */
 	struct sockaddr_storage dst; /* the relay address the player dialled */
+	uint64_t trace;		     /* the player connection's trace id, 0 = none */
 };
 
-size_t data_hdr_encode(const struct data_hdr *h, uint8_t out[DATA_HDR_LEN]);
+/* Writes DATA_HDR_LEN bytes (trace 0: the version-1 header, byte for byte) or
+ * DATA_HDR_LEN_MAX (trace id set, flag DATA_HDR_F_TRACE); returns the length. */
+size_t data_hdr_encode(const struct data_hdr *h, uint8_t out[DATA_HDR_LEN_MAX]);
 /* Parse the fixed part: returns body length to read next, or negative on bad magic/version. */
 int data_hdr_fixed(const uint8_t fixed[DATA_HDR_FIXED]);
+/* The body alone (addresses; h->trace left 0). */
 int data_hdr_body(const uint8_t *body, size_t len, struct data_hdr *h);
+/* The whole header (fixed part + the body length it names): addresses and, when the fixed
+ * part's flags say so, the trace id. 0 or -EPROTO. */
+int data_hdr_parse(const uint8_t *whole, size_t len, struct data_hdr *h);
 
 /* PROXY protocol v2 (TCP over IPv4/IPv6) header for src -> dst. Mixed families are mapped to
  * IPv6. Returns bytes written (16 + 12 or 16 + 36) or 0 if cap too small / family unknown. */

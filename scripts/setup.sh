@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything DVV needs on Debian 12 (idempotent): build toolchain, libraries, the
-# servers the tests start (Redis, PostgreSQL), test tools, and the npm test tooling.
+# servers the tests start (Redis, PostgreSQL), test tools (promtool from the prometheus package
+# checks deploy/prometheus), and the npm test tooling.
 # Needs root (or sudo) only when something is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ PKGS=(
   nodejs npm
   chromium fonts-dejavu-core
   qemu-system-x86 busybox-static kmod xz-utils
+  prometheus
 )
 
 missing=()
@@ -37,7 +39,7 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # the packaged servers start on their default ports; our scripts run their own instances
-  for svc in redis-server haproxy postgresql; do
+  for svc in redis-server haproxy postgresql prometheus; do
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || $SUDO service "$svc" stop >/dev/null 2>&1 || true
   done
 fi

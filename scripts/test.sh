@@ -5,7 +5,7 @@
 #
 #   scripts/test.sh                 everything
 #   scripts/test.sh PART            one part: unit fuzz e2e local api splice netns redis cluster chaos
-#                                   vmtest (the kernel matrix under qemu, vmtest/run.sh: ~4 min
+#                                   ops vmtest (the kernel matrix under qemu, vmtest/run.sh: ~4 min
 #                                   without KVM once the kernels are cached, the last part)
 #   FUZZ_SECONDS=60 scripts/test.sh fuzz
 #
@@ -174,6 +174,13 @@ if want chaos; then
   rm -f /tmp/dvv-chaos-table.md
   node_tests chaos DVV_BUILD=build-san -- tests/chaos/
   [[ -f /tmp/dvv-chaos-table.md ]] && cat /tmp/dvv-chaos-table.md
+fi
+
+if want ops; then
+  # deploy/prometheus and deploy/grafana against docs/metrics.md (promtool from Debian's
+  # prometheus package); a few seconds
+  echo "== operator files: alert rules (promtool check/test rules), Prometheus config, Grafana dashboard"
+  node_tests ops DVV_BUILD=build-san -- tests/ops/
 fi
 
 # Last: without KVM the VMs take ~4 minutes (plus a 177 MB download of Debian kernels the

@@ -12,8 +12,10 @@
 #include <linux/types.h>
 #include "../bpf/xdp_guard.h"
 
+#include <dirent.h>
 #include <microhttpd.h>
 #include <stdarg.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +158,89 @@ static void by_reason(struct sbuf *b, const char *name, const char *help,
 			  (long long)atomic_load_explicit(&vals[i], memory_order_relaxed));
 }
 
+/* Where player connections ended up, one family for ratios and dashboards (the same counts
+ * as the single counters it is made of, read at scrape time). Exclusive outcomes: joined (to an
+ * agent here, forwarded-in players included), forwarded (to another relay), answered (the relay
+ * answered the player itself: offline, reconnecting, busy, rate limited, plan refusals, join
+ * timeouts), bad_handshake, handshake_timeout, shed (refused at accept: too many handshakes). */
+static void render_outcomes(struct sbuf *b)
+{
+	const struct {
+		const char *name;
+		long long v;
+	} o[] = {
+		{"joined", (long long)M_GET(players_joined_total)},
+		{"forwarded", (long long)M_GET(players_forwarded_total)},
+		{"answered", (long long)M_GET(players_offline_total)},
+		{"bad_handshake", (long long)M_GET(handshakes_bad_total)},
+		{"handshake_timeout", (long long)M_GET(handshakes_timeout_total)},
+		{"shed", (long long)M_GET(handshakes_shed_total)},
+	};
+	family(b, "player_outcomes_total", "counter",
+	       "Player connections by outcome: joined, forwarded, answered (by the relay itself), "
+	       "bad_handshake, handshake_timeout, shed");
+	for (size_t i = 0; i < sizeof(o) / sizeof(o[0]); i++)
+		sb_printf(b, "dvv_relay_player_outcomes_total{outcome=\"%s\"} %lld\n", o[i].name,
+			  o[i].v);
+}
+
+/* Redis commands by result and their latency histogram (rredis.c observes every answer). */
+static void render_redis(struct sbuf *b)
+{
+	static const char *const res[] = {
+#define NAME(n) #n,
+		REDIS_RESULTS(NAME)
+#undef NAME
+	};
+	static const uint64_t bounds[REDIS_LAT_N] = {REDIS_LAT_BUCKETS_US};
+	family(b, "redis_commands_total", "counter",
+	       "Redis commands answered, by result: ok, error (Redis replied an error), failed "
+	       "(timeout, connection lost)");
+	for (int i = 0; i < REDIS_RES_MAX; i++)
+		sb_printf(b, "dvv_relay_redis_commands_total{result=\"%s\"} %lld\n", res[i],
+			  (long long)atomic_load_explicit(&g_metrics.redis_results[i],
+							  memory_order_relaxed));
+	family(b, "redis_command_duration_seconds", "histogram",
+	       "Redis command latency from submission to answer (redirects and retries included)");
+	long long cum = 0;
+	for (int i = 0; i <= REDIS_LAT_N; i++) {
+		cum += (long long)atomic_load_explicit(&g_metrics.redis_lat[i], memory_order_relaxed);
+		if (i < REDIS_LAT_N)
+			sb_printf(b, "dvv_relay_redis_command_duration_seconds_bucket{le=\"%g\"} %lld\n",
+				  (double)bounds[i] / 1e6, cum);
+		else
+			sb_printf(b,
+				  "dvv_relay_redis_command_duration_seconds_bucket{le=\"+Inf\"} %lld\n",
+				  cum);
+	}
+	sb_printf(b, "dvv_relay_redis_command_duration_seconds_sum %.6f\n",
+		  (double)atomic_load_explicit(&g_metrics.redis_lat_sum_us, memory_order_relaxed) /
+			  1e6);
+	sb_printf(b, "dvv_relay_redis_command_duration_seconds_count %lld\n", cum);
+}
+
+/* Descriptors in use and the limit: docs/capacity.md's second scaling threshold. Counting
+ * /proc/self/fd costs one getdents per ~500 entries: fine at one scrape every few seconds. */
+static void render_fds(struct sbuf *b)
+{
+	long long n = -1;
+	DIR *d = opendir("/proc/self/fd");
+	if (d) {
+		n = 0;
+		while (readdir(d))
+			n++;
+		closedir(d);
+		n -= 3; /* ".", ".." and the directory's own descriptor */
+	}
+	struct rlimit rl;
+	if (n >= 0)
+		sample(b, "open_fds", "gauge", "File descriptors open in the relay process",
+		       (unsigned long long)n);
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		sample(b, "max_fds", "gauge", "The relay's descriptor limit (RLIMIT_NOFILE, soft)",
+		       rl.rlim_cur == RLIM_INFINITY ? 0ULL : (unsigned long long)rl.rlim_cur);
+}
+
 static void render_metrics(struct relay *r, struct sbuf *b)
 {
 #define X(name, type, help)                                                                    \
@@ -180,6 +265,18 @@ static void render_metrics(struct relay *r, struct sbuf *b)
 	by_reason(b, "agent_refused_total",
 		  "Agent-port connections and HELLOs refused by admission control, by reason",
 		  agent_names, g_metrics.agent_refused, AGENT_REF_MAX);
+	render_outcomes(b);
+	render_redis(b);
+	render_fds(b);
+	family(b, "bytes_total", "counter",
+	       "Bytes players moved, by the path that moved them (bpf: in the kernel; userspace: "
+	       "splice(2)), counted when a pair ends");
+#define PB(name)                                                                               \
+	sb_printf(b, "dvv_relay_bytes_total{plane=\"" #name "\"} %lld\n",                          \
+		  (long long)atomic_load_explicit(&g_metrics.plane_bytes[PLANE_BYTES_##name],        \
+						  memory_order_relaxed));
+	PLANE_BYTES(PB)
+#undef PB
 	by_reason(b, "forward_refused_total",
 		  "internal-port connections refused, by reason (forged, replayed, not for us, cache full)",
 		  fwd_names, g_metrics.forward_refused, FWD_REFUSED_MAX);

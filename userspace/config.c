@@ -166,6 +166,8 @@ void relay_cfg_usage(FILE *f)
 		   "  --%-26s print this help and exit\n",
 		"log-level", "error | warn | info | debug", level_names[d.log_level], "version",
 		"help");
+	fprintf(f, "  --%-26s %s (default: text)\n", "log-format",
+		"text | json: one JSON object per log line (time, level, program, msg, trace_id)");
 }
 
 size_t relay_cfg_nopts(void) { return NDEFS; }
@@ -315,6 +317,7 @@ const char *relay_cfg_default_for(const struct relay_cfg *c, const char *host)
 int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 {
 	relay_cfg_defaults(c);
+	c->log_format = LOG_FMT_TEXT;
 
 	/* environment first */
 	for (size_t i = 0; i < NDEFS; i++) {
@@ -331,8 +334,13 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 		fprintf(stderr, "dvv-relay: DVV_LOG_LEVEL: unknown level '%s'\n", lv);
 		return -1;
 	}
+	const char *lf = getenv("DVV_LOG_FORMAT");
+	if (lf && (c->log_format = log_format_parse(lf)) < 0) {
+		fprintf(stderr, "dvv-relay: DVV_LOG_FORMAT: unknown format '%s'\n", lf);
+		return -1;
+	}
 
-	struct option longopts[NDEFS + 4];
+	struct option longopts[NDEFS + 5];
 	char names[NDEFS][64];
 	for (size_t i = 0; i < NDEFS; i++) {
 		flag_name(defs[i].name, names[i], '-');
@@ -341,7 +349,8 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 	longopts[NDEFS] = (struct option){"log-level", required_argument, NULL, 'l'};
 	longopts[NDEFS + 1] = (struct option){"help", no_argument, NULL, 'h'};
 	longopts[NDEFS + 2] = (struct option){"version", no_argument, NULL, 'V'};
-	longopts[NDEFS + 3] = (struct option){0};
+	longopts[NDEFS + 3] = (struct option){"log-format", required_argument, NULL, 'f'};
+	longopts[NDEFS + 4] = (struct option){0};
 	int o;
 	optind = 1;
 	while ((o = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
@@ -353,6 +362,12 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 		} else if (o == 'l') {
 			if ((c->log_level = log_level_parse(optarg)) < 0) {
 				fprintf(stderr, "dvv-relay: --log-level: unknown level '%s'\n", optarg);
+				return -1;
+			}
+		} else if (o == 'f') {
+			if ((c->log_format = log_format_parse(optarg)) < 0) {
+				fprintf(stderr, "dvv-relay: --log-format: want text or json, not '%s'\n",
+					optarg);
 				return -1;
 			}
 		} else if (o == 'h') {

@@ -85,6 +85,7 @@ struct relay_cfg {
 	int forward_connect_ms;	   /* relay-to-relay forward: connect + answer byte deadline */
 	int usage_flush_ms;	   /* per-tunnel byte counts are flushed to Redis this often */
 	int log_level;
+	int log_format;	/* enum log_format: --log-format text|json (DVV_LOG_FORMAT) */
 };
 
 /* The defaults, before the environment and flags. */

@@ -72,6 +72,7 @@ static void demoted_done(struct splice_pair *sp, int err)
 	struct bp_demoted *d = container_of(sp, struct bp_demoted, sp);
 	if (!d->internal) {
 		M_ADD(splice_bytes_total, (int64_t)(sp->dir[0].bytes + sp->dir[1].bytes));
+		M_PLANE_BYTES(userspace, (int64_t)(sp->dir[0].bytes + sp->dir[1].bytes));
 		if (err)
 			M_INC(splice_errors_total);
 		M_DEC(splices_active);

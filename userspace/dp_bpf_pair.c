@@ -118,6 +118,7 @@ void bp_pair_finish(struct bp_plane *b, struct bp_pair *p, int err)
 		atomic_fetch_sub(&b->n_active, 1);
 		M_DEC(splices_active);
 		M_ADD(splice_bytes_total, (int64_t)bytes);
+		M_PLANE_BYTES(bpf, (int64_t)bytes);
 		if (err) {
 			M_INC(splice_errors_total);
 			if (err != ECONNRESET && err != EPIPE)

@@ -39,6 +39,7 @@ static void pair_done(struct splice_pair *sp, int err)
 {
 	struct us_pair *p = container_of(sp, struct us_pair, sp);
 	M_ADD(splice_bytes_total, (int64_t)(sp->dir[0].bytes + sp->dir[1].bytes));
+	M_PLANE_BYTES(userspace, (int64_t)(sp->dir[0].bytes + sp->dir[1].bytes));
 	if (err && err != ECONNRESET && err != EPIPE)
 		pr_rl(LOG_DEBUG, "splice ended: %s", strerror(err));
 	if (err)

@@ -57,11 +57,13 @@ size_t fwd_encode(const struct fwd_hdr *h, const uint8_t *key, size_t keylen, ui
 	uint8_t *p = out;
 	memcpy(p, FWD_MAGIC, 4);
 	p[4] = FWD_VERSION;
-	p[5] = 0;
+	p[5] = h->trace ? FWD_F_TRACE : 0;
 	proto_put16(p + 6, (uint16_t)body);
 	p += FWD_FIXED;
 	proto_put64(p, h->ts_ms);
 	memcpy(p + 8, h->nonce, 16);
+	if (h->trace)
+		proto_put64(p + 8, h->trace);
 	proto_put64(p + 24, h->epoch);
 	p += 32;
 	proto_addrs_put(p, &h->src, &h->dst);
@@ -108,6 +110,8 @@ int fwd_verify(const uint8_t *whole, size_t len, const uint8_t *key, size_t keyl
 	memset(out, 0, sizeof(*out));
 	out->ts_ms = proto_get64(p);
 	memcpy(out->nonce, p + 8, 16);
+	if (whole[5] & FWD_F_TRACE)
+		out->trace = proto_get64(p + 8);
 	out->epoch = proto_get64(p + 24);
 	p += 32;
 	if (proto_addrs_get(p, &out->src, &out->dst))
@@ -174,7 +178,7 @@ static void forward_fail(struct player *p, const char *why)
 	M_INC(forward_failures_total);
 	route_cache_drop(p->r, p->hs.host);
 	forward_cancel(p);
-	pr_rl(LOG_INFO, "forward of %s failed: %s", p->hs.host, why);
+	pr_rl_trace(LOG_INFO, p->trace, "forward of %s failed: %s", p->hs.host, why);
 	if (p->fwd.cached && !p->fwd.relooked && time_left(p)) {
 		p->fwd.relooked = true;
 		lookup(p);
@@ -210,6 +214,10 @@ static void forward_splice(struct player *p)
 	p->fwd.io.fd = -1;
 	int pfd = player_release(p);
 	M_INC(players_forwarded_total);
+	char peer[64];
+	net_addr_fmt((struct sockaddr *)&p->peer, peer, sizeof(peer));
+	pr_trace(LOG_INFO, p->trace, "player %s for %s: forwarded to relay %s", peer, p->hs.host,
+		 p->fwd.target);
 	r->dp.ops->join(&r->dp, pfd, ffd, 0);
 }
 
@@ -253,7 +261,7 @@ static void fwd_conn_cb(struct loop *l, struct loop_io *io, uint32_t events)
 	}
 	if (!(events & EPOLLOUT))
 		return;
-	struct fwd_hdr h = {.ts_ms = wall_ms(), .epoch = p->fwd.epoch};
+	struct fwd_hdr h = {.ts_ms = wall_ms(), .epoch = p->fwd.epoch, .trace = p->trace};
 	rand_bytes(h.nonce, sizeof(h.nonce));
 	memcpy(&h.src, &p->peer, sizeof(h.src));
 	memcpy(&h.dst, &p->local, sizeof(h.dst));
@@ -542,6 +550,8 @@ static void fwdin_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 	if (!t || t->state != TS_UP || t->epoch != h.epoch) {
 		static const uint8_t not_here = FWD_NOT_HERE;
 		M_INC(forward_not_here_total);
+		pr_rl_trace(LOG_INFO, h.trace, "player for %s from relay %s: not here (stale route)",
+			    h.host, h.from);
 		(void)!send(io->fd, &not_here, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
 		fwdin_close(f, true);
 		return;
@@ -556,7 +566,8 @@ static void fwdin_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 	int fd = io->fd;
 	fwdin_close(f, false);
 	M_INC(players_adopted_total);
-	player_adopt_forwarded(r, fd, &h.src, &h.dst);
+	pr_trace(LOG_DEBUG, h.trace, "player for %s: accepted from relay %s", h.host, h.from);
+	player_adopt_forwarded(r, fd, &h.src, &h.dst, h.trace);
 }
 
 static void fwdin_timer_cb(struct loop *l, struct loop_timer *t)

@@ -42,6 +42,10 @@ struct player;
 #define FWD_MAGIC "DVVF"
 #define FWD_FIXED 8	      /* magic, version, flags, u16 body length */
 #define FWD_VERSION 2	      /* 2: the target instance id follows `from` */
+/* flags bit 0: the nonce's first 8 bytes are the player's trace id (its last 8 stay random, so
+ * nonces stay unique). Relays that predate the flag ignore flags and take the nonce as a
+ * nonce, so the header is the same length and shape for old and new receivers alike. */
+#define FWD_F_TRACE 0x01
 #define FWD_BODY_MIN (8 + 16 + 8 + PROTO_ADDRS_LEN + 1 + 1 + 1 + FWD_MAC_LEN)
 #define FWD_BODY_MAX 600
 #define FWD_MAC_LEN 32
@@ -59,6 +63,8 @@ struct fwd_hdr {
 	char host[256];
 	char from[65];		   /* sending relay's instance id */
 	char target[65];	   /* instance id of the relay it is meant for (from the route) */
+	uint64_t trace;		   /* the player's trace id, 0 = none (encode: written into the
+				    * nonce; verify: read from it when the flag is set) */
 };
 
 /* ---- the header ---- */

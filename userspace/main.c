@@ -13,6 +13,7 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc > 0 ? 0 : 2;
 	log_init("dvv-relay", (enum log_level)r.cfg.log_level);
+	log_set_format((enum log_format)r.cfg.log_format);
 	rc = relay_init(&r);
 	if (rc == 0)
 		rc = relay_run(&r);

@@ -115,10 +115,43 @@ enum join_refusal {
 #define M_JOIN_REFUSED(why)                                                                    \
 	atomic_fetch_add_explicit(&g_metrics.join_refused[JOIN_REF_##why], 1, memory_order_relaxed)
 
+/* Redis commands by result (dvv_relay_redis_commands_total{result}): ok, error (Redis answered
+ * an error: script error, WRONGTYPE...), failed (no answer: timeout, connection lost, never
+ * sent), and their latency from submission to answer, redirects and retries included
+ * (dvv_relay_redis_command_duration_seconds, a histogram with these upper bounds, in us). */
+#define REDIS_RESULTS(X) X(ok) X(error) X(failed)
+enum redis_result {
+#define X(name) REDIS_RES_##name,
+	REDIS_RESULTS(X)
+#undef X
+	REDIS_RES_MAX
+};
+#define REDIS_LAT_BUCKETS_US 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, \
+			     1000000, 2500000
+#define REDIS_LAT_N 12
+
+/* Bytes players moved, by the path that moved them (dvv_relay_bytes_total{plane}), counted when
+ * a pair ends: bpf = redirected in the kernel by the sk_skb program (bpf plane); userspace =
+ * moved with splice(2) by the relay (the userspace plane, and pairs the bpf plane demoted). */
+#define PLANE_BYTES(X) X(bpf) X(userspace)
+enum plane_bytes {
+#define X(name) PLANE_BYTES_##name,
+	PLANE_BYTES(X)
+#undef X
+	PLANE_BYTES_MAX
+};
+#define M_PLANE_BYTES(plane, v)                                                                \
+	atomic_fetch_add_explicit(&g_metrics.plane_bytes[PLANE_BYTES_##plane], (v),             \
+				  memory_order_relaxed)
+
 struct relay_metrics {
 #define X(name, type, help) _Atomic int64_t name;
 	METRICS(X)
 #undef X
+	_Atomic int64_t redis_results[REDIS_RES_MAX];
+	_Atomic int64_t redis_lat[REDIS_LAT_N + 1]; /* per bucket (not cumulative); last: +Inf */
+	_Atomic int64_t redis_lat_sum_us;
+	_Atomic int64_t plane_bytes[PLANE_BYTES_MAX];
 	_Atomic int64_t accept_errors[ACCEPT_ERR_MAX];
 	_Atomic int64_t agent_refused[AGENT_REF_MAX];
 	_Atomic int64_t forward_refused[FWD_REFUSED_MAX];

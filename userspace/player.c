@@ -185,6 +185,7 @@ void player_answer(struct player *p, enum answer_kind kind, const char *why)
 	M_INC(players_offline_total);
 	p->answer = kind;
 	const char *host = hs->host_len ? hs->host : "this address";
+	pr_rl_trace(LOG_INFO, p->trace, "player for %s: answered by the relay (%s)", host, why);
 	if (hs->kind != MC_KIND_MODERN) {
 		size_t n = 0;
 		int32_t proto = hs->protocol > 0 ? hs->protocol : 127;
@@ -312,8 +313,8 @@ static void status_pump(struct player *p)
 static int do_join(struct player *p, struct dataconn *d, struct tunnel *t)
 {
 	struct relay *r = p->r;
-	struct data_hdr h;
-	uint8_t hdr[DATA_HDR_LEN];
+	struct data_hdr h = {.trace = p->trace};
+	uint8_t hdr[DATA_HDR_LEN_MAX];
 	memcpy(&h.src, &p->peer, sizeof(h.src));
 	memcpy(&h.dst, &p->local, sizeof(h.dst));
 	size_t n = data_hdr_encode(&h, hdr);
@@ -328,6 +329,10 @@ static int do_join(struct player *p, struct dataconn *d, struct tunnel *t)
 	d->io.fd = -1;
 	dlist_del(&d->all);
 	loop_defer(&r->loop, free, d);
+	char peer[64];
+	net_addr_fmt((struct sockaddr *)&p->peer, peer, sizeof(peer));
+	pr_trace(LOG_INFO, p->trace, "player %s for %s: joined to its agent%s", peer, t->hostname,
+		 p->forwarded ? " (forwarded by another relay)" : "");
 	int pfd = player_release(p);
 	M_INC(players_joined_total);
 	tunnel_note_join(t);
@@ -490,7 +495,7 @@ static void handshake_step(struct player *p, uint32_t events)
 	M_INC(handshakes_bad_total);
 	char peer[64];
 	net_addr_fmt((struct sockaddr *)&p->peer, peer, sizeof(peer));
-	pr_rl(LOG_INFO, "player %s: bad handshake: %s", peer, err);
+	pr_rl_trace(LOG_INFO, p->trace, "player %s: bad handshake: %s", peer, err);
 	player_close(p);
 }
 
@@ -560,7 +565,7 @@ static void player_timer_cb(struct loop *l, struct loop_timer *tm)
 
 static int player_start(struct relay *r, struct player *p, int fd,
 			const struct sockaddr_storage *peer, const struct sockaddr_storage *local,
-			long slot, bool forwarded)
+			long slot, bool forwarded, uint64_t trace)
 {
 	net_tune_stream(fd);
 	/* bytes for this player wait in front of its downlink: keep that queue short (lag) */
@@ -572,6 +577,7 @@ static int player_start(struct relay *r, struct player *p, int fd,
 	p->state = PS_HANDSHAKE;
 	p->rl_slot = slot;
 	p->forwarded = forwarded;
+	p->trace = trace ? trace : log_trace_new(); /* a sender without traces: our own */
 	memcpy(&p->peer, peer, sizeof(*peer));
 	memcpy(&p->local, local, sizeof(*local));
 	p->io = (struct loop_io){.fd = fd, .cb = player_io_cb};
@@ -614,7 +620,7 @@ void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		struct sockaddr_storage local;
 		sl = sizeof(local);
 		getsockname(fd, (struct sockaddr *)&local, &sl);
-		if (player_start(r, p, fd, &ss, &local, slot, false)) {
+		if (player_start(r, p, fd, &ss, &local, slot, false, 0)) {
 			rl_pending_done(&r->rl, slot, &ss);
 			close(fd);
 			free(p);
@@ -623,10 +629,10 @@ void player_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 }
 
 void player_adopt_forwarded(struct relay *r, int fd, const struct sockaddr_storage *src,
-			    const struct sockaddr_storage *dst)
+			    const struct sockaddr_storage *dst, uint64_t trace)
 {
 	struct player *p = calloc(1, sizeof(*p));
-	if (!p || player_start(r, p, fd, src, dst, -1, true)) {
+	if (!p || player_start(r, p, fd, src, dst, -1, true, trace)) {
 		close(fd);
 		free(p);
 	}

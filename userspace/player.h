@@ -43,6 +43,8 @@ struct player {
 	struct sockaddr_storage peer, local;
 	long rl_slot;		    /* ratelimit pending slot while PS_HANDSHAKE */
 	bool forwarded;		    /* arrived from another relay: never forwarded again */
+	uint64_t trace;		    /* trace id: drawn by the relay that accepted the player,
+				     * carried to the owning relay and the agent; on its log lines */
 	bool legacy_wait;	    /* a bare legacy ping prefix: waiting for the 1.6 part */
 	struct mc_handshake hs;	    /* valid once routed */
 	enum answer_kind answer;    /* what our own answer says (status MOTD, kick) */
@@ -89,6 +91,6 @@ void player_put(struct player *p);
 /* Take over a connection forwarded by another relay (header verified): it becomes a player
  * whose real address is src, handled like any other but never forwarded again. */
 void player_adopt_forwarded(struct relay *r, int fd, const struct sockaddr_storage *src,
-			    const struct sockaddr_storage *dst);
+			    const struct sockaddr_storage *dst, uint64_t trace);
 
 #endif

@@ -85,6 +85,7 @@ struct rc_cmd {
 	struct rc_node *ask;	  /* next send: ASKING + command to this node */
 	struct rc_conn *conn;	  /* in flight on this connection */
 	uint64_t deadline, not_before, sent_at;
+	uint64_t t0_us;		  /* submitted (CLOCK_MONOTONIC, us): for the observer */
 	char *buf;		  /* RESP-formatted, kept for redirects and retries */
 	size_t len;
 	unsigned slot;
@@ -119,6 +120,8 @@ struct rc {
 	struct rc_node *refresh_node;
 	uint32_t refresh_fail_ms, refresh_degraded_ms;
 	struct rc_stats st;
+	rc_observe_cb observe;
+	void *observe_data;
 	struct rc_node *slots[RC_SLOTS];
 };
 
@@ -726,6 +729,10 @@ static void cmd_answer(struct rc *rc, struct rc_cmd *c, redisReply *r)
 	rc->npending--;
 	if (!r)
 		rc->st.failed++;
+	if (rc->observe) {
+		uint64_t now = mono_us();
+		rc->observe(rc->observe_data, now > c->t0_us ? now - c->t0_us : 0, r);
+	}
 	if (c->cb)
 		c->cb(rc, r, c->priv);
 }
@@ -942,6 +949,7 @@ static int cmd_submit(struct rc *rc, const char *key, size_t keylen, rc_reply_cb
 	c->keyed = key != NULL;
 	c->slot = key ? rc_key_slot(key, keylen) : 0;
 	c->deadline = mono_ms() + rc->timeout_ms;
+	c->t0_us = mono_us();
 	dlist_init(&c->q);
 	all_insert(rc, c);
 	rc->npending++;
@@ -1499,6 +1507,12 @@ void rc_set_timeout(struct rc *rc, uint32_t ms)
 }
 
 void rc_get_stats(const struct rc *rc, struct rc_stats *out) { *out = rc->st; }
+
+void rc_set_observer(struct rc *rc, rc_observe_cb cb, void *data)
+{
+	rc->observe = cb;
+	rc->observe_data = data;
+}
 
 static void rc_destroy(struct rc *rc)
 {

@@ -94,6 +94,11 @@ struct rc_stats {
 	uint64_t refreshes;	/* slot maps loaded */
 };
 void rc_get_stats(const struct rc *rc, struct rc_stats *out);
+/* Called once per answered command, just before its callback, with the time from submission
+ * to answer (redirects, retries and waiting included) and the reply (NULL: failed or unknown).
+ * For metrics: it runs on the loop and must be cheap. NULL turns it off. */
+typedef void (*rc_observe_cb)(void *data, uint64_t us, const redisReply *reply);
+void rc_set_observer(struct rc *rc, rc_observe_cb cb, void *data);
 
 /* CRC16-XMODEM of the key (or of its first non-empty {hash tag}) mod 16384, as Redis does. */
 unsigned rc_key_slot(const char *key, size_t len);

@@ -338,6 +338,22 @@ static void on_state(struct rc *rc, bool up, void *data)
 	}
 }
 
+/* Every answered command: its result and latency, for /metrics. */
+static void observe(void *data, uint64_t us, const redisReply *rep)
+{
+	static const uint64_t bounds[REDIS_LAT_N] = {REDIS_LAT_BUCKETS_US};
+	(void)data;
+	enum redis_result res = !rep ? REDIS_RES_failed
+			       : rep->type == REDIS_REPLY_ERROR ? REDIS_RES_error
+								: REDIS_RES_ok;
+	atomic_fetch_add_explicit(&g_metrics.redis_results[res], 1, memory_order_relaxed);
+	size_t b = 0;
+	while (b < REDIS_LAT_N && us > bounds[b])
+		b++;
+	atomic_fetch_add_explicit(&g_metrics.redis_lat[b], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&g_metrics.redis_lat_sum_us, (int64_t)us, memory_order_relaxed);
+}
+
 int rredis_start(struct relay *r, rredis_each_lease_fn each_lease, rredis_lost_fn lease_lost)
 {
 	struct rredis *rd = calloc(1, sizeof(*rd));
@@ -354,6 +370,7 @@ int rredis_start(struct relay *r, rredis_each_lease_fn each_lease, rredis_lost_f
 		r->redis = NULL;
 		return -EINVAL;
 	}
+	rc_set_observer(rd->rc, observe, NULL);
 	return 0;
 }
 

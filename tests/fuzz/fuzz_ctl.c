@@ -59,6 +59,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (body >= 0) {
 			struct data_hdr h;
 			data_hdr_body(data + DATA_HDR_FIXED, size - DATA_HDR_FIXED, &h);
+			/* the agent's parser: the whole header, trace id included */
+			if (size >= DATA_HDR_FIXED + (size_t)body &&
+			    data_hdr_parse(data, DATA_HDR_FIXED + (size_t)body, &h) == 0) {
+				uint8_t out[DATA_HDR_LEN_MAX];
+				struct data_hdr back;
+				/* what parses re-encodes to a header that parses to the same trace */
+				size_t n = data_hdr_encode(&h, out);
+				if (data_hdr_parse(out, n, &back) || back.trace != h.trace)
+					abort();
+			}
 		}
 	}
 	return 0;

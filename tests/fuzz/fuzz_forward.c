@@ -40,12 +40,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		in.target[i] = (char)(data[size - 1 - i] ? data[size - 1 - i] : 't');
 	in.src.ss_family = AF_INET;
 	in.dst.ss_family = size % 2 ? AF_INET6 : AF_INET;
+	in.trace = size >= 8 ? proto_get64(data) : 0; /* 0: no trace, no flag */
 	uint8_t buf[FWD_FIXED + FWD_BODY_MAX];
 	size_t n = fwd_encode(&in, key, sizeof(key), buf, sizeof(buf));
 	if (!n)
 		abort();
 	if (fwd_verify(buf, n, key, sizeof(key), now, &h, err, sizeof(err)) != 0 ||
-	    strcmp(h.host, in.host) || strcmp(h.from, in.from) || strcmp(h.target, in.target))
+	    strcmp(h.host, in.host) || strcmp(h.from, in.from) || strcmp(h.target, in.target) ||
+	    h.trace != in.trace)
 		abort();
 	size_t at = size ? data[0] % n : 0;
 	buf[at] ^= 0x01;

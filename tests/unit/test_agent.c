@@ -264,7 +264,7 @@ static void make_pair(int sv[2])
 	assert_int_equal(net_set_nonblock(sv[0]), 0);
 }
 
-static size_t sample_header(uint8_t out[DATA_HDR_LEN], struct data_hdr *h)
+static size_t sample_header(uint8_t out[DATA_HDR_LEN_MAX], struct data_hdr *h)
 {
 	memset(h, 0, sizeof(*h));
 	struct sockaddr_in *s = (struct sockaddr_in *)&h->src, *d = (struct sockaddr_in *)&h->dst;
@@ -337,6 +337,33 @@ static void header_with_longer_body_is_consumed_exactly(void **state)
 	assert_memory_equal(rest, "MINE", 4);
 	close(sv[0]);
 	close(sv[1]);
+}
+
+static void header_with_a_trace_id_gives_it_to_the_agent(void **state)
+{
+	/* a relay with traces: flag bit 0, the trace id after the addresses, then the player */
+	int sv[2];
+	make_pair(sv);
+	uint8_t wire[DATA_HDR_LEN_MAX + 4];
+	struct data_hdr want, got;
+	memset(&want, 0, sizeof(want));
+	((struct sockaddr_in *)&want.src)->sin_family = AF_INET;
+	((struct sockaddr_in *)&want.dst)->sin_family = AF_INET;
+	want.trace = 0x00c0ffee00c0ffeeULL;
+	size_t n = data_hdr_encode(&want, wire);
+	assert_int_equal(n, DATA_HDR_LEN_MAX);
+	memcpy(wire + n, "MINE", 4);
+	assert_int_equal(write(sv[1], wire, n + 4), (ssize_t)(n + 4));
+	struct agent_hdr_reader r;
+	agent_hdr_reset(&r);
+	assert_int_equal(agent_hdr_read(&r, sv[0], &got), 1);
+	assert_true(got.trace == 0x00c0ffee00c0ffeeULL);
+	char rest[8];
+	assert_int_equal(recv(sv[0], rest, sizeof(rest), 0), 4);
+	assert_memory_equal(rest, "MINE", 4);
+	close(sv[0]);
+	close(sv[1]);
+	(void)state;
 }
 
 static void header_errors(void **state)
@@ -643,6 +670,7 @@ int main(void)
 		cmocka_unit_test_setup(options_help_and_version, opts_setup),
 		cmocka_unit_test_setup(token_file_trimmed_and_checked, opts_setup),
 		cmocka_unit_test(header_split_across_many_reads_is_not_over_read),
+		cmocka_unit_test(header_with_a_trace_id_gives_it_to_the_agent),
 		cmocka_unit_test(header_with_longer_body_is_consumed_exactly),
 		cmocka_unit_test(header_errors),
 		cmocka_unit_test_setup(options_use_stored_credentials, opts_setup),

@@ -71,6 +71,37 @@ static void a_signed_header_verifies_and_carries_the_player(void **state)
 	assert_int_equal(ntohs(((struct sockaddr_in *)&h.src)->sin_port), 50000);
 }
 
+/* The trace id rides in the nonce's first 8 bytes under flag bit 0: the header keeps its
+ * length and layout, so a relay that predates the flag (and ignores flags) still verifies it;
+ * a header without the flag carries no trace. */
+static void the_trace_id_rides_in_the_nonce(void **state)
+{
+	uint8_t buf[1024], plain[1024];
+	struct fwd_hdr h = {.ts_ms = now, .epoch = 9, .trace = 0x0123456789abcdefULL};
+	struct sockaddr_in *s = (void *)&h.src, *d = (void *)&h.dst;
+	s->sin_family = d->sin_family = AF_INET;
+	memset(h.nonce, 0x5a, sizeof(h.nonce));
+	strcpy(h.host, "a.example");
+	strcpy(h.from, "relay-a");
+	strcpy(h.target, "relay-b");
+	size_t n = fwd_encode(&h, key, sizeof(key) - 1, buf, sizeof(buf));
+	h.trace = 0;
+	size_t m = fwd_encode(&h, key, sizeof(key) - 1, plain, sizeof(plain));
+	assert_int_equal(n, m); /* same length with and without a trace */
+	assert_int_equal(buf[5], FWD_F_TRACE);
+	assert_int_equal(plain[5], 0);
+	struct fwd_hdr got;
+	char err[160] = "";
+	if (fwd_verify(buf, n, key, sizeof(key) - 1, now, &got, err, sizeof(err)))
+		fail_msg("traced header refused: %s", err);
+	assert_true(got.trace == 0x0123456789abcdefULL);
+	/* the nonce keeps its random second half: two players' nonces still differ */
+	assert_memory_equal(got.nonce + 8, h.nonce + 8, 8);
+	assert_int_equal(fwd_verify(plain, m, key, sizeof(key) - 1, now, &got, err, sizeof(err)), 0);
+	assert_true(got.trace == 0);
+	(void)state;
+}
+
 static void every_flipped_bit_is_refused(void **state)
 {
 	uint8_t buf[1024];
@@ -318,6 +349,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(a_signed_header_verifies_and_carries_the_player),
 		cmocka_unit_test(every_flipped_bit_is_refused),
+		cmocka_unit_test(the_trace_id_rides_in_the_nonce),
 		cmocka_unit_test(a_wrong_secret_is_refused),
 		cmocka_unit_test(stale_or_future_headers_are_refused),
 		cmocka_unit_test(malformed_lengths_are_refused),

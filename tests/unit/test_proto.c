@@ -415,7 +415,7 @@ static void data_header_round_trip(void **state)
 	d->sin6_family = AF_INET6;
 	d->sin6_port = htons(25565);
 	inet_pton(AF_INET6, "2001:db8::1", &d->sin6_addr);
-	uint8_t buf[DATA_HDR_LEN];
+	uint8_t buf[DATA_HDR_LEN_MAX];
 	assert_int_equal(data_hdr_encode(&h, buf), DATA_HDR_LEN);
 	assert_int_equal(data_hdr_fixed(buf), DATA_HDR_BODY);
 	assert_int_equal(data_hdr_body(buf + DATA_HDR_FIXED, DATA_HDR_BODY, &back), 0);
@@ -424,6 +424,25 @@ static void data_header_round_trip(void **state)
 	assert_int_equal(((struct sockaddr_in *)&back.src)->sin_port, htons(54321));
 	assert_int_equal(back.dst.ss_family, AF_INET6);
 	assert_memory_equal(&((struct sockaddr_in6 *)&back.dst)->sin6_addr, &d->sin6_addr, 16);
+	/* with a trace id: flag bit 0 and 8 more body bytes; an old reader (data_hdr_body) still
+	 * gets the addresses, a new one (data_hdr_parse) the trace too */
+	h.trace = 0xfedcba9876543210ULL;
+	uint8_t tb[DATA_HDR_LEN_MAX];
+	assert_int_equal(data_hdr_encode(&h, tb), DATA_HDR_LEN_MAX);
+	assert_int_equal(tb[5], DATA_HDR_F_TRACE);
+	assert_int_equal(data_hdr_fixed(tb), DATA_HDR_BODY_TRACE);
+	struct data_hdr t2;
+	assert_int_equal(data_hdr_body(tb + DATA_HDR_FIXED, DATA_HDR_BODY_TRACE, &t2), 0);
+	assert_memory_equal(&((struct sockaddr_in *)&t2.src)->sin_addr, &s->sin_addr, 4);
+	assert_int_equal(data_hdr_parse(tb, sizeof(tb), &t2), 0);
+	assert_true(t2.trace == 0xfedcba9876543210ULL);
+	/* without the flag (an old relay): no trace */
+	assert_int_equal(data_hdr_parse(buf, DATA_HDR_LEN, &t2), 0);
+	assert_true(t2.trace == 0);
+	/* the flag without the 8 bytes is a protocol error; so is a length that disagrees */
+	buf[5] = DATA_HDR_F_TRACE;
+	assert_int_equal(data_hdr_parse(buf, DATA_HDR_LEN, &t2), -EPROTO);
+	assert_int_equal(data_hdr_parse(tb, sizeof(tb) - 1, &t2), -EPROTO);
 	buf[0] = 'X';
 	assert_true(data_hdr_fixed(buf) < 0);
 }
