@@ -148,6 +148,11 @@ $(BUILD)/dvv-loadgen: $(call obj,bench/loadgen.c) $(BUILD)/libdvv.a
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -ljwt -ljansson -lssl -lcrypto -lpthread
 
+# The autoscaler talks to Redis and to an HTTPS API: libcurl besides the relay's libraries.
+$(BUILD)/dvv-autoscale: $(BUILD)/obj/tools/dvv-autoscale.o $(BUILD)/libdvv.a
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -lhiredis -lcurl -ljansson
+
 $(BUILD)/%: $(BUILD)/obj/tools/%.o $(BUILD)/librelay.a $(BUILD)/libdvv.a
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(RELAY_LIBS)

@@ -4,9 +4,10 @@
 # with real Minecraft clients and servers. Ends with "N passed, N failed".
 #
 #   scripts/test.sh                 everything
-#   scripts/test.sh PART            one part: unit fuzz e2e local api splice netns redis cluster chaos
-#                                   ops vmtest (the kernel matrix under qemu, vmtest/run.sh: ~4 min
-#                                   without KVM once the kernels are cached, the last part)
+#   scripts/test.sh PART            one part: unit fuzz e2e local api deploy splice netns redis
+#                                   cluster chaos ops vmtest (the kernel matrix under qemu,
+#                                   vmtest/run.sh: ~4 min without KVM once the kernels are cached,
+#                                   the last part)
 #   FUZZ_SECONDS=60 scripts/test.sh fuzz
 #
 # splice, netns, redis, cluster and chaos need root (BPF, bpffs, network namespaces); CI runs as root.
@@ -142,6 +143,14 @@ if want api; then
   # dvv-api against a throwaway PostgreSQL and Redis per test file (its C unit tests run in unit)
   echo "== dvv-api (real PostgreSQL 15, Redis, relay and agent)"
   node_tests api DVV_BUILD=build-san -- tests/api/
+fi
+
+if want deploy; then
+  # deploy/: static checks with Debian's tools, then the autoscaler against real Redis and relays
+  echo "== deploy/ (shellcheck, systemd-analyze verify, Railway configs, Dockerfiles, sysctls)"
+  cmocka_script deploy-check env BUILD=build-san tests/deploy/check.sh
+  echo "== autoscaler (real Redis and relays, a local stand-in for Railway's API)"
+  node_tests autoscale DVV_BUILD=build-san -- tests/deploy/
 fi
 
 if want splice; then

@@ -45,6 +45,8 @@ static const struct opt_def defs[] = {
 	S(internal_listen, "relay-to-relay port for forwarded players (needs a cluster secret)"),
 	SD(internal_addr, "address other relays dial to reach internal-listen", "--internal-listen, or this host's private address if it listens on all"),
 	S(cluster_secret_file, "file holding the secret shared by all relays (or env DVV_CLUSTER_SECRET)"),
+	S(one_port, "players and agents share this one listening address, told apart by their first bytes (replaces --player-listen and --agent-listen; for a platform that gives one public TCP port)"),
+	S(advertise_addr, "how the address published for --internal-listen is found when --internal-addr is unset: auto | auto4 | auto6 | iface:NAME | iface4:NAME | iface6:NAME | dns:NAME | railway (dns:$RAILWAY_PRIVATE_DOMAIN)"),
 	I(route_cache_ms, 0, 60000, "how long a looked-up route is trusted"),
 	I(placement_margin, 0, 1000000, "load-score slack before a new tunnel is moved to a less loaded relay"),
 	I(capacity, 1, 100000000, "load this relay is sized for (4 per tunnel + 1 per player); scales its load score"),
@@ -403,6 +405,11 @@ int relay_cfg_parse(struct relay_cfg *c, int argc, char **argv)
 				c->shed_threshold);
 			return -1;
 		}
+	}
+	if (c->one_port[0]) {
+		/* one socket for both: published as both addresses (relay records, MOVE default) */
+		strcpy(c->player_listen, c->one_port);
+		strcpy(c->agent_listen, c->one_port);
 	}
 	if (!c->public_agent_addr[0])
 		strcpy(c->public_agent_addr, c->agent_listen);

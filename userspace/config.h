@@ -26,6 +26,10 @@ struct relay_cfg {
 	char internal_listen[128]; /* relay-to-relay forwarded players (empty: no forwarding) */
 	char internal_addr[128];   /* how other relays reach internal_listen (advertised) */
 	char cluster_secret_file[256]; /* shared HMAC key of the relays of a deployment */
+	/* deployment on a platform (Railway): one shared public port, a private address found at
+	 * start-up (oneport.h, advertise.h) */
+	char one_port[128];	   /* players and agents on this one address; "" = two ports */
+	char advertise_addr[300];  /* how internal_addr is found when not set: advertise.h */
 	int route_cache_ms;	   /* how long a relay trusts a looked-up route */
 	int placement_margin;	   /* load-score slack before a registration is moved elsewhere */
 	int capacity;		   /* load units this relay is sized for; see RELAY_CAPACITY_DEFAULT */

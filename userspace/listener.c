@@ -5,6 +5,7 @@
 #include "net.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,7 +24,10 @@ static void rearm_cb(struct loop *l, struct loop_timer *t)
 
 int listener_open(struct loop *l, struct listener *ls, int fd, const char *name, loop_io_cb cb)
 {
-	*ls = (struct listener){.io = {.fd = fd, .cb = cb}, .rearm = {.cb = rearm_cb}, .name = name};
+	*ls = (struct listener){.io = {.fd = fd, .cb = cb}, .rearm = {.cb = rearm_cb}, .name = name,
+				.handed_fd = -1};
+	if (fd < 0)
+		return 0; /* one-port mode: connections only arrive through listener_hand() */
 	int rc = loop_io_set(l, &ls->io, EPOLLIN);
 	if (rc) {
 		close(fd);
@@ -81,6 +85,21 @@ int listener_accept(struct loop *l, struct loop_io *io, struct sockaddr *sa, soc
 {
 	struct listener *ls = container_of(io, struct listener, io);
 	socklen_t len = sl ? *sl : 0;
+	if (ls->handed_fd >= 0) {
+		int fd = ls->handed_fd;
+		ls->handed_fd = -1;
+		if (sa && sl) {
+			socklen_t n = len < sizeof(ls->handed_src) ? len : sizeof(ls->handed_src);
+			memcpy(sa, &ls->handed_src, n);
+			*sl = ls->handed_src.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+								  : sizeof(struct sockaddr_in6);
+		}
+		if (ls->keepalive && net_keepalive(fd, 0))
+			pr_rl(LOG_WARN, "%s accept: keepalive: %s", ls->name, strerror(errno));
+		return fd;
+	}
+	if (io->fd < 0)
+		return -1; /* not listening itself (one-port mode) */
 	/* bounded: a listener that keeps failing with one of the "retry" errors must not hold the
 	 * loop; level-triggered polling brings us back for what is left */
 	for (int tries = 0; tries < 64; tries++) {
@@ -115,4 +134,15 @@ int listener_accept(struct loop *l, struct loop_io *io, struct sockaddr *sa, soc
 		}
 	}
 	return -1;
+}
+
+void listener_hand(struct loop *l, struct listener *ls, int fd, const struct sockaddr_storage *src)
+{
+	ls->handed_fd = fd;
+	ls->handed_src = *src;
+	ls->io.cb(l, &ls->io, EPOLLIN);
+	if (ls->handed_fd >= 0) { /* the callback returned without taking it */
+		close(ls->handed_fd);
+		ls->handed_fd = -1;
+	}
 }

@@ -23,6 +23,10 @@ struct listener {
 	struct log_rl rl;	/* warnings of this listener */
 	bool keepalive;		/* accepted connections get net_keepalive(): long-lived ones that
 				 * cross NATs and firewalls (agent, internal); set after open */
+	/* one-port mode (oneport.h): a connection accepted on the shared port and classified,
+	 * handed to this listener's accept callback as if accepted here; -1 when none */
+	int handed_fd;
+	struct sockaddr_storage handed_src;
 };
 
 /* Take over the listening socket fd (closed on failure) and poll it; cb is called on EPOLLIN and
@@ -34,5 +38,11 @@ void listener_close(struct loop *l, struct listener *ls);
  * callback should return: the backlog is empty, or the listener was just paused. sa/sl may be
  * NULL as for accept4(). With ls->keepalive, the connection has net_keepalive() applied. */
 int listener_accept(struct loop *l, struct loop_io *io, struct sockaddr *sa, socklen_t *sl);
+
+/* One-port mode: give the already accepted connection fd (peer src) to ls's accept callback,
+ * which takes it through listener_accept() exactly as one accepted on its own socket (the
+ * callback's admission checks and caps apply). ls need not be listening (io.fd -1). The
+ * callback owns fd from here on; one it did not take is closed. */
+void listener_hand(struct loop *l, struct listener *ls, int fd, const struct sockaddr_storage *src);
 
 #endif

@@ -27,6 +27,11 @@
 	X(handshakes_shed_total, counter, "Players refused because too many handshakes were pending") \
 	X(players_rate_limited_total, counter, "Players refused by the per-network join rate")         \
 	X(handshakes_pending, gauge, "Player connections still sending their handshake")             \
+	X(oneport_players_total, counter, "One-port mode: connections handed to the player path")     \
+	X(oneport_agents_total, counter, "One-port mode: connections handed to the agent path")       \
+	X(oneport_refused_total, counter, "One-port mode: connections closed, first bytes not ours or over a cap") \
+	X(oneport_timeout_total, counter, "One-port mode: connections closed, no deciding bytes in time") \
+	X(oneport_pending, gauge, "One-port mode: connections whose first bytes are still awaited")   \
 	X(agents_accepted_total, counter, "Agent TCP connections accepted (control and data)")        \
 	X(tunnels_registered_total, counter, "Tunnels registered (HELLO accepted)")                    \
 	X(tunnels_moved_total, counter, "Registrations sent to a less loaded relay (MOVE)")         \

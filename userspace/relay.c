@@ -3,11 +3,13 @@
  * and the ordered shut-down. relay.h holds the types the control plane's files share. */
 #include "relay.h"
 #include "admin.h"
+#include "advertise.h"
 #include "enforce.h"
 #include "events.h"
 #include "forward.h"
 #include "log.h"
 #include "metrics.h"
+#include "oneport.h"
 #include "rredis.h"
 #include "xdp_guard.h"
 
@@ -222,6 +224,30 @@ static void raise_fd_limit(void)
 			(unsigned long long)rl.rlim_max);
 }
 
+/* --advertise-addr: find the address other relays dial for --internal-listen and fix it as
+ * --internal-addr before forwarding starts (forward.c then publishes it as given). */
+static int relay_advertise(struct relay *r)
+{
+	struct net_addr la;
+	char err[320], addr[sizeof(r->cfg.internal_addr)];
+	int rc;
+	if (!r->cfg.advertise_addr[0] || r->cfg.internal_addr[0] || !r->cfg.internal_listen[0])
+		return 0;
+	if (net_parse_addr(r->cfg.internal_listen, &la, false, err, sizeof(err))) {
+		pr_err("--internal-listen: %s", err);
+		return -EINVAL;
+	}
+	rc = advertise_resolve(r->cfg.advertise_addr, net_addr_port((struct sockaddr *)&la.ss), addr,
+			       sizeof(addr), err, sizeof(err));
+	if (rc) {
+		pr_err("%s", err);
+		return rc;
+	}
+	snprintf(r->cfg.internal_addr, sizeof(r->cfg.internal_addr), "%s", addr);
+	pr_info("--advertise-addr %s: publishing %s for forwarding", r->cfg.advertise_addr, addr);
+	return 0;
+}
+
 int relay_init(struct relay *r)
 {
 	char err[256];
@@ -284,12 +310,21 @@ int relay_init(struct relay *r)
 	}
 	if ((rc = dataplane_select(&r->dp, &r->cfg)))
 		return rc;
-	if ((rc = listen_on(r, r->cfg.player_listen, &r->player_addr, &r->player_l, "player",
-			    player_accept_cb)) ||
-	    (rc = listen_on(r, r->cfg.agent_listen, &r->agent_addr, &r->agent_l, "agent",
-			    agent_accept_cb)))
+	if (r->cfg.one_port[0]) {
+		/* one socket; player_l and agent_l only take what oneport.c hands them */
+		if ((rc = listener_open(&r->loop, &r->player_l, -1, "player", player_accept_cb)) ||
+		    (rc = listener_open(&r->loop, &r->agent_l, -1, "agent", agent_accept_cb)) ||
+		    (rc = oneport_start(r)))
+			return rc;
+	} else if ((rc = listen_on(r, r->cfg.player_listen, &r->player_addr, &r->player_l,
+				   "player", player_accept_cb)) ||
+		   (rc = listen_on(r, r->cfg.agent_listen, &r->agent_addr, &r->agent_l, "agent",
+				   agent_accept_cb))) {
 		return rc;
+	}
 	r->agent_l.keepalive = true;
+	if ((rc = relay_advertise(r)))
+		return rc;
 	if ((rc = forward_init(r)))
 		return rc;
 	r->internal_l.keepalive = true;
@@ -311,8 +346,12 @@ int relay_init(struct relay *r)
 	r->usage_on_total = enforce_usage_total; /* each flush's period totals drive the caps */
 	r->tick.cb = tick_cb;
 	loop_timer_arm(&r->loop, &r->tick, 0);
-	pr_info("relay %s up: players on %s, agents on %s, names *%s", r->cfg.instance_id,
-		r->cfg.player_listen, r->cfg.agent_listen, r->suffix);
+	if (r->cfg.one_port[0])
+		pr_info("relay %s up: players and agents on one port %s, names *%s",
+			r->cfg.instance_id, r->cfg.one_port, r->suffix);
+	else
+		pr_info("relay %s up: players on %s, agents on %s, names *%s", r->cfg.instance_id,
+			r->cfg.player_listen, r->cfg.agent_listen, r->suffix);
 	return 0;
 }
 
@@ -321,6 +360,7 @@ int relay_run(struct relay *r) { return loop_run(&r->loop); }
 void relay_free(struct relay *r)
 {
 	admin_stop(r);
+	oneport_stop(r);
 	listener_close(&r->loop, &r->player_l);
 	listener_close(&r->loop, &r->agent_l);
 	tunnel_hs_stop(r); /* handshakes in progress: closed, never registered */

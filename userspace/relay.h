@@ -123,7 +123,8 @@ static inline int tunnel_players(const struct tunnel *t)
 struct relay {
 	struct relay_cfg cfg;
 	struct loop loop;
-	struct listener player_l, agent_l;
+	struct listener player_l, agent_l; /* with --one-port not listening: fed by oneport.c */
+	struct oneport *oneport;    /* --one-port: the shared listener (oneport.h); else NULL */
 	SSL_CTX *tls;
 	struct auth_cfg auth;
 	/* the handshake threads verify tokens with auth while the loop may reload its keys:
