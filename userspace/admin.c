@@ -280,6 +280,13 @@ static void render_metrics(struct relay *r, struct sbuf *b)
 	by_reason(b, "forward_refused_total",
 		  "internal-port connections refused, by reason (forged, replayed, not for us, cache full)",
 		  fwd_names, g_metrics.forward_refused, FWD_REFUSED_MAX);
+	family(b, "dataconns_forwarded_total", "counter",
+	       "Agent data connections handed between relays (sent: to the relay that issued "
+	       "their token; received: on the internal port, for a token we issued)");
+	sb_printf(b, "dvv_relay_dataconns_forwarded_total{side=\"sent\"} %lld\n"
+		     "dvv_relay_dataconns_forwarded_total{side=\"received\"} %lld\n",
+		  (long long)M_GET(dataconns_forwarded_sent),
+		  (long long)M_GET(dataconns_forwarded_received));
 	sb_printf(b,
 		  "# HELP dvv_relay_info Static facts about this relay\n# TYPE dvv_relay_info gauge\n"
 		  "dvv_relay_info{instance=\"%s\",region=\"%s\",dataplane=\"%s\",version=\"0.1.0\"} 1\n",

@@ -42,7 +42,7 @@ static const struct opt_def defs[] = {
 	S(admin_listen, "/healthz /readyz /metrics"),
 	SD(public_agent_addr, "agent address advertised to agents", "--agent-listen"),
 	S(redis, "Redis host:port, or several cluster seeds host:port,host:port"),
-	S(internal_listen, "relay-to-relay port for forwarded players (needs a cluster secret)"),
+	S(internal_listen, "relay-to-relay port for forwarded players and agent data connections (needs a cluster secret)"),
 	SD(internal_addr, "address other relays dial to reach internal-listen", "--internal-listen, or this host's private address if it listens on all"),
 	S(cluster_secret_file, "file holding the secret shared by all relays (or env DVV_CLUSTER_SECRET)"),
 	S(one_port, "players and agents share this one listening address, told apart by their first bytes (replaces --player-listen and --agent-listen; for a platform that gives one public TCP port)"),

@@ -57,7 +57,7 @@ size_t fwd_encode(const struct fwd_hdr *h, const uint8_t *key, size_t keylen, ui
 	uint8_t *p = out;
 	memcpy(p, FWD_MAGIC, 4);
 	p[4] = FWD_VERSION;
-	p[5] = h->trace ? FWD_F_TRACE : 0;
+	p[5] = (uint8_t)((h->trace ? FWD_F_TRACE : 0) | (h->flags & FWD_F_DATA));
 	proto_put16(p + 6, (uint16_t)body);
 	p += FWD_FIXED;
 	proto_put64(p, h->ts_ms);
@@ -108,6 +108,7 @@ int fwd_verify(const uint8_t *whole, size_t len, const uint8_t *key, size_t keyl
 	/* authenticated from here on: parse with bounds anyway */
 	const uint8_t *p = whole + FWD_FIXED, *end = whole + len - FWD_MAC_LEN;
 	memset(out, 0, sizeof(*out));
+	out->flags = whole[5] & FWD_F_DATA;
 	out->ts_ms = proto_get64(p);
 	memcpy(out->nonce, p + 8, 16);
 	if (whole[5] & FWD_F_TRACE)
@@ -118,7 +119,9 @@ int fwd_verify(const uint8_t *whole, size_t len, const uint8_t *key, size_t keyl
 		goto bad;
 	p += PROTO_ADDRS_LEN;
 	size_t hl = *p++;
-	if (hl == 0 || (size_t)(end - p) < hl + 1)
+	/* a player's header names its host; a data connection's is empty (which relays that
+	 * predate FWD_F_DATA refuse) */
+	if ((hl == 0) != !!(out->flags & FWD_F_DATA) || (size_t)(end - p) < hl + 1)
 		goto bad;
 	memcpy(out->host, p, hl);
 	p += hl;
@@ -143,6 +146,14 @@ int fwd_verify(const uint8_t *whole, size_t len, const uint8_t *key, size_t keyl
 bad:
 	snprintf(err, errlen, "malformed forward header body");
 	return -EPROTO;
+}
+
+uint32_t fwd_token_tag(const char *instance_id)
+{
+	uint32_t h = 2166136261u;
+	for (const unsigned char *c = (const unsigned char *)instance_id; *c; c++)
+		h = (h ^ *c) * 16777619u;
+	return h ? h : 1;
 }
 
 /* ---- sending end (relay A) ---- */
@@ -395,6 +406,107 @@ void forward_player(struct player *p)
 	lookup(p);
 }
 
+/* ---- agent data connections: the sending end ---- */
+
+void forward_set_relays(struct relay *r, const char *const *kv, size_t n)
+{
+	size_t k = 0;
+	for (size_t i = 0; i + 1 < n && k < sizeof(r->fwd_relays) / sizeof(r->fwd_relays[0]);
+	     i += 2) {
+		const char *id = kv[i], *addr = kv[i + 1];
+		if (!strcmp(id, r->cfg.instance_id) || !strcmp(addr, "-") || strlen(id) > 64 ||
+		    strlen(addr) >= sizeof(r->fwd_relays[0].addr))
+			continue; /* ourselves, or a relay that does not forward */
+		struct fwd_relay *f = &r->fwd_relays[k++];
+		f->tag = fwd_token_tag(id);
+		snprintf(f->instance, sizeof(f->instance), "%s", id);
+		snprintf(f->addr, sizeof(f->addr), "%s", addr);
+	}
+	r->nfwd_relays = k;
+}
+
+/* Connected to the owning relay: send the header and the agent's preamble in one write, then
+ * both sockets go to the data plane. No answer byte is awaited: the owner sends nothing before
+ * it joins a player to the connection, and refuses by closing (the agent then retries). */
+static void dfwd_conn_cb(struct loop *l, struct loop_io *io, uint32_t events)
+{
+	struct dataconn *d = container_of(io, struct dataconn, fio);
+	struct relay *r = d->r;
+	int e = net_so_error(io->fd);
+	if (e || (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP))) {
+		M_INC(forward_failures_total);
+		pr_rl(LOG_INFO, "data connection for relay %s: %s", d->fwd_target,
+		      e ? strerror(e) : "the owning relay closed the connection");
+		dataconn_close(d);
+		return;
+	}
+	if (!(events & EPOLLOUT))
+		return;
+	struct fwd_hdr h = {.flags = FWD_F_DATA, .ts_ms = wall_ms()};
+	rand_bytes(h.nonce, sizeof(h.nonce));
+	memcpy(&h.src, &d->src, sizeof(h.src));
+	socklen_t sl = sizeof(h.dst);
+	if (getsockname(d->io.fd, (struct sockaddr *)&h.dst, &sl))
+		memcpy(&h.dst, &d->src, sizeof(h.dst));
+	snprintf(h.from, sizeof(h.from), "%s", r->cfg.instance_id);
+	snprintf(h.target, sizeof(h.target), "%s", d->fwd_target);
+	uint8_t buf[FWD_FIXED + FWD_BODY_MAX + DATA_ATTACH_LEN];
+	size_t n = fwd_encode(&h, r->fwd_key, r->fwd_keylen, buf, sizeof(buf) - DATA_ATTACH_LEN);
+	if (n) {
+		memcpy(buf + n, d->pre, DATA_ATTACH_LEN);
+		n += DATA_ATTACH_LEN;
+	}
+	bool sent = n && send(io->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)n;
+	OPENSSL_cleanse(buf, sizeof(buf)); /* the attach token */
+	if (!sent) {
+		M_INC(forward_failures_total);
+		dataconn_close(d);
+		return;
+	}
+	int ffd = io->fd;
+	loop_io_del(l, io);
+	d->fio.fd = -1;
+	char target[65];
+	snprintf(target, sizeof(target), "%s", d->fwd_target);
+	int afd = dataconn_release(d);
+	M_INC(dataconns_forwarded_sent);
+	pr_debug("data connection forwarded to relay %s", target);
+	r->dp.ops->join(&r->dp, afd, ffd, 0);
+}
+
+int forward_dataconn(struct dataconn *d)
+{
+	struct relay *r = d->r;
+	if (!r->fwd_enabled || d->forwarded)
+		return -ENOENT; /* never twice: the relay it was sent to is the one that issued it */
+	const uint8_t *id = d->pre + 4;
+	uint32_t tag = (uint32_t)id[0] << 24 | (uint32_t)id[1] << 16 | (uint32_t)id[2] << 8 | id[3];
+	if (tag == r->token_tag)
+		return -ENOENT;
+	const struct fwd_relay *o = NULL;
+	for (size_t i = 0; i < r->nfwd_relays && !o; i++)
+		if (r->fwd_relays[i].tag == tag)
+			o = &r->fwd_relays[i];
+	if (!o)
+		return -ENOENT;
+	struct net_addr a;
+	char err[160];
+	int fd = -1;
+	if (net_parse_addr(o->addr, &a, false, err, sizeof(err)) || net_connect(&a, &fd))
+		return -ENOENT;
+	net_keepalive(fd, 0);
+	snprintf(d->fwd_target, sizeof(d->fwd_target), "%s", o->instance);
+	d->fio = (struct loop_io){.fd = fd, .cb = dfwd_conn_cb};
+	if (loop_io_set(&r->loop, &d->fio, EPOLLOUT | EPOLLRDHUP)) {
+		close(fd);
+		d->fio.fd = -1;
+		return -ENOMEM;
+	}
+	/* still unauthenticated and under its accept deadline (d->timer) while we connect */
+	d->state = DS_FORWARD;
+	return 0;
+}
+
 /* ---- receiving end (relay B): the replay cache ---- */
 
 struct nonce_entry {
@@ -540,6 +652,13 @@ static void fwdin_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 	case NONCE_FULL:
 		fwdin_refuse(f, FWD_REFUSED_nonce_full,
 			     "replay cache full of unexpired nonces (forward flood?)");
+		return;
+	}
+	if (h.flags & FWD_F_DATA) {
+		/* the preamble follows: read by tunnel.c, under the agent port's caps */
+		int fd = io->fd;
+		fwdin_close(f, false);
+		tunnel_adopt_dataconn(r, fd, &h.src);
 		return;
 	}
 	/* A's route is stale: the agent moved or is between relays, or the name is live here
@@ -694,6 +813,7 @@ int forward_init(struct relay *r)
 {
 	int rc;
 	r->internal_l.io.fd = -1;
+	r->token_tag = fwd_token_tag(r->cfg.instance_id);
 	dlist_init(&r->nonce_fifo);
 	dlist_init(&r->fwdins);
 	if (!r->nonce_max)

@@ -25,7 +25,8 @@
  * live tunnel here to forward_player() (which forwards only when r->fwd_enabled and the player
  * was not itself forwarded, and otherwise answers it from the same lookup), calls forward_timeout() at the
  * deadline of a player in PS_LOOKUP / PS_FORWARD, and forward_cancel() whenever it lets a player
- * go. The receiving end gives accepted players to player_adopt_forwarded(). The codec
+ * go. The receiving end gives accepted players to player_adopt_forwarded(), and accepted agent
+ * data connections (FWD_F_DATA) to tunnel_adopt_dataconn(). The codec
  * (fwd_encode/fwd_fixed/fwd_verify) is pure. */
 #ifndef DVV_FORWARD_H
 #define DVV_FORWARD_H
@@ -38,6 +39,7 @@
 
 struct relay;
 struct player;
+struct dataconn;
 
 #define FWD_MAGIC "DVVF"
 #define FWD_FIXED 8	      /* magic, version, flags, u16 body length */
@@ -46,6 +48,11 @@ struct player;
  * nonces stay unique). Relays that predate the flag ignore flags and take the nonce as a
  * nonce, so the header is the same length and shape for old and new receivers alike. */
 #define FWD_F_TRACE 0x01
+/* flags bit 1: not a player but an agent's data connection whose attach token the target
+ * relay issued; the host is empty, and the 36-byte data preamble ("DVVA" + token) follows the
+ * header. A relay that predates the flag refuses the header (an empty host is malformed), so
+ * it never takes such a connection for a player. */
+#define FWD_F_DATA 0x02
 #define FWD_BODY_MIN (8 + 16 + 8 + PROTO_ADDRS_LEN + 1 + 1 + 1 + FWD_MAC_LEN)
 #define FWD_BODY_MAX 600
 #define FWD_MAC_LEN 32
@@ -55,6 +62,7 @@ struct player;
 #define FWD_NOT_HERE 0x15     /* B -> A: no live tunnel for that name and epoch here (stale route) */
 
 struct fwd_hdr {
+	uint8_t flags;		   /* FWD_F_DATA (FWD_F_TRACE follows `trace`) */
 	uint64_t ts_ms;		   /* sender's wall clock, ms */
 	uint8_t nonce[16];
 	uint64_t epoch;		   /* fencing epoch of the route the sender acted on */
@@ -79,6 +87,11 @@ int fwd_fixed(const uint8_t fixed[FWD_FIXED]);
 int fwd_verify(const uint8_t *whole, size_t len, const uint8_t *key, size_t keylen,
 	       uint64_t now_ms, struct fwd_hdr *out, char *err, size_t errlen);
 
+/* The tag a relay puts in the first 4 bytes of every attach token id it issues (the other 4
+ * stay random): FNV-1a of its instance id, never 0. Lets a relay that receives a data
+ * connection for a token it did not issue tell which relay of its region did. */
+uint32_t fwd_token_tag(const char *instance_id);
+
 /* ---- the module ---- */
 
 /* Open the internal port when --internal-listen is set (it then needs the cluster secret, and
@@ -97,5 +110,14 @@ void forward_timeout(struct player *p);
 /* p is being let go (closed or handed to the data plane): close its connection to the owning
  * relay, if any. */
 void forward_cancel(struct player *p);
+
+/* Agent data connections (tunnel.c). d presented a preamble whose token is not ours: if its
+ * tag names another forwarding relay of the region (r->fwd_relays) and d did not itself come
+ * from the internal port, start handing it to that relay (DS_FORWARD) and return 0; d then
+ * ends in dataconn_close() or dataconn_release() + the data plane. -ENOENT otherwise (the
+ * caller closes d, as for any bad token). */
+int forward_dataconn(struct dataconn *d);
+/* The heartbeat's list of the region's relays: pairs of instance id and internal address. */
+void forward_set_relays(struct relay *r, const char *const *kv, size_t n);
 
 #endif

@@ -160,6 +160,10 @@ struct relay_metrics {
 	_Atomic int64_t accept_errors[ACCEPT_ERR_MAX];
 	_Atomic int64_t agent_refused[AGENT_REF_MAX];
 	_Atomic int64_t forward_refused[FWD_REFUSED_MAX];
+	/* agent data connections handed between relays (dvv_relay_dataconns_forwarded_total{side}):
+	 * sent = another relay's token arrived here and the connection went to that relay;
+	 * received = one arrived on our internal port for a token we issued */
+	_Atomic int64_t dataconns_forwarded_sent, dataconns_forwarded_received;
 	_Atomic int64_t plan_closed[PLAN_CLOSE_MAX];
 	_Atomic int64_t join_refused[JOIN_REF_MAX];
 };

@@ -33,7 +33,12 @@ struct dp_acct;
 
 
 /* An agent data connection, from accept until it is joined to a player. */
-enum data_state { DS_SNIFF, DS_ATTACH, DS_IDLE };
+enum data_state {
+	DS_SNIFF,
+	DS_ATTACH,
+	DS_FORWARD, /* its token is another relay's: being handed to that relay (forward.c) */
+	DS_IDLE
+};
 struct dataconn {
 	struct loop_io io;
 	struct loop_timer timer;
@@ -48,6 +53,9 @@ struct dataconn {
 	bool unauth;		    /* DS_SNIFF / DS_ATTACH: counted in r->nunauth */
 	uint8_t pre[DATA_ATTACH_LEN];
 	uint8_t prelen;
+	bool forwarded;		    /* came in on the internal port: never forwarded again */
+	struct loop_io fio;	    /* DS_FORWARD: the connection to the owning relay */
+	char fwd_target[65];	    /* DS_FORWARD: the owning relay's instance id */
 };
 
 /* t is going away: what becomes of the players waiting for its agent. */
@@ -155,6 +163,16 @@ struct relay {
 	struct dlist route_fifo, nonce_fifo, fwdins;
 	size_t nroutes, nnonces;
 	size_t nonce_max;	    /* replay cache bound (forward.c; default NONCE_CACHE_MAX) */
+	/* the region's other relays that forward (instance id, its attach-token tag, internal
+	 * address), refreshed with each heartbeat: where a data connection carrying another
+	 * relay's attach token is sent (forward.c) */
+	struct fwd_relay {
+		uint32_t tag;
+		char instance[65];
+		char addr[130];
+	} fwd_relays[64];
+	size_t nfwd_relays;
+	uint32_t token_tag;	    /* fwd_token_tag(our instance id) */
 	struct dlist tunnels;
 	struct dlist players;	    /* players not yet handed to the data plane */
 	struct dlist dataconns;	    /* agent connections not yet handed to the data plane */
@@ -222,6 +240,13 @@ void tunnel_each_lease(struct relay *r, rredis_lease_fn fn, void *ctx);
 void tunnel_lease_lost(struct relay *r, const char *hostname, uint64_t epoch);
 void dataconn_close(struct dataconn *d);
 void dataconn_close_all(struct relay *r);
+/* Let d go without closing its socket (handed on by forward.c): returns the socket. */
+int dataconn_release(struct dataconn *d);
+/* A data connection another relay forwarded to our internal port (forward.c, FWD_F_DATA):
+ * admitted under the agent port's unauthenticated caps as if it came from src (the agent's
+ * address), then read like one that arrived on the agent port (preamble, token, pool). Takes
+ * fd (closed when refused). */
+void tunnel_adopt_dataconn(struct relay *r, int fd, const struct sockaddr_storage *src);
 void relay_tick_tunnels(struct relay *r);
 /* Send t's agent a message and close the session (GOODBYE code + reason), for plan
  * enforcement; fate says what its waiting players get. */

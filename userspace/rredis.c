@@ -2,6 +2,7 @@
  * heartbeat, route lookups and placement. rredis.h states the contract; docs/redis.md the keys. */
 #include "rredis.h"
 #include "auth.h"
+#include "forward.h"
 #include "log.h"
 #include "metrics.h"
 #include "names.h"
@@ -130,8 +131,9 @@ static const char release_lua[] =
 /* Heartbeat of one instance, reaping of dead ones and the placement answer, all in the region's
  * slot. KEYS load agents alive info; ARGV id ttl state score agent_addr grace alive_prefix
  * info_prefix margin, then info field/value pairs. Dead = in the load set without an alive key.
- * Returns {reaped, pick}: pick is the agent address of the least-loaded instance when it beats
- * us by more than margin, else false. Scores change only at heartbeats, so this answer is as
+ * Returns {reaped, pick, relays}: pick is the agent address of the least-loaded instance when it
+ * beats us by more than margin, else false; relays is the live instances' id and internal
+ * address, in pairs (where data connections for their attach tokens are forwarded). Scores change only at heartbeats, so this answer is as
  * fresh as one read per registration was, without a Redis call per registration. */
 static const char heartbeat_lua[] =
 	"local id = ARGV[1]\n"
@@ -147,10 +149,14 @@ static const char heartbeat_lua[] =
 	"  redis.call('ZREM', KEYS[1], id) redis.call('HDEL', KEYS[2], id)\n"
 	"end\n"
 	"local reaped = 0\n"
+	"local relays = {}\n"
 	"for _, other in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
 	"  if redis.call('EXISTS', ARGV[7]..other) == 0 then\n"
 	"    redis.call('ZREM', KEYS[1], other) redis.call('HDEL', KEYS[2], other)\n"
 	"    redis.call('DEL', ARGV[8]..other) reaped = reaped + 1\n"
+	"  elseif other ~= id and #relays < 128 then\n"
+	"    local a = redis.call('HGET', ARGV[8]..other, 'internal_addr')\n"
+	"    if a and a ~= '-' then relays[#relays+1] = other relays[#relays+1] = a end\n"
 	"  end\n"
 	"end\n"
 	"local pick = false\n"
@@ -161,7 +167,7 @@ static const char heartbeat_lua[] =
 	"    pick = redis.call('HGET', KEYS[2], best[1])\n"
 	"  end\n"
 	"end\n"
-	"return {reaped, pick}\n";
+	"return {reaped, pick, relays}\n";
 
 /* Active instances of the region other than us, least loaded first, as agent addresses.
  * KEYS load agents; ARGV id max */
@@ -1026,11 +1032,26 @@ static void on_heartbeat(struct rc *rc, redisReply *rep, void *priv)
 			pr_rl(LOG_WARN, "redis: heartbeat: %s", rep->str);
 		return;
 	}
-	const char *addr = rep->type == REDIS_REPLY_ARRAY && rep->elements == 2
+	const char *addr = rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2
 				   ? reply_str(rep->element[1], sizeof(rd->pick) - 1)
 				   : NULL;
 	if (addr)
 		snprintf(rd->pick, sizeof(rd->pick), "%s", addr);
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+	    rep->element[2]->type != REDIS_REPLY_ARRAY)
+		return;
+	const redisReply *l = rep->element[2];
+	const char *kv[128];
+	size_t n = 0;
+	for (size_t i = 0; i + 1 < l->elements && n + 2 <= 128; i += 2) {
+		const char *id = reply_str(l->element[i], 64);
+		const char *ia = reply_str(l->element[i + 1], 129);
+		if (!id || !ia)
+			continue;
+		kv[n++] = id;
+		kv[n++] = ia;
+	}
+	forward_set_relays(rd->r, kv, n);
 }
 
 void rredis_heartbeat(struct relay *r)

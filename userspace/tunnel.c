@@ -1,5 +1,6 @@
 /* Agent side of the relay: the agent port (TLS control channels and plain data connections),
  * tunnel sessions, attach tokens and the pool of idle data connections. */
+#include "forward.h"
 #include "log.h"
 #include "metrics.h"
 #include "relay.h"
@@ -60,10 +61,15 @@ static bool tid_eq(const struct hnode *n, const void *key, size_t len)
 	return strlen(t->claims.tid) == len && !memcmp(t->claims.tid, key, len);
 }
 
+/* The whole token: two outstanding tokens may share an id (only 4 of its bytes are random, the
+ * other 4 are our tag), never a secret. The secret is compared in constant time; whether an id
+ * matched is no secret. */
 static bool token_eq(const struct hnode *n, const void *key, size_t len)
 {
 	const struct attach_token *a = container_of(n, struct attach_token, hn);
-	return !memcmp(a->tok, key, ATTACH_ID_LEN);
+	return !memcmp(a->tok, key, ATTACH_ID_LEN) &&
+	       !CRYPTO_memcmp(a->tok + ATTACH_ID_LEN, (const uint8_t *)key + ATTACH_ID_LEN,
+			      ATTACH_TOKEN_LEN - ATTACH_ID_LEN);
 }
 
 struct tunnel *tunnel_lookup_host(struct relay *r, const char *host, size_t len)
@@ -114,13 +120,28 @@ void dataconn_close(struct dataconn *d)
 		d->tunnel->nidle--;
 		M_DEC(data_conns_idle);
 	}
+	int fd = dataconn_release(d);
+	if (fd >= 0)
+		close(fd);
+}
+
+int dataconn_release(struct dataconn *d)
+{
+	int fd = d->io.fd;
+	if (fd < 0)
+		return -1;
 	unauth_done(d->r, &d->unauth, &d->src, d->src_slot);
 	loop_timer_cancel(&d->r->loop, &d->timer);
 	loop_io_del(&d->r->loop, &d->io);
-	close(d->io.fd);
+	if (d->fio.fd >= 0) { /* forward.c takes it first when it hands d on */
+		loop_io_del(&d->r->loop, &d->fio);
+		close(d->fio.fd);
+		d->fio.fd = -1;
+	}
 	d->io.fd = -1;
 	dlist_del(&d->all);
 	loop_defer(&d->r->loop, dataconn_free, d);
+	return fd;
 }
 
 void dataconn_close_all(struct relay *r)
@@ -162,11 +183,13 @@ static void data_attach(struct dataconn *d)
 	}
 	const uint8_t *tok = d->pre + 4;
 	struct hnode *n = htab_find(&r->tokens, htab_hash(&r->tokens, tok, ATTACH_ID_LEN), tok,
-				    ATTACH_ID_LEN, token_eq);
+				    ATTACH_TOKEN_LEN, token_eq);
 	struct attach_token *a = n ? container_of(n, struct attach_token, hn) : NULL;
-	if (!a || CRYPTO_memcmp(a->tok + ATTACH_ID_LEN, tok + ATTACH_ID_LEN,
-				ATTACH_TOKEN_LEN - ATTACH_ID_LEN) ||
-	    a->expires_ms < r->loop.now || a->tunnel->state != TS_UP) {
+	/* not ours: another relay of the region may have issued it (a proxy in front of several
+	 * relays sends each connection to any of them) */
+	if (!a && forward_dataconn(d) == 0)
+		return;
+	if (!a || a->expires_ms < r->loop.now || a->tunnel->state != TS_UP) {
 		M_INC(data_attach_bad_total);
 		pr_rl(LOG_INFO, "data connection refused: unknown, used or expired attach token");
 		dataconn_close(d);
@@ -197,6 +220,13 @@ static void data_io_cb(struct loop *l, struct loop_io *io, uint32_t events)
 		struct tunnel *t = d->tunnel;
 		dataconn_close(d);
 		tunnel_refill(t);
+		return;
+	}
+	if (d->state == DS_FORWARD) {
+		/* the agent sends nothing more before a player's bytes reach it: only its going
+		 * away matters while we connect to the owning relay */
+		if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+			dataconn_close(d);
 		return;
 	}
 	if (d->state == DS_SNIFF) {
@@ -244,6 +274,47 @@ static void data_timer_cb(struct loop *l, struct loop_timer *tm)
 	dataconn_close(d);
 }
 
+/* An admitted connection (slot: its place in the per-source count) starts being read: a
+ * control channel or a data connection; one forwarded by another relay can only be the
+ * latter. Takes fd. */
+static void dataconn_start(struct relay *r, int fd, const struct sockaddr_storage *src,
+			   long slot, bool forwarded)
+{
+	struct loop *l = &r->loop;
+	struct dataconn *d = calloc(1, sizeof(*d));
+	if (!d) {
+		rl_pending_done(&r->agent_rl, slot, src);
+		close(fd);
+		return;
+	}
+	net_tune_stream(fd);
+	/* the player -> server direction queues here when the agent's host is the bottleneck */
+	net_bound_queue(fd, &(struct net_queue_opts){.notsent_lowat = r->cfg.notsent_lowat_kb
+									<< 10});
+	d->src = *src;
+	d->src_slot = slot;
+	d->unauth = true;
+	unauth_add(r);
+	d->r = r;
+	d->forwarded = forwarded;
+	d->state = forwarded ? DS_ATTACH : DS_SNIFF;
+	d->io = (struct loop_io){.fd = fd, .cb = data_io_cb};
+	d->fio.fd = -1;
+	d->timer.cb = data_timer_cb;
+	if (loop_io_set(l, &d->io, EPOLLIN | EPOLLRDHUP | EPOLLET)) {
+		unauth_done(r, &d->unauth, &d->src, d->src_slot);
+		close(fd);
+		free(d);
+		return;
+	}
+	loop_timer_arm(l, &d->timer, (uint64_t)r->cfg.ctl_auth_timeout_ms);
+	dlist_add_tail(&r->dataconns, &d->all);
+	/* the agent's first bytes usually came with the connection: handle them now, so a
+	 * pool refill (many connections at once from one address) leaves the unauthenticated
+	 * count before the next accept */
+	data_io_cb(l, &d->io, EPOLLIN);
+}
+
 void agent_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 {
 	struct relay *r = l->data;
@@ -269,37 +340,28 @@ void agent_accept_cb(struct loop *l, struct loop_io *io, uint32_t events)
 			close(fd);
 			continue;
 		}
-		struct dataconn *d = calloc(1, sizeof(*d));
-		if (!d) {
-			rl_pending_done(&r->agent_rl, slot, &ss);
-			close(fd);
-			continue;
-		}
-		net_tune_stream(fd);
-		/* the player -> server direction queues here when the agent's host is the bottleneck */
-		net_bound_queue(fd, &(struct net_queue_opts){.notsent_lowat = r->cfg.notsent_lowat_kb
-										<< 10});
-		d->src = ss;
-		d->src_slot = slot;
-		d->unauth = true;
-		unauth_add(r);
-		d->r = r;
-		d->state = DS_SNIFF;
-		d->io = (struct loop_io){.fd = fd, .cb = data_io_cb};
-		d->timer.cb = data_timer_cb;
-		if (loop_io_set(l, &d->io, EPOLLIN | EPOLLRDHUP | EPOLLET)) {
-			unauth_done(r, &d->unauth, &d->src, d->src_slot);
-			close(fd);
-			free(d);
-			continue;
-		}
-		loop_timer_arm(l, &d->timer, (uint64_t)r->cfg.ctl_auth_timeout_ms);
-		dlist_add_tail(&r->dataconns, &d->all);
-		/* the agent's first bytes usually came with the connection: handle them now, so a
-		 * pool refill (many connections at once from one address) leaves the unauthenticated
-		 * count before the next accept */
-		data_io_cb(l, &d->io, EPOLLIN);
+		dataconn_start(r, fd, &ss, slot, false);
 	}
+}
+
+void tunnel_adopt_dataconn(struct relay *r, int fd, const struct sockaddr_storage *src)
+{
+	if (r->nunauth >= r->cfg.agent_unauth_max) {
+		M_REFUSED(unauth_total);
+		pr_rl(LOG_WARN, "internal port: %d unauthenticated connections: refusing a "
+				"forwarded data connection", r->nunauth);
+		close(fd);
+		return;
+	}
+	long slot = rl_pending_add(&r->agent_rl, src);
+	if (slot < 0) {
+		M_REFUSED(unauth_source);
+		pr_rl(LOG_INFO, "internal port: too many unauthenticated connections from one source");
+		close(fd);
+		return;
+	}
+	M_INC(dataconns_forwarded_received);
+	dataconn_start(r, fd, src, slot, true);
 }
 
 /* ---- tunnels ---- */
@@ -491,6 +553,11 @@ void tunnel_refill(struct tunnel *t)
 		if (!a)
 			break;
 		rand_bytes(a->tok, sizeof(a->tok));
+		/* which relay issued it (forward.h) */
+		a->tok[0] = (uint8_t)(r->token_tag >> 24);
+		a->tok[1] = (uint8_t)(r->token_tag >> 16);
+		a->tok[2] = (uint8_t)(r->token_tag >> 8);
+		a->tok[3] = (uint8_t)r->token_tag;
 		a->tunnel = t;
 		a->expires_ms = r->loop.now + (uint64_t)r->cfg.token_ttl_ms;
 		htab_add(&r->tokens, &a->hn, htab_hash(&r->tokens, a->tok, ATTACH_ID_LEN));

@@ -1,7 +1,9 @@
 /* Relay-to-relay forwarding: the forward header (authenticity, freshness, bounds), and the
  * receiving end's answer on a real internal port: a header is taken only for a live tunnel at the
  * epoch it names (fencing), anything else is told FWD_NOT_HERE; a header meant for another relay,
- * a replay, or any header while the replay cache is full of unexpired nonces is refused. */
+ * a replay, or any header while the replay cache is full of unexpired nonces is refused. An agent
+ * data connection's header (FWD_F_DATA) has an empty host, which a player's may not have; the
+ * tag in attach token ids names the relay that issued them. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -344,6 +346,61 @@ static void a_full_nonce_cache_refuses_instead_of_evicting(void **state)
 	assert_int_equal(o->r.nnonces, 2);
 }
 
+static void a_data_connection_header_has_the_flag_and_no_host(void **state)
+{
+	uint8_t buf[1024];
+	struct fwd_hdr h = {.flags = FWD_F_DATA, .ts_ms = now};
+	struct sockaddr_in *s = (void *)&h.src, *d = (void *)&h.dst;
+	s->sin_family = d->sin_family = AF_INET;
+	strcpy(h.from, "relay-a");
+	strcpy(h.target, "relay-b");
+	size_t n = fwd_encode(&h, key, sizeof(key) - 1, buf, sizeof(buf));
+	assert_true(n > FWD_FIXED);
+	struct fwd_hdr got;
+	char err[200];
+	assert_int_equal(fwd_verify(buf, n, key, sizeof(key) - 1, now, &got, err, sizeof(err)), 0);
+	assert_int_equal(got.flags, FWD_F_DATA);
+	assert_string_equal(got.host, "");
+	assert_string_equal(got.target, "relay-b");
+	/* without the flag (what a relay that predates it reads), an empty host is malformed */
+	h.flags = 0;
+	n = fwd_encode(&h, key, sizeof(key) - 1, buf, sizeof(buf));
+	assert_int_equal(fwd_verify(buf, n, key, sizeof(key) - 1, now, &got, err, sizeof(err)),
+			 -EPROTO);
+	/* and a data connection's header naming a host is malformed too */
+	h.flags = FWD_F_DATA;
+	strcpy(h.host, "brave-otter.eu.dvv.one");
+	n = fwd_encode(&h, key, sizeof(key) - 1, buf, sizeof(buf));
+	assert_int_equal(fwd_verify(buf, n, key, sizeof(key) - 1, now, &got, err, sizeof(err)),
+			 -EPROTO);
+	/* a player's header carries no data flag */
+	n = make(buf, sizeof(buf), "brave-otter.eu.dvv.one", now);
+	assert_int_equal(fwd_verify(buf, n, key, sizeof(key) - 1, now, &got, err, sizeof(err)), 0);
+	assert_int_equal(got.flags, 0);
+}
+
+static void token_tags_name_the_issuing_relay(void **state)
+{
+	/* FNV-1a 32 of "relay-a": a fixed function, so every relay computes the same tag */
+	assert_int_equal(fwd_token_tag("relay-a"), fwd_token_tag("relay-a"));
+	assert_int_not_equal(fwd_token_tag("relay-a"), fwd_token_tag("relay-b"));
+	assert_int_equal(fwd_token_tag("a"), 0xe40c292cu);
+	assert_int_not_equal(fwd_token_tag(""), 0);
+	/* the heartbeat's list: ourselves and relays without an internal port are left out */
+	struct relay *r = calloc(1, sizeof(*r));
+	assert_non_null(r);
+	strcpy(r->cfg.instance_id, "relay-a");
+	const char *kv[] = {"relay-a", "127.0.0.1:1", "relay-b", "127.0.0.1:2",
+			    "relay-c", "-",	      "relay-d", "127.0.0.1:4", "odd"};
+	forward_set_relays(r, kv, sizeof(kv) / sizeof(kv[0]));
+	assert_int_equal(r->nfwd_relays, 2);
+	assert_string_equal(r->fwd_relays[0].instance, "relay-b");
+	assert_int_equal(r->fwd_relays[0].tag, fwd_token_tag("relay-b"));
+	assert_string_equal(r->fwd_relays[0].addr, "127.0.0.1:2");
+	assert_string_equal(r->fwd_relays[1].instance, "relay-d");
+	free(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -353,6 +410,8 @@ int main(void)
 		cmocka_unit_test(a_wrong_secret_is_refused),
 		cmocka_unit_test(stale_or_future_headers_are_refused),
 		cmocka_unit_test(malformed_lengths_are_refused),
+		cmocka_unit_test(a_data_connection_header_has_the_flag_and_no_host),
+		cmocka_unit_test(token_tags_name_the_issuing_relay),
 		cmocka_unit_test_setup_teardown(a_live_tunnel_at_the_routed_epoch_takes_the_player,
 						owner_up, owner_down),
 		cmocka_unit_test_setup_teardown(a_route_to_another_epoch_is_not_here, owner_up,
