@@ -18,17 +18,10 @@ const PLAYERS = 20
 let keys, redis, mc, relays, agent, agentProxy, playerProxy
 const SECRET = crypto.randomBytes(24).toString('hex')
 
-async function forwardingRelay (id) {
-  const internal = await h.freePort()
-  return h.startRelay({
-    redisPort: redis.port,
-    keys,
-    instanceId: `${id}-${process.pid}`,
-    env: { DVV_CLUSTER_SECRET: SECRET },
-    // no MOVE to the other relay: the agent stays behind the proxy, as on Railway
-    extraArgs: ['--internal-listen', `127.0.0.1:${internal}`, '--placement-margin', '1000000']
-  })
-}
+// no MOVE to the other relay: the agent stays behind the proxy, as on Railway
+const forwardingRelay = (id) => h.startForwardingRelay({
+  redisPort: redis.port, keys, instanceId: `${id}-${process.pid}`, secret: SECRET, extraArgs: ['--placement-margin', '1000000']
+})
 
 /** A TCP proxy on loopback that sends each new connection to the next of ports in turn. */
 function roundRobinProxy (ports) {

@@ -465,6 +465,18 @@ const LOOPBACK_LIMITS = ['--join-rate-v4', '1000000', '--join-rate-v6', '1000000
 
 // instanceId null: no --instance-id, the relay picks its default (hostname-pid). wrapper: a
 // command that execs the relay (same pid), e.g. ['prlimit', '--nofile=128:128', '--'].
+/** A relay that forwards between relays: an internal port of its own and the cluster secret. */
+export async function startForwardingRelay ({ redisPort, keys, instanceId, secret, extraArgs = [] }) {
+  const internal = await freePort()
+  return startRelay({
+    redisPort,
+    keys,
+    instanceId,
+    env: { DVV_CLUSTER_SECRET: secret },
+    extraArgs: ['--internal-listen', `127.0.0.1:${internal}`, ...extraArgs]
+  })
+}
+
 export async function startRelay ({ redisPort, keys, extraArgs = [], instanceId = 'e2e-relay', region = 'eu', baseDomain = 'dvv.test', env = {}, readyTimeoutMs = 20000, limits = 'loopback', wrapper = [] } = {}) {
   const [playerPort, agentPort, adminPort] = [await freePort(), await freePort(), await freePort()]
   const args = [

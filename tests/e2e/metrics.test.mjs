@@ -18,16 +18,9 @@ import { documentedMetrics, parseExposition, compare } from './metricsdoc.mjs'
 let keys, redis, mc, relayA, relayB, agent
 const SECRET = crypto.randomBytes(24).toString('hex')
 
-async function forwardingRelay (id) {
-  const internal = await h.freePort()
-  return h.startRelay({
-    redisPort: redis.port,
-    keys,
-    instanceId: `${id}-${process.pid}`,
-    env: { DVV_CLUSTER_SECRET: SECRET },
-    extraArgs: ['--internal-listen', `127.0.0.1:${internal}`]
-  })
-}
+const forwardingRelay = (id) => h.startForwardingRelay({
+  redisPort: redis.port, keys, instanceId: `${id}-${process.pid}`, secret: SECRET
+})
 
 before(h.withLogs('setup', async () => {
   h.requireBinaries()

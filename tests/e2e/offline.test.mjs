@@ -173,16 +173,13 @@ async function until (pred, what, timeoutMs = 10000) {
 let relayA, relayB
 const SECRET = crypto.randomBytes(24).toString('hex')
 
-async function forwardingRelay (id) {
-  const internal = await h.freePort()
-  return h.startRelay({
-    redisPort: redis.port,
-    keys,
-    instanceId: id,
-    env: { DVV_CLUSTER_SECRET: SECRET },
-    extraArgs: ['--internal-listen', `127.0.0.1:${internal}`, '--join-wait-ms', '10000', '--max-waiting-per-tunnel', '2', '--pool-min', '0']
-  })
-}
+const forwardingRelay = (id) => h.startForwardingRelay({
+  redisPort: redis.port,
+  keys,
+  instanceId: id,
+  secret: SECRET,
+  extraArgs: ['--join-wait-ms', '10000', '--max-waiting-per-tunnel', '2', '--pool-min', '0']
+})
 
 h.scenario('players waiting for a session that moves (GOODBYE "moved") follow it to the new relay instead of hearing "offline"', async () => {
   relayA = await forwardingRelay('e2e-move-a')

@@ -16,16 +16,9 @@ import { join } from './mc-client.mjs'
 let keys, redis, mc, relayA, relayB, agent, token
 const SECRET = crypto.randomBytes(24).toString('hex')
 
-async function forwardingRelay (id) {
-  const internal = await h.freePort()
-  return h.startRelay({
-    redisPort: redis.port,
-    keys,
-    instanceId: `${id}-${process.pid}`,
-    env: { DVV_CLUSTER_SECRET: SECRET },
-    extraArgs: ['--internal-listen', `127.0.0.1:${internal}`, '--log-format', 'json']
-  })
-}
+const forwardingRelay = (id) => h.startForwardingRelay({
+  redisPort: redis.port, keys, instanceId: `${id}-${process.pid}`, secret: SECRET, extraArgs: ['--log-format', 'json']
+})
 
 /** The JSON lines of a process's stderr log (the harness writes a "$ command" line first). */
 function jsonLines (proc) {
