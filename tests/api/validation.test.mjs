@@ -8,7 +8,7 @@ import net from 'node:net'
 import path from 'node:path'
 import { after, before } from 'node:test'
 import { makeTempDir, scenario } from '../e2e/harness.mjs'
-import { PASSWORD, cleanupApi, startApi, uniqueEmail } from './api.mjs'
+import { PASSWORD, cleanupApi, sleep, startApi, uniqueEmail } from './api.mjs'
 
 let api
 before(async () => { api = await startApi() })
@@ -105,6 +105,47 @@ scenario('a body over 64 KiB is refused with 413 before it is read', async () =>
     setTimeout(() => sock.destroy(), 5000)
   })
   assert.match(chunked, /^HTTP\/1\.1 413/)
+})
+
+/** Opens `n` connections from `src` that each send a request line and stop. */
+async function slowClients (port, n, src) {
+  const socks = []
+  for (let i = 0; i < n; i++) {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress: src })
+    s.closedAt = null
+    s.on('error', () => {})
+    s.on('close', () => { s.closedAt = Date.now() })
+    await new Promise((resolve) => { s.once('connect', resolve); s.once('close', resolve) })
+    if (!s.destroyed) s.write('GET /healthz HTTP/1.1\r\n')
+    socks.push(s)
+  }
+  return socks
+}
+
+scenario('slow clients: 64 held per address and the rest closed at once, other addresses served, idle ones closed after --conn-timeout-s', async () => {
+  const slow = await startApi({ pg: api.pg, redisPort: api.redisPort, keys: api.keys, extraArgs: ['--conn-timeout-s', '3'] })
+  const socks = await slowClients(slow.port, 100, '127.0.0.1')
+  await sleep(500)
+  const open = socks.filter((s) => !s.closedAt).length
+  assert.equal(open, 64, `connections from one address held after 0.5 s: ${open} of 100`)
+  // another address is answered at once (the relays' own health checks, a second user)
+  const other = await new Promise((resolve, reject) => {
+    const s = net.connect({ port: slow.port, host: '127.0.0.1', localAddress: '127.0.0.2' }, () =>
+      s.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'))
+    let d = ''
+    s.on('data', (c) => { d += c })
+    s.on('close', () => resolve(d))
+    s.on('error', reject)
+    setTimeout(() => s.destroy(), 2000)
+  })
+  assert.match(other, /^HTTP\/1\.1 200/, 'a request from another address is answered while one address is at its cap')
+  // the held ones are closed once idle for --conn-timeout-s, and the address is served again
+  const t0 = Date.now()
+  while (socks.some((s) => !s.closedAt) && Date.now() - t0 < 8000) await sleep(100)
+  const held = socks.filter((s) => !s.closedAt).length
+  assert.equal(held, 0, `${held} slow connections still open 8 s after a 3 s idle timeout`)
+  const r = await slow.request('GET', '/healthz')
+  assert.equal(r.status, 200)
 })
 
 scenario('wrong content type is 415; unknown route 404; wrong method 405', async () => {
