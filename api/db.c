@@ -25,10 +25,22 @@ struct db_pool {
 static __thread char db_sqlstate[6];
 
 const char *db_last_sqlstate(void) { return db_sqlstate; }
+void db_clear_sqlstate(void) { db_sqlstate[0] = '\0'; }
+
+/* Defaults that bound a PostgreSQL that went silent (a dead host, a dropped route, a NAT that
+ * forgot the flow): connecting gives up after 5 s, an idle pooled connection is probed with TCP
+ * keepalives, and a query whose bytes go unacknowledged for 10 s fails instead of holding its
+ * HTTP thread for the kernel's retransmission timeout (about 15 min). They come before the
+ * operator's conninfo, which expand_dbname applies over them, so --pg can set any of them. */
+static const char *const conn_keys[] = {
+	"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+	"keepalives_count", "tcp_user_timeout", "dbname", NULL,
+};
 
 static PGconn *db_connect(const char *conninfo)
 {
-	PGconn *c = PQconnectdb(conninfo);
+	const char *vals[] = { "5", "1", "30", "10", "3", "10000", conninfo, NULL };
+	PGconn *c = PQconnectdbParams(conn_keys, vals, 1);
 
 	if (PQstatus(c) != CONNECTION_OK) {
 		pr_rl(LOG_ERROR, "postgresql: %s", PQerrorMessage(c));
@@ -149,12 +161,24 @@ PGresult *db_exec(PGconn *c, const char *sql, int n, const char *const *params)
 	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
 		return r;
 	state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-	snprintf(db_sqlstate, sizeof(db_sqlstate), "%s", state ? state : "?????");
+	/* no SQLSTATE and a broken connection: class 08 (connection exception), which the HTTP
+	 * layer answers as 503 rather than 500 */
+	snprintf(db_sqlstate, sizeof(db_sqlstate), "%s",
+		 state ? state : PQstatus(c) == CONNECTION_BAD ? "08006" : "?????");
 	/* unique violations are answers (409), not faults: do not log them */
-	/* the primary message only: DETAIL lines can quote parameter values */
-	if (strcmp(db_sqlstate, "23505") != 0)
-		pr_rl(LOG_ERROR, "postgresql: %.60s...: %s (%s)", sql,
-		      PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) ?: "?", db_sqlstate);
+	/* the primary message only: DETAIL lines can quote parameter values; a connection that
+	 * broke has no result fields, only the connection's message (one line of it) */
+	if (strcmp(db_sqlstate, "23505") != 0) {
+		const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+		int len = 200;
+
+		if (!msg) {
+			msg = PQerrorMessage(c);
+			len = (int)strcspn(msg, "\n");
+		}
+		pr_rl(LOG_ERROR, "postgresql: %.60s...: %.*s (%s)", sql, len,
+		      *msg ? msg : "no answer", state ? db_sqlstate : "connection");
+	}
 	PQclear(r);
 	return NULL;
 }

@@ -48,5 +48,8 @@ PGresult *db_exec(PGconn *c, const char *sql, int n, const char *const *params);
 int db_run(PGconn *c, const char *sql, int n, const char *const *params);
 /* The SQLSTATE of the last failed db_exec on this thread ("" if none). */
 const char *db_last_sqlstate(void);
+/* Forget it: done at the start of every request, so a 500 is only ever read against this
+ * request's statements. */
+void db_clear_sqlstate(void);
 
 #endif /* DVV_API_DB_H */

@@ -188,6 +188,13 @@ void api_error(struct api_resp *out, int status, const char *code, const char *f
 	char msg[256];
 	va_list ap;
 
+	/* a statement of this request failed because PostgreSQL went away: that is an outage the
+	 * client should retry (503), not a fault of ours (500) */
+	if (status == 500 && !strncmp(db_last_sqlstate(), "08", 2)) {
+		status = 503;
+		code = "unavailable";
+		fmt = "database unavailable";
+	}
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
@@ -525,6 +532,7 @@ static enum MHD_Result http_request(struct http *h, struct MHD_Connection *conn,
 	enum route_id rid = R_NONE;
 	enum MHD_Result ret;
 
+	db_clear_sqlstate();
 	http_client_ip(h->a, conn, ip, sizeof(ip));
 	req.client_ip = ip;
 	req.body = ctx->body;
