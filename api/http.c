@@ -34,7 +34,7 @@
 
 enum route_id {
 	R_SIGNUP, R_LOGIN, R_LOGOUT, R_ME, R_PLANS, R_TUNNELS, R_TUNNELS_NEW, R_TUNNEL_DEL,
-	R_LABEL_SET, R_LABEL_DEL, R_TOKENS, R_TOKENS_NEW, R_TOKEN_DEL, R_AGENT_CONFIG,
+	R_LABEL_SET, R_LABEL_DEL, R_TOKENS, R_TOKENS_NEW, R_TOKEN_DEL, R_TOKEN_RENEW, R_AGENT_CONFIG,
 	R_CHECKOUT, R_PORTAL, R_WEBHOOK, R_HEALTHZ, R_READYZ, R_METRICS, R_STATIC, R_NONE,
 	R_COUNT
 };
@@ -60,6 +60,7 @@ static const struct route routes[] = {
 	{ "GET", "/v1/tokens", true, R_TOKENS, "tokens_list" },
 	{ "POST", "/v1/tokens", true, R_TOKENS_NEW, "tokens_create" },
 	{ "DELETE", "/v1/tokens/*", true, R_TOKEN_DEL, "tokens_delete" },
+	{ "POST", "/v1/tokens/renew", false, R_TOKEN_RENEW, "tokens_renew" },
 	{ "GET", "/v1/agent-config", false, R_AGENT_CONFIG, "agent_config" },
 	{ "POST", "/v1/billing/checkout", true, R_CHECKOUT, "billing_checkout" },
 	{ "POST", "/v1/billing/portal", true, R_PORTAL, "billing_portal" },
@@ -472,6 +473,7 @@ static void http_dispatch(struct http *h, const struct route *rt, struct api_req
 	case R_TOKENS: tokens_list(a, req, out); break;
 	case R_TOKENS_NEW: tokens_create(a, req, out); break;
 	case R_TOKEN_DEL: tokens_delete(a, req, out, id); break;
+	case R_TOKEN_RENEW: tokens_renew(a, req, out); break;
 	case R_AGENT_CONFIG: tokens_agent_config(a, req, out); break;
 	case R_CHECKOUT: billing_checkout(a, req, out); break;
 	case R_PORTAL: billing_portal(a, req, out); break;

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 
 #include "account.h"
 #include "apiint.h"
+#include "auth.h"
 #include "body.h"
 #include "db.h"
 #include "log.h"
@@ -26,6 +28,14 @@ struct tokens_keys {
 	char kid[64];
 	unsigned char *key;
 	size_t key_len;
+	/* the public halves (every <kid>.pub in the directory, as the relays read them), to verify
+	 * the tokens agents present for renewal; the relays' own verifier (userspace/auth.c), so a
+	 * token renews exactly when a relay would accept it. Reloaded when the directory changes,
+	 * under mu (auth_cfg is not safe to reload while another thread verifies). */
+	pthread_mutex_t mu;
+	struct auth_cfg verify;
+	bool can_verify;
+	char dir[256];
 };
 
 static bool tok_valid_kid(const char *s, size_t n)
@@ -92,6 +102,8 @@ int tokens_keys_load(const char *dir, const char *wanted, struct tokens_keys **o
 		}
 	}
 	k = calloc(1, sizeof(*k));
+	if (k)
+		pthread_mutex_init(&k->mu, NULL);
 	if (!k || !(k->key = malloc(KEY_FILE_MAX + 1))) {
 		ret = -ENOMEM;
 		goto out;
@@ -112,6 +124,13 @@ int tokens_keys_load(const char *dir, const char *wanted, struct tokens_keys **o
 	}
 	k->key_len = (size_t)n;
 	k->key[n] = '\0';
+	snprintf(k->dir, sizeof(k->dir), "%s", dir);
+	k->verify.audience = "dvv-relay";
+	k->verify.leeway_s = 30;
+	if (auth_load_keys(&k->verify, dir, path, sizeof(path)))
+		pr_warn("token renewal is off until the key directory loads: %s", path);
+	else
+		k->can_verify = true;
 	ret = 0;
 	*out = k;
 	k = NULL;
@@ -132,6 +151,8 @@ void tokens_keys_free(struct tokens_keys *k)
 		OPENSSL_cleanse(k->key, k->key_len);
 		free(k->key);
 	}
+	auth_cfg_free(&k->verify);
+	pthread_mutex_destroy(&k->mu);
 	free(k);
 }
 
@@ -281,6 +302,141 @@ out:
 	if (cmd) {
 		OPENSSL_cleanse(cmd, strlen(cmd));
 		free(cmd);
+	}
+	PQclear(res);
+	PQclear(ins);
+	db_put(a, c, false);
+}
+
+/* Verify an agent token with the relays' rules (signature by a <kid>.pub, alg ES256, iss, aud,
+ * exp, nbf, iat). 0, -EACCES (err says why, never the token), -EAGAIN (no keys loaded). */
+static int tok_verify(struct tokens_keys *k, const char *iss, const char *token,
+		      struct auth_claims *cl, char *err, size_t errlen)
+{
+	char rerr[160];
+	int ret;
+
+	pthread_mutex_lock(&k->mu);
+	if (auth_reload_if_changed(&k->verify, rerr, sizeof(rerr)) == 1 || !k->can_verify) {
+		if (!k->can_verify && !auth_load_keys(&k->verify, k->dir, rerr, sizeof(rerr)))
+			k->can_verify = true;
+	}
+	k->verify.issuer = iss;
+	ret = k->can_verify ? auth_verify(&k->verify, token, wall_s(), cl, err, errlen) : -EAGAIN;
+	pthread_mutex_unlock(&k->mu);
+	return ret == -EAGAIN || ret == -EACCES ? ret : ret ? -EACCES : 0;
+}
+
+/* POST /v1/tokens/renew, Authorization: Bearer <agent token>. An agent trades a token that is
+ * valid, not revoked, of a tunnel that still exists and in the last half of its life for a new
+ * one of the same lifetime (the tunnel's plan and name of now). The old token stays valid until
+ * it expires: the session running on it is not cut. Only the second half of a lifetime renews,
+ * so one token can never fan out into many. */
+void tokens_renew(struct api *a, const struct api_req *r, struct api_resp *out)
+{
+	const char *auth = api_header(r, "Authorization");
+	char jti[ID_LEN + 1], exp_s[24], why[160], *tok = NULL;
+	const char *q[4];
+	struct auth_claims old;
+	struct token_claims cl;
+	const struct plan *pl;
+	long long now = wall_s(), life, left, created, expires;
+	PGconn *c = NULL;
+	PGresult *res = NULL, *ins = NULL;
+	int rc;
+
+	if (!auth || strncasecmp(auth, "Bearer ", 7) || strlen(auth + 7) > 4096) {
+		api_error(out, 401, "unauthorized", "send the agent token as Authorization: Bearer");
+		return;
+	}
+	rc = tok_verify(a->keys, a->o.jwt_issuer, auth + 7, &old, why, sizeof(why));
+	if (rc == -EAGAIN) {
+		api_error(out, 503, "unavailable", "token renewal is not available (no public keys)");
+		return;
+	}
+	if (rc || !old.jti[0]) {
+		api_error(out, 401, "unauthorized", "not a valid agent token: %s",
+			  rc ? why : "no jti");
+		return;
+	}
+	if (account_new_id("k_", jti)) {
+		api_error(out, 500, "internal", "no randomness");
+		return;
+	}
+	c = db_get_or_503(a, out);
+	if (!c)
+		return;
+	q[0] = old.jti;
+	q[1] = old.sub;
+	q[2] = old.tid;
+	res = db_exec(c,
+		      "SELECT extract(epoch FROM k.created_at)::bigint, "
+		      "extract(epoch FROM k.expires_at)::bigint, t.label, u.tier "
+		      "FROM agent_tokens k JOIN tunnels t ON t.id = k.tunnel_id "
+		      "JOIN users u ON u.id = k.user_id WHERE k.id = $1 AND k.user_id = $2 AND "
+		      "k.tunnel_id = $3 AND k.revoked_at IS NULL AND t.deleted_at IS NULL",
+		      3, q);
+	if (!res) {
+		api_error(out, 500, "internal", "database error");
+		goto out;
+	}
+	if (PQntuples(res) != 1) {
+		api_error(out, 401, "unauthorized",
+			  "this token was revoked or its tunnel deleted: create a new one");
+		goto out;
+	}
+	created = atoll(PQgetvalue(res, 0, 0));
+	expires = atoll(PQgetvalue(res, 0, 1));
+	life = expires - created;
+	left = expires - now;
+	if (life < 86400)
+		life = 86400;
+	if (life > 365LL * 86400)
+		life = 365LL * 86400;
+	if (left > life / 2) {
+		long long wait = left - life / 2;
+
+		snprintf(out->retry_after, sizeof(out->retry_after), "%d",
+			 (int)(wait < 400LL * 86400 ? wait : 400LL * 86400));
+		api_error(out, 409, "not_due", "a token renews in the last half of its life, after %lld",
+			  expires - life / 2);
+		goto out;
+	}
+	pl = plans_find(&a->plans, PQgetvalue(res, 0, 3));
+	if (!pl)
+		pl = plans_default(&a->plans);
+	cl = (struct token_claims){
+		.iss = a->o.jwt_issuer, .sub = old.sub, .tid = old.tid, .jti = jti,
+		.plan = pl->tier,
+		.name = (!PQgetisnull(res, 0, 2) && pl->custom_names) ? PQgetvalue(res, 0, 2) : NULL,
+		.iat = now, .exp = now + life,
+	};
+	tok = tokens_sign(a->keys, &cl);
+	if (!tok) {
+		api_error(out, 500, "internal", "cannot sign the token");
+		goto out;
+	}
+	snprintf(exp_s, sizeof(exp_s), "%lld", now + life);
+	q[0] = jti;
+	q[1] = old.sub;
+	q[2] = old.tid;
+	q[3] = exp_s;
+	ins = db_exec(c,
+		      "INSERT INTO agent_tokens (id, user_id, tunnel_id, expires_at) VALUES "
+		      "($1, $2, $3, to_timestamp($4::bigint)) RETURNING " API_TS("expires_at"),
+		      4, q);
+	if (!ins) {
+		api_error(out, 500, "internal", "database error");
+		goto out;
+	}
+	pr_info("token %s of tunnel %s renewed as %s", old.jti, old.tid, jti);
+	api_reply(out, 201,
+		  json_pack("{s:s,s:s,s:s,s:s,s:s}", "id", jti, "tunnel_id", old.tid, "token", tok,
+			    "expires_at", PQgetvalue(ins, 0, 0), "renewed", old.jti));
+out:
+	if (tok) {
+		OPENSSL_cleanse(tok, strlen(tok));
+		free(tok);
 	}
 	PQclear(res);
 	PQclear(ins);

@@ -25,6 +25,8 @@ char *tokens_sign(const struct tokens_keys *k, const struct token_claims *cl);
 void tokens_list(struct api *a, const struct api_req *r, struct api_resp *out);
 void tokens_create(struct api *a, const struct api_req *r, struct api_resp *out);
 void tokens_delete(struct api *a, const struct api_req *r, struct api_resp *out, const char *id);
+/* POST /v1/tokens/renew: the agent's own token (Bearer) for a fresh one (see tokens.c). */
+void tokens_renew(struct api *a, const struct api_req *r, struct api_resp *out);
 void tokens_agent_config(struct api *a, const struct api_req *r, struct api_resp *out);
 
 #endif /* DVV_API_TOKENS_H */

@@ -98,6 +98,6 @@ scenario('every example in docs/api.md runs as documented', async () => {
     if (ex.json.error) assert.equal(r.json.error.code, ex.json.error.code, label)
     if (r.json.session) vars.SESSION = r.json.session
     if (ex.method === 'GET' && ex.path === '/v1/tunnels') vars.TUNNEL = r.json.tunnels[0].id
-    if (ex.method === 'POST' && ex.path === '/v1/tokens' && r.status === 201) vars.TOKEN_ID = r.json.id
+    if (ex.method === 'POST' && ex.path === '/v1/tokens' && r.status === 201) { vars.TOKEN_ID = r.json.id; vars.AGENT_TOKEN = r.json.token }
   }
 })

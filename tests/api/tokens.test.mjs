@@ -90,6 +90,69 @@ scenario('list and revoke: revoked zset and `revoke` event reach Redis within 1 
   assert.equal(after.json.tokens.find((t) => t.id === b.id).revoked_at, null)
 })
 
+scenario('POST /v1/tokens/renew: the agent token itself, in the last half of its life, for a new one of the same lifetime; forged, revoked and deleted-tunnel tokens refused', async () => {
+  const u = await api.signup()
+  const tid = (await api.request('GET', '/v1/tunnels', { session: u.session })).json.tunnels[0].id
+  const old = (await api.request('POST', '/v1/tokens', { session: u.session, body: { tunnel_id: tid, ttl_days: 30 } })).json
+  const renew = (token) => api.request('POST', '/v1/tokens/renew', { session: token, body: {} })
+  // too early: the first half of its life
+  const early = await renew(old.token)
+  assert.equal(early.status, 409, early.text)
+  assert.equal(early.json.error.code, 'not_due')
+  const wait = Number(early.headers['retry-after'])
+  assert.ok(wait > 14 * 86400 && wait <= 15 * 86400 + 5, `Retry-After ${wait} s: half of 30 days`)
+  // made 40 days ago for 70 days: 30 days left of 70, due
+  await api.sql(`UPDATE agent_tokens SET created_at = now() - interval '40 days' WHERE id = '${old.id}'`)
+  const t0 = Math.floor(Date.now() / 1000)
+  const r = await renew(old.token)
+  assert.equal(r.status, 201, r.text)
+  assert.equal(r.json.tunnel_id, tid)
+  assert.equal(r.json.renewed, old.id)
+  assert.notEqual(r.json.id, old.id)
+  const c = decode(r.json.token.split('.')[1])
+  assert.equal(c.sub, u.user.id)
+  assert.equal(c.tid, tid)
+  assert.equal(c.jti, r.json.id)
+  assert.equal(c.aud, 'dvv-relay')
+  assert.ok(Math.abs(c.exp - (t0 + 70 * 86400)) <= 60, `the same lifetime (70 days) from now: exp ${c.exp}`)
+  const [h, p, sig] = r.json.token.split('.')
+  assert.ok(crypto.verify('sha256', Buffer.from(`${h}.${p}`), { key: fs.readFileSync(api.keys.kidPub), dsaEncoding: 'ieee-p1363' }, Buffer.from(sig, 'base64url')))
+  // both listed, the old one not revoked (the session running on it stays up)
+  const list = (await api.request('GET', '/v1/tokens', { session: u.session })).json.tokens
+  assert.deepEqual(list.filter((t) => t.tunnel_id === tid).map((t) => [t.id, t.revoked_at]).sort(), [[old.id, null], [r.json.id, null]].sort())
+  // the new one is not due yet itself
+  assert.equal((await renew(r.json.token)).status, 409)
+  // refused: no token, garbage, a session secret, a token of another key, a flipped signature
+  for (const [what, res] of [
+    ['no header', await api.request('POST', '/v1/tokens/renew', { body: {} })],
+    ['garbage', await renew('not.a.token')],
+    ['a session secret', await renew(u.session)],
+    ['a changed payload', await renew(`${h}.${Buffer.from(JSON.stringify({ ...c, exp: c.exp + 1 })).toString('base64url')}.${sig}`)],
+    ['alg none', await renew(`${Buffer.from(JSON.stringify({ alg: 'none', kid: 'k1', typ: 'JWT' })).toString('base64url')}.${p}.`)]
+  ]) {
+    assert.equal(res.status, 401, `${what}: ${res.text}`)
+    assert.equal(res.json.error.code, 'unauthorized', what)
+    assert.ok(!res.text.includes(r.json.token), 'the answer never quotes the token')
+  }
+  // revoked: refused
+  await api.sql(`UPDATE agent_tokens SET created_at = now() - interval '40 days' WHERE id = '${r.json.id}'`)
+  assert.equal((await api.request('DELETE', `/v1/tokens/${r.json.id}`, { session: u.session })).status, 204)
+  const rv = await renew(r.json.token)
+  assert.equal(rv.status, 401, rv.text)
+  assert.match(rv.json.error.message, /revoked/)
+  // the tunnel deleted: refused
+  const v = await api.signup()
+  const vtid = (await api.request('GET', '/v1/tunnels', { session: v.session })).json.tunnels[0].id
+  const vt = (await api.request('POST', '/v1/tokens', { session: v.session, body: { tunnel_id: vtid, ttl_days: 2 } })).json
+  await api.sql(`UPDATE agent_tokens SET created_at = now() - interval '10 days' WHERE id = '${vt.id}'`)
+  assert.equal((await api.request('DELETE', `/v1/tunnels/${vtid}`, { session: v.session })).status, 204)
+  assert.equal((await renew(vt.token)).status, 401)
+  // the token is in no log line of the API
+  const log = fs.readFileSync(api.proc.stderrLog, 'utf8') + fs.readFileSync(api.proc.stdoutLog, 'utf8')
+  assert.match(log, new RegExp(`token ${old.id} of tunnel ${tid} renewed as ${r.json.id}`))
+  for (const t of [old.token, r.json.token, vt.token]) assert.ok(!log.includes(t.split('.')[2]), 'no token signature in the log')
+})
+
 scenario('GET /v1/agent-config: relays, CA, base domain, no auth needed', async () => {
   const r = await api.request('GET', '/v1/agent-config')
   assert.equal(r.status, 200)
