@@ -37,6 +37,7 @@
 #include "ctlconn.h"
 #include "http.h"
 #include "log.h"
+#include "renew.h"
 #include "splice.h"
 #include "spool.h"
 
@@ -135,6 +136,7 @@ struct agent_sess {
 struct agent {
 	struct loop loop;
 	const struct agent_config *cfg;
+	struct renew *renew; /* token renewal (renew.h), or NULL */
 	SSL_CTX *tls;
 	struct net_addr local_addr;
 
@@ -1340,7 +1342,10 @@ static int ctl_hello(struct agent *a, struct agent_sess *s)
 	}
 	hello->type = CTL_HELLO;
 	hello->u.hello.proto = CTL_VERSION;
-	snprintf(hello->u.hello.token, sizeof(hello->u.hello.token), "%s", a->cfg->token);
+	if (a->renew) /* the newest token the renewal thread got, else the one we started with */
+		renew_token(a->renew, hello->u.hello.token, sizeof(hello->u.hello.token));
+	else
+		snprintf(hello->u.hello.token, sizeof(hello->u.hello.token), "%s", a->cfg->token);
 	snprintf(hello->u.hello.agent, sizeof(hello->u.hello.agent), "dvv/%s", AGENT_VERSION);
 	hello->u.hello.placed = a->placed;
 	int rc = ctl_conn_send(s->ctl, hello);
@@ -1760,6 +1765,8 @@ int agent_run(struct agent *a, int stop_fd)
 	a->stop_io.fd = -1;
 	return a->exit_code;
 }
+
+void agent_set_renew(struct agent *a, struct renew *r) { a->renew = r; }
 
 void agent_free(struct agent *a)
 {

@@ -296,6 +296,10 @@ int agent_new(const struct agent_config *cfg, struct agent **out, char *err, siz
 /* Run until stop_fd (a signalfd, or -1) becomes readable (returns AGENT_EXIT_OK) or the relay
  * refuses us for good (AGENT_EXIT_AUTH, AGENT_EXIT_REFUSED). */
 int agent_run(struct agent *a, int stop_fd);
+struct renew;
+/* The token renewal thread (renew.h) whose token each HELLO presents; the caller stops it after
+ * agent_run. */
+void agent_set_renew(struct agent *a, struct renew *r);
 void agent_free(struct agent *a);
 
 #endif

@@ -3,7 +3,9 @@
  * outcome to an exit status; the session lives in agent.c. */
 #include "agent.h"
 #include "cmd.h"
+#include "creds.h"
 #include "log.h"
+#include "renew.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -53,6 +55,7 @@ int main(int argc, char **argv)
 {
 	static struct agent_config cfg; /* static: it holds a 4 KB token buffer */
 	struct agent *a = NULL;
+	struct renew *renew = NULL;
 	char err[512] = "";
 	int sigfd = -1, code = AGENT_EXIT_FAIL;
 
@@ -98,9 +101,19 @@ int main(int argc, char **argv)
 		code = (rc == -EINVAL || rc == -EHOSTUNREACH) ? AGENT_EXIT_USAGE : AGENT_EXIT_FAIL;
 		goto out;
 	}
+	/* a token from dvv login is renewed before it expires (renew.h) */
+	if (cfg.from_creds) {
+		char path[4200], e2[700];
+		if (!creds_path(path, sizeof(path), NULL, 0, e2, sizeof(e2)) &&
+		    (rc = renew_start(path, &renew)))
+			pr_warn("token renewal off: %s", strerror(-rc));
+		if (renew)
+			agent_set_renew(a, renew);
+	}
 	agent_report_init(cfg.json, cfg.local);
 	code = agent_run(a, sigfd);
 	agent_report_finish();
+	renew_stop(renew);
 out:
 	agent_free(a);
 	if (sigfd >= 0)

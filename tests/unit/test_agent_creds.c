@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "creds.h"
+#include "renew.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -223,6 +224,31 @@ static void malformed_and_invalid_refused(void **state)
 	creds_clear(&c);
 }
 
+/* renew_due: iat + half the lifetime from the token's payload; -1 for anything unusable. */
+static void renew_due_from_the_payload(void **state)
+{
+	(void)state;
+	/* {"iat":1000,"exp":3000} and {"iat":1000,"exp":2001} (odd lifetime: rounds up) */
+	assert_int_equal(renew_due("h.eyJpYXQiOjEwMDAsImV4cCI6MzAwMH0.s"), 2000);
+	assert_int_equal(renew_due("h.eyJpYXQiOjEwMDAsImV4cCI6MjAwMX0.s"), 1501);
+	/* exp before iat, no iat, not JSON, not base64url, no dots, empty */
+	assert_int_equal(renew_due("h.eyJpYXQiOjMwMDAsImV4cCI6MTAwMH0.s"), -1);
+	assert_int_equal(renew_due("h.eyJleHAiOjMwMDB9.s"), -1);
+	assert_int_equal(renew_due("h.bm90IGpzb24.s"), -1);
+	assert_int_equal(renew_due("h.!!!.s"), -1);
+	assert_int_equal(renew_due("nodots"), -1);
+	assert_int_equal(renew_due(""), -1);
+	/* a payload over the bound is refused, not overrun */
+	char big[4000];
+	memset(big, 'A', sizeof(big));
+	big[0] = 'h';
+	big[1] = '.';
+	big[sizeof(big) - 3] = '.';
+	big[sizeof(big) - 2] = 's';
+	big[sizeof(big) - 1] = '\0';
+	assert_int_equal(renew_due(big), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -230,6 +256,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(save_load_round_trip_with_safe_modes, setup, teardown),
 		cmocka_unit_test_setup_teardown(unsafe_modes_refused_with_the_fix, setup, teardown),
 		cmocka_unit_test_setup_teardown(malformed_and_invalid_refused, setup, teardown),
+		cmocka_unit_test(renew_due_from_the_payload),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
