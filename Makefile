@@ -190,7 +190,7 @@ build-fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(RELAY_SRC) $(AGENT_SRC) | $(SKELS)
 	$(Q)$(CLANG) $(FUZZ_FLAGS) -Wall -Wextra -Werror -Wno-unused-parameter -o $@ $^ $(RELAY_LIBS)
 
 # dvv-api's targets link the api code (and the shared code) only, with its migrations.
-build-fuzz/fuzz_api_%: tests/fuzz/fuzz_api_%.c $(COMMON_SRC) $(API_SRC) $(BUILD)/gen/migrations.c
+build-fuzz/fuzz_api_%: tests/fuzz/fuzz_api_%.c $(COMMON_SRC) $(API_SRC) userspace/auth.c $(BUILD)/gen/migrations.c
 	$(call msg,FUZZ,$@)
 	$(Q)mkdir -p build-fuzz
 	$(Q)$(CLANG) $(FUZZ_FLAGS) -Iapi -I/usr/include/postgresql -Wall -Wextra -Werror -Wno-unused-parameter -o $@ $^ $(API_LIBS)
