@@ -219,25 +219,73 @@ void tokens_list(struct api *a, const struct api_req *r, struct api_resp *out)
 	api_reply(out, 200, json_pack("{s:o}", "tokens", arr));
 }
 
+/* Mint a token for tunnel tid of user sub, living `life` seconds from now, with the plan of
+ * `tier` and the tunnel's label (NULL: none) when that plan allows custom names, and record it
+ * (jti, tunnel, expiry) in agent_tokens. Returns the token (the caller wipes and frees it) with
+ * its id in jti and its expiry as ISO 8601 text in exp_text; NULL with out set. */
+static char *tok_issue(struct api *a, PGconn *c, const char *sub, const char *tid,
+		       const char *tier, const char *label, long long life, char *jti,
+		       char *exp_text, size_t exp_cap, struct api_resp *out)
+{
+	long long now = wall_s();
+	const struct plan *pl = plans_find(&a->plans, tier);
+	char exp_s[24], *tok;
+	const char *q[4];
+	PGresult *ins;
+
+	if (account_new_id("k_", jti)) {
+		api_error(out, 500, "internal", "no randomness");
+		return NULL;
+	}
+	if (!pl)
+		pl = plans_default(&a->plans);
+	tok = tokens_sign(a->keys, &(struct token_claims){
+		.iss = a->o.jwt_issuer, .sub = sub, .tid = tid, .jti = jti, .plan = pl->tier,
+		.name = label && pl->custom_names ? label : NULL, .iat = now, .exp = now + life,
+	});
+	if (!tok) {
+		api_error(out, 500, "internal", "cannot sign the token");
+		return NULL;
+	}
+	snprintf(exp_s, sizeof(exp_s), "%lld", now + life);
+	q[0] = jti;
+	q[1] = sub;
+	q[2] = tid;
+	q[3] = exp_s;
+	ins = db_exec(c,
+		      "INSERT INTO agent_tokens (id, user_id, tunnel_id, expires_at) VALUES "
+		      "($1, $2, $3, to_timestamp($4::bigint)) RETURNING " API_TS("expires_at"),
+		      4, q);
+	if (!ins) {
+		OPENSSL_cleanse(tok, strlen(tok));
+		free(tok);
+		api_error(out, 500, "internal", "database error");
+		return NULL;
+	}
+	snprintf(exp_text, exp_cap, "%s", PQgetvalue(ins, 0, 0));
+	PQclear(ins);
+	return tok;
+}
+
+static void tok_free(char *s)
+{
+	if (s) {
+		OPENSSL_cleanse(s, strlen(s));
+		free(s);
+	}
+}
+
 void tokens_create(struct api *a, const struct api_req *r, struct api_resp *out)
 {
-	char jti[ID_LEN + 1], exp_s[24], *tok = NULL, *cmd = NULL;
-	const char *q[4];
+	char jti[ID_LEN + 1], exp_text[32], *tok = NULL, *cmd = NULL;
+	const char *q[2];
 	struct body_token bt;
 	struct body_err err;
-	struct token_claims cl;
-	const struct plan *pl;
-	long long now = wall_s();
 	PGconn *c = NULL;
-	PGresult *res = NULL, *ins = NULL;
-	int len;
+	PGresult *res = NULL;
 
 	if (body_token(r->body, r->body_len, &bt, &err)) {
 		api_error(out, err.status, err.code, "%s", err.message);
-		return;
-	}
-	if (account_new_id("k_", jti)) {
-		api_error(out, 500, "internal", "no randomness");
 		return;
 	}
 	c = db_get_or_503(a, out);
@@ -257,54 +305,24 @@ void tokens_create(struct api *a, const struct api_req *r, struct api_resp *out)
 		api_error(out, 404, "not_found", "no such tunnel");
 		goto out;
 	}
-	pl = plans_find(&a->plans, PQgetvalue(res, 0, 1));
-	if (!pl)
-		pl = plans_default(&a->plans);
-	snprintf(exp_s, sizeof(exp_s), "%lld", now + (long long)bt.ttl_days * 86400);
-	cl = (struct token_claims){
-		.iss = a->o.jwt_issuer, .sub = r->user_id, .tid = bt.tunnel_id, .jti = jti,
-		.plan = pl->tier,
-		.name = (!PQgetisnull(res, 0, 0) && pl->custom_names) ? PQgetvalue(res, 0, 0) : NULL,
-		.iat = now, .exp = now + (long long)bt.ttl_days * 86400,
-	};
-	tok = tokens_sign(a->keys, &cl);
-	if (!tok) {
-		api_error(out, 500, "internal", "cannot sign the token");
+	tok = tok_issue(a, c, r->user_id, bt.tunnel_id, PQgetvalue(res, 0, 1),
+			PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0),
+			(long long)bt.ttl_days * 86400, jti, exp_text, sizeof(exp_text), out);
+	if (!tok)
 		goto out;
-	}
-	q[0] = jti;
-	q[1] = r->user_id;
-	q[2] = bt.tunnel_id;
-	q[3] = exp_s;
-	ins = db_exec(c,
-		      "INSERT INTO agent_tokens (id, user_id, tunnel_id, expires_at) VALUES "
-		      "($1, $2, $3, to_timestamp($4::bigint)) RETURNING " API_TS("expires_at"),
-		      4, q);
-	if (!ins) {
-		api_error(out, 500, "internal", "database error");
-		goto out;
-	}
-	len = asprintf(&cmd, "%s login --api %s --token %s && %s --local %s", a->o.agent_cmd,
-		       a->o.public_url, tok, a->o.agent_cmd, a->o.agent_local);
-	if (len < 0) {
+	if (asprintf(&cmd, "%s login --api %s --token %s && %s --local %s", a->o.agent_cmd,
+		     a->o.public_url, tok, a->o.agent_cmd, a->o.agent_local) < 0) {
 		cmd = NULL;
 		api_error(out, 500, "internal", "out of memory");
 		goto out;
 	}
 	api_reply(out, 201,
 		  json_pack("{s:s,s:s,s:s,s:s,s:s}", "id", jti, "tunnel_id", bt.tunnel_id, "token",
-			    tok, "expires_at", PQgetvalue(ins, 0, 0), "command", cmd));
+			    tok, "expires_at", exp_text, "command", cmd));
 out:
-	if (tok) {
-		OPENSSL_cleanse(tok, strlen(tok));
-		free(tok);
-	}
-	if (cmd) {
-		OPENSSL_cleanse(cmd, strlen(cmd));
-		free(cmd);
-	}
+	tok_free(tok);
+	tok_free(cmd);
 	PQclear(res);
-	PQclear(ins);
 	db_put(a, c, false);
 }
 
@@ -335,14 +353,12 @@ static int tok_verify(struct tokens_keys *k, const char *iss, const char *token,
 void tokens_renew(struct api *a, const struct api_req *r, struct api_resp *out)
 {
 	const char *auth = api_header(r, "Authorization");
-	char jti[ID_LEN + 1], exp_s[24], why[160], *tok = NULL;
-	const char *q[4];
+	char jti[ID_LEN + 1], exp_text[32], why[160], *tok = NULL;
+	const char *q[3];
 	struct auth_claims old;
-	struct token_claims cl;
-	const struct plan *pl;
-	long long now = wall_s(), life, left, created, expires;
+	long long life, left, created, expires;
 	PGconn *c = NULL;
-	PGresult *res = NULL, *ins = NULL;
+	PGresult *res = NULL;
 	int rc;
 
 	if (!auth || strncasecmp(auth, "Bearer ", 7) || strlen(auth + 7) > 4096) {
@@ -357,10 +373,6 @@ void tokens_renew(struct api *a, const struct api_req *r, struct api_resp *out)
 	if (rc || !old.jti[0]) {
 		api_error(out, 401, "unauthorized", "not a valid agent token: %s",
 			  rc ? why : "no jti");
-		return;
-	}
-	if (account_new_id("k_", jti)) {
-		api_error(out, 500, "internal", "no randomness");
 		return;
 	}
 	c = db_get_or_503(a, out);
@@ -388,7 +400,7 @@ void tokens_renew(struct api *a, const struct api_req *r, struct api_resp *out)
 	created = atoll(PQgetvalue(res, 0, 0));
 	expires = atoll(PQgetvalue(res, 0, 1));
 	life = expires - created;
-	left = expires - now;
+	left = expires - wall_s();
 	if (life < 86400)
 		life = 86400;
 	if (life > 365LL * 86400)
@@ -402,44 +414,18 @@ void tokens_renew(struct api *a, const struct api_req *r, struct api_resp *out)
 			  expires - life / 2);
 		goto out;
 	}
-	pl = plans_find(&a->plans, PQgetvalue(res, 0, 3));
-	if (!pl)
-		pl = plans_default(&a->plans);
-	cl = (struct token_claims){
-		.iss = a->o.jwt_issuer, .sub = old.sub, .tid = old.tid, .jti = jti,
-		.plan = pl->tier,
-		.name = (!PQgetisnull(res, 0, 2) && pl->custom_names) ? PQgetvalue(res, 0, 2) : NULL,
-		.iat = now, .exp = now + life,
-	};
-	tok = tokens_sign(a->keys, &cl);
-	if (!tok) {
-		api_error(out, 500, "internal", "cannot sign the token");
+	tok = tok_issue(a, c, old.sub, old.tid, PQgetvalue(res, 0, 3),
+			PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2), life, jti, exp_text,
+			sizeof(exp_text), out);
+	if (!tok)
 		goto out;
-	}
-	snprintf(exp_s, sizeof(exp_s), "%lld", now + life);
-	q[0] = jti;
-	q[1] = old.sub;
-	q[2] = old.tid;
-	q[3] = exp_s;
-	ins = db_exec(c,
-		      "INSERT INTO agent_tokens (id, user_id, tunnel_id, expires_at) VALUES "
-		      "($1, $2, $3, to_timestamp($4::bigint)) RETURNING " API_TS("expires_at"),
-		      4, q);
-	if (!ins) {
-		api_error(out, 500, "internal", "database error");
-		goto out;
-	}
 	pr_info("token %s of tunnel %s renewed as %s", old.jti, old.tid, jti);
 	api_reply(out, 201,
 		  json_pack("{s:s,s:s,s:s,s:s,s:s}", "id", jti, "tunnel_id", old.tid, "token", tok,
-			    "expires_at", PQgetvalue(ins, 0, 0), "renewed", old.jti));
+			    "expires_at", exp_text, "renewed", old.jti));
 out:
-	if (tok) {
-		OPENSSL_cleanse(tok, strlen(tok));
-		free(tok);
-	}
+	tok_free(tok);
 	PQclear(res);
-	PQclear(ins);
 	db_put(a, c, false);
 }
 
