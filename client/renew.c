@@ -176,7 +176,7 @@ static void *renew_main(void *arg)
 		/* agents that started together do not all ask in the same second; an overdue
 		 * token (an agent started after half its life) asks at once */
 		if (next > wall_s())
-			next += (int64_t)(random() % 300);
+			next += (int64_t)arc4random_uniform(300);
 		if (renew_sleep(r, next))
 			break;
 		next = renew_once(r, cur);
