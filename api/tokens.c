@@ -224,13 +224,13 @@ void tokens_list(struct api *a, const struct api_req *r, struct api_resp *out)
  * (jti, tunnel, expiry) in agent_tokens. Returns the token (the caller wipes and frees it) with
  * its id in jti and its expiry as ISO 8601 text in exp_text; NULL with out set. */
 static char *tok_issue(struct api *a, PGconn *c, const char *sub, const char *tid,
-		       const char *tier, const char *label, long long life, char *jti,
-		       char *exp_text, size_t exp_cap, struct api_resp *out)
+		       const char *tier, const char *label, long long life, const char *renewed_from,
+		       char *jti, char *exp_text, size_t exp_cap, struct api_resp *out)
 {
 	long long now = wall_s();
 	const struct plan *pl = plans_find(&a->plans, tier);
 	char exp_s[24], *tok;
-	const char *q[4];
+	const char *q[5];
 	PGresult *ins;
 
 	if (account_new_id("k_", jti)) {
@@ -252,14 +252,21 @@ static char *tok_issue(struct api *a, PGconn *c, const char *sub, const char *ti
 	q[1] = sub;
 	q[2] = tid;
 	q[3] = exp_s;
+	q[4] = renewed_from;
 	ins = db_exec(c,
-		      "INSERT INTO agent_tokens (id, user_id, tunnel_id, expires_at) VALUES "
-		      "($1, $2, $3, to_timestamp($4::bigint)) RETURNING " API_TS("expires_at"),
-		      4, q);
+		      "INSERT INTO agent_tokens (id, user_id, tunnel_id, expires_at, renewed_from) "
+		      "VALUES ($1, $2, $3, to_timestamp($4::bigint), $5) RETURNING "
+		      API_TS("expires_at"),
+		      5, q);
 	if (!ins) {
 		OPENSSL_cleanse(tok, strlen(tok));
 		free(tok);
-		api_error(out, 500, "internal", "database error");
+		if (renewed_from && !strcmp(db_last_sqlstate(), "23505"))
+			api_error(out, 409, "already_renewed",
+				  "this token was renewed already: use the token that renewal "
+				  "returned, or create a new one");
+		else
+			api_error(out, 500, "internal", "database error");
 		return NULL;
 	}
 	snprintf(exp_text, exp_cap, "%s", PQgetvalue(ins, 0, 0));
@@ -307,7 +314,7 @@ void tokens_create(struct api *a, const struct api_req *r, struct api_resp *out)
 	}
 	tok = tok_issue(a, c, r->user_id, bt.tunnel_id, PQgetvalue(res, 0, 1),
 			PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0),
-			(long long)bt.ttl_days * 86400, jti, exp_text, sizeof(exp_text), out);
+			(long long)bt.ttl_days * 86400, NULL, jti, exp_text, sizeof(exp_text), out);
 	if (!tok)
 		goto out;
 	if (asprintf(&cmd, "%s login --api %s --token %s && %s --local %s", a->o.agent_cmd,
@@ -349,7 +356,8 @@ static int tok_verify(struct tokens_keys *k, const char *iss, const char *token,
  * valid, not revoked, of a tunnel that still exists and in the last half of its life for a new
  * one of the same lifetime (the tunnel's plan and name of now). The old token stays valid until
  * it expires: the session running on it is not cut. Only the second half of a lifetime renews,
- * so one token can never fan out into many. */
+ * and only once (agent_tokens.renewed_from is unique: 409 already_renewed), so one token never
+ * fans out into many; revoking a token revokes its renewals (tokens_delete). */
 void tokens_renew(struct api *a, const struct api_req *r, struct api_resp *out)
 {
 	const char *auth = api_header(r, "Authorization");
@@ -415,8 +423,8 @@ void tokens_renew(struct api *a, const struct api_req *r, struct api_resp *out)
 		goto out;
 	}
 	tok = tok_issue(a, c, old.sub, old.tid, PQgetvalue(res, 0, 3),
-			PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2), life, jti, exp_text,
-			sizeof(exp_text), out);
+			PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2), life, old.jti, jti,
+			exp_text, sizeof(exp_text), out);
 	if (!tok)
 		goto out;
 	pr_info("token %s of tunnel %s renewed as %s", old.jti, old.tid, jti);
@@ -440,18 +448,27 @@ void tokens_delete(struct api *a, const struct api_req *r, struct api_resp *out,
 		return;
 	if (db_begin(c))
 		goto fail;
+	/* the token and every token renewed from it, down the chain: a leaked token's renewals
+	 * are revoked with it */
 	res = db_exec(c,
-		      "UPDATE agent_tokens SET revoked_at = coalesce(revoked_at, now()) "
-		      "WHERE id = $1 AND user_id = $2 RETURNING tunnel_id",
+		      "WITH RECURSIVE fam(id) AS (SELECT id FROM agent_tokens WHERE id = $1 AND "
+		      "user_id = $2 UNION SELECT k.id FROM agent_tokens k JOIN fam ON "
+		      "k.renewed_from = fam.id) "
+		      "UPDATE agent_tokens t SET revoked_at = coalesce(t.revoked_at, now()) FROM fam "
+		      "WHERE t.id = fam.id RETURNING t.id, t.tunnel_id",
 		      2, q);
 	if (!res)
 		goto fail;
-	if (PQntuples(res) != 1) {
+	if (PQntuples(res) < 1) {
 		db_rollback(c);
 		api_error(out, 404, "not_found", "no such token");
 		goto out;
 	}
-	ev = json_pack("[{s:s,s:s,s:s}]", "type", "revoke", "jti", id, "tid", PQgetvalue(res, 0, 0));
+	ev = json_array();
+	for (int i = 0; ev && i < PQntuples(res); i++)
+		json_array_append_new(ev, json_pack("{s:s,s:s,s:s}", "type", "revoke", "jti",
+						    PQgetvalue(res, i, 0), "tid",
+						    PQgetvalue(res, i, 1)));
 	if (account_commit_events(a, c, r->user_id, ev))
 		goto fail;
 	api_reply(out, 204, NULL);

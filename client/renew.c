@@ -141,6 +141,15 @@ static int64_t renew_once(struct renew *r, char *cur)
 		const char *exp = json_string_value(json_object_get(j, "expires_at"));
 		pr_info("token renewed: the new one expires %s", exp ? exp : "(unknown)");
 		next = renew_due(cur);
+	} else if (resp.status == 409 &&
+		   !strcmp(json_string_value(json_object_get(json_object_get(j, "error"), "code")) ?: "",
+			   "already_renewed")) {
+		/* renewed by an earlier call whose answer never arrived (or by another copy of
+		 * this token): nothing more to get; the old token runs until it expires */
+		pr_warn("token renewal refused: %s; the tunnel runs until the token expires (run "
+			"'dvv tunnels use ID' or 'dvv login --token TOKEN' with a new one)",
+			msg ? msg : "already renewed");
+		next = -1;
 	} else if (resp.status == 409) {
 		long wait = resp.retry_after[0] ? strtol(resp.retry_after, NULL, 10) : 0;
 		next = wall_s() + (wait > 0 && wait < 400L * 86400 ? wait : RENEW_RETRY_S);

@@ -122,6 +122,11 @@ scenario('POST /v1/tokens/renew: the agent token itself, in the last half of its
   assert.deepEqual(list.filter((t) => t.tunnel_id === tid).map((t) => [t.id, t.revoked_at]).sort(), [[old.id, null], [r.json.id, null]].sort())
   // the new one is not due yet itself
   assert.equal((await renew(r.json.token)).status, 409)
+  // one renewal per token: the old one again is refused (no fan-out)
+  const again = await renew(old.token)
+  assert.equal(again.status, 409, again.text)
+  assert.equal(again.json.error.code, 'already_renewed')
+  assert.equal((await api.sql(`SELECT count(*) FROM agent_tokens WHERE tunnel_id = '${tid}'`))[0][0], '2')
   // refused: no token, garbage, a session secret, a token of another key, a flipped signature
   for (const [what, res] of [
     ['no header', await api.request('POST', '/v1/tokens/renew', { body: {} })],
@@ -134,9 +139,17 @@ scenario('POST /v1/tokens/renew: the agent token itself, in the last half of its
     assert.equal(res.json.error.code, 'unauthorized', what)
     assert.ok(!res.text.includes(r.json.token), 'the answer never quotes the token')
   }
+  // revoking the old token revokes its renewal too (a leaked token's renewals die with it):
+  // both in PostgreSQL, both in Redis's revoked set, a revoke event for each
+  assert.equal((await api.request('DELETE', `/v1/tokens/${old.id}`, { session: u.session })).status, 204)
+  const after = (await api.request('GET', '/v1/tokens', { session: u.session })).json.tokens
+  for (const id of [old.id, r.json.id]) assert.notEqual(after.find((t) => t.id === id).revoked_at, null, `${id} revoked`)
+  const key = `dvv:user:{${u.user.id}}:revoked`
+  await until(async () => (await api.redis('ZSCORE', key, r.json.id)) !== null && (await api.redis('ZSCORE', key, old.id)) !== null, { what: 'both in the revoked set' })
+  const evs = await events(api.redisPort)
+  for (const id of [old.id, r.json.id]) assert.ok(evs.some((e) => e.type === 'revoke' && e.jti === id && e.tid === tid), `a revoke event for ${id}`)
   // revoked: refused
   await api.sql(`UPDATE agent_tokens SET created_at = now() - interval '40 days' WHERE id = '${r.json.id}'`)
-  assert.equal((await api.request('DELETE', `/v1/tokens/${r.json.id}`, { session: u.session })).status, 204)
   const rv = await renew(r.json.token)
   assert.equal(rv.status, 401, rv.text)
   assert.match(rv.json.error.message, /revoked/)
