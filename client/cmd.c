@@ -40,43 +40,24 @@ static const char *clean(const char *s, char *buf, size_t cap)
 	return buf;
 }
 
-static int b64url_decode(const char *in, size_t n, unsigned char *out, size_t cap, size_t *outlen)
-{
-	uint32_t acc = 0;
-	int bits = 0;
-	size_t o = 0;
-	for (size_t i = 0; i < n; i++) {
-		char c = in[i];
-		int v = c >= 'A' && c <= 'Z'   ? c - 'A'
-			: c >= 'a' && c <= 'z' ? c - 'a' + 26
-			: c >= '0' && c <= '9' ? c - '0' + 52
-			: c == '-'	       ? 62
-			: c == '_'	       ? 63
-					       : -1;
-		if (v < 0)
-			return -EINVAL;
-		acc = (acc << 6) | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (o >= cap)
-				return -EINVAL;
-			out[o++] = (unsigned char)(acc >> bits);
-		}
-	}
-	*outlen = o;
-	return 0;
-}
-
-int agent_jwt_claim(const char *jwt, const char *name, char *out, size_t cap)
+json_t *agent_jwt_payload(const char *jwt)
 {
 	const char *p = strchr(jwt, '.');
 	const char *q = p ? strchr(p + 1, '.') : NULL;
 	unsigned char buf[CTL_TOKEN_MAX];
-	size_t n;
-	if (!q || b64url_decode(p + 1, (size_t)(q - p - 1), buf, sizeof(buf), &n))
-		return -EINVAL;
-	json_t *o = json_loadb((const char *)buf, n, 0, NULL);
+	long n = q ? b64url_decode(p + 1, (size_t)(q - p - 1), buf, sizeof(buf)) : -1;
+	json_t *o = n > 0 ? json_loadb((const char *)buf, (size_t)n, 0, NULL) : NULL;
+	explicit_bzero(buf, sizeof(buf));
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+int agent_jwt_claim(const char *jwt, const char *name, char *out, size_t cap)
+{
+	json_t *o = agent_jwt_payload(jwt);
 	json_t *v = json_object_get(o, name);
 	int rc = -EINVAL;
 	if (json_is_string(v) && json_string_length(v) < cap) {
@@ -84,7 +65,6 @@ int agent_jwt_claim(const char *jwt, const char *name, char *out, size_t cap)
 		rc = 0;
 	}
 	json_decref(o);
-	explicit_bzero(buf, sizeof(buf));
 	return rc;
 }
 

@@ -16,6 +16,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <jansson.h>
+
 #define AGENT_DEFAULT_API "https://api.dvv.one"
 
 /* Whether argv[1] names a subcommand. */
@@ -26,5 +28,8 @@ int agent_cmd_main(int argc, char **argv);
 /* The claim name of a JWT's payload, read without verifying the signature (the relay and the
  * API verify; the agent only shows it): 0 with out filled, -EINVAL when absent or malformed. */
 int agent_jwt_claim(const char *jwt, const char *name, char *out, size_t cap);
+/* The whole payload of a JWT as a JSON object (the caller decrefs), read the same unverified
+ * way; NULL when malformed. */
+json_t *agent_jwt_payload(const char *jwt);
 
 #endif

@@ -10,8 +10,8 @@
 #include <time.h>
 
 #include <jansson.h>
-#include <openssl/evp.h>
 
+#include "cmd.h"
 #include "creds.h"
 #include "http.h"
 #include "log.h"
@@ -27,50 +27,16 @@ struct renew {
 	char token[CTL_TOKEN_MAX + 1]; /* the newest token (under mu) */
 };
 
-/* base64url (no padding) of at most 2 KiB into out; its length, or -1. */
-static int b64url_decode(const char *s, size_t n, unsigned char *out, size_t cap)
-{
-	char buf[2048 + 4];
-	size_t m = 0;
-	if (n > 2048 || (n % 4) == 1)
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (c == '-')
-			c = '+';
-		else if (c == '_')
-			c = '/';
-		else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')))
-			return -1;
-		buf[m++] = c;
-	}
-	size_t pad = (4 - m % 4) % 4;
-	for (size_t i = 0; i < pad; i++)
-		buf[m++] = '=';
-	if (m / 4 * 3 > cap)
-		return -1;
-	int len = EVP_DecodeBlock(out, (const unsigned char *)buf, (int)m);
-	return len < 0 ? -1 : len - (int)pad;
-}
-
 int64_t renew_due(const char *token)
 {
-	const char *p = strchr(token, '.'), *q;
-	unsigned char payload[1600];
-	int64_t due = -1;
-	if (!p || !(q = strchr(p + 1, '.')))
-		return -1;
-	int n = b64url_decode(p + 1, (size_t)(q - p - 1), payload, sizeof(payload) - 1);
-	if (n <= 0)
-		return -1;
-	json_t *j = json_loadb((const char *)payload, (size_t)n, 0, NULL);
+	json_t *j = agent_jwt_payload(token);
 	json_t *iat = json_object_get(j, "iat"), *exp = json_object_get(j, "exp");
+	int64_t due = -1;
 	if (json_is_integer(iat) && json_is_integer(exp) &&
 	    json_integer_value(exp) > json_integer_value(iat) && json_integer_value(iat) > 0)
 		due = json_integer_value(iat) +
 		      (json_integer_value(exp) - json_integer_value(iat) + 1) / 2;
 	json_decref(j);
-	explicit_bzero(payload, sizeof(payload));
 	return due;
 }
 

@@ -323,6 +323,52 @@ int hex_decode(const char *in, size_t inlen, uint8_t *out, size_t outcap)
 	return (int)(inlen / 2);
 }
 
+int b64url_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '-')
+		return 62;
+	if (c == '_')
+		return 63;
+	return -1;
+}
+
+/* Strict base64url, no padding: a length that cannot occur (len % 4 == 1) or non-zero unused
+ * trailing bits are refused, so every byte string has exactly one accepted encoding (no
+ * malleable signatures, nothing two decoders could read differently). Returns the decoded
+ * length, or -1. */
+long b64url_decode(const char *in, size_t len, unsigned char *out, size_t cap)
+{
+	uint32_t acc = 0;
+	unsigned bits = 0;
+	size_t i, n = 0;
+
+	if (len % 4 == 1)
+		return -1;
+	for (i = 0; i < len; i++) {
+		int v = b64url_value((unsigned char)in[i]);
+
+		if (v < 0)
+			return -1;
+		acc = (acc << 6) | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (n >= cap)
+				return -1;
+			out[n++] = (unsigned char)(acc >> bits);
+		}
+	}
+	if (bits && (acc & ((1u << bits) - 1)))
+		return -1;
+	return (long)n;
+}
+
 /* SipHash-1-3, written from the SipHash paper's description. */
 #define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 #define SIPROUND                                                                               \

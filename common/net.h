@@ -86,6 +86,11 @@ void rand_bytes(void *buf, size_t n);
 uint64_t rand_u64(void);
 void hex_encode(const uint8_t *in, size_t n, char *out); /* out holds 2n+1 */
 int hex_decode(const char *in, size_t inlen, uint8_t *out, size_t outcap); /* bytes or -1 */
+/* One base64url character's value (0..63), or -1. */
+int b64url_value(unsigned char c);
+/* Strict base64url without padding (JWT segments): bytes written to out, or -1 for a length
+ * that cannot occur, a character outside the alphabet, non-zero unused bits or over cap. */
+long b64url_decode(const char *in, size_t len, unsigned char *out, size_t cap);
 
 /* Keyed hash for tables indexed by attacker-chosen strings (SipHash-1-3). */
 uint64_t hash_bytes(const uint64_t key[2], const void *data, size_t len);

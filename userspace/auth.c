@@ -13,6 +13,7 @@
  * duplicate keys, no case games on "alg"); the signature covers exactly the bytes decoded.
  */
 #include "auth.h"
+#include "net.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -115,52 +116,6 @@ int auth_valid_kid(const char *s, size_t len)
 			return 0;
 	}
 	return 1;
-}
-
-static int b64url_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '-')
-		return 62;
-	if (c == '_')
-		return 63;
-	return -1;
-}
-
-/* Strict base64url, no padding: a length that cannot occur (len % 4 == 1) or non-zero unused
- * trailing bits are refused, so every byte string has exactly one accepted encoding (no
- * malleable signatures, nothing two decoders could read differently). Returns the decoded
- * length, or -1. */
-static long b64url_decode(const char *in, size_t len, unsigned char *out, size_t cap)
-{
-	uint32_t acc = 0;
-	unsigned bits = 0;
-	size_t i, n = 0;
-
-	if (len % 4 == 1)
-		return -1;
-	for (i = 0; i < len; i++) {
-		int v = b64url_value((unsigned char)in[i]);
-
-		if (v < 0)
-			return -1;
-		acc = (acc << 6) | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (n >= cap)
-				return -1;
-			out[n++] = (unsigned char)(acc >> bits);
-		}
-	}
-	if (bits && (acc & ((1u << bits) - 1)))
-		return -1;
-	return (long)n;
 }
 
 /* Decode one segment into a JSON object. 0, or -1 not base64url, -2 not a JSON object. */
