@@ -33,8 +33,7 @@ struct tokens_keys {
 	 * token renews exactly when a relay would accept it. Reloaded when the directory changes,
 	 * under mu (auth_cfg is not safe to reload while another thread verifies). */
 	pthread_mutex_t mu;
-	struct auth_cfg verify;
-	bool can_verify;
+	struct auth_cfg verify; /* no keys (nkeys 0): the directory did not load, renewal is off */
 	char dir[256];
 };
 
@@ -129,8 +128,6 @@ int tokens_keys_load(const char *dir, const char *wanted, struct tokens_keys **o
 	k->verify.leeway_s = 30;
 	if (auth_load_keys(&k->verify, dir, path, sizeof(path)))
 		pr_warn("token renewal is off until the key directory loads: %s", path);
-	else
-		k->can_verify = true;
 	ret = 0;
 	*out = k;
 	k = NULL;
@@ -342,14 +339,14 @@ static int tok_verify(struct tokens_keys *k, const char *iss, const char *token,
 	int ret;
 
 	pthread_mutex_lock(&k->mu);
-	if (auth_reload_if_changed(&k->verify, rerr, sizeof(rerr)) == 1 || !k->can_verify) {
-		if (!k->can_verify && !auth_load_keys(&k->verify, k->dir, rerr, sizeof(rerr)))
-			k->can_verify = true;
-	}
+	if (k->verify.nkeys)
+		auth_reload_if_changed(&k->verify, rerr, sizeof(rerr));
+	else
+		auth_load_keys(&k->verify, k->dir, rerr, sizeof(rerr));
 	k->verify.issuer = iss;
-	ret = k->can_verify ? auth_verify(&k->verify, token, wall_s(), cl, err, errlen) : -EAGAIN;
+	ret = k->verify.nkeys ? auth_verify(&k->verify, token, wall_s(), cl, err, errlen) : -EAGAIN;
 	pthread_mutex_unlock(&k->mu);
-	return ret == -EAGAIN || ret == -EACCES ? ret : ret ? -EACCES : 0;
+	return ret && ret != -EAGAIN ? -EACCES : ret;
 }
 
 /* POST /v1/tokens/renew, Authorization: Bearer <agent token>. An agent trades a token that is
